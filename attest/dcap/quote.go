@@ -1,0 +1,129 @@
+package dcap
+
+import (
+	"encoding/binary"
+)
+
+// Sizes of the fixed parts of a version 3 quote (Intel SGX ECDSA Quote Library API, A.4).
+const (
+	HeaderSize     = 48
+	ReportBodySize = 384
+	ECDSASigSize   = 64 // r || s, 32 bytes each, big-endian
+	ECDSAKeySize   = 64 // x || y, 32 bytes each, big-endian
+
+	QuoteVersion3        = 3
+	AttestationKeyP256   = 2
+	CertDataPCKChain     = 5 // PEM PCK leaf || intermediate || root
+	CertDataEncryptedPPI = 2
+
+	// Offsets inside the report body.
+	offCPUSVN     = 0
+	offMiscSelect = 16
+	offAttributes = 48
+	offMREnclave  = 64
+	offMRSigner   = 128
+	offISVProdID  = 256
+	offISVSVN     = 258
+	offReportData = 320
+
+	// AttributeDebug is the DEBUG bit in the low byte of ATTRIBUTES.flags.
+	AttributeDebug = 0x02
+)
+
+// Header is the 48-byte quote header.
+type Header struct {
+	Version            uint16
+	AttestationKeyType uint16
+	TEEType            uint32 // reserved (0) in v3
+	QESVN              uint16
+	PCESVN             uint16
+	QEVendorID         [16]byte
+	UserData           [20]byte
+}
+
+// ReportBody is an SGX report body (REPORTBODY), used for the ISV enclave and the QE.
+type ReportBody struct {
+	CPUSVN     [16]byte
+	MiscSelect uint32
+	Attributes [16]byte // flags (u64 LE) || xfrm (u64 LE)
+	MREnclave  [32]byte
+	MRSigner   [32]byte
+	ISVProdID  uint16
+	ISVSVN     uint16
+	ReportData [64]byte
+}
+
+// Debug reports whether the enclave's DEBUG attribute is set.
+func (r *ReportBody) Debug() bool { return r.Attributes[0]&AttributeDebug != 0 }
+
+// CertificationData is the tail of the signature data.
+type CertificationData struct {
+	Type uint16
+	Data []byte
+}
+
+// SignatureData is the ECDSA-P256 quote signature data.
+type SignatureData struct {
+	ISVSignature      [ECDSASigSize]byte // over SHA-256(header || ISV report body)
+	AttestationKey    [ECDSAKeySize]byte
+	QEReport          ReportBody
+	QEReportSignature [ECDSASigSize]byte // by the PCK key over SHA-256(QE report body)
+	QEAuthData        []byte
+	Certification     CertificationData
+}
+
+// Quote is a parsed version 3 quote.
+type Quote struct {
+	Header    Header
+	Body      ReportBody
+	Signature SignatureData
+}
+
+// Marshal encodes the header in its 48-byte wire form.
+func (h *Header) Marshal() []byte {
+	b := make([]byte, HeaderSize)
+	binary.LittleEndian.PutUint16(b[0:], h.Version)
+	binary.LittleEndian.PutUint16(b[2:], h.AttestationKeyType)
+	binary.LittleEndian.PutUint32(b[4:], h.TEEType)
+	binary.LittleEndian.PutUint16(b[8:], h.QESVN)
+	binary.LittleEndian.PutUint16(b[10:], h.PCESVN)
+	copy(b[12:28], h.QEVendorID[:])
+	copy(b[28:48], h.UserData[:])
+	return b
+}
+
+// Marshal encodes the report body in its 384-byte wire form (reserved fields zero).
+func (r *ReportBody) Marshal() []byte {
+	b := make([]byte, ReportBodySize)
+	copy(b[offCPUSVN:], r.CPUSVN[:])
+	binary.LittleEndian.PutUint32(b[offMiscSelect:], r.MiscSelect)
+	copy(b[offAttributes:], r.Attributes[:])
+	copy(b[offMREnclave:], r.MREnclave[:])
+	copy(b[offMRSigner:], r.MRSigner[:])
+	binary.LittleEndian.PutUint16(b[offISVProdID:], r.ISVProdID)
+	binary.LittleEndian.PutUint16(b[offISVSVN:], r.ISVSVN)
+	copy(b[offReportData:], r.ReportData[:])
+	return b
+}
+
+// Marshal encodes the whole quote. Signatures are taken as they are in q; a signer fills
+// them in over the bytes that Marshal produces for the signed regions.
+func (q *Quote) Marshal() []byte {
+	s := &q.Signature
+	sig := make([]byte, 0, ECDSASigSize+ECDSAKeySize+ReportBodySize+ECDSASigSize+2+len(s.QEAuthData)+6+len(s.Certification.Data))
+	sig = append(sig, s.ISVSignature[:]...)
+	sig = append(sig, s.AttestationKey[:]...)
+	sig = append(sig, s.QEReport.Marshal()...)
+	sig = append(sig, s.QEReportSignature[:]...)
+	sig = binary.LittleEndian.AppendUint16(sig, uint16(len(s.QEAuthData)))
+	sig = append(sig, s.QEAuthData...)
+	sig = binary.LittleEndian.AppendUint16(sig, s.Certification.Type)
+	sig = binary.LittleEndian.AppendUint32(sig, uint32(len(s.Certification.Data)))
+	sig = append(sig, s.Certification.Data...)
+
+	out := make([]byte, 0, HeaderSize+ReportBodySize+4+len(sig))
+	out = append(out, q.Header.Marshal()...)
+	out = append(out, q.Body.Marshal()...)
+	out = binary.LittleEndian.AppendUint32(out, uint32(len(sig)))
+	return append(out, sig...)
+}
