@@ -1,0 +1,372 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// TEE says what kind of attestation an identity rests on. Its values are the metric label
+// values of DESIGN.md (tee="simulation").
+type TEE string
+
+// The TEEs an SVID can be issued for.
+const (
+	// TEESGX: a hardware Intel SGX DCAP quote.
+	TEESGX TEE = "sgx"
+	// TEESimulation: a quote from the simulated TEE; the SVID is visibly marked.
+	TEESimulation TEE = "simulation"
+	// TEEUnknown is what TEEOf reports for a certificate without the marking.
+	TEEUnknown TEE = ""
+)
+
+// OIDTEE identifies the non-critical extension that records the TEE behind an SVID; its
+// value is a DER UTF8String holding the TEE ("sgx" or "simulation"). The arc
+// 1.3.6.1.4.1.59999 is a private enterprise arc used by attestmesh.
+var OIDTEE = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 1, 1}
+
+// SimulatedTEEUnit is the Subject organizational unit of every SVID issued on a simulated
+// attestation.
+const SimulatedTEEUnit = "attestmesh-simulated-tee"
+
+// Defaults of the control plane's CA.
+const (
+	// DefaultRootValidity is the lifetime of a new root CA.
+	DefaultRootValidity = 10 * 365 * 24 * time.Hour
+	// DefaultSVIDTTL is an SVID's lifetime when IssueSVID is given none.
+	DefaultSVIDTTL = time.Hour
+	// DefaultServerTTL is a server certificate's lifetime when IssueServerCert is given none.
+	DefaultServerTTL = 24 * time.Hour
+	// ControlPlanePath is the path of the control plane's own SPIFFE ID. It has one segment,
+	// so it cannot collide with a workload's spiffe://<td>/<session>/<service>.
+	ControlPlanePath = "/controlplane"
+)
+
+const organization = "attestmesh"
+
+// AuthorityConfig configures NewAuthority and LoadAuthority.
+type AuthorityConfig struct {
+	// TrustDomain is the CA's trust domain; required by NewAuthority. LoadAuthority reads it
+	// from the certificate and, when it is set here too, checks that both agree.
+	TrustDomain spiffeid.TrustDomain
+	// Rand supplies serial numbers; nil means crypto/rand. It must be safe for concurrent
+	// use when the Authority is.
+	Rand io.Reader
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+	// RootValidity is a new root's lifetime; zero means DefaultRootValidity.
+	RootValidity time.Duration
+}
+
+// Authority is the control plane's CA for one trust domain: an ECDSA P-256 root that issues
+// X.509-SVIDs directly. It is immutable and safe for concurrent use.
+type Authority struct {
+	td   spiffeid.TrustDomain
+	cert *x509.Certificate
+	key  crypto.Signer
+	rand io.Reader
+	now  func() time.Time
+}
+
+// NewAuthority generates a new root CA "attestmesh CA <trust domain>" with a fresh ECDSA
+// P-256 key. The root carries the trust domain's SPIFFE ID as its URI SAN.
+func NewAuthority(cfg AuthorityConfig) (*Authority, error) {
+	if cfg.TrustDomain.IsZero() {
+		return nil, errors.New("ca: new authority: trust domain is empty")
+	}
+	validFor := cfg.RootValidity
+	if validFor == 0 {
+		validFor = DefaultRootValidity
+	}
+	a := newAuthority(cfg)
+	a.td = cfg.TrustDomain
+	key, err := GenerateKey(P256)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		Subject: pkix.Name{
+			Organization: []string{organization},
+			CommonName:   "attestmesh CA " + cfg.TrustDomain.Name(),
+		},
+		URIs:                  []*url.URL{cfg.TrustDomain.ID().URL()},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		MaxPathLen:            -1,
+	}
+	cert, err := signer{
+		pub: key.Public(), issuerKey: key, validFor: validFor, now: a.now(), rand: a.rand,
+	}.sign("new authority", tmpl)
+	if err != nil {
+		return nil, err
+	}
+	a.cert, a.key = cert, key
+	return a, nil
+}
+
+func newAuthority(cfg AuthorityConfig) *Authority {
+	a := &Authority{rand: cfg.Rand, now: cfg.Now}
+	if a.rand == nil {
+		a.rand = rand.Reader
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	return a
+}
+
+// MarshalPEM returns the root certificate and its PKCS#8 private key as two PEM blocks. The
+// output holds the CA's private key: the caller encrypts it at rest.
+func (a *Authority) MarshalPEM() ([]byte, error) {
+	keyPEM, err := MarshalKeyPEM(a.key)
+	if err != nil {
+		return nil, err
+	}
+	return append(MarshalCertsPEM(a.cert), keyPEM...), nil
+}
+
+// LoadAuthority restores an Authority from MarshalPEM's output. It refuses a certificate that
+// is not a CA, a key that does not match it, and a trust domain other than cfg.TrustDomain
+// when that is set. Only cfg's Rand and Now are used otherwise.
+func LoadAuthority(data []byte, cfg AuthorityConfig) (*Authority, error) {
+	var certDER, keyDER []byte
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		switch {
+		case block.Type == "CERTIFICATE" && certDER == nil:
+			certDER = block.Bytes
+		case block.Type == pemPrivateKey && keyDER == nil:
+			keyDER = block.Bytes
+		default:
+			return nil, fmt.Errorf("ca: load authority: unexpected PEM block %q (want one CERTIFICATE and one PRIVATE KEY)", block.Type)
+		}
+	}
+	if certDER == nil || keyDER == nil {
+		return nil, errors.New("ca: load authority: want one CERTIFICATE and one PRIVATE KEY PEM block")
+	}
+	cert, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return nil, fmt.Errorf("ca: load authority: certificate: %w", err)
+	}
+	key, err := ParseKeyPEM(pem.EncodeToMemory(&pem.Block{Type: pemPrivateKey, Bytes: keyDER}))
+	if err != nil {
+		return nil, fmt.Errorf("ca: load authority: %w", err)
+	}
+	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, errors.New("ca: load authority: the certificate is not a CA with keyCertSign")
+	}
+	if !publicKeysEqual(key.Public(), cert.PublicKey) {
+		return nil, errors.New("ca: load authority: the private key does not match the certificate")
+	}
+	if len(cert.URIs) != 1 {
+		return nil, fmt.Errorf("ca: load authority: the certificate has %d URI SANs, want 1 (the trust domain)", len(cert.URIs))
+	}
+	id, err := spiffeid.FromURI(cert.URIs[0])
+	if err != nil {
+		return nil, fmt.Errorf("ca: load authority: trust domain URI SAN: %w", err)
+	}
+	if !cfg.TrustDomain.IsZero() && id.TrustDomain() != cfg.TrustDomain {
+		return nil, fmt.Errorf("ca: load authority: the CA is for trust domain %q, configured %q", id.TrustDomain(), cfg.TrustDomain)
+	}
+	a := newAuthority(cfg)
+	a.td, a.cert, a.key = id.TrustDomain(), cert, key
+	return a, nil
+}
+
+// TrustDomain is the CA's trust domain.
+func (a *Authority) TrustDomain() spiffeid.TrustDomain { return a.td }
+
+// ControlPlaneID is the control plane's own SPIFFE ID, spiffe://<td>/controlplane, carried by
+// its server certificates.
+func (a *Authority) ControlPlaneID() spiffeid.ID {
+	id, err := spiffeid.FromPath(a.td, ControlPlanePath)
+	if err != nil {
+		// ControlPlanePath is a valid constant path and td is valid.
+		panic(err)
+	}
+	return id
+}
+
+// Bundle returns the trust bundle: the root certificate.
+func (a *Authority) Bundle() []*x509.Certificate { return []*x509.Certificate{a.cert} }
+
+// BundlePEM returns the trust bundle as PEM.
+func (a *Authority) BundlePEM() []byte { return MarshalCertsPEM(a.cert) }
+
+// IssueSVID issues an X.509-SVID for id to the public key of csr, which must be ECDSA P-256
+// or Ed25519 with a valid signature (ParseCSR checks both; IssueSVID checks again). Nothing
+// else of the CSR is used. The SVID has exactly one URI SAN (id), is not a CA, has KeyUsage
+// digitalSignature and ExtKeyUsage serverAuth and clientAuth, lives ttl (DefaultSVIDTTL when
+// zero) but never past the root, and records tee (see OIDTEE). The chain returned is the
+// SVID alone: the root is in the bundle.
+func (a *Authority) IssueSVID(csr *x509.CertificateRequest, id spiffeid.ID, ttl time.Duration, tee TEE) ([]*x509.Certificate, error) {
+	if csr == nil {
+		return nil, errors.New("ca: issue SVID: no CSR")
+	}
+	if err := checkCSR(csr); err != nil {
+		return nil, fmt.Errorf("ca: issue SVID: %w", err)
+	}
+	switch {
+	case id.IsZero():
+		return nil, errors.New("ca: issue SVID: empty SPIFFE ID")
+	case id.TrustDomain() != a.td:
+		return nil, fmt.Errorf("ca: issue SVID: %s is not in trust domain %q", id, a.td)
+	case id.Path() == "":
+		return nil, fmt.Errorf("ca: issue SVID: %s has no path (a trust domain ID cannot be an SVID)", id)
+	case ttl < 0:
+		return nil, fmt.Errorf("ca: issue SVID: negative ttl %s", ttl)
+	}
+	if ttl == 0 {
+		ttl = DefaultSVIDTTL
+	}
+	subject := pkix.Name{Organization: []string{organization}}
+	switch tee {
+	case TEESGX:
+	case TEESimulation:
+		subject.OrganizationalUnit = []string{SimulatedTEEUnit}
+	default:
+		return nil, fmt.Errorf("ca: issue SVID: unknown TEE %q (want %q or %q)", tee, TEESGX, TEESimulation)
+	}
+	ext, err := teeExtension(tee)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		Subject:               subject,
+		URIs:                  []*url.URL{id.URL()},
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtraExtensions:       []pkix.Extension{ext},
+	}
+	cert, err := a.signer(csr.PublicKey, ttl).sign("issue SVID", tmpl)
+	if err != nil {
+		return nil, err
+	}
+	return []*x509.Certificate{cert}, nil
+}
+
+// IssueServerCert issues a certificate for the control plane's own TLS listeners
+// (management API, attestation API, xDS, webhook): the given DNS names and IP addresses plus
+// the URI SAN ControlPlaneID, so that sidecars can authorize it as an SVID. It lives ttl
+// (DefaultServerTTL when zero), never past the root. pub may be any supported key type.
+func (a *Authority) IssueServerCert(pub crypto.PublicKey, dns []string, ips []net.IP, ttl time.Duration) (*x509.Certificate, error) {
+	if ttl < 0 {
+		return nil, fmt.Errorf("ca: issue server certificate: negative ttl %s", ttl)
+	}
+	if ttl == 0 {
+		ttl = DefaultServerTTL
+	}
+	if err := checkDNSNames(dns); err != nil {
+		return nil, fmt.Errorf("ca: issue server certificate: %w", err)
+	}
+	cn := "attestmesh control plane"
+	if len(dns) > 0 {
+		cn = dns[0]
+	}
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{Organization: []string{organization}, CommonName: cn},
+		DNSNames:              dns,
+		IPAddresses:           ips,
+		URIs:                  []*url.URL{a.ControlPlaneID().URL()},
+		BasicConstraintsValid: true,
+		KeyUsage:              leafKeyUsage(pub),
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	return a.signer(pub, ttl).sign("issue server certificate", tmpl)
+}
+
+func (a *Authority) signer(pub crypto.PublicKey, ttl time.Duration) signer {
+	return signer{pub: pub, issuer: a.cert, issuerKey: a.key, validFor: ttl, now: a.now(), rand: a.rand}
+}
+
+func teeExtension(tee TEE) (pkix.Extension, error) {
+	val, err := asn1.MarshalWithParams(string(tee), "utf8")
+	if err != nil {
+		return pkix.Extension{}, fmt.Errorf("ca: encode TEE extension: %w", err)
+	}
+	return pkix.Extension{Id: OIDTEE, Critical: false, Value: val}, nil
+}
+
+// TEEOf reports the TEE an SVID was issued for: TEESimulation when either the OIDTEE
+// extension says "simulation" or the Subject carries SimulatedTEEUnit, TEESGX when the
+// extension says "sgx", TEEUnknown otherwise. It reads the marking only: verify the
+// certificate first.
+func TEEOf(cert *x509.Certificate) TEE {
+	if cert == nil {
+		return TEEUnknown
+	}
+	if slices.Contains(cert.Subject.OrganizationalUnit, SimulatedTEEUnit) {
+		return TEESimulation
+	}
+	for _, ext := range cert.Extensions {
+		if !ext.Id.Equal(OIDTEE) {
+			continue
+		}
+		var s string
+		rest, err := asn1.UnmarshalWithParams(ext.Value, &s, "utf8")
+		if err != nil || len(rest) != 0 {
+			return TEEUnknown
+		}
+		switch TEE(s) {
+		case TEESimulation:
+			return TEESimulation
+		case TEESGX:
+			return TEESGX
+		}
+		return TEEUnknown
+	}
+	return TEEUnknown
+}
+
+// checkCSR checks what an SVID's CSR must satisfy: a supported key type and a valid
+// signature. Errors carry no package prefix.
+func checkCSR(csr *x509.CertificateRequest) error {
+	switch k := csr.PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		if k == nil || k.Curve != elliptic.P256() {
+			name := "unknown curve"
+			if k != nil && k.Curve != nil {
+				name = k.Curve.Params().Name
+			}
+			return fmt.Errorf("CSR key is ECDSA %s, only ECDSA P-256 and Ed25519 are accepted for SVIDs", name)
+		}
+	case ed25519.PublicKey:
+	default:
+		return fmt.Errorf("CSR key is %s, only ECDSA P-256 and Ed25519 are accepted for SVIDs", keyTypeName(csr))
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return fmt.Errorf("CSR signature does not verify: %w", err)
+	}
+	return nil
+}
+
+func keyTypeName(csr *x509.CertificateRequest) string {
+	if alg, err := keyAlgorithm(csr.PublicKey); err == nil {
+		return string(alg)
+	}
+	if csr.PublicKeyAlgorithm != x509.UnknownPublicKeyAlgorithm {
+		return csr.PublicKeyAlgorithm.String()
+	}
+	return fmt.Sprintf("%T", csr.PublicKey)
+}
