@@ -2,7 +2,9 @@ package dcap
 
 import (
 	"crypto/x509"
-	"errors"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -21,8 +23,11 @@ type Options struct {
 	Root *x509.Certificate
 	// Now is the verification time; zero means time.Now().
 	Now time.Time
-	// CollateralMaxAge bounds how old (since issueDate) TCB Info and QE Identity may be; zero
-	// means the documents' own nextUpdate decides alone.
+	// CollateralMaxAge is the operator's freshness policy for TCB Info and QE Identity. Zero:
+	// a document is accepted from its issueDate until its own nextUpdate. Non-zero: from its
+	// issueDate for CollateralMaxAge, in place of nextUpdate (which says when Intel publishes
+	// the next version, not when this one stops being true), as oasis-core's
+	// TCBValidityPeriod does; a value shorter than 30 days tightens, a longer one relaxes.
 	CollateralMaxAge time.Duration
 }
 
@@ -42,5 +47,27 @@ type Identity struct {
 // HexBytes marshals to JSON as lower-case hex.
 type HexBytes []byte
 
-// ErrNotImplemented is temporary scaffolding; Verify is implemented in verify.go.
-var ErrNotImplemented = errors.New("dcap: not implemented")
+// MarshalJSON encodes the bytes as a lower-case hex string.
+func (h HexBytes) MarshalJSON() ([]byte, error) {
+	out := make([]byte, 0, 2+hex.EncodedLen(len(h)))
+	out = append(out, '"')
+	out = hex.AppendEncode(out, h)
+	return append(out, '"'), nil
+}
+
+// UnmarshalJSON decodes a hex string (either case).
+func (h *HexBytes) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("dcap: hex bytes: %w", err)
+	}
+	v, err := hex.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("dcap: hex bytes: %w", err)
+	}
+	*h = v
+	return nil
+}
+
+// String returns the lower-case hex encoding.
+func (h HexBytes) String() string { return hex.EncodeToString(h) }

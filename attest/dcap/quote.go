@@ -2,6 +2,7 @@ package dcap
 
 import (
 	"encoding/binary"
+	"math"
 )
 
 // Sizes of the fixed parts of a version 3 quote (Intel SGX ECDSA Quote Library API, A.4).
@@ -107,7 +108,9 @@ func (r *ReportBody) Marshal() []byte {
 }
 
 // Marshal encodes the whole quote. Signatures are taken as they are in q; a signer fills
-// them in over the bytes that Marshal produces for the signed regions.
+// them in over the bytes that Marshal produces for the signed regions. A length that does not
+// fit its field is written as the field's maximum and no longer matches the data, so callers
+// keep QE authentication data under 65536 bytes.
 func (q *Quote) Marshal() []byte {
 	s := &q.Signature
 	sig := make([]byte, 0, ECDSASigSize+ECDSAKeySize+ReportBodySize+ECDSASigSize+2+len(s.QEAuthData)+6+len(s.Certification.Data))
@@ -115,15 +118,30 @@ func (q *Quote) Marshal() []byte {
 	sig = append(sig, s.AttestationKey[:]...)
 	sig = append(sig, s.QEReport.Marshal()...)
 	sig = append(sig, s.QEReportSignature[:]...)
-	sig = binary.LittleEndian.AppendUint16(sig, uint16(len(s.QEAuthData)))
+	sig = binary.LittleEndian.AppendUint16(sig, fieldLen16(len(s.QEAuthData)))
 	sig = append(sig, s.QEAuthData...)
 	sig = binary.LittleEndian.AppendUint16(sig, s.Certification.Type)
-	sig = binary.LittleEndian.AppendUint32(sig, uint32(len(s.Certification.Data)))
+	sig = binary.LittleEndian.AppendUint32(sig, fieldLen32(len(s.Certification.Data)))
 	sig = append(sig, s.Certification.Data...)
 
 	out := make([]byte, 0, HeaderSize+ReportBodySize+4+len(sig))
 	out = append(out, q.Header.Marshal()...)
 	out = append(out, q.Body.Marshal()...)
-	out = binary.LittleEndian.AppendUint32(out, uint32(len(sig)))
+	out = binary.LittleEndian.AppendUint32(out, fieldLen32(len(sig)))
 	return append(out, sig...)
+}
+
+// fieldLen16 and fieldLen32 encode a length, saturating at the field's maximum.
+func fieldLen16(n int) uint16 {
+	if n < 0 || n > math.MaxUint16 {
+		return math.MaxUint16
+	}
+	return uint16(n)
+}
+
+func fieldLen32(n int) uint32 {
+	if n < 0 || int64(n) > math.MaxUint32 {
+		return math.MaxUint32
+	}
+	return uint32(n)
 }
