@@ -1,0 +1,328 @@
+package ca
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var testTD = spiffeid.RequireTrustDomainFromString("attestmesh.local")
+
+func mustAuthority(t testing.TB) *Authority {
+	t.Helper()
+	a, err := NewAuthority(AuthorityConfig{TrustDomain: testTD})
+	require.NoError(t, err)
+	return a
+}
+
+func TestNewAuthority(t *testing.T) {
+	now := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	a, err := NewAuthority(AuthorityConfig{TrustDomain: testTD, Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	bundle := a.Bundle()
+	require.Len(t, bundle, 1)
+	root := bundle[0]
+	assert.Equal(t, "attestmesh CA attestmesh.local", root.Subject.CommonName)
+	assert.Equal(t, []string{"attestmesh"}, root.Subject.Organization)
+	assert.Equal(t, root.Subject.String(), root.Issuer.String())
+	assert.True(t, root.IsCA)
+	assert.Equal(t, x509.KeyUsageCertSign|x509.KeyUsageCRLSign, root.KeyUsage)
+	alg, err := AlgorithmOf(root.PublicKey)
+	require.NoError(t, err)
+	assert.Equal(t, P256, alg)
+	require.Len(t, root.URIs, 1)
+	assert.Equal(t, "spiffe://attestmesh.local", root.URIs[0].String())
+	assert.Equal(t, now.Add(-ClockSkew), root.NotBefore)
+	assert.Equal(t, now.Add(DefaultRootValidity), root.NotAfter)
+	assert.Equal(t, testTD, a.TrustDomain())
+	assert.Equal(t, "spiffe://attestmesh.local/controlplane", a.ControlPlaneID().String())
+
+	certs, err := ParseCertsPEM(a.BundlePEM())
+	require.NoError(t, err)
+	require.Len(t, certs, 1)
+	assert.Equal(t, root.Raw, certs[0].Raw)
+
+	_, err = NewAuthority(AuthorityConfig{})
+	require.EqualError(t, err, "ca: new authority: trust domain is empty")
+}
+
+// TestIssueSVID parses every SVID with go-spiffe, verifies it against the bundle, and checks
+// the X.509-SVID rules and the TEE marking.
+func TestIssueSVID(t *testing.T) {
+	a := mustAuthority(t)
+	id := spiffeid.RequireFromPath(testTD, "/redis/redis-server")
+	tests := []struct {
+		name   string
+		alg    Algorithm
+		tee    TEE
+		wantOU []string
+	}{
+		{name: "P-256 hardware", alg: P256, tee: TEESGX},
+		{name: "P-256 simulation", alg: P256, tee: TEESimulation, wantOU: []string{SimulatedTEEUnit}},
+		{name: "Ed25519 hardware", alg: Ed25519, tee: TEESGX},
+		{name: "Ed25519 simulation", alg: Ed25519, tee: TEESimulation, wantOU: []string{SimulatedTEEUnit}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := mustKey(t, tt.alg)
+			csr, err := ParseCSR(mustCSR(t, key))
+			require.NoError(t, err)
+			chain, err := a.IssueSVID(csr, id, 10*time.Minute, tt.tee)
+			require.NoError(t, err)
+			require.Len(t, chain, 1)
+			leaf := chain[0]
+
+			keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+			require.NoError(t, err)
+			svid, err := x509svid.ParseRaw(leaf.Raw, keyDER)
+			require.NoError(t, err)
+			assert.Equal(t, id, svid.ID)
+
+			gotID, chains, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(testTD, a.Bundle()))
+			require.NoError(t, err)
+			assert.Equal(t, id, gotID)
+			require.Len(t, chains, 1)
+
+			require.Len(t, leaf.URIs, 1)
+			assert.Equal(t, id.String(), leaf.URIs[0].String())
+			assert.Empty(t, leaf.DNSNames, "nothing from the CSR is copied")
+			assert.Empty(t, leaf.Subject.CommonName)
+			assert.False(t, leaf.IsCA)
+			assert.Equal(t, x509.KeyUsageDigitalSignature, leaf.KeyUsage)
+			assert.Equal(t, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, leaf.ExtKeyUsage)
+			assert.Equal(t, 10*time.Minute+ClockSkew, leaf.NotAfter.Sub(leaf.NotBefore))
+			assert.Equal(t, tt.wantOU, leaf.Subject.OrganizationalUnit)
+			assert.Equal(t, tt.tee, TEEOf(leaf))
+			for _, ext := range leaf.Extensions {
+				if ext.Id.Equal(OIDTEE) {
+					assert.False(t, ext.Critical)
+				}
+			}
+			requireOpenSSLOK(t, a.Bundle()[0], leaf, nil, "-purpose", "sslclient")
+		})
+	}
+}
+
+func TestIssueSVIDDefaultsAndClamp(t *testing.T) {
+	start := time.Now()
+	now := start
+	a, err := NewAuthority(AuthorityConfig{TrustDomain: testTD, RootValidity: 2 * time.Hour, Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	csr, err := ParseCSR(mustCSR(t, mustKey(t, P256)))
+	require.NoError(t, err)
+	id := spiffeid.RequireFromPath(testTD, "/flask/api")
+
+	chain, err := a.IssueSVID(csr, id, 0, TEESGX)
+	require.NoError(t, err)
+	assert.Equal(t, DefaultSVIDTTL+ClockSkew, chain[0].NotAfter.Sub(chain[0].NotBefore))
+
+	chain, err = a.IssueSVID(csr, id, 10*time.Hour, TEESGX)
+	require.NoError(t, err)
+	assert.Equal(t, a.Bundle()[0].NotAfter, chain[0].NotAfter, "never past the root")
+
+	now = start.Add(3 * time.Hour)
+	_, err = a.IssueSVID(csr, id, time.Hour, TEESGX)
+	require.ErrorContains(t, err, `ca: issue SVID: issuer "attestmesh CA attestmesh.local" expired at`)
+}
+
+func TestIssueSVIDRefusals(t *testing.T) {
+	a := mustAuthority(t)
+	id := spiffeid.RequireFromPath(testTD, "/s/svc")
+	csrOf := func(alg Algorithm) *x509.CertificateRequest {
+		der := mustCSR(t, mustKey(t, alg))
+		csr, err := x509.ParseCertificateRequest(der)
+		require.NoError(t, err)
+		return csr
+	}
+	good := csrOf(P256)
+	tampered := *csrOf(P256)
+	tampered.PublicKey = mustKey(t, P256).Public()
+
+	tests := []struct {
+		name    string
+		csr     *x509.CertificateRequest
+		id      spiffeid.ID
+		ttl     time.Duration
+		tee     TEE
+		wantErr string
+	}{
+		{name: "nil CSR", id: id, tee: TEESGX, wantErr: "ca: issue SVID: no CSR"},
+		{name: "P-384", csr: csrOf(P384), id: id, tee: TEESGX,
+			wantErr: "ca: issue SVID: CSR key is ECDSA P-384, only ECDSA P-256 and Ed25519 are accepted for SVIDs"},
+		{name: "RSA", csr: csrOf(RSA2048), id: id, tee: TEESGX,
+			wantErr: "ca: issue SVID: CSR key is RSA-2048, only ECDSA P-256 and Ed25519 are accepted for SVIDs"},
+		{name: "signature", csr: &tampered, id: id, tee: TEESGX, wantErr: "ca: issue SVID: CSR signature does not verify"},
+		{name: "empty ID", csr: good, tee: TEESGX, wantErr: "ca: issue SVID: empty SPIFFE ID"},
+		{name: "other trust domain", csr: good, id: spiffeid.RequireFromString("spiffe://evil.example/s/svc"), tee: TEESGX,
+			wantErr: `ca: issue SVID: spiffe://evil.example/s/svc is not in trust domain "attestmesh.local"`},
+		{name: "trust domain ID", csr: good, id: testTD.ID(), tee: TEESGX, wantErr: "has no path"},
+		{name: "negative ttl", csr: good, id: id, ttl: -time.Second, tee: TEESGX, wantErr: "ca: issue SVID: negative ttl -1s"},
+		{name: "unknown TEE", csr: good, id: id, tee: "tdx", wantErr: `ca: issue SVID: unknown TEE "tdx" (want "sgx" or "simulation")`},
+		{name: "no TEE", csr: good, id: id, wantErr: `ca: issue SVID: unknown TEE ""`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			chain, err := a.IssueSVID(tt.csr, tt.id, tt.ttl, tt.tee)
+			require.ErrorContains(t, err, tt.wantErr)
+			assert.Nil(t, chain)
+		})
+	}
+}
+
+func TestAuthorityPersistence(t *testing.T) {
+	a := mustAuthority(t)
+	data, err := a.MarshalPEM()
+	require.NoError(t, err)
+
+	loaded, err := LoadAuthority(data, AuthorityConfig{})
+	require.NoError(t, err)
+	assert.Equal(t, a.Bundle()[0].Raw, loaded.Bundle()[0].Raw)
+	assert.Equal(t, testTD, loaded.TrustDomain())
+
+	// An SVID from the loaded CA verifies against the original bundle.
+	csr, err := ParseCSR(mustCSR(t, mustKey(t, P256)))
+	require.NoError(t, err)
+	id := spiffeid.RequireFromPath(testTD, "/ns/session/svc")
+	chain, err := loaded.IssueSVID(csr, id, time.Minute, TEESGX)
+	require.NoError(t, err)
+	gotID, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(testTD, a.Bundle()))
+	require.NoError(t, err)
+	assert.Equal(t, id, gotID)
+
+	other := mustAuthority(t)
+	otherPEM, err := other.MarshalPEM()
+	require.NoError(t, err)
+	otherKeyPEM := otherPEM[len(other.BundlePEM()):]
+	leafKey := mustKey(t, P256)
+	leaf, err := IssueLeaf(LeafRequest{PublicKey: leafKey.Public(), IssuerKey: leafKey, CommonName: "leaf", ValidFor: time.Hour})
+	require.NoError(t, err)
+	leafKeyPEM, err := MarshalKeyPEM(leafKey)
+	require.NoError(t, err)
+
+	tests := []struct {
+		name    string
+		in      []byte
+		cfg     AuthorityConfig
+		wantErr string
+	}{
+		{name: "empty", in: nil, wantErr: "ca: load authority: want one CERTIFICATE and one PRIVATE KEY PEM block"},
+		{name: "certificate only", in: a.BundlePEM(), wantErr: "want one CERTIFICATE and one PRIVATE KEY"},
+		{name: "two certificates", in: append(append([]byte{}, data...), a.BundlePEM()...), wantErr: `unexpected PEM block "CERTIFICATE"`},
+		{name: "key of another CA", in: append(a.BundlePEM(), otherKeyPEM...), wantErr: "ca: load authority: the private key does not match the certificate"},
+		{name: "not a CA", in: append(MarshalCertsPEM(leaf), leafKeyPEM...), wantErr: "ca: load authority: the certificate is not a CA with keyCertSign"},
+		{name: "other trust domain", in: data, cfg: AuthorityConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("prod.example")},
+			wantErr: `ca: load authority: the CA is for trust domain "attestmesh.local", configured "prod.example"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := LoadAuthority(tt.in, tt.cfg)
+			require.ErrorContains(t, err, tt.wantErr)
+			assert.NotContains(t, err.Error(), "PRIVATE KEY-----")
+		})
+	}
+}
+
+// TestServerCertTLS serves TLS on 127.0.0.1 with a server certificate from the Authority and
+// connects with a client that trusts only the bundle.
+func TestServerCertTLS(t *testing.T) {
+	a := mustAuthority(t)
+	key := mustKey(t, P256)
+	cert, err := a.IssueServerCert(key.Public(), []string{"localhost", "attestmesh-controlplane.attestmesh.svc"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 0)
+	require.NoError(t, err)
+	assert.Equal(t, DefaultServerTTL+ClockSkew, cert.NotAfter.Sub(cert.NotBefore))
+	require.Len(t, cert.URIs, 1)
+	assert.Equal(t, a.ControlPlaneID().String(), cert.URIs[0].String())
+	requireOpenSSLOK(t, a.Bundle()[0], cert, nil, "-verify_hostname", "localhost", "-purpose", "sslserver")
+	requireOpenSSLOK(t, a.Bundle()[0], cert, nil, "-verify_ip", "127.0.0.1", "-purpose", "sslserver")
+
+	// It is an SVID too: sidecars can authorize the control plane by ID.
+	gotID, _, err := x509svid.Verify([]*x509.Certificate{cert}, x509bundle.FromX509Authorities(testTD, a.Bundle()))
+	require.NoError(t, err)
+	assert.Equal(t, a.ControlPlaneID(), gotID)
+
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}},
+		MinVersion:   tls.VersionTLS13,
+	})
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return // the listener is closed
+			}
+			_, _ = c.Write([]byte("hello")) // completes the handshake; the client asserts
+			_ = c.Close()
+		}
+	}()
+
+	pool := x509.NewCertPool()
+	pool.AddCert(a.Bundle()[0])
+	for _, serverName := range []string{"localhost", "127.0.0.1"} {
+		t.Run(serverName, func(t *testing.T) {
+			d := tls.Dialer{Config: &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS13}}
+			conn, err := d.DialContext(t.Context(), "tcp", ln.Addr().String())
+			require.NoError(t, err)
+			defer conn.Close()
+			got, err := io.ReadAll(conn)
+			require.NoError(t, err)
+			assert.Equal(t, "hello", string(got))
+		})
+	}
+
+	// A client that trusts another CA refuses the certificate.
+	otherPool := x509.NewCertPool()
+	otherPool.AddCert(mustAuthority(t).Bundle()[0])
+	d := tls.Dialer{Config: &tls.Config{RootCAs: otherPool, ServerName: "localhost", MinVersion: tls.VersionTLS13}}
+	_, err = d.DialContext(t.Context(), "tcp", ln.Addr().String())
+	var unknownAuthority x509.UnknownAuthorityError
+	require.ErrorAs(t, err, &unknownAuthority)
+
+	rsaKey := mustKey(t, RSA2048)
+	rsaCert, err := a.IssueServerCert(rsaKey.Public(), []string{"localhost"}, nil, time.Hour)
+	require.NoError(t, err)
+	assert.Equal(t, x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment, rsaCert.KeyUsage)
+
+	_, err = a.IssueServerCert(key.Public(), nil, nil, -time.Hour)
+	require.EqualError(t, err, "ca: issue server certificate: negative ttl -1h0m0s")
+	_, err = a.IssueServerCert(key.Public(), []string{"bad name"}, nil, time.Hour)
+	require.ErrorContains(t, err, `ca: issue server certificate: ca: DNS name "bad name"`)
+}
+
+func TestTEEOf(t *testing.T) {
+	key := mustKey(t, P256)
+	plain, err := IssueLeaf(LeafRequest{PublicKey: key.Public(), IssuerKey: key, CommonName: "plain", ValidFor: time.Hour})
+	require.NoError(t, err)
+	ouOnly := *plain
+	ouOnly.Subject.OrganizationalUnit = []string{SimulatedTEEUnit}
+	garbled := *plain
+	garbled.Extensions = append(append([]pkix.Extension{}, plain.Extensions...), pkix.Extension{Id: OIDTEE, Value: []byte{0xff}})
+
+	tests := []struct {
+		name string
+		cert *x509.Certificate
+		want TEE
+	}{
+		{name: "nil", cert: nil, want: TEEUnknown},
+		{name: "unmarked", cert: plain, want: TEEUnknown},
+		{name: "OU alone marks simulation", cert: &ouOnly, want: TEESimulation},
+		{name: "undecodable extension", cert: &garbled, want: TEEUnknown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, TEEOf(tt.cert))
+		})
+	}
+}
+
