@@ -325,4 +325,3 @@ func TestTEEOf(t *testing.T) {
 		})
 	}
 }
-
