@@ -9,15 +9,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"log/slog"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -451,4 +451,60 @@ func TestLaunchRefusals(t *testing.T) {
 	}
 	// The host's encrypted tree is untouched by the refusals.
 	assert.NoDirExists(t, filepath.Join(base, "tls"))
+}
+
+const unprivilegedEnv = "ATTESTMESH_LAUNCH_TEST_UNPRIVILEGED_DIR"
+
+// TestLaunchUnprivilegedFallback runs TestUnprivilegedLaunch in a copy of this test binary as
+// user nobody: without CAP_SYS_ADMIN the private mount namespace is refused (EPERM) and the
+// launcher must fall back to a user and mount namespace, or refuse.
+func TestLaunchUnprivilegedFallback(t *testing.T) {
+	needRoot(t)
+	base := testDir(t)
+	require.NoError(t, os.Chmod(base, 0o755))
+	self, err := os.Executable()
+	require.NoError(t, err)
+	bin, err := os.ReadFile(self)
+	require.NoError(t, err)
+	copied := filepath.Join(base, "launch.test")
+	require.NoError(t, os.WriteFile(copied, bin, 0o755))
+	work := filepath.Join(base, "work")
+	require.NoError(t, os.Mkdir(work, 0o777))
+	require.NoError(t, os.Chmod(work, 0o777)) // whatever the umask
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, copied, "-test.run=^TestUnprivilegedLaunch$", "-test.v", "-test.count=1")
+	cmd.Env = []string{unprivilegedEnv + "=" + work, "PATH=/usr/bin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if strings.Contains(string(out), "cannot hide the injected files from the host, refusing to start") {
+		t.Skipf("unprivileged user namespaces are not available here; the launcher refused as it must:\n%s", out)
+	}
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "--- PASS: TestUnprivilegedLaunch")
+	assert.Contains(t, string(out), "isolation=user+mount-namespace")
+}
+
+// TestUnprivilegedLaunch is run by TestLaunchUnprivilegedFallback, as nobody.
+func TestUnprivilegedLaunch(t *testing.T) {
+	work := os.Getenv(unprivilegedEnv)
+	if work == "" {
+		t.Skip("run by TestLaunchUnprivilegedFallback only")
+	}
+	require.NotEqual(t, 0, os.Geteuid(), "must run unprivileged")
+	tls := filepath.Join(work, "tls")
+	cfg := &Config{
+		Argv: []string{"/bin/sh", "-c", "cat " + tls + "/a.crt; stat -c ' %a %u' " + tls + "/a.crt; id -u; " +
+			"grep -E '^Cap(Eff|Amb)' /proc/$$/status"},
+		Env:   map[string]string{"PATH": "/usr/bin:/bin"},
+		Files: map[string][]byte{tls + "/a.crt": []byte("unprivileged")},
+	}
+	r := launch(t.Context(), t, cfg, Options{})
+	t.Log(r.logs)
+	require.NoError(t, r.err, "stderr: %s", r.stderr)
+	assert.Equal(t, fmt.Sprintf("unprivileged 600 %d\n%d\nCapEff:\t0000000000000000\nCapAmb:\t0000000000000000\n",
+		os.Geteuid(), os.Geteuid()), r.stdout, "the app runs as the caller's uid, without capabilities, and sees its file")
+	assert.NoFileExists(t, filepath.Join(tls, "a.crt"))
+	assert.NoDirExists(t, tls)
 }

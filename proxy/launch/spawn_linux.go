@@ -19,6 +19,9 @@ import (
 // stage2Arg is the hidden first argument that turns the launcher's own binary into stage 2.
 const stage2Arg = "__attestmesh-launch-stage2"
 
+// capSysAdmin is CAP_SYS_ADMIN (linux/capability.h).
+const capSysAdmin = 21
+
 // Stage 2's file descriptors: the plan arrives on one, status records leave on the other.
 const (
 	planFD   = 3
@@ -64,7 +67,7 @@ func start(ctx context.Context, log *slog.Logger, opts Options, p *plan) (int, e
 		errs = append(errs, fmt.Sprintf("%s: %v", m, err))
 	}
 	if cmd == nil {
-		if opts.Isolation == IsolationAuto {
+		if opts.Isolation == IsolationAuto && p.hasSecrets() {
 			return -1, fmt.Errorf("launch: cannot hide the injected files from the host, refusing to start: "+
 				"no private mount namespace could be created (needs CAP_SYS_ADMIN, or unprivileged user namespaces): %s",
 				strings.Join(errs, "; "))
@@ -140,6 +143,10 @@ func spawn(ctx context.Context, log *slog.Logger, opts Options, p *plan, mode Is
 		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: os.Getuid(), HostID: os.Getuid(), Size: 1}}
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: os.Getgid(), HostID: os.Getgid(), Size: 1}}
 		attr.GidMappingsEnableSetgroups = false
+		// The caller's own uid inside the namespace, so the application runs as who it is; stage 2
+		// keeps CAP_SYS_ADMIN over its namespace as an ambient capability to mount, and drops it
+		// before the exec.
+		attr.AmbientCaps = []uintptr{capSysAdmin}
 	}
 	cmd.SysProcAttr = attr
 

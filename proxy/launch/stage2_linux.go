@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 )
 
@@ -59,6 +60,12 @@ func stage2(dec FSPFDecrypter) int {
 		p.wipe()
 		return fail(err)
 	}
+	// Capabilities are per thread: drop the ambient ones on the thread that execs.
+	runtime.LockOSThread()
+	if err := dropAmbientCaps(); err != nil {
+		p.wipe()
+		return fail(err)
+	}
 	if err := enc.Encode(record{Exec: true}); err != nil {
 		p.wipe()
 		return 1 // the parent is gone
@@ -66,6 +73,17 @@ func stage2(dec FSPFDecrypter) int {
 	err = syscall.Exec(p.Binary, p.Argv, p.Env)
 	p.wipe()
 	return fail(fmt.Errorf("exec %s: %w", p.Binary, err))
+}
+
+// dropAmbientCaps clears the calling thread's ambient capabilities (the user-namespace mode
+// raises CAP_SYS_ADMIN for stage 2), so that the application execs without any.
+func dropAmbientCaps() error {
+	const prCapAmbient, prCapAmbientClearAll = 47, 4
+	_, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prCapAmbient, prCapAmbientClearAll, 0)
+	if errno != 0 && errno != syscall.EINVAL { // EINVAL: a kernel without ambient capabilities
+		return fmt.Errorf("dropping ambient capabilities: %w", errno)
+	}
+	return nil
 }
 
 // setup decrypts the fspf tree, mounts the tmpfs file systems, writes the files and changes to
