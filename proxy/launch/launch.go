@@ -51,7 +51,8 @@ type FSPF struct {
 
 // Attestor attests the workload and returns its configuration. Implementations are called once
 // per launch and need not be safe for concurrent use. A refusal is returned as an error that
-// says why; it is shown to the operator as is.
+// says why; it is shown to the operator as is. The launcher owns the returned Config: it
+// overwrites the injection file contents and the fspf key once the application has exited.
 type Attestor interface {
 	Attest(ctx context.Context, req Request) (*Config, error)
 }
