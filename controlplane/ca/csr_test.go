@@ -1,0 +1,103 @@
+package ca
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseCSR(t *testing.T) {
+	p256 := mustCSR(t, mustKey(t, P256))
+	badSig := bytes.Clone(p256)
+	badSig[len(badSig)-1] ^= 0x01 // last byte of the ECDSA signature
+
+	tests := []struct {
+		name    string
+		der     []byte
+		wantAlg Algorithm
+		wantErr string
+	}{
+		{name: "P-256", der: p256, wantAlg: P256},
+		{name: "Ed25519", der: mustCSR(t, mustKey(t, Ed25519)), wantAlg: Ed25519},
+		{name: "empty", der: nil, wantErr: "ca: parse CSR: empty"},
+		{name: "too large", der: make([]byte, MaxCSRSize+1), wantErr: "ca: parse CSR: 8193 bytes, at most 8192 allowed"},
+		{name: "garbage", der: []byte("not a CSR"), wantErr: "ca: parse CSR: asn1:"},
+		{name: "trailing data", der: append(bytes.Clone(p256), 0), wantErr: "ca: parse CSR: asn1: syntax error: trailing data"},
+		{name: "truncated", der: p256[:len(p256)-10], wantErr: "ca: parse CSR:"},
+		{name: "P-384", der: mustCSR(t, mustKey(t, P384)),
+			wantErr: "ca: parse CSR: CSR key is ECDSA P-384, only ECDSA P-256 and Ed25519 are accepted for SVIDs"},
+		{name: "RSA-2048", der: mustCSR(t, mustKey(t, RSA2048)),
+			wantErr: "ca: parse CSR: CSR key is RSA-2048, only ECDSA P-256 and Ed25519 are accepted for SVIDs"},
+		{name: "bad signature", der: badSig, wantErr: "ca: parse CSR: CSR signature does not verify"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			csr, err := ParseCSR(tt.der)
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				assert.Nil(t, csr)
+				return
+			}
+			require.NoError(t, err)
+			alg, err := AlgorithmOf(csr.PublicKey)
+			require.NoError(t, err)
+			assert.Equal(t, tt.wantAlg, alg)
+		})
+	}
+}
+
+// FuzzParseCSR checks that ParseCSR never panics and that every CSR it accepts yields an SVID
+// that go-spiffe verifies. Seeds: testdata/fuzz/FuzzParseCSR (real P-256, Ed25519, P-384 and
+// RSA CSRs, a tampered signature) plus fresh CSRs.
+func FuzzParseCSR(f *testing.F) {
+	for _, alg := range []Algorithm{P256, Ed25519} {
+		f.Add(mustCSR(f, mustKey(f, alg)))
+	}
+	a := mustAuthority(f)
+	bundle := x509bundle.FromX509Authorities(testTD, a.Bundle())
+	id := spiffeid.RequireFromPath(testTD, "/fuzz/svc")
+	f.Fuzz(func(t *testing.T, der []byte) {
+		csr, err := ParseCSR(der)
+		if err != nil {
+			require.Nil(t, csr)
+			return
+		}
+		alg, err := AlgorithmOf(csr.PublicKey)
+		require.NoError(t, err)
+		require.Contains(t, []Algorithm{P256, Ed25519}, alg)
+		chain, err := a.IssueSVID(csr, id, time.Minute, TEESimulation)
+		require.NoError(t, err)
+		gotID, _, err := x509svid.Verify(chain, bundle)
+		require.NoError(t, err)
+		require.Equal(t, id, gotID)
+	})
+}
+
+func BenchmarkIssueSVID(b *testing.B) {
+	a := mustAuthority(b)
+	csr, err := ParseCSR(mustCSR(b, mustKey(b, P256)))
+	require.NoError(b, err)
+	id := spiffeid.RequireFromPath(testTD, "/bench/svc")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := a.IssueSVID(csr, id, time.Hour, TEESGX); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkParseCSR(b *testing.B) {
+	der := mustCSR(b, mustKey(b, P256))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseCSR(der); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
