@@ -18,10 +18,10 @@ import (
 
 var testTD = spiffeid.RequireTrustDomainFromString("attestmesh.local")
 
-func mustAuthority(t testing.TB) *Authority {
-	t.Helper()
+func mustAuthority(tb testing.TB) *Authority {
+	tb.Helper()
 	a, err := NewAuthority(AuthorityConfig{TrustDomain: testTD})
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return a
 }
 

@@ -47,32 +47,32 @@ func requireOpenSSLOK(t *testing.T, ca, leaf *x509.Certificate, intermediates []
 	require.True(t, strings.HasSuffix(out, "leaf.pem: OK"), "openssl verify %v: %s", args, out)
 }
 
-func mustKey(t testing.TB, alg Algorithm) crypto.Signer {
-	t.Helper()
+func mustKey(tb testing.TB, alg Algorithm) crypto.Signer {
+	tb.Helper()
 	k, err := GenerateKey(alg)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return k
 }
 
 // mustCSR makes a DER CSR signed by key.
-func mustCSR(t testing.TB, key crypto.Signer) []byte {
-	t.Helper()
+func mustCSR(tb testing.TB, key crypto.Signer) []byte {
+	tb.Helper()
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject:  pkix.Name{CommonName: "workload"},
 		DNSNames: []string{"ignored.example"},
 	}, key)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return der
 }
 
 // mustRoot makes a self-signed CA valid for a day.
-func mustRoot(t testing.TB, alg Algorithm, maxPathLen int) (*x509.Certificate, crypto.Signer) {
-	t.Helper()
-	key := mustKey(t, alg)
+func mustRoot(tb testing.TB, alg Algorithm, maxPathLen int) (*x509.Certificate, crypto.Signer) {
+	tb.Helper()
+	key := mustKey(tb, alg)
 	cert, err := IssueCA(CARequest{
 		PublicKey: key.Public(), IssuerKey: key, CommonName: "root " + string(alg),
 		ValidFor: 24 * 3600e9, MaxPathLen: maxPathLen,
 	})
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return cert, key
 }
