@@ -2,28 +2,21 @@ package mgmt_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/attestmesh/attestmesh/controlplane/ca"
-	"github.com/attestmesh/attestmesh/controlplane/cas"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
+	"github.com/attestmesh/attestmesh/controlplane/mgmt/mgmttest"
 	"github.com/attestmesh/attestmesh/controlplane/session"
-	"github.com/attestmesh/attestmesh/controlplane/store"
 )
 
 type env struct {
@@ -36,47 +29,8 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	dir := t.TempDir()
-	bolt, err := store.OpenBolt(store.BoltConfig{Dir: dir})
-	require.NoError(t, err)
-	var key store.Key
-	_, err = rand.Read(key[:])
-	require.NoError(t, err)
-	st, err := store.Encrypted(context.Background(), bolt, key)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-
-	auth, err := ca.NewAuthority(ca.AuthorityConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("test.local")})
-	require.NoError(t, err)
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	srvCert, err := auth.IssueServerCert(srvKey.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 0)
-	require.NoError(t, err)
-
-	srv := httptest.NewUnstartedServer(mgmt.NewHandler(cas.New(cas.Config{Store: st}), auth.BundlePEM(), nil))
-	srv.TLS = &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{srvCert.Raw}, PrivateKey: srvKey}},
-		ClientAuth:   tls.RequestClientCert,
-		MinVersion:   tls.VersionTLS12,
-	}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-
-	e := &env{url: srv.URL, roots: x509.NewCertPool()}
-	e.roots.AddCert(auth.Bundle()[0])
-	mk := func(withID bool) *mgmt.Client {
-		cfg := mgmt.ClientConfig{URL: srv.URL, Roots: e.roots}
-		if withID {
-			id, err := mgmt.LoadOrCreateIdentity(t.TempDir())
-			require.NoError(t, err)
-			cfg.Identity = id
-		}
-		c, err := mgmt.NewClient(cfg)
-		require.NoError(t, err)
-		return c
-	}
-	e.owner, e.other, e.anon = mk(true), mk(true), mk(false)
-	return e
+	srv := mgmttest.Start(t)
+	return &env{url: srv.URL, roots: srv.Roots, owner: srv.Client(t, true), other: srv.Client(t, true), anon: srv.Client(t, false)}
 }
 
 func exampleDoc(t *testing.T, file string) []byte {
