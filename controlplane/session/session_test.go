@@ -68,82 +68,84 @@ services:
     mrenclaves: [` + "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" + `]
 `
 
+// refusals are documents that Parse or Validate refuse, with the problem they must report.
+var refusals = []struct {
+	name  string
+	doc   string // appended to base unless full is set
+	full  bool
+	field string
+	line  int
+	msg   string
+}{
+	{name: "unknown top-level key", doc: "colour: blue\n", field: "colour", line: 6, msg: `unknown key "colour" (known: access_policy, images, name, predecessor, secrets, security, services, version)`},
+	{name: "unknown secret key", doc: "secrets:\n  - name: a\n    kind: ascii\n    sise: 3\n", field: "secrets[0].sise", line: 9, msg: `unknown key "sise"`},
+	{name: "duplicate key", doc: "secrets: []\nsecrets: []\n", field: "secrets", line: 7, msg: "duplicate key"},
+	{name: "wrong type list", doc: "secrets: {a: b}\n", field: "secrets", line: 6, msg: "want a list, got a mapping"},
+	{name: "wrong type scalar", doc: "images:\n  - name: [x]\n", field: "images[0].name", line: 7, msg: "want a scalar, got a list"},
+	{name: "size not an integer", doc: "secrets:\n  - name: a\n    kind: ascii\n    size: big\n", field: "secrets[0].size", line: 9, msg: `want an integer, got str "big"`},
+	{name: "size out of range", doc: "secrets:\n  - name: a\n    kind: binary\n    size: 0\n", field: "secrets[0].size", line: 9, msg: "0 is out of range [1, 65536]"},
+	{name: "export_public not a bool", doc: "secrets:\n  - name: a\n    kind: x509-ca\n    export_public: yes please\n", field: "secrets[0].export_public", line: 9, msg: "want true or false"},
+	{name: "isvsvn out of range", doc: "  - name: s2\n    attestation:\n      - signer: {mrsigner: " + strings.Repeat("b", 64) + ", isvprodid: 1, isvsvn: 70000}\n", field: "services[1].attestation[0].signer.isvsvn", line: 8, msg: "70000 is out of range [0, 65535]"},
+	{name: "alias", doc: "images:\n  - &x {name: a}\n  - *x\n", field: "images[0]", line: 7, msg: "YAML anchors and aliases are not supported"},
+	{name: "null list element", doc: "security:\n  attestation:\n    tolerate: [~]\n", field: "security.attestation.tolerate[0]", line: 8, msg: "want a string, got null"},
+	{name: "not a mapping", full: true, doc: "- a\n- b\n", field: "", line: 1, msg: "want a mapping, got a list"},
+
+	{name: "missing version", full: true, doc: "name: a\nservices: []\n", field: "version", line: 1, msg: `required: want "0.3"`},
+	{name: "wrong version", full: true, doc: "name: a\nversion: \"0.2\"\n", field: "version", line: 2, msg: `unsupported version "0.2": want "0.3"`},
+	{name: "bad session name", full: true, doc: "name: a//b\nversion: \"0.3\"\n", field: "name", line: 1, msg: "each '/'-separated part must be non-empty"},
+	{name: "bad predecessor", doc: "predecessor: abc\n", field: "predecessor", line: 6, msg: "want the 64 hex characters"},
+	{name: "bad policy entry", doc: "access_policy:\n  read: [SOMEONE]\n", field: "access_policy.read[0]", line: 7, msg: "want CREATOR, ANY, NONE or one PEM certificate"},
+	{name: "NONE with others", doc: "access_policy:\n  update: [CREATOR, NONE]\n", field: "access_policy.update[1]", line: 7, msg: "NONE must be the only entry"},
+	{name: "mrenclave not 64 hex", doc: "  - name: s2\n    mrenclaves: [abc]\n", field: "services[1].mrenclaves[0]", line: 7, msg: `want 64 hex characters, got "abc"`},
+	{name: "mrsigner not hex", doc: "  - name: s2\n    attestation:\n      - signer: {mrsigner: zz}\n", field: "services[1].attestation[0].signer.mrsigner", line: 8, msg: "want 64 hex characters"},
+	{name: "no enclave", doc: "  - name: s2\n", field: "services[1]", line: 6, msg: "no accepted enclave: give mrenclaves or attestation"},
+	{name: "both mrenclaves and attestation", doc: "  - name: s2\n    mrenclaves: [" + strings.Repeat("a", 64) + "]\n    attestation:\n      - mrenclave: [" + strings.Repeat("a", 64) + "]\n", field: "services[1].attestation", line: 9, msg: "give mrenclaves or attestation, not both"},
+	{name: "empty variant", doc: "  - name: s2\n    attestation:\n      - {}\n", field: "services[1].attestation[0]", line: 8, msg: "empty variant"},
+	{name: "duplicate service", doc: "  - name: svc\n    mrenclaves: [" + strings.Repeat("a", 64) + "]\n", field: "services[1].name", line: 6, msg: `duplicate service "svc" (also services[0])`},
+	{name: "unknown image", doc: "    image_name: img\nimages:\n  - name: other\n", field: "services[0].image_name", line: 6, msg: `unknown image "img" (known: other)`},
+	{name: "unterminated quote", doc: "    command: echo 'hi\n", field: "services[0].command", line: 6, msg: "unterminated single quote"},
+	{name: "relative pwd", doc: "    pwd: app\n", field: "services[0].pwd", line: 6, msg: "want an absolute, clean path"},
+	{name: "fspf key", doc: "    fspf_path: /fspf.pb\n    fspf_key: 1234\n    fspf_tag: ab\n", field: "services[0].fspf_key", line: 7, msg: "want 64 hex characters"},
+	{name: "duplicate image", doc: "images:\n  - name: i\n  - name: i\n", field: "images[1].name", line: 8, msg: `duplicate image "i" (also images[0])`},
+	{name: "duplicate injection path", doc: "images:\n  - name: i\n    injection_files:\n      - {path: /a, content: x}\n      - {path: /a, content: y}\n", field: "images[0].injection_files[1].path", line: 10, msg: `duplicate path "/a"`},
+	{name: "relative injection path", doc: "images:\n  - name: i\n    injection_files:\n      - {path: tls/a, content: x}\n", field: "images[0].injection_files[0].path", line: 9, msg: "want an absolute, clean path"},
+
+	{name: "unknown kind", doc: "secrets:\n  - name: a\n    kind: password\n", field: "secrets[0].kind", line: 8, msg: `unknown kind "password" (known: ascii, binary, private-key, x509-ca, x509)`},
+	{name: "missing kind", doc: "secrets:\n  - name: a\n", field: "secrets[0].kind", line: 7, msg: "required unless the secret is imported"},
+	{name: "bad secret name", doc: "secrets:\n  - name: my-key\n    kind: private-key\n", field: "secrets[0].name", line: 7, msg: "want an identifier"},
+	{name: "duplicate secret", doc: "secrets:\n  - {name: a, kind: ascii}\n  - {name: a, kind: binary}\n", field: "secrets[1].name", line: 8, msg: `duplicate secret "a" (also secrets[0])`},
+	{name: "field not for kind", doc: "secrets:\n  - name: a\n    kind: private-key\n    dns: [x]\n", field: "secrets[0].dns", line: 9, msg: "not allowed for kind private-key (allowed: algorithm)"},
+	{name: "size and value", doc: "secrets:\n  - name: a\n    kind: ascii\n    size: 3\n    value: abc\n", field: "secrets[0].value", line: 10, msg: "give size or value, not both"},
+	{name: "binary value not base64", doc: "secrets:\n  - name: a\n    kind: binary\n    value: \"!!\"\n", field: "secrets[0].value", line: 9, msg: "a binary value is standard base64"},
+	{name: "unknown algorithm", doc: "secrets:\n  - name: a\n    kind: private-key\n    algorithm: P-521\n", field: "secrets[0].algorithm", line: 9, msg: `unknown algorithm "P-521" (known: P-256, P-384, Ed25519, RSA-2048, RSA-3072)`},
+	{name: "issuer unknown", doc: "secrets:\n  - {name: redis_ca_cert, kind: x509-ca}\n  - {name: redis_key, kind: private-key}\n  - name: c\n    kind: x509\n    issuer: redis_ca\n", field: "secrets[2].issuer", line: 11, msg: `unknown secret "redis_ca" (known: redis_ca_cert, redis_key, c)`},
+	{name: "issuer not a CA", doc: "secrets:\n  - {name: leaf, kind: x509}\n  - name: c\n    kind: x509\n    issuer: leaf\n", field: "secrets[1].issuer", line: 10, msg: `secret "leaf" is x509, want x509-ca`},
+	{name: "private_key not a key", doc: "secrets:\n  - {name: pw, kind: ascii}\n  - name: c\n    kind: x509\n    private_key: pw\n", field: "secrets[1].private_key", line: 10, msg: `secret "pw" is ascii, want private-key`},
+	{name: "issuer cycle", doc: "secrets:\n  - {name: a, kind: x509-ca, issuer: b}\n  - {name: b, kind: x509-ca, issuer: a}\n", field: "secrets[0].issuer", line: 7, msg: "issuer cycle: a -> b -> a"},
+	{name: "self issuer", doc: "secrets:\n  - {name: a, kind: x509-ca, issuer: a}\n", field: "secrets[0].issuer", line: 7, msg: "issuer cycle: a -> a"},
+	{name: "bad dns", doc: "secrets:\n  - {name: a, kind: x509, dns: [\"bad host\"]}\n", field: "secrets[0].dns[0]", line: 7, msg: `"bad host" is not a DNS name`},
+	{name: "bad valid_for", doc: "secrets:\n  - {name: a, kind: x509, valid_for: 3 weeks}\n", field: "secrets[0].valid_for", line: 7, msg: `valid_for "3 weeks"`},
+	{name: "export_public on key", doc: "secrets:\n  - {name: a, kind: private-key, export_public: true}\n", field: "secrets[0].export_public", line: 7, msg: "only certificates (x509, x509-ca) can be public, this secret is private-key"},
+	{name: "export to bad name", doc: "secrets:\n  - {name: a, kind: ascii, export: [{session: \"/x\"}]}\n", field: "secrets[0].export[0].session", line: 7, msg: "each '/'-separated part"},
+	{name: "export to itself", doc: "secrets:\n  - {name: a, kind: ascii, export: [{session: t/s}]}\n", field: "secrets[0].export[0].session", line: 7, msg: "a session cannot export to itself"},
+	{name: "import with generation field", doc: "secrets:\n  - name: a\n    import: {session: o, secret: a}\n    dns: [x]\n", field: "secrets[0].dns", line: 9, msg: "an imported secret takes no dns"},
+	{name: "import re-exported", doc: "secrets:\n  - name: a\n    import: {session: o, secret: a}\n    export: [{session: p}]\n", field: "secrets[0].export", line: 9, msg: "an imported secret cannot be exported again"},
+
+	{name: "placeholder names no secret", doc: "    command: run $$SCONE::nope$$\nsecrets:\n  - {name: a, kind: ascii}\n", field: "services[0].command", line: 6, msg: "placeholder $$SCONE::nope$$ names no secret (known: a)"},
+	{name: "placeholder unknown format", doc: "    environment: {K: \"$$SCONE::a:upper$$\"}\nsecrets:\n  - {name: a, kind: ascii}\n", field: "services[0].environment.K", line: 6, msg: `unknown format "upper" (known: crt, privatekey, chain, hex, base64)`},
+	{name: "placeholder unknown part", doc: "images:\n  - name: i\n    injection_files:\n      - {path: /a, content: \"$$SCONE::a.pem$$\"}\nsecrets:\n  - {name: a, kind: x509}\n", field: "images[0].injection_files[0].content", line: 9, msg: `unknown part "pem"`},
+	{name: "key placeholder on a private key", doc: "images:\n  - name: i\n    injection_files:\n      - {path: /a, content: \"$$SCONE::k.key$$\"}\nsecrets:\n  - {name: k, kind: private-key}\n", field: "images[0].injection_files[0].content", line: 9, msg: `format "privatekey" needs an x509 or x509-ca secret, this one is private-key`},
+	{name: "privatekey format on ascii", doc: "images:\n  - name: i\n    injection_files:\n      - {path: /a, content: \"$$SCONE::a:privatekey$$\"}\nsecrets:\n  - {name: a, kind: ascii}\n", field: "images[0].injection_files[0].content", line: 9, msg: "needs an x509 or x509-ca secret, this one is ascii"},
+	{name: "hex on a certificate", doc: "    command: run $$SCONE::c:hex$$\nsecrets:\n  - {name: c, kind: x509}\n", field: "services[0].command", line: 6, msg: `format "hex" needs an ascii or binary secret`},
+	{name: "raw binary in command", doc: "    command: run $$SCONE::b$$\nsecrets:\n  - {name: b, kind: binary}\n", field: "services[0].command", line: 6, msg: "use :hex or :base64"},
+	{name: "unterminated placeholder", doc: "    command: run $$SCONE::a\nsecrets:\n  - {name: a, kind: ascii}\n", field: "services[0].command", line: 6, msg: "unterminated placeholder"},
+
+	{name: "unknown mode", doc: "security:\n  attestation:\n    mode: emulation\n", field: "security.attestation.mode", line: 8, msg: `unknown mode "emulation": want hardware or simulation`},
+	{name: "unknown tolerance", doc: "security:\n  attestation:\n    tolerate: [debug]\n", field: "security.attestation.tolerate[0]", line: 8, msg: `unknown tolerance "debug" (known: debug-mode, outdated-tcb`},
+}
+
 func TestParseAndValidateRefusals(t *testing.T) {
-	tests := []struct {
-		name  string
-		doc   string // appended to base unless full is set
-		full  bool
-		field string
-		line  int
-		msg   string
-	}{
-		{name: "unknown top-level key", doc: "colour: blue\n", field: "colour", line: 6, msg: `unknown key "colour" (known: access_policy, images, name, predecessor, secrets, security, services, version)`},
-		{name: "unknown secret key", doc: "secrets:\n  - name: a\n    kind: ascii\n    sise: 3\n", field: "secrets[0].sise", line: 9, msg: `unknown key "sise"`},
-		{name: "duplicate key", doc: "secrets: []\nsecrets: []\n", field: "secrets", line: 7, msg: "duplicate key"},
-		{name: "wrong type list", doc: "secrets: {a: b}\n", field: "secrets", line: 6, msg: "want a list, got a mapping"},
-		{name: "wrong type scalar", doc: "images:\n  - name: [x]\n", field: "images[0].name", line: 7, msg: "want a scalar, got a list"},
-		{name: "size not an integer", doc: "secrets:\n  - name: a\n    kind: ascii\n    size: big\n", field: "secrets[0].size", line: 9, msg: `want an integer, got str "big"`},
-		{name: "size out of range", doc: "secrets:\n  - name: a\n    kind: binary\n    size: 0\n", field: "secrets[0].size", line: 9, msg: "0 is out of range [1, 65536]"},
-		{name: "export_public not a bool", doc: "secrets:\n  - name: a\n    kind: x509-ca\n    export_public: yes please\n", field: "secrets[0].export_public", line: 9, msg: "want true or false"},
-		{name: "isvsvn out of range", doc: "  - name: s2\n    attestation:\n      - signer: {mrsigner: " + strings.Repeat("b", 64) + ", isvprodid: 1, isvsvn: 70000}\n", field: "services[1].attestation[0].signer.isvsvn", line: 8, msg: "70000 is out of range [0, 65535]"},
-		{name: "alias", doc: "images:\n  - &x {name: a}\n  - *x\n", field: "images[0]", line: 7, msg: "YAML anchors and aliases are not supported"},
-		{name: "null list element", doc: "security:\n  attestation:\n    tolerate: [~]\n", field: "security.attestation.tolerate[0]", line: 8, msg: "want a string, got null"},
-		{name: "not a mapping", full: true, doc: "- a\n- b\n", field: "", line: 1, msg: "want a mapping, got a list"},
-
-		{name: "missing version", full: true, doc: "name: a\nservices: []\n", field: "version", line: 1, msg: `required: want "0.3"`},
-		{name: "wrong version", full: true, doc: "name: a\nversion: \"0.2\"\n", field: "version", line: 2, msg: `unsupported version "0.2": want "0.3"`},
-		{name: "bad session name", full: true, doc: "name: a//b\nversion: \"0.3\"\n", field: "name", line: 1, msg: "each '/'-separated part must be non-empty"},
-		{name: "bad predecessor", doc: "predecessor: abc\n", field: "predecessor", line: 6, msg: "want the 64 hex characters"},
-		{name: "bad policy entry", doc: "access_policy:\n  read: [SOMEONE]\n", field: "access_policy.read[0]", line: 7, msg: "want CREATOR, ANY, NONE or one PEM certificate"},
-		{name: "NONE with others", doc: "access_policy:\n  update: [CREATOR, NONE]\n", field: "access_policy.update[1]", line: 7, msg: "NONE must be the only entry"},
-		{name: "mrenclave not 64 hex", doc: "  - name: s2\n    mrenclaves: [abc]\n", field: "services[1].mrenclaves[0]", line: 7, msg: `want 64 hex characters, got "abc"`},
-		{name: "mrsigner not hex", doc: "  - name: s2\n    attestation:\n      - signer: {mrsigner: zz}\n", field: "services[1].attestation[0].signer.mrsigner", line: 8, msg: "want 64 hex characters"},
-		{name: "no enclave", doc: "  - name: s2\n", field: "services[1]", line: 6, msg: "no accepted enclave: give mrenclaves or attestation"},
-		{name: "both mrenclaves and attestation", doc: "  - name: s2\n    mrenclaves: [" + strings.Repeat("a", 64) + "]\n    attestation:\n      - mrenclave: [" + strings.Repeat("a", 64) + "]\n", field: "services[1].attestation", line: 9, msg: "give mrenclaves or attestation, not both"},
-		{name: "empty variant", doc: "  - name: s2\n    attestation:\n      - {}\n", field: "services[1].attestation[0]", line: 8, msg: "empty variant"},
-		{name: "duplicate service", doc: "  - name: svc\n    mrenclaves: [" + strings.Repeat("a", 64) + "]\n", field: "services[1].name", line: 6, msg: `duplicate service "svc" (also services[0])`},
-		{name: "unknown image", doc: "    image_name: img\nimages:\n  - name: other\n", field: "services[0].image_name", line: 6, msg: `unknown image "img" (known: other)`},
-		{name: "unterminated quote", doc: "    command: echo 'hi\n", field: "services[0].command", line: 6, msg: "unterminated single quote"},
-		{name: "relative pwd", doc: "    pwd: app\n", field: "services[0].pwd", line: 6, msg: "want an absolute, clean path"},
-		{name: "fspf key", doc: "    fspf_path: /fspf.pb\n    fspf_key: 1234\n    fspf_tag: ab\n", field: "services[0].fspf_key", line: 7, msg: "want 64 hex characters"},
-		{name: "duplicate image", doc: "images:\n  - name: i\n  - name: i\n", field: "images[1].name", line: 8, msg: `duplicate image "i" (also images[0])`},
-		{name: "duplicate injection path", doc: "images:\n  - name: i\n    injection_files:\n      - {path: /a, content: x}\n      - {path: /a, content: y}\n", field: "images[0].injection_files[1].path", line: 10, msg: `duplicate path "/a"`},
-		{name: "relative injection path", doc: "images:\n  - name: i\n    injection_files:\n      - {path: tls/a, content: x}\n", field: "images[0].injection_files[0].path", line: 9, msg: "want an absolute, clean path"},
-
-		{name: "unknown kind", doc: "secrets:\n  - name: a\n    kind: password\n", field: "secrets[0].kind", line: 8, msg: `unknown kind "password" (known: ascii, binary, private-key, x509-ca, x509)`},
-		{name: "missing kind", doc: "secrets:\n  - name: a\n", field: "secrets[0].kind", line: 7, msg: "required unless the secret is imported"},
-		{name: "bad secret name", doc: "secrets:\n  - name: my-key\n    kind: private-key\n", field: "secrets[0].name", line: 7, msg: "want an identifier"},
-		{name: "duplicate secret", doc: "secrets:\n  - {name: a, kind: ascii}\n  - {name: a, kind: binary}\n", field: "secrets[1].name", line: 8, msg: `duplicate secret "a" (also secrets[0])`},
-		{name: "field not for kind", doc: "secrets:\n  - name: a\n    kind: private-key\n    dns: [x]\n", field: "secrets[0].dns", line: 9, msg: "not allowed for kind private-key (allowed: algorithm)"},
-		{name: "size and value", doc: "secrets:\n  - name: a\n    kind: ascii\n    size: 3\n    value: abc\n", field: "secrets[0].value", line: 10, msg: "give size or value, not both"},
-		{name: "binary value not base64", doc: "secrets:\n  - name: a\n    kind: binary\n    value: \"!!\"\n", field: "secrets[0].value", line: 9, msg: "a binary value is standard base64"},
-		{name: "unknown algorithm", doc: "secrets:\n  - name: a\n    kind: private-key\n    algorithm: P-521\n", field: "secrets[0].algorithm", line: 9, msg: `unknown algorithm "P-521" (known: P-256, P-384, Ed25519, RSA-2048, RSA-3072)`},
-		{name: "issuer unknown", doc: "secrets:\n  - {name: redis_ca_cert, kind: x509-ca}\n  - {name: redis_key, kind: private-key}\n  - name: c\n    kind: x509\n    issuer: redis_ca\n", field: "secrets[2].issuer", line: 11, msg: `unknown secret "redis_ca" (known: redis_ca_cert, redis_key, c)`},
-		{name: "issuer not a CA", doc: "secrets:\n  - {name: leaf, kind: x509}\n  - name: c\n    kind: x509\n    issuer: leaf\n", field: "secrets[1].issuer", line: 10, msg: `secret "leaf" is x509, want x509-ca`},
-		{name: "private_key not a key", doc: "secrets:\n  - {name: pw, kind: ascii}\n  - name: c\n    kind: x509\n    private_key: pw\n", field: "secrets[1].private_key", line: 10, msg: `secret "pw" is ascii, want private-key`},
-		{name: "issuer cycle", doc: "secrets:\n  - {name: a, kind: x509-ca, issuer: b}\n  - {name: b, kind: x509-ca, issuer: a}\n", field: "secrets[0].issuer", line: 7, msg: "issuer cycle: a -> b -> a"},
-		{name: "self issuer", doc: "secrets:\n  - {name: a, kind: x509-ca, issuer: a}\n", field: "secrets[0].issuer", line: 7, msg: "issuer cycle: a -> a"},
-		{name: "bad dns", doc: "secrets:\n  - {name: a, kind: x509, dns: [\"bad host\"]}\n", field: "secrets[0].dns[0]", line: 7, msg: `"bad host" is not a DNS name`},
-		{name: "bad valid_for", doc: "secrets:\n  - {name: a, kind: x509, valid_for: 3 weeks}\n", field: "secrets[0].valid_for", line: 7, msg: `valid_for "3 weeks"`},
-		{name: "export_public on key", doc: "secrets:\n  - {name: a, kind: private-key, export_public: true}\n", field: "secrets[0].export_public", line: 7, msg: "only certificates (x509, x509-ca) can be public, this secret is private-key"},
-		{name: "export to bad name", doc: "secrets:\n  - {name: a, kind: ascii, export: [{session: \"/x\"}]}\n", field: "secrets[0].export[0].session", line: 7, msg: "each '/'-separated part"},
-		{name: "export to itself", doc: "secrets:\n  - {name: a, kind: ascii, export: [{session: t/s}]}\n", field: "secrets[0].export[0].session", line: 7, msg: "a session cannot export to itself"},
-		{name: "import with generation field", doc: "secrets:\n  - name: a\n    import: {session: o, secret: a}\n    dns: [x]\n", field: "secrets[0].dns", line: 9, msg: "an imported secret takes no dns"},
-		{name: "import re-exported", doc: "secrets:\n  - name: a\n    import: {session: o, secret: a}\n    export: [{session: p}]\n", field: "secrets[0].export", line: 9, msg: "an imported secret cannot be exported again"},
-
-		{name: "placeholder names no secret", doc: "    command: run $$SCONE::nope$$\nsecrets:\n  - {name: a, kind: ascii}\n", field: "services[0].command", line: 6, msg: "placeholder $$SCONE::nope$$ names no secret (known: a)"},
-		{name: "placeholder unknown format", doc: "    environment: {K: \"$$SCONE::a:upper$$\"}\nsecrets:\n  - {name: a, kind: ascii}\n", field: "services[0].environment.K", line: 6, msg: `unknown format "upper" (known: crt, privatekey, chain, hex, base64)`},
-		{name: "placeholder unknown part", doc: "images:\n  - name: i\n    injection_files:\n      - {path: /a, content: \"$$SCONE::a.pem$$\"}\nsecrets:\n  - {name: a, kind: x509}\n", field: "images[0].injection_files[0].content", line: 9, msg: `unknown part "pem"`},
-		{name: "key placeholder on a private key", doc: "images:\n  - name: i\n    injection_files:\n      - {path: /a, content: \"$$SCONE::k.key$$\"}\nsecrets:\n  - {name: k, kind: private-key}\n", field: "images[0].injection_files[0].content", line: 9, msg: `format "privatekey" needs an x509 or x509-ca secret, this one is private-key`},
-		{name: "privatekey format on ascii", doc: "images:\n  - name: i\n    injection_files:\n      - {path: /a, content: \"$$SCONE::a:privatekey$$\"}\nsecrets:\n  - {name: a, kind: ascii}\n", field: "images[0].injection_files[0].content", line: 9, msg: "needs an x509 or x509-ca secret, this one is ascii"},
-		{name: "hex on a certificate", doc: "    command: run $$SCONE::c:hex$$\nsecrets:\n  - {name: c, kind: x509}\n", field: "services[0].command", line: 6, msg: `format "hex" needs an ascii or binary secret`},
-		{name: "raw binary in command", doc: "    command: run $$SCONE::b$$\nsecrets:\n  - {name: b, kind: binary}\n", field: "services[0].command", line: 6, msg: "use :hex or :base64"},
-		{name: "unterminated placeholder", doc: "    command: run $$SCONE::a\nsecrets:\n  - {name: a, kind: ascii}\n", field: "services[0].command", line: 6, msg: "unterminated placeholder"},
-
-		{name: "unknown mode", doc: "security:\n  attestation:\n    mode: emulation\n", field: "security.attestation.mode", line: 8, msg: `unknown mode "emulation": want hardware or simulation`},
-		{name: "unknown tolerance", doc: "security:\n  attestation:\n    tolerate: [debug]\n", field: "security.attestation.tolerate[0]", line: 8, msg: `unknown tolerance "debug" (known: debug-mode, outdated-tcb`},
-	}
-	for _, tt := range tests {
+	for _, tt := range refusals {
 		t.Run(tt.name, func(t *testing.T) {
 			doc := tt.doc
 			if !tt.full {

@@ -465,12 +465,16 @@ func (v validator) issuerCycles() {
 	}
 }
 
-// localKinds maps every secret name to its kind; "" for imports whose kind is omitted.
+// localKinds maps every secret name to its kind; "" (unknown) for imports whose kind is
+// omitted and for invalid kinds, which are reported once, where they are declared.
 func (v validator) localKinds() map[string]Kind {
 	kinds := make(map[string]Kind, len(v.s.Secrets))
 	for _, sec := range v.s.Secrets {
 		if _, dup := kinds[sec.Name]; !dup {
-			kinds[sec.Name] = sec.Kind
+			kinds[sec.Name] = ""
+			if slices.Contains(Kinds, sec.Kind) {
+				kinds[sec.Name] = sec.Kind
+			}
 		}
 	}
 	return kinds
