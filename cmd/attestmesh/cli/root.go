@@ -52,6 +52,7 @@ over xDS to sidecars whose SPIFFE identities exist only because attestation succ
 	root.AddCommand(
 		newQuoteCmd(),
 		newMeasureCmd(),
+		newSessionCmd(),
 	)
 	return root
 }
