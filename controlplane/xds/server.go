@@ -1,0 +1,428 @@
+package xds
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	server "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sync/errgroup"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// DefaultAddr is where the xDS server listens unless configured.
+const DefaultAddr = ":18000"
+
+// shutdownTimeout bounds the graceful stop of the gRPC server.
+const shutdownTimeout = 5 * time.Second
+
+// Config configures a Server.
+type Config struct {
+	// Logger receives the server's logs; discarded when nil.
+	Logger *slog.Logger
+	// TLS holds the server certificate and, in ClientCAs, the trust bundle that client SVIDs
+	// must chain to (or a GetConfigForClient that supplies both, for hot reloading). The server
+	// always requires and verifies a client certificate, with TLS 1.3 at least.
+	TLS *tls.Config
+	// Addr is the listen address of Run; DefaultAddr when empty.
+	Addr string
+	// Metrics is where the server registers its metrics; not registered when nil.
+	Metrics prometheus.Registerer
+}
+
+// Server is the ADS (state of the world and delta) server. The node of a stream is the
+// authenticated peer: its SPIFFE ID comes from the verified client certificate, and it only ever
+// receives the snapshot published for that ID. Update and the stream callbacks are safe for
+// concurrent use.
+type Server struct {
+	log     *slog.Logger
+	tls     *tls.Config
+	addr    string
+	cache   cache.SnapshotCache
+	metrics *metrics
+
+	mu       sync.Mutex // serializes Update; guards bundle and services
+	bundle   *bundleState
+	services map[spiffeid.ID]*serviceState
+
+	streamsMu sync.Mutex // guards streams and published
+	streams   map[streamKey]*streamState
+	published map[string]time.Time // node ID -> when its current snapshot was published
+}
+
+// streamKey identifies a stream: state-of-the-world and delta streams are numbered separately.
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
+type streamState struct {
+	node      spiffeid.ID
+	peer      string
+	requested map[string]time.Time // type URL -> time of the last request
+}
+
+// New returns a Server; it serves once Run or Serve is called, and Update may be called before.
+func New(cfg Config) (*Server, error) {
+	if cfg.TLS == nil {
+		return nil, errors.New("xds: config: TLS is required (server certificate and client CA pool)")
+	}
+	if cfg.TLS.ClientCAs == nil && cfg.TLS.GetConfigForClient == nil {
+		return nil, errors.New("xds: config: TLS.ClientCAs is required: the trust bundle that sidecar SVIDs chain to")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("subsystem", "xds")
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	addr := cfg.Addr
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	return &Server{
+		log:       logger,
+		tls:       enforceMTLS(cfg.TLS),
+		addr:      addr,
+		cache:     cache.NewSnapshotCache(true, cache.IDHash{}, slogAdapter{logger.With("component", "go-control-plane")}),
+		metrics:   m,
+		services:  make(map[spiffeid.ID]*serviceState),
+		streams:   make(map[streamKey]*streamState),
+		published: make(map[string]time.Time),
+	}, nil
+}
+
+// enforceMTLS returns a copy of c that requires and verifies a client certificate with TLS 1.3,
+// also for configurations that GetConfigForClient returns.
+func enforceMTLS(c *tls.Config) *tls.Config {
+	out := c.Clone()
+	out.ClientAuth = tls.RequireAndVerifyClientCert
+	if out.MinVersion < tls.VersionTLS13 {
+		out.MinVersion = tls.VersionTLS13
+	}
+	if get := c.GetConfigForClient; get != nil {
+		out.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			inner, err := get(hello)
+			if err != nil || inner == nil {
+				return inner, err
+			}
+			inner = inner.Clone()
+			inner.ClientAuth = tls.RequireAndVerifyClientCert
+			if inner.MinVersion < tls.VersionTLS13 {
+				inner.MinVersion = tls.VersionTLS13
+			}
+			return inner, nil
+		}
+	}
+	return out
+}
+
+// Run listens on the configured address and serves until ctx is done; a cancelled context is a
+// clean stop.
+func (s *Server) Run(ctx context.Context) error {
+	lis, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("xds: listen: %w", err)
+	}
+	return s.Serve(ctx, lis)
+}
+
+// Serve serves ADS on lis until ctx is done, then ends the streams and stops the gRPC server
+// (forcibly after a few seconds). It closes lis.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	xctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	xds := server.NewServer(xctx, s.cache, s.callbacks(), sotw.WithLogger(slogAdapter{s.log}))
+	gs := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(s.tls)),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+	)
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, xds)
+
+	s.log.Info("xds: serving ADS", "addr", lis.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("xds: serve: %w", err)
+	case <-ctx.Done():
+	}
+	cancel() // ends every stream, so that GracefulStop can finish
+	stopped := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(stopped)
+	}()
+	timer := time.NewTimer(shutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-stopped:
+	case <-timer.C:
+		s.log.Warn("xds: graceful stop timed out, closing connections", "timeout", shutdownTimeout)
+		gs.Stop()
+		<-stopped
+	}
+	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("xds: serve: %w", err)
+	}
+	s.log.Info("xds: stopped")
+	return nil
+}
+
+func (s *Server) callbacks() server.Callbacks {
+	return server.CallbackFuncs{
+		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			return s.onStreamOpen(ctx, streamKey{id: id})
+		},
+		StreamClosedFunc: func(id int64, _ *core.Node) { s.onStreamClosed(streamKey{id: id}) },
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			return s.onStreamOpen(ctx, streamKey{delta: true, id: id})
+		},
+		DeltaStreamClosedFunc: func(id int64, _ *core.Node) { s.onStreamClosed(streamKey{delta: true, id: id}) },
+		StreamRequestFunc: func(id int64, req *discovery.DiscoveryRequest) error {
+			node, err := s.onRequest(streamKey{id: id}, req.GetNode(), req.GetTypeUrl(), req.GetErrorDetail(),
+				req.GetVersionInfo(), req.GetResponseNonce())
+			req.Node = node
+			return err
+		},
+		StreamDeltaRequestFunc: func(id int64, req *discovery.DeltaDiscoveryRequest) error {
+			node, err := s.onRequest(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetErrorDetail(),
+				"", req.GetResponseNonce())
+			req.Node = node
+			return err
+		},
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
+			s.onResponse(streamKey{id: id}, resp.GetTypeUrl())
+		},
+		StreamDeltaResponseFunc: func(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
+			s.onResponse(streamKey{delta: true, id: id}, resp.GetTypeUrl())
+		},
+		FetchRequestFunc: func(context.Context, *discovery.DiscoveryRequest) error {
+			return status.Error(codes.Unimplemented, "xds: only ADS streams are served")
+		},
+	}
+}
+
+// peerID returns the SPIFFE ID of the verified client certificate of the stream.
+func peerID(ctx context.Context) (spiffeid.ID, string, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return spiffeid.ID{}, "", errors.New("xds: no peer on the stream")
+	}
+	addr := ""
+	if p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return spiffeid.ID{}, addr, errors.New("xds: stream is not over TLS")
+	}
+	if len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return spiffeid.ID{}, addr, errors.New("xds: client presented no verified certificate")
+	}
+	id, err := x509svid.IDFromCert(info.State.VerifiedChains[0][0])
+	if err != nil {
+		return spiffeid.ID{}, addr, fmt.Errorf("xds: client certificate is not an X.509-SVID: %w", err)
+	}
+	return id, addr, nil
+}
+
+func (s *Server) onStreamOpen(ctx context.Context, key streamKey) error {
+	id, addr, err := peerID(ctx)
+	if err != nil {
+		s.metrics.refused.WithLabelValues(refusedNoSVID).Inc()
+		s.log.Warn("xds: stream refused", "peer", addr, "reason", err.Error())
+		return status.Error(codes.Unauthenticated, err.Error())
+	}
+	s.streamsMu.Lock()
+	s.streams[key] = &streamState{node: id, peer: addr, requested: make(map[string]time.Time)}
+	s.streamsMu.Unlock()
+	s.metrics.connected.Inc()
+	s.log.Info("xds: sidecar connected", "node", id.String(), "peer", addr, "stream", key.id, "delta", key.delta)
+	return nil
+}
+
+func (s *Server) onStreamClosed(key streamKey) {
+	s.streamsMu.Lock()
+	st, ok := s.streams[key]
+	delete(s.streams, key)
+	s.streamsMu.Unlock()
+	if !ok { // refused at open
+		return
+	}
+	s.metrics.connected.Dec()
+	s.log.Info("xds: sidecar disconnected", "node", st.node.String(), "peer", st.peer, "stream", key.id, "delta", key.delta)
+}
+
+// onRequest makes the authenticated SPIFFE ID the request's node ID, refusing a request that
+// claims another, and counts NACKs.
+func (s *Server) onRequest(key streamKey, node *core.Node, typeURL string, nack *rpcstatus.Status,
+	version, nonce string,
+) (*core.Node, error) {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	st, ok := s.streams[key]
+	if !ok {
+		return node, status.Error(codes.Unauthenticated, "xds: stream has no authenticated node")
+	}
+	want := st.node.String()
+	if node.GetId() != "" && node.GetId() != want {
+		s.metrics.refused.WithLabelValues(refusedNodeIDMismatch).Inc()
+		s.log.Warn("xds: stream refused", "peer", st.peer, "node", want, "claimed_node_id", node.GetId(),
+			"reason", "node.id differs from the client certificate's SPIFFE ID")
+		return node, status.Errorf(codes.PermissionDenied,
+			"xds: node.id %q does not match the SPIFFE ID %q of the client certificate", node.GetId(), want)
+	}
+	if node == nil {
+		node = &core.Node{}
+	}
+	node.Id = want
+	if nack != nil {
+		s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
+		s.log.Warn("xds: NACK", "node", want, "type_url", typeURL, "version", version, "nonce", nonce,
+			"error", nack.GetMessage())
+		return node, nil
+	}
+	st.requested[typeURL] = time.Now()
+	return node, nil
+}
+
+func (s *Server) onResponse(key streamKey, typeURL string) {
+	s.metrics.pushes.WithLabelValues(typeLabel(typeURL)).Inc()
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	st, ok := s.streams[key]
+	if !ok {
+		return
+	}
+	start := st.requested[typeURL]
+	if pub := s.published[st.node.String()]; pub.After(start) {
+		start = pub
+	}
+	if !start.IsZero() {
+		s.metrics.latency.Observe(time.Since(start).Seconds())
+	}
+}
+
+// Update rebuilds, validates and publishes the snapshot of every service of m that has an SVID
+// in svids, all or nothing: if any snapshot is invalid, nothing is published and the error names
+// the resource and the field. Versions are content hashes per resource type, so a sidecar is sent
+// only the types that changed; services whose inputs did not change keep their snapshot object.
+// Services that left the mesh, or have no SVID, lose their snapshot.
+func (s *Server) Update(m *Mesh, bundle []*x509.Certificate, svids map[spiffeid.ID][]*x509.Certificate) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	idx := m.index()
+	b, err := s.trustBundle(bundle)
+	if err != nil {
+		return err
+	}
+	next := make([]*serviceState, len(m.Services))
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i := range m.Services {
+		svc := &m.Services[i]
+		chain := svids[svc.ID]
+		if len(chain) == 0 {
+			s.log.Debug("xds: no SVID yet, no snapshot", "node", svc.ID.String())
+			continue
+		}
+		old := s.services[svc.ID]
+		g.Go(func() error {
+			st, err := buildService(idx, svc, old, b, chain)
+			if err != nil {
+				return err
+			}
+			next[i] = st
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+
+	services := make(map[spiffeid.ID]*serviceState, len(m.Services))
+	var changed []*serviceState
+	for _, st := range next {
+		if st == nil {
+			continue
+		}
+		services[st.id] = st
+		if old := s.services[st.id]; old == nil || old.snap != st.snap {
+			changed = append(changed, st)
+		}
+	}
+	now := time.Now()
+	s.streamsMu.Lock()
+	for _, st := range changed {
+		s.published[st.id.String()] = now
+	}
+	var removed []spiffeid.ID
+	for id := range s.services {
+		if _, ok := services[id]; !ok {
+			removed = append(removed, id)
+			delete(s.published, id.String())
+		}
+	}
+	s.streamsMu.Unlock()
+
+	var errs []error
+	for _, st := range changed {
+		if err := s.cache.SetSnapshot(context.Background(), st.id.String(), st.snap); err != nil {
+			errs = append(errs, fmt.Errorf("xds: publish snapshot for %q: %w", st.id, err))
+		}
+	}
+	for _, id := range removed {
+		s.cache.ClearSnapshot(id.String())
+	}
+	s.services = services
+	s.log.Info("xds: snapshots updated", "services", len(services), "published", len(changed),
+		"unchanged", len(services)-len(changed), "removed", len(removed))
+	return errors.Join(errs...)
+}
+
+// trustBundle returns the trust bundle secret, reusing the previous one when the bundle did not
+// change. s.mu must be held.
+func (s *Server) trustBundle(bundle []*x509.Certificate) (*bundleState, error) {
+	key := hashCerts(bundle)
+	if s.bundle != nil && s.bundle.key == key {
+		return s.bundle, nil
+	}
+	secret, err := buildTrustBundle(bundle)
+	if err != nil {
+		return nil, err
+	}
+	h, err := hashResource(secret)
+	if err != nil {
+		return nil, err
+	}
+	s.bundle = &bundleState{key: key, secret: secret, hash: h}
+	return s.bundle, nil
+}

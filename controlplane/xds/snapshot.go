@@ -1,0 +1,170 @@
+package xds
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/proto"
+)
+
+// bundleState is the trust bundle secret, shared by every snapshot.
+type bundleState struct {
+	key    [32]byte // hash of the bundle's DER
+	secret *tlsv3.Secret
+	hash   [32]byte // content hash of secret
+}
+
+// serviceState is what was published for one service (one SPIFFE ID, all its replicas). Each
+// part is rebuilt only when its inputs change, so unchanged parts are shared between successive
+// snapshots and unchanged services keep their snapshot object.
+type serviceState struct {
+	id        spiffeid.ID
+	configKey [32]byte // hash of the mesh inputs of the listeners and clusters
+	listeners cache.Resources
+	clusters  cache.Resources
+	svidKey   [32]byte // hash of the SVID chain's DER
+	bundleKey [32]byte
+	secrets   cache.Resources
+	snap      *cache.Snapshot
+}
+
+// buildService returns the state of svc, reusing from old what did not change; it returns old
+// itself when nothing changed. A new snapshot is validated with ValidateSnapshot. m must be valid.
+func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *bundleState, chain []*x509.Certificate) (*serviceState, error) {
+	st := &serviceState{id: svc.ID, configKey: configKey(idx, svc), svidKey: hashCerts(chain), bundleKey: b.key}
+	configSame := old != nil && old.configKey == st.configKey
+	secretsSame := old != nil && old.svidKey == st.svidKey && old.bundleKey == st.bundleKey
+	if configSame && secretsSame {
+		return old, nil
+	}
+	if configSame {
+		st.listeners, st.clusters = old.listeners, old.clusters
+	} else {
+		listeners, clusters := buildConfig(idx, svc)
+		var err error
+		if st.listeners, err = newResources(listeners); err != nil {
+			return nil, err
+		}
+		if st.clusters, err = newResources(clusters); err != nil {
+			return nil, err
+		}
+	}
+	if secretsSame {
+		st.secrets = old.secrets
+	} else {
+		svid, err := buildSVIDSecret(svc.ID, chain)
+		if err != nil {
+			return nil, err
+		}
+		h, err := hashResource(svid)
+		if err != nil {
+			return nil, err
+		}
+		st.secrets = cache.Resources{
+			Version: version(h, b.hash),
+			Items: map[string]types.ResourceWithTTL{
+				SVIDSecretName:        {Resource: svid},
+				TrustBundleSecretName: {Resource: b.secret},
+			},
+		}
+	}
+	snap := &cache.Snapshot{}
+	snap.Resources[types.Listener] = st.listeners
+	snap.Resources[types.Cluster] = st.clusters
+	snap.Resources[types.Secret] = st.secrets
+	if err := ValidateSnapshot(snap); err != nil {
+		return nil, fmt.Errorf("xds: snapshot for %q not published: %w", svc.ID, err)
+	}
+	st.snap = snap
+	return st, nil
+}
+
+// newResources indexes rs with a version that is the hash of their content.
+func newResources(rs []types.Resource) (cache.Resources, error) {
+	hashes := make([][32]byte, 0, len(rs))
+	for _, r := range rs {
+		h, err := hashResource(r)
+		if err != nil {
+			return cache.Resources{}, err
+		}
+		hashes = append(hashes, h)
+	}
+	return cache.NewResources(version(hashes...), rs), nil
+}
+
+// version is a short hex digest of the content hashes of a type's resources, in order.
+func version(hashes ...[32]byte) string {
+	h := sha256.New()
+	for _, x := range hashes {
+		h.Write(x[:])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+func hashResource(r types.Resource) ([32]byte, error) {
+	b, err := deterministic.Marshal(r)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("xds: marshal %s: %w", describe(r), err)
+	}
+	return sha256.Sum256(b), nil
+}
+
+func hashCerts(certs []*x509.Certificate) [32]byte {
+	h := sha256.New()
+	for _, c := range certs {
+		writeBytes(h, c.Raw)
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// configKey hashes everything the listeners and clusters of svc are built from.
+func configKey(idx map[string]*Service, svc *Service) [32]byte {
+	h := sha256.New()
+	str := func(s string) { writeBytes(h, []byte(s)) }
+	num := func(n uint32) { _ = binary.Write(h, binary.BigEndian, n) }
+	count := func(n int) { _ = binary.Write(h, binary.BigEndian, int64(n)) }
+	str(svc.Name)
+	str(svc.ID.String())
+	str(svc.bindAddress())
+	count(len(svc.Ports))
+	for _, p := range svc.Ports {
+		num(p.Port)
+		num(p.AppPort)
+		count(len(p.AllowedPeers))
+		for _, peer := range p.AllowedPeers {
+			str(idx[peer].ID.String())
+		}
+	}
+	count(len(svc.Connects))
+	for _, c := range svc.Connects {
+		str(c.Service)
+		str(idx[c.Service].ID.String())
+		num(c.Port)
+		num(c.LocalPort)
+		count(len(c.Endpoints))
+		for _, ep := range c.Endpoints {
+			str(ep)
+		}
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+func writeBytes(h interface{ Write([]byte) (int, error) }, b []byte) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+	_, _ = h.Write(n[:])
+	_, _ = h.Write(b)
+}
