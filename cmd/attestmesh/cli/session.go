@@ -22,6 +22,7 @@ the control plane generates or imports for them, and where those secrets appear 
 environment, injected files) once a workload has been attested.`,
 	}
 	cmd.AddCommand(newSessionCheckCmd())
+	cmd.AddCommand(newSessionManageCmds()...)
 	return cmd
 }
 

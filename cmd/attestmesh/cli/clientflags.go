@@ -1,0 +1,67 @@
+package cli
+
+import (
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/pflag"
+
+	"github.com/attestmesh/attestmesh/controlplane/ca"
+	"github.com/attestmesh/attestmesh/controlplane/mgmt"
+)
+
+// clientFlags are the flags of every verb that talks to the management API.
+type clientFlags struct {
+	url         string
+	caFile      string
+	identityDir string
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func defaultIdentityDir() string {
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "attestmesh")
+	}
+	return ".attestmesh"
+}
+
+func (f *clientFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.url, "controlplane", envOr("ATTESTMESH_CONTROLPLANE", "https://127.0.0.1:8081"),
+		"management API URL ($ATTESTMESH_CONTROLPLANE)")
+	fs.StringVar(&f.caFile, "ca-file", envOr("ATTESTMESH_CA_FILE", ""),
+		"the control plane's CA bundle, to verify it (written to <data-dir>/ca.pem by the control plane; $ATTESTMESH_CA_FILE)")
+	fs.StringVar(&f.identityDir, "identity-dir", envOr("ATTESTMESH_IDENTITY_DIR", defaultIdentityDir()),
+		"where the client identity (client.crt, client.key) lives; created on first use ($ATTESTMESH_IDENTITY_DIR)")
+}
+
+// client builds a management API client with the client identity.
+func (f *clientFlags) client() (*mgmt.Client, error) {
+	if f.caFile == "" {
+		return nil, fmt.Errorf("--ca-file is required: the control plane's CA bundle (its <data-dir>/ca.pem)")
+	}
+	pemBytes, err := os.ReadFile(f.caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	certs, err := ca.ParseCertsPEM(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file %s: %w", f.caFile, err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	id, err := mgmt.LoadOrCreateIdentity(f.identityDir)
+	if err != nil {
+		return nil, err
+	}
+	return mgmt.NewClient(mgmt.ClientConfig{URL: f.url, Roots: pool, Identity: id})
+}

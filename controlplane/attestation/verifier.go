@@ -1,0 +1,160 @@
+package attestation
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/attestmesh/attestmesh/attest/dcap"
+	"github.com/attestmesh/attestmesh/controlplane/ca"
+	"github.com/attestmesh/attestmesh/controlplane/session"
+)
+
+// CollateralSource supplies the TCB Info, QE Identity and their signing chain for a platform.
+// Implementations must be safe for concurrent use.
+type CollateralSource interface {
+	Collateral(ctx context.Context, fmspc string) (dcap.Collateral, error)
+}
+
+// CollateralFunc adapts a function to CollateralSource.
+type CollateralFunc func(ctx context.Context, fmspc string) (dcap.Collateral, error)
+
+// Collateral implements CollateralSource.
+func (f CollateralFunc) Collateral(ctx context.Context, fmspc string) (dcap.Collateral, error) {
+	return f(ctx, fmspc)
+}
+
+// DirCollateral reads hardware collateral from a directory, as fetched from Intel PCS (or a
+// PCCS) by the operator: tcb_info_<FMSPC>.json (FMSPC in upper-case hex), qe_identity.json and
+// tcb_chain.pem (the TCB-Info-Issuer-Chain). The control plane has no network access to PCS
+// by design: collateral is configuration, refreshed by the operator.
+type DirCollateral struct{ Dir string }
+
+// Collateral implements CollateralSource.
+func (d DirCollateral) Collateral(_ context.Context, fmspc string) (dcap.Collateral, error) {
+	read := func(name string) ([]byte, error) {
+		b, err := os.ReadFile(filepath.Join(d.Dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("attestation: collateral: %w", err)
+		}
+		return b, nil
+	}
+	var c dcap.Collateral
+	var err error
+	if c.TCBInfo, err = read("tcb_info_" + strings.ToUpper(fmspc) + ".json"); err != nil {
+		return c, err
+	}
+	if c.QEIdentity, err = read("qe_identity.json"); err != nil {
+		return c, err
+	}
+	if c.TCBSignChain, err = read("tcb_chain.pem"); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// Evidence is a trusted root together with the collateral for quotes that chain to it.
+type Evidence struct {
+	Root       *x509.Certificate
+	Collateral CollateralSource
+}
+
+// Verifier verifies quotes for sessions: hardware sessions against the Intel SGX root, and
+// simulation sessions against the installation's simulated root only. Safe for concurrent use.
+type Verifier struct {
+	// Hardware is the Intel SGX Root CA and the operator's collateral; a nil Root disables
+	// hardware attestation (every hardware quote is refused, saying so).
+	Hardware Evidence
+	// Simulation is the simulated platform's root and collateral; a nil Root disables it.
+	Simulation Evidence
+	// CollateralMaxAge bounds collateral age (see dcap.Options).
+	CollateralMaxAge time.Duration
+	// Now returns the verification time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Verify checks quote for a session in mode and returns the verified identity and the kind of
+// TEE that produced it. A simulated quote presented to a hardware session is refused as such.
+func (v *Verifier) Verify(ctx context.Context, quote []byte, mode session.Mode) (*dcap.Identity, ca.TEE, error) {
+	q, err := dcap.ParseQuote(quote)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %w", refuse(ReasonQuoteInvalid), err)
+	}
+	fmspc, err := quoteFMSPC(q)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %w", refuse(ReasonQuoteInvalid), err)
+	}
+	now := time.Now()
+	if v.Now != nil {
+		now = v.Now()
+	}
+	check := func(ev Evidence) (*dcap.Identity, error) {
+		c, err := ev.Collateral.Collateral(ctx, fmspc)
+		if err != nil {
+			return nil, err
+		}
+		return dcap.Verify(quote, c, dcap.Options{Root: ev.Root, Now: now, CollateralMaxAge: v.CollateralMaxAge})
+	}
+	switch mode {
+	case session.ModeSimulation:
+		if v.Simulation.Root == nil {
+			return nil, "", fmt.Errorf("%w: the session accepts simulated quotes, but this control plane runs without a simulated platform (start it with --simulation)", refuse(ReasonSimulationForbidden))
+		}
+		id, err := check(v.Simulation)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: simulated quote: %w", refuse(ReasonQuoteInvalid), err)
+		}
+		return id, ca.TEESimulation, nil
+	default:
+		if pckRoot := quoteRoot(q); pckRoot != nil && v.Simulation.Root != nil && pckRoot.Equal(v.Simulation.Root) {
+			return nil, "", fmt.Errorf("%w: simulated quote for a session that requires hardware attestation (security.attestation.mode: hardware)", refuse(ReasonSimulationForbidden))
+		}
+		if v.Hardware.Root == nil {
+			return nil, "", fmt.Errorf("%w: hardware attestation is not configured on this control plane (no collateral)", refuse(ReasonQuoteInvalid))
+		}
+		id, err := check(v.Hardware)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: %w", refuse(ReasonQuoteInvalid), err)
+		}
+		return id, ca.TEESGX, nil
+	}
+}
+
+// quoteChain returns the PCK chain carried in the quote, or nil.
+func quoteChain(q *dcap.Quote) []*x509.Certificate {
+	if q.Signature.Certification.Type != dcap.CertDataPCKChain {
+		return nil
+	}
+	certs, err := ca.ParseCertsPEM(q.Signature.Certification.Data)
+	if err != nil {
+		return nil
+	}
+	return certs
+}
+
+func quoteRoot(q *dcap.Quote) *x509.Certificate {
+	chain := quoteChain(q)
+	if len(chain) == 0 {
+		return nil
+	}
+	return chain[len(chain)-1]
+}
+
+// quoteFMSPC reads the FMSPC from the PCK leaf certificate in the quote, to pick collateral.
+func quoteFMSPC(q *dcap.Quote) (string, error) {
+	chain := quoteChain(q)
+	if len(chain) == 0 {
+		return "", errors.New("dcap: PCK certificate chain not present in the quote (certification data type 5 required)")
+	}
+	ext, err := dcap.ParsePCKExtensions(chain[0])
+	if err != nil {
+		return "", err
+	}
+	return strings.ToUpper(hex.EncodeToString(ext.FMSPC[:])), nil
+}
