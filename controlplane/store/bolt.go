@@ -114,7 +114,7 @@ func (b *Bolt) Get(ctx context.Context, key string) ([]byte, error) {
 	err := b.db.View(func(tx *bolt.Tx) error {
 		v, ok := lookup(tx.Bucket(boltBucket), key)
 		if !ok {
-			return fmt.Errorf("store: %q: %w", key, ErrNotFound)
+			return fmt.Errorf("%w: %q", ErrNotFound, key)
 		}
 		out = bytes.Clone(v)
 		if out == nil {
@@ -158,11 +158,11 @@ func (b *Bolt) CompareAndSwap(ctx context.Context, key string, old, newVal []byt
 		cur, ok := lookup(bkt, key)
 		switch {
 		case old == nil && ok:
-			return fmt.Errorf("store: %q already exists: %w", key, ErrConflict)
+			return fmt.Errorf("%w: %q already exists", ErrConflict, key)
 		case old != nil && !ok:
-			return fmt.Errorf("store: %q does not exist: %w", key, ErrConflict)
+			return fmt.Errorf("%w: %q does not exist", ErrConflict, key)
 		case old != nil && !bytes.Equal(cur, old):
-			return fmt.Errorf("store: %q: %w", key, ErrConflict)
+			return fmt.Errorf("%w: %q holds another value", ErrConflict, key)
 		}
 		return bkt.Put([]byte(key), bytes.Clone(newVal))
 	})

@@ -213,3 +213,13 @@ func TestBoltCloseTwice(t *testing.T) {
 	require.NoError(t, b.Close())
 	require.Error(t, b.Put(t.Context(), "k", []byte("v")), "writes after Close fail")
 }
+
+func TestErrorMessages(t *testing.T) {
+	b := openBolt(t, t.TempDir())
+	ctx := t.Context()
+	_, err := b.Get(ctx, "sessions/x")
+	require.EqualError(t, err, `store: not found: "sessions/x"`)
+	require.NoError(t, b.Put(ctx, "sessions/x", []byte("v")))
+	require.EqualError(t, b.CompareAndSwap(ctx, "sessions/x", nil, []byte("w")), `store: conflict: "sessions/x" already exists`)
+	require.EqualError(t, b.CompareAndSwap(ctx, "sessions/x", []byte("old"), []byte("w")), `store: conflict: "sessions/x" holds another value`)
+}

@@ -169,7 +169,7 @@ func (e *EncryptedBackend) CompareAndSwap(ctx context.Context, key string, old, 
 	}
 	raw, err := e.inner.Get(ctx, key)
 	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("store: %q does not exist: %w", key, ErrConflict)
+		return fmt.Errorf("%w: %q does not exist", ErrConflict, key)
 	}
 	if err != nil {
 		return err
@@ -179,7 +179,7 @@ func (e *EncryptedBackend) CompareAndSwap(ctx context.Context, key string, old, 
 		return err
 	}
 	if !bytes.Equal(cur, old) {
-		return fmt.Errorf("store: %q: %w", key, ErrConflict)
+		return fmt.Errorf("%w: %q holds another value", ErrConflict, key)
 	}
 	return e.inner.CompareAndSwap(ctx, key, raw, sealedNew)
 }

@@ -9,7 +9,7 @@ import (
 var ErrNotFound = errors.New("store: not found")
 
 // ErrConflict is returned by CompareAndSwap when the current value is not the expected one.
-var ErrConflict = errors.New("store: conflict: the record changed since it was read")
+var ErrConflict = errors.New("store: conflict")
 
 // ErrWrongKey is returned by Encrypted when the store was sealed with another key.
 var ErrWrongKey = errors.New("store: wrong store key (the data dir was sealed with another key)")
