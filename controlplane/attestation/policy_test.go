@@ -1,0 +1,77 @@
+package attestation
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/attestmesh/attestmesh/attest/dcap"
+	"github.com/attestmesh/attestmesh/controlplane/session"
+)
+
+func TestCheckService(t *testing.T) {
+	id := &dcap.Identity{
+		MREnclave: bytes.Repeat([]byte{0xaa}, 32), MRSigner: bytes.Repeat([]byte{0xbb}, 32),
+		ISVProdID: 7, ISVSVN: 3, TCBStatus: "UpToDate",
+	}
+	aa, bb, cc := strings.Repeat("aa", 32), strings.Repeat("bb", 32), strings.Repeat("cc", 32)
+	tests := []struct {
+		name   string
+		svc    session.Service
+		reason Reason
+		msg    string
+	}{
+		{"mrenclave listed", session.Service{MREnclaves: []string{cc, aa}}, ReasonNone, ""},
+		{"mrenclave not listed", session.Service{MREnclaves: []string{cc}}, ReasonMREnclave, "mrenclave mismatch: got " + aa + ", session allows [" + cc + "]"},
+		{"nothing accepted", session.Service{Name: "s"}, ReasonMREnclave, `service "s" lists no mrenclaves`},
+		{"signer variant", session.Service{Attestation: []session.AttestationVariant{{Signer: &session.Signer{MRSigner: bb, ISVProdID: 7, ISVSVN: 2}}}}, ReasonNone, ""},
+		{"signer svn too low", session.Service{Attestation: []session.AttestationVariant{{Signer: &session.Signer{MRSigner: bb, ISVProdID: 7, ISVSVN: 4}}}}, ReasonSigner, "isvsvn too low: got 3, want at least 4"},
+		{"signer prodid", session.Service{Attestation: []session.AttestationVariant{{Signer: &session.Signer{MRSigner: bb, ISVProdID: 8}}}}, ReasonSigner, "isvprodid mismatch: got 7, want 8"},
+		{"signer mrsigner", session.Service{Attestation: []session.AttestationVariant{{Signer: &session.Signer{MRSigner: cc, ISVProdID: 7}}}}, ReasonSigner, "mrsigner mismatch: got " + bb},
+		{"second variant matches", session.Service{Attestation: []session.AttestationVariant{{MREnclaves: []string{cc}}, {MREnclaves: []string{aa}}}}, ReasonNone, ""},
+		{"no variant matches", session.Service{Attestation: []session.AttestationVariant{{MREnclaves: []string{cc}}}}, ReasonMREnclave, "attestation[0]: mrenclave mismatch"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckService(id, &tt.svc)
+			assert.Equal(t, tt.reason, ReasonOf(err))
+			if tt.reason != ReasonNone {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.msg)
+			}
+		})
+	}
+}
+
+func TestCheckPlatform(t *testing.T) {
+	tol := func(ts ...session.Tolerance) session.AttestationPolicy { return session.AttestationPolicy{Tolerate: ts} }
+	tests := []struct {
+		name   string
+		id     dcap.Identity
+		pol    session.AttestationPolicy
+		reason Reason
+		msg    string
+	}{
+		{"up to date", dcap.Identity{TCBStatus: "UpToDate"}, tol(), ReasonNone, ""},
+		{"debug refused", dcap.Identity{Debug: true, TCBStatus: "UpToDate"}, tol(), ReasonDebug, `does not tolerate "debug-mode"`},
+		{"debug tolerated", dcap.Identity{Debug: true, TCBStatus: "UpToDate"}, tol(session.TolerateDebugMode), ReasonNone, ""},
+		{"out of date refused", dcap.Identity{TCBStatus: "OutOfDate", AdvisoryIDs: []string{"INTEL-SA-00615"}}, tol(), ReasonTCB, `TCB status OutOfDate (advisories INTEL-SA-00615) needs "outdated-tcb"`},
+		{"out of date tolerated", dcap.Identity{TCBStatus: "OutOfDate"}, tol(session.TolerateOutdatedTCB), ReasonNone, ""},
+		{"hardening refused", dcap.Identity{TCBStatus: "SWHardeningNeeded"}, tol(session.TolerateOutdatedTCB), ReasonTCB, `needs "software-hardening-needed"`},
+		{"both needed, one given", dcap.Identity{TCBStatus: "OutOfDateConfigurationNeeded"}, tol(session.TolerateOutdatedTCB), ReasonTCB, `needs "insecure-configuration"`},
+		{"unknown status", dcap.Identity{TCBStatus: "Revoked"}, tol(session.Tolerances...), ReasonTCB, "never tolerated"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckPlatform(&tt.id, tt.pol)
+			assert.Equal(t, tt.reason, ReasonOf(err))
+			if tt.reason != ReasonNone {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.msg)
+			}
+		})
+	}
+}
