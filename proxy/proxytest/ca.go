@@ -117,6 +117,9 @@ func (ca *CA) TLSCertificateAt(id spiffeid.ID, nb time.Time, ttl time.Duration) 
 	return tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key, Leaf: c}, nil
 }
 
+// Bundle returns the trust bundle: the CA certificate.
+func (ca *CA) Bundle() []*x509.Certificate { return []*x509.Certificate{ca.Cert} }
+
 // PEM returns the CA certificate in PEM.
 func (ca *CA) PEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})

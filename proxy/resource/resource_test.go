@@ -1,0 +1,266 @@
+package resource_test
+
+import (
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/attestmesh/attestmesh/proxy/proxytest"
+	"github.com/attestmesh/attestmesh/proxy/resource"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var (
+	client = spiffeid.RequireFromString("spiffe://attestmesh.local/app/client")
+	server = spiffeid.RequireFromString("spiffe://attestmesh.local/app/server")
+)
+
+func anyOf(t *testing.T, ms ...proto.Message) []*anypb.Any {
+	t.Helper()
+	out := make([]*anypb.Any, 0, len(ms))
+	for _, m := range ms {
+		a, err := anypb.New(m)
+		require.NoError(t, err)
+		out = append(out, a)
+	}
+	return out
+}
+
+// downstream returns the DownstreamTlsContext inside l, for mutation.
+func withDownstream(t *testing.T, l *listenerv3.Listener, mutate func(*tlsv3.DownstreamTlsContext)) *listenerv3.Listener {
+	t.Helper()
+	ts := l.GetFilterChains()[0].GetTransportSocket()
+	d := &tlsv3.DownstreamTlsContext{}
+	require.NoError(t, ts.GetTypedConfig().UnmarshalTo(d))
+	mutate(d)
+	a, err := anypb.New(d)
+	require.NoError(t, err)
+	ts.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: a}
+	return l
+}
+
+func TestParseListeners(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      func(t *testing.T) []proto.Message
+		wantErr string
+		check   func(t *testing.T, ls []*resource.Listener)
+	}{
+		{
+			name: "inbound and outbound per conventions",
+			in: func(*testing.T) []proto.Message {
+				return []proto.Message{
+					proxytest.InboundListener("0.0.0.0:8443", client),
+					proxytest.OutboundListener("redis", 6379, "127.0.0.1:6379"),
+				}
+			},
+			check: func(t *testing.T, ls []*resource.Listener) {
+				t.Helper()
+				require.Len(t, ls, 2)
+				assert.Equal(t, resource.Inbound, ls[0].Direction)
+				assert.Equal(t, "local|8443", ls[0].Cluster)
+				assert.Equal(t, []string{"exact:" + client.String()}, ls[0].Peers.Matchers)
+				require.NoError(t, ls[0].Peers.Authorize(client, nil))
+				require.Error(t, ls[0].Peers.Authorize(server, nil))
+				assert.Equal(t, resource.Outbound, ls[1].Direction)
+				assert.Equal(t, "127.0.0.1:6379", ls[1].Address)
+				assert.Equal(t, resource.DefaultIdleTimeout, ls[1].IdleTimeout)
+			},
+		},
+		{
+			name: "prefix matcher authorizes on segment boundaries",
+			in: func(t *testing.T) []proto.Message {
+				t.Helper()
+				return []proto.Message{withDownstream(t, proxytest.InboundListener("0.0.0.0:8443", client), func(d *tlsv3.DownstreamTlsContext) {
+					d.CommonTlsContext.GetCombinedValidationContext().DefaultValidationContext.MatchTypedSubjectAltNames[0].Matcher =
+						&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://attestmesh.local/app"}}
+				})}
+			},
+			check: func(t *testing.T, ls []*resource.Listener) {
+				t.Helper()
+				require.NoError(t, ls[0].Peers.Authorize(server, nil))
+				require.Error(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/apple/x"), nil))
+			},
+		},
+		{
+			name: "unsupported filter",
+			in: func(*testing.T) []proto.Message {
+				l := proxytest.InboundListener("0.0.0.0:8443", client)
+				l.FilterChains[0].Filters[0].Name = "envoy.filters.network.http_connection_manager"
+				return []proto.Message{l}
+			},
+			wantErr: `unsupported filter "envoy.filters.network.http_connection_manager"`,
+		},
+		{
+			name: "plaintext listener off loopback",
+			in: func(*testing.T) []proto.Message {
+				return []proto.Message{proxytest.OutboundListener("redis", 6379, "0.0.0.0:6379")}
+			},
+			wantErr: "must bind a loopback address",
+		},
+		{
+			name: "client certificate not required",
+			in: func(t *testing.T) []proto.Message {
+				t.Helper()
+				return []proto.Message{withDownstream(t, proxytest.InboundListener("0.0.0.0:8443", client), func(d *tlsv3.DownstreamTlsContext) {
+					d.RequireClientCertificate = nil
+				})}
+			},
+			wantErr: "require_client_certificate must be true",
+		},
+		{
+			name: "unknown secret name",
+			in: func(t *testing.T) []proto.Message {
+				t.Helper()
+				return []proto.Message{withDownstream(t, proxytest.InboundListener("0.0.0.0:8443", client), func(d *tlsv3.DownstreamTlsContext) {
+					d.CommonTlsContext.TlsCertificateSdsSecretConfigs[0].Name = "default"
+				})}
+			},
+			wantErr: `unknown secret "default"`,
+		},
+		{
+			name: "DNS SAN matcher",
+			in: func(t *testing.T) []proto.Message {
+				t.Helper()
+				return []proto.Message{withDownstream(t, proxytest.InboundListener("0.0.0.0:8443", client), func(d *tlsv3.DownstreamTlsContext) {
+					d.CommonTlsContext.GetCombinedValidationContext().DefaultValidationContext.MatchTypedSubjectAltNames[0].SanType = tlsv3.SubjectAltNameMatcher_DNS
+				})}
+			},
+			wantErr: "only URI is supported",
+		},
+		{
+			name: "regex SAN matcher",
+			in: func(t *testing.T) []proto.Message {
+				t.Helper()
+				return []proto.Message{withDownstream(t, proxytest.InboundListener("0.0.0.0:8443", client), func(d *tlsv3.DownstreamTlsContext) {
+					d.CommonTlsContext.GetCombinedValidationContext().DefaultValidationContext.MatchTypedSubjectAltNames[0].Matcher =
+						&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: "/client"}}
+				})}
+			},
+			wantErr: "only exact and prefix are supported",
+		},
+		{
+			name: "no SAN matcher",
+			in: func(t *testing.T) []proto.Message {
+				t.Helper()
+				return []proto.Message{withDownstream(t, proxytest.InboundListener("0.0.0.0:8443", client), func(d *tlsv3.DownstreamTlsContext) {
+					d.CommonTlsContext.GetCombinedValidationContext().DefaultValidationContext.MatchTypedSubjectAltNames = nil
+				})}
+			},
+			wantErr: "match_typed_subject_alt_names is empty",
+		},
+		{
+			name: "duplicate address",
+			in: func(*testing.T) []proto.Message {
+				a := proxytest.OutboundListener("a", 1, "127.0.0.1:7000")
+				b := proxytest.OutboundListener("b", 1, "127.0.0.1:7000")
+				return []proto.Message{a, b}
+			},
+			wantErr: "already used by listener",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ls, err := resource.ParseListeners(anyOf(t, tt.in(t)...))
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			tt.check(t, ls)
+		})
+	}
+}
+
+func TestParseClusters(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      func() *clusterv3.Cluster
+		wantErr string
+	}{
+		{"outbound mTLS", func() *clusterv3.Cluster {
+			return proxytest.OutboundCluster("redis", 6379, server, "10.0.0.1:8443", "10.0.0.2:8443")
+		}, ""},
+		{"local plaintext", func() *clusterv3.Cluster { return proxytest.LocalCluster("0.0.0.0:8443", "127.0.0.1:6379") }, ""},
+		{"plaintext to a remote endpoint", func() *clusterv3.Cluster {
+			return proxytest.LocalCluster("0.0.0.0:8443", "10.0.0.1:6379")
+		}, "may only reach loopback endpoints"},
+		{"EDS cluster", func() *clusterv3.Cluster {
+			c := proxytest.OutboundCluster("redis", 6379, server, "10.0.0.1:8443")
+			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+			return c
+		}, "only STATIC clusters"},
+		{"no endpoints", func() *clusterv3.Cluster {
+			c := proxytest.OutboundCluster("redis", 6379, server, "10.0.0.1:8443")
+			c.LoadAssignment.Endpoints = nil
+			return c
+		}, "no endpoints"},
+		{"hostname endpoint", func() *clusterv3.Cluster {
+			c := proxytest.OutboundCluster("redis", 6379, server, "10.0.0.1:8443")
+			c.LoadAssignment.Endpoints[0].LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress().Address = "redis.local"
+			return c
+		}, "must be an IP literal"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs, err := resource.ParseClusters(anyOf(t, tt.in()))
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Len(t, cs, 1)
+			assert.Equal(t, resource.DefaultConnectTimeout, cs[0].ConnectTimeout)
+		})
+	}
+}
+
+func TestParseSecrets(t *testing.T) {
+	ca, err := proxytest.NewCA("attestmesh.local")
+	require.NoError(t, err)
+	chain, err := proxytest.ForeignSVIDPEM(ca, server)
+	require.NoError(t, err)
+	good := proxytest.Secrets(chain, ca)
+
+	ss, err := resource.ParseSecrets(anyOf(t, good[0].(proto.Message), good[1].(proto.Message)))
+	require.NoError(t, err)
+	require.Len(t, ss, 2)
+	assert.Len(t, ss[0].Chain, 1)
+	assert.Len(t, ss[1].CAs, 1)
+
+	tests := []struct {
+		name    string
+		mutate  func(s *tlsv3.Secret)
+		wantErr string
+	}{
+		{"inline private key", func(s *tlsv3.Secret) {
+			s.GetTlsCertificate().PrivateKey = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "key"}}
+		}, "private_key must not be sent"},
+		{"other key provider", func(s *tlsv3.Secret) {
+			s.GetTlsCertificate().PrivateKeyProvider.ProviderName = "cryptomb"
+		}, "private_key_provider must be"},
+		{"unknown name", func(s *tlsv3.Secret) { s.Name = "default" }, "unknown secret name"},
+		{"file data source", func(s *tlsv3.Secret) {
+			s.GetTlsCertificate().CertificateChain = &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: "/etc/cert.pem"}}
+		}, "only inline_bytes or inline_string"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := proto.Clone(good[0].(proto.Message)).(*tlsv3.Secret)
+			tt.mutate(s)
+			_, err := resource.ParseSecrets(anyOf(t, s))
+			require.ErrorContains(t, err, tt.wantErr)
+		})
+	}
+}
