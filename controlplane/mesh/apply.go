@@ -1,0 +1,148 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/attestmesh/attestmesh/attest/fspf"
+	"github.com/attestmesh/attestmesh/controlplane/mgmt"
+	"github.com/attestmesh/attestmesh/controlplane/session"
+)
+
+// SessionAPI is the part of the management API that Apply uses (mgmt.Client implements it).
+type SessionAPI interface {
+	Create(ctx context.Context, doc []byte) (*mgmt.SessionResponse, error)
+	Update(ctx context.Context, name string, doc []byte) (*mgmt.SessionResponse, error)
+	Get(ctx context.Context, name string) (*mgmt.SessionResponse, error)
+}
+
+// Change is what Apply did to one session.
+type Change struct {
+	Session string
+	Action  string // "created", "updated", "unchanged"
+	Hash    string
+	Secrets []string // generated or re-issued
+}
+
+// FSPFVarPrefix returns the prefix of the variables that carry a service's protected file
+// system: <PREFIX>_FSPF_PATH, <PREFIX>_FSPF_KEY and <PREFIX>_FSPF_TAG, PREFIX being the service
+// name in upper case with '-' as '_' (service "api": API_FSPF_KEY).
+func FSPFVarPrefix(service string) string {
+	return strings.ToUpper(strings.ReplaceAll(service, "-", "_"))
+}
+
+// EncryptFSPF encrypts every service's fspf src into dst (replacing dst, a build output) and
+// adds the resulting path, key and tag to vars.
+func (m *Mesh) EncryptFSPF(vars map[string]string) error {
+	for _, s := range m.Services {
+		if s.FSPF == nil {
+			continue
+		}
+		src, dst := m.path(s.FSPF.Src), m.path(s.FSPF.Dst)
+		if err := os.RemoveAll(dst); err != nil {
+			return fmt.Errorf("mesh: services %s: fspf: %w", s.Name, err)
+		}
+		key, tag, err := fspf.Encrypt(src, dst, rand.Reader)
+		if err != nil {
+			return fmt.Errorf("mesh: services %s: fspf: %w", s.Name, err)
+		}
+		abs, err := filepath.Abs(dst)
+		if err != nil {
+			return fmt.Errorf("mesh: services %s: fspf: %w", s.Name, err)
+		}
+		p := FSPFVarPrefix(s.Name)
+		vars[p+"_FSPF_PATH"] = abs
+		vars[p+"_FSPF_KEY"] = key.Hex()
+		vars[p+"_FSPF_TAG"] = tag.String()
+	}
+	return nil
+}
+
+func (m *Mesh) path(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(m.Dir, p)
+}
+
+// Apply creates or updates the mesh's sessions from their templates expanded with vars, in
+// order. An update carries the current hash as predecessor; a session whose document did not
+// change is left alone. Progress goes to out.
+func (m *Mesh) Apply(ctx context.Context, api SessionAPI, vars map[string]string, out io.Writer) ([]Change, error) {
+	docs, err := m.Documents(vars)
+	if err != nil {
+		return nil, err
+	}
+	var changes []Change
+	for i, doc := range docs {
+		s, err := session.Parse(doc)
+		if err != nil {
+			return changes, fmt.Errorf("mesh: %s: %w", m.Sessions[i], err)
+		}
+		if s.Predecessor != "" {
+			return changes, fmt.Errorf("mesh: %s: a template must not set predecessor: apply sets it", m.Sessions[i])
+		}
+		ch, err := applyOne(ctx, api, s.Name, doc)
+		if err != nil {
+			return changes, fmt.Errorf("mesh: session %s (%s): %w", s.Name, m.Sessions[i], err)
+		}
+		changes = append(changes, ch)
+		switch ch.Action {
+		case "unchanged":
+			fmt.Fprintf(out, "session %s unchanged (hash %.12s)\n", ch.Session, ch.Hash)
+		default:
+			fmt.Fprintf(out, "session %s %s (hash %.12s; secrets generated or re-issued: %s)\n", ch.Session, ch.Action, ch.Hash, orNone(ch.Secrets))
+		}
+	}
+	return changes, nil
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+const predecessorKey = "predecessor: "
+
+func applyOne(ctx context.Context, api SessionAPI, name string, doc []byte) (Change, error) {
+	cur, err := api.Get(ctx, name)
+	var ae *mgmt.APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		resp, err := api.Create(ctx, doc)
+		if err != nil {
+			return Change{}, err
+		}
+		return Change{Session: name, Action: "created", Hash: resp.Hash, Secrets: resp.Changed}, nil
+	}
+	if err != nil {
+		return Change{}, err
+	}
+	if bytes.Equal(stripPredecessor([]byte(cur.Session)), doc) {
+		return Change{Session: name, Action: "unchanged", Hash: cur.Hash}, nil
+	}
+	resp, err := api.Update(ctx, name, append([]byte(predecessorKey+cur.Hash+"\n"), doc...))
+	if err != nil {
+		return Change{}, err
+	}
+	return Change{Session: name, Action: "updated", Hash: resp.Hash, Secrets: resp.Changed}, nil
+}
+
+// stripPredecessor removes the first line if it is the predecessor line Apply adds.
+func stripPredecessor(doc []byte) []byte {
+	if bytes.HasPrefix(doc, []byte(predecessorKey)) {
+		if i := bytes.IndexByte(doc, '\n'); i >= 0 {
+			return doc[i+1:]
+		}
+	}
+	return doc
+}
