@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -157,11 +159,20 @@ func EnvoyBootstrap(cfg Config) ([]byte, error) {
 	if err := b.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("proxy: envoy bootstrap: %w", err)
 	}
-	out, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}.Marshal(proto.Message(b))
+	raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(proto.Message(b))
 	if err != nil {
 		return nil, fmt.Errorf("proxy: envoy bootstrap: %w", err)
 	}
-	return out, nil
+	// protojson varies its whitespace on purpose; print a stable form.
+	var compact, out bytes.Buffer
+	if err := json.Compact(&compact, raw); err != nil {
+		return nil, fmt.Errorf("proxy: envoy bootstrap: %w", err)
+	}
+	if err := json.Indent(&out, compact.Bytes(), "", "  "); err != nil {
+		return nil, fmt.Errorf("proxy: envoy bootstrap: %w", err)
+	}
+	out.WriteByte('\n')
+	return out.Bytes(), nil
 }
 
 // envoyAddress converts host:port; dns reports a host name (STRICT_DNS).

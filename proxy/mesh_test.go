@@ -65,7 +65,7 @@ type mesh struct {
 
 type spiffeID = spiffeid.ID
 
-func newMesh(t *testing.T) *mesh {
+func newMesh(t testing.TB) *mesh {
 	t.Helper()
 	ca, err := proxytest.NewCA(td)
 	require.NoError(t, err)
@@ -84,7 +84,7 @@ func newMesh(t *testing.T) *mesh {
 }
 
 // serverResources: inbound|port accepting the client, local cluster to echo.
-func (m *mesh) serverResources(t *testing.T, withSecrets bool) proxytest.Resources {
+func (m *mesh) serverResources(t testing.TB, withSecrets bool) proxytest.Resources {
 	t.Helper()
 	r := proxytest.Resources{
 		Listeners: []types.Resource{proxytest.InboundListener(m.serverInbound, m.clientID)},
@@ -98,7 +98,7 @@ func (m *mesh) serverResources(t *testing.T, withSecrets bool) proxytest.Resourc
 
 // clientResources: outbound listener to the cluster of upstream (which must
 // present serverID).
-func (m *mesh) clientResources(t *testing.T, upstream string) proxytest.Resources {
+func (m *mesh) clientResources(t testing.TB, upstream string) proxytest.Resources {
 	t.Helper()
 	return proxytest.Resources{
 		Listeners: []types.Resource{proxytest.OutboundListener("server", 9000, m.clientOutbound)},
@@ -107,20 +107,20 @@ func (m *mesh) clientResources(t *testing.T, upstream string) proxytest.Resource
 	}
 }
 
-func (m *mesh) secrets(t *testing.T, id spiffeid.ID) []types.Resource {
+func (m *mesh) secrets(t testing.TB, id spiffeid.ID) []types.Resource {
 	t.Helper()
 	chain, err := proxytest.ForeignSVIDPEM(m.ca, id)
 	require.NoError(t, err)
 	return proxytest.Secrets(chain, m.ca)
 }
 
-func (m *mesh) publish(t *testing.T, id spiffeid.ID, version string, r proxytest.Resources) {
+func (m *mesh) publish(t testing.TB, id spiffeid.ID, version string, r proxytest.Resources) {
 	t.Helper()
 	require.NoError(t, m.xds.Publish(t.Context(), id.String(), version, r))
 }
 
 // start runs a sidecar for id ("app/<service>") until the test ends.
-func (m *mesh) start(t *testing.T, id spiffeid.ID, ttl time.Duration) *sidecar {
+func (m *mesh) start(t testing.TB, id spiffeid.ID, ttl time.Duration) *sidecar {
 	t.Helper()
 	adminAddr, err := proxytest.FreeAddr()
 	require.NoError(t, err)
@@ -167,7 +167,7 @@ func (m *mesh) start(t *testing.T, id spiffeid.ID, ttl time.Duration) *sidecar {
 	return s
 }
 
-func httpGet(t *testing.T, url string) (int, string) {
+func httpGet(t testing.TB, url string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
@@ -183,7 +183,7 @@ func httpGet(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (s *sidecar) waitReady(t *testing.T) {
+func (s *sidecar) waitReady(t testing.TB) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		code, _ := httpGet(t, "http://"+s.admin+"/ready")
@@ -192,7 +192,7 @@ func (s *sidecar) waitReady(t *testing.T) {
 }
 
 // metric returns the value of the series of name with labels.
-func (s *sidecar) metric(t *testing.T, name string, labels map[string]string) float64 {
+func (s *sidecar) metric(t testing.TB, name string, labels map[string]string) float64 {
 	t.Helper()
 	mfs, err := s.reg.Gather()
 	require.NoError(t, err)
@@ -230,7 +230,7 @@ func value(m *dto.Metric) float64 {
 }
 
 // roundTrip writes msg on c and requires it echoed back.
-func roundTrip(t *testing.T, c net.Conn, msg string) {
+func roundTrip(t testing.TB, c net.Conn, msg string) {
 	t.Helper()
 	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
 	_, err := c.Write([]byte(msg))
@@ -241,7 +241,7 @@ func roundTrip(t *testing.T, c net.Conn, msg string) {
 	require.Equal(t, msg, string(buf))
 }
 
-func dial(t *testing.T, addr string) net.Conn {
+func dial(t testing.TB, addr string) net.Conn {
 	t.Helper()
 	var d net.Dialer
 	c, err := d.DialContext(t.Context(), "tcp", addr)
@@ -252,7 +252,7 @@ func dial(t *testing.T, addr string) net.Conn {
 
 // tlsDial connects to addr with cert and returns the error the peer's
 // refusal produces (nil if an echo round trip succeeds).
-func tlsDial(t *testing.T, addr string, cert tls.Certificate) error {
+func tlsDial(t testing.TB, addr string, cert tls.Certificate) error {
 	t.Helper()
 	c := dial(t, addr)
 	tc := tls.Client(c, &tls.Config{
