@@ -53,6 +53,7 @@ over xDS to sidecars whose SPIFFE identities exist only because attestation succ
 		newQuoteCmd(),
 		newMeasureCmd(),
 		newSessionCmd(),
+		newApplyCmd(),
 		newFSPFCmd(),
 	)
 	return root

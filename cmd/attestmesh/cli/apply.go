@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/attestmesh/attestmesh/controlplane/mesh"
+)
+
+func newApplyCmd() *cobra.Command {
+	var cf clientFlags
+	var file string
+	cmd := &cobra.Command{
+		Use:   "apply -f mesh.yaml",
+		Short: "Upload the mesh's sessions (create or update) from their templates",
+		Long: `apply reads the mesh file, resolves its variables (measuring the binaries that
+{measure: PATH} variables name), encrypts the services' fspf directories, expands the session
+templates, and creates or updates each session on the control plane in order (exporters
+first). An update carries the current hash as predecessor automatically; a session whose
+document did not change is left alone. It prints what changed.`,
+		Example: `  attestmesh apply -f examples/flask-redis/mesh.yaml --ca-file /var/lib/attestmesh/ca.pem`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := mesh.Load(file)
+			if err != nil {
+				return err
+			}
+			vars, err := m.Resolve()
+			if err != nil {
+				return err
+			}
+			if err := m.EncryptFSPF(vars); err != nil {
+				return err
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			changes, err := m.Apply(cmd.Context(), c, vars, cmd.OutOrStdout())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "applied %d sessions of %s\n", len(changes), m.Name)
+			return nil
+		},
+	}
+	cf.register(cmd.Flags())
+	cmd.Flags().StringVarP(&file, "file", "f", "", "mesh file")
+	_ = cmd.MarkFlagRequired("file")
+	return cmd
+}
