@@ -423,6 +423,9 @@ func (s *Server) trustBundle(bundle []*x509.Certificate) (*bundleState, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := checkResource(secret); err != nil {
+		return nil, err
+	}
 	s.bundle = &bundleState{key: key, secret: secret, hash: h}
 	return s.bundle, nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -29,14 +30,17 @@ type serviceState struct {
 	configKey [32]byte // hash of the mesh inputs of the listeners and clusters
 	listeners cache.Resources
 	clusters  cache.Resources
-	svidKey   [32]byte // hash of the SVID chain's DER
+	refs      []reference // what the listeners and clusters reference, checked when built
+	svidKey   [32]byte    // hash of the SVID chain's DER
 	bundleKey [32]byte
 	secrets   cache.Resources
 	snap      *cache.Snapshot
 }
 
 // buildService returns the state of svc, reusing from old what did not change; it returns old
-// itself when nothing changed. A new snapshot is validated with ValidateSnapshot. m must be valid.
+// itself when nothing changed. A new snapshot is validated as ValidateSnapshot does, except that
+// resources reused from old (and the trust bundle) were checked when they were built: only the
+// new ones are checked again, and the references of all of them. m must be valid.
 func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *bundleState, chain []*x509.Certificate) (*serviceState, error) {
 	st := &serviceState{id: svc.ID, configKey: configKey(idx, svc), svidKey: hashCerts(chain), bundleKey: b.key}
 	configSame := old != nil && old.configKey == st.configKey
@@ -44,8 +48,9 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 	if configSame && secretsSame {
 		return old, nil
 	}
+	var errs []error
 	if configSame {
-		st.listeners, st.clusters = old.listeners, old.clusters
+		st.listeners, st.clusters, st.refs = old.listeners, old.clusters, old.refs
 	} else {
 		listeners, clusters := buildConfig(idx, svc)
 		var err error
@@ -55,6 +60,12 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 		if st.clusters, err = newResources(clusters); err != nil {
 			return nil, err
 		}
+		refs, err := checkItems(st.listeners.Items)
+		errs = append(errs, err)
+		st.refs = append(st.refs, refs...)
+		refs, err = checkItems(st.clusters.Items)
+		errs = append(errs, err)
+		st.refs = append(st.refs, refs...)
 	}
 	if secretsSame {
 		st.secrets = old.secrets
@@ -67,6 +78,8 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 		if err != nil {
 			return nil, err
 		}
+		_, err = checkResource(svid)
+		errs = append(errs, err)
 		st.secrets = cache.Resources{
 			Version: version(h, b.hash),
 			Items: map[string]types.ResourceWithTTL{
@@ -79,7 +92,8 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 	snap.Resources[types.Listener] = st.listeners
 	snap.Resources[types.Cluster] = st.clusters
 	snap.Resources[types.Secret] = st.secrets
-	if err := ValidateSnapshot(snap); err != nil {
+	errs = append(errs, checkReferences(snap, st.refs))
+	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("xds: snapshot for %q not published: %w", svc.ID, err)
 	}
 	st.snap = snap

@@ -28,21 +28,37 @@ func ValidateSnapshot(snap *cache.Snapshot) error {
 	}
 	var errs []error
 	var refs []reference
-	for _, typ := range []resource.Type{resource.ListenerType, resource.ClusterType, resource.SecretType} {
-		items := snap.GetResources(typ)
-		names := make([]string, 0, len(items))
-		for name := range items {
-			names = append(names, name)
-		}
-		slices.Sort(names)
-		for _, name := range names {
-			r, err := checkResource(items[name])
-			errs = append(errs, err)
-			refs = append(refs, r...)
-		}
+	for _, typ := range []types.ResponseType{types.Listener, types.Cluster, types.Secret} {
+		r, err := checkItems(snap.Resources[typ].Items)
+		errs = append(errs, err)
+		refs = append(refs, r...)
 	}
-	secrets := snap.GetResources(resource.SecretType)
-	clusters := snap.GetResources(resource.ClusterType)
+	errs = append(errs, checkReferences(snap, refs))
+	return errors.Join(errs...)
+}
+
+// checkItems runs checkResource on items in name order.
+func checkItems(items map[string]types.ResourceWithTTL) ([]reference, error) {
+	names := make([]string, 0, len(items))
+	for name := range items {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var errs []error
+	var refs []reference
+	for _, name := range names {
+		r, err := checkResource(items[name].Resource)
+		errs = append(errs, err)
+		refs = append(refs, r...)
+	}
+	return refs, errors.Join(errs...)
+}
+
+// checkReferences checks that every reference resolves within snap, and snap.Consistent.
+func checkReferences(snap *cache.Snapshot, refs []reference) error {
+	var errs []error
+	secrets := snap.Resources[types.Secret].Items
+	clusters := snap.Resources[types.Cluster].Items
 	for _, r := range refs {
 		var ok bool
 		switch r.typ {
