@@ -54,7 +54,10 @@ over xDS to sidecars whose SPIFFE identities exist only because attestation succ
 		newMeasureCmd(),
 		newSessionCmd(),
 		newApplyCmd(),
+		newControlPlaneCmd(),
+		newLaunchCmd(),
 		newFSPFCmd(),
+		newInstallCmd(),
 	)
 	return root
 }
