@@ -27,7 +27,7 @@ import (
 
 // Files a real Envoy reads its credentials from, in EnvoyCredentialsDir.
 const (
-	DefaultEnvoyCredentialsDir = "/run/attestmesh"
+	DefaultEnvoyCredentialsDir = "/run/attestmesh" //nolint:gosec // G101: a directory name, not a credential
 	EnvoySVIDFile              = "svid.pem"
 	EnvoyKeyFile               = "svid-key.pem"
 	EnvoyBundleFile            = "bundle.pem"

@@ -65,65 +65,65 @@ type mesh struct {
 
 type spiffeID = spiffeid.ID
 
-func newMesh(t testing.TB) *mesh {
-	t.Helper()
+func newMesh(tb testing.TB) *mesh {
+	tb.Helper()
 	ca, err := proxytest.NewCA(td)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	x, err := proxytest.StartXDS(ca, "127.0.0.1:0", nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { x.Stop() })
+	require.NoError(tb, err)
+	tb.Cleanup(func() { x.Stop() })
 	echo, err := proxytest.StartEcho()
-	require.NoError(t, err)
-	t.Cleanup(echo.Close)
+	require.NoError(tb, err)
+	tb.Cleanup(echo.Close)
 	m := &mesh{ca: ca, xds: x, echo: echo, serverID: ca.ID("/app/server"), clientID: ca.ID("/app/client")}
 	m.serverInbound, err = proxytest.FreeAddr()
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	m.clientOutbound, err = proxytest.FreeAddr()
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return m
 }
 
 // serverResources: inbound|port accepting the client, local cluster to echo.
-func (m *mesh) serverResources(t testing.TB, withSecrets bool) proxytest.Resources {
-	t.Helper()
+func (m *mesh) serverResources(tb testing.TB, withSecrets bool) proxytest.Resources {
+	tb.Helper()
 	r := proxytest.Resources{
 		Listeners: []types.Resource{proxytest.InboundListener(m.serverInbound, m.clientID)},
 		Clusters:  []types.Resource{proxytest.LocalCluster(m.serverInbound, m.echo.Addr)},
 	}
 	if withSecrets {
-		r.Secrets = m.secrets(t, m.serverID)
+		r.Secrets = m.secrets(tb, m.serverID)
 	}
 	return r
 }
 
 // clientResources: outbound listener to the cluster of upstream (which must
 // present serverID).
-func (m *mesh) clientResources(t testing.TB, upstream string) proxytest.Resources {
-	t.Helper()
+func (m *mesh) clientResources(tb testing.TB, upstream string) proxytest.Resources {
+	tb.Helper()
 	return proxytest.Resources{
 		Listeners: []types.Resource{proxytest.OutboundListener("server", 9000, m.clientOutbound)},
 		Clusters:  []types.Resource{proxytest.OutboundCluster("server", 9000, m.serverID, upstream)},
-		Secrets:   m.secrets(t, m.clientID),
+		Secrets:   m.secrets(tb, m.clientID),
 	}
 }
 
-func (m *mesh) secrets(t testing.TB, id spiffeid.ID) []types.Resource {
-	t.Helper()
+func (m *mesh) secrets(tb testing.TB, id spiffeid.ID) []types.Resource {
+	tb.Helper()
 	chain, err := proxytest.ForeignSVIDPEM(m.ca, id)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return proxytest.Secrets(chain, m.ca)
 }
 
-func (m *mesh) publish(t testing.TB, id spiffeid.ID, version string, r proxytest.Resources) {
-	t.Helper()
-	require.NoError(t, m.xds.Publish(t.Context(), id.String(), version, r))
+func (m *mesh) publish(tb testing.TB, id spiffeid.ID, version string, r proxytest.Resources) {
+	tb.Helper()
+	require.NoError(tb, m.xds.Publish(tb.Context(), id.String(), version, r))
 }
 
 // start runs a sidecar for id ("app/<service>") until the test ends.
-func (m *mesh) start(t testing.TB, id spiffeid.ID, ttl time.Duration) *sidecar {
-	t.Helper()
+func (m *mesh) start(tb testing.TB, id spiffeid.ID, ttl time.Duration) *sidecar {
+	tb.Helper()
 	adminAddr, err := proxytest.FreeAddr()
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	s := &sidecar{
 		id:       id,
 		attestor: &proxytest.Attestor{CA: m.ca, ID: id, TTL: ttl},
@@ -152,50 +152,50 @@ func (m *mesh) start(t testing.TB, id spiffeid.ID, ttl time.Duration) *sidecar {
 			cancel()
 			select {
 			case err := <-done:
-				require.NoError(t, err)
+				require.NoError(tb, err)
 			case <-time.After(10 * time.Second):
-				t.Error("sidecar did not stop")
+				tb.Error("sidecar did not stop")
 			}
 		})
 	}
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		s.stop()
-		if t.Failed() {
-			t.Logf("logs of %s:\n%s", id, s.logs.String())
+		if tb.Failed() {
+			tb.Logf("logs of %s:\n%s", id, s.logs.String())
 		}
 	})
 	return s
 }
 
-func httpGet(t testing.TB, url string) (int, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+func httpGet(tb testing.TB, url string) (int, string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(tb.Context(), 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
 	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return resp.StatusCode, string(b)
 }
 
-func (s *sidecar) waitReady(t testing.TB) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		code, _ := httpGet(t, "http://"+s.admin+"/ready")
+func (s *sidecar) waitReady(tb testing.TB) {
+	tb.Helper()
+	require.Eventually(tb, func() bool {
+		code, _ := httpGet(tb, "http://"+s.admin+"/ready")
 		return code == http.StatusOK
 	}, 10*time.Second, 20*time.Millisecond, "sidecar %s never became ready", s.id)
 }
 
 // metric returns the value of the series of name with labels.
-func (s *sidecar) metric(t testing.TB, name string, labels map[string]string) float64 {
-	t.Helper()
+func (s *sidecar) metric(tb testing.TB, name string, labels map[string]string) float64 {
+	tb.Helper()
 	mfs, err := s.reg.Gather()
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
@@ -230,37 +230,37 @@ func value(m *dto.Metric) float64 {
 }
 
 // roundTrip writes msg on c and requires it echoed back.
-func roundTrip(t testing.TB, c net.Conn, msg string) {
-	t.Helper()
-	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+func roundTrip(tb testing.TB, c net.Conn, msg string) {
+	tb.Helper()
+	require.NoError(tb, c.SetDeadline(time.Now().Add(5*time.Second)))
 	_, err := c.Write([]byte(msg))
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	buf := make([]byte, len(msg))
 	_, err = io.ReadFull(c, buf)
-	require.NoError(t, err)
-	require.Equal(t, msg, string(buf))
+	require.NoError(tb, err)
+	require.Equal(tb, msg, string(buf))
 }
 
-func dial(t testing.TB, addr string) net.Conn {
-	t.Helper()
+func dial(tb testing.TB, addr string) net.Conn {
+	tb.Helper()
 	var d net.Dialer
-	c, err := d.DialContext(t.Context(), "tcp", addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
+	c, err := d.DialContext(tb.Context(), "tcp", addr)
+	require.NoError(tb, err)
+	tb.Cleanup(func() { _ = c.Close() })
 	return c
 }
 
 // tlsDial connects to addr with cert and returns the error the peer's
 // refusal produces (nil if an echo round trip succeeds).
-func tlsDial(t testing.TB, addr string, cert tls.Certificate) error {
-	t.Helper()
-	c := dial(t, addr)
+func tlsDial(tb testing.TB, addr string, cert tls.Certificate) error {
+	tb.Helper()
+	c := dial(tb, addr)
 	tc := tls.Client(c, &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		Certificates:       []tls.Certificate{cert},
 		InsecureSkipVerify: true, //nolint:gosec // the test client checks nothing; the sidecar is under test
 	})
-	require.NoError(t, tc.SetDeadline(time.Now().Add(5*time.Second)))
+	require.NoError(tb, tc.SetDeadline(time.Now().Add(5*time.Second)))
 	if err := tc.Handshake(); err != nil {
 		return err
 	}
