@@ -8,9 +8,12 @@ import (
 	"syscall"
 
 	"github.com/attestmesh/attestmesh/cmd/attestmesh/cli"
+	"github.com/attestmesh/attestmesh/proxy/launch"
 )
 
 func main() {
+	// The launcher re-executes this binary as its stage 2 in a private mount namespace.
+	launch.MaybeStage2(cli.FSPFDecrypter)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

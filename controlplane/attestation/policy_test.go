@@ -47,7 +47,9 @@ func TestCheckService(t *testing.T) {
 }
 
 func TestCheckPlatform(t *testing.T) {
-	tol := func(ts ...session.Tolerance) session.AttestationPolicy { return session.AttestationPolicy{Tolerate: ts} }
+	tol := func(ts ...session.Tolerance) session.AttestationPolicy {
+		return session.AttestationPolicy{Tolerate: ts}
+	}
 	tests := []struct {
 		name   string
 		id     dcap.Identity

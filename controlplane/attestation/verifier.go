@@ -59,8 +59,8 @@ func (d DirCollateral) Collateral(_ context.Context, fmspc string) (dcap.Collate
 	return c, nil
 }
 
-// Evidence is a trusted root together with the collateral for quotes that chain to it.
-type Evidence struct {
+// TrustAnchor is a trusted root together with the collateral for quotes that chain to it.
+type TrustAnchor struct {
 	Root       *x509.Certificate
 	Collateral CollateralSource
 }
@@ -70,9 +70,9 @@ type Evidence struct {
 type Verifier struct {
 	// Hardware is the Intel SGX Root CA and the operator's collateral; a nil Root disables
 	// hardware attestation (every hardware quote is refused, saying so).
-	Hardware Evidence
+	Hardware TrustAnchor
 	// Simulation is the simulated platform's root and collateral; a nil Root disables it.
-	Simulation Evidence
+	Simulation TrustAnchor
 	// CollateralMaxAge bounds collateral age (see dcap.Options).
 	CollateralMaxAge time.Duration
 	// Now returns the verification time; nil means time.Now.
@@ -94,7 +94,7 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte, mode session.Mode) 
 	if v.Now != nil {
 		now = v.Now()
 	}
-	check := func(ev Evidence) (*dcap.Identity, error) {
+	check := func(ev TrustAnchor) (*dcap.Identity, error) {
 		c, err := ev.Collateral.Collateral(ctx, fmspc)
 		if err != nil {
 			return nil, err

@@ -33,11 +33,11 @@ type Code int
 
 // Error codes.
 const (
-	CodeInvalid   Code = iota + 1 // the document is malformed or breaks a rule
-	CodeNotFound                  // no such session or secret
-	CodeForbidden                 // the client is not allowed by the access policy
-	CodeConflict                  // the session exists already, or changed concurrently
-	CodeUnauthenticated           // the request carries no client certificate
+	CodeInvalid         Code = iota + 1 // the document is malformed or breaks a rule
+	CodeNotFound                        // no such session or secret
+	CodeForbidden                       // the client is not allowed by the access policy
+	CodeConflict                        // the session exists already, or changed concurrently
+	CodeUnauthenticated                 // the request carries no client certificate
 )
 
 // Error is a CAS refusal with its class and a message that says precisely why. Messages never

@@ -20,8 +20,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/attestmesh/attestmesh/controlplane/cas"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
+	"github.com/attestmesh/attestmesh/controlplane/cas"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 	"github.com/attestmesh/attestmesh/controlplane/store"
 )

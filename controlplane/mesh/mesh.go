@@ -85,9 +85,9 @@ type Connect struct {
 }
 
 type fileDoc struct {
-	Name      string              `yaml:"name"`
+	Name      string               `yaml:"name"`
 	Variables map[string]yaml.Node `yaml:"variables"`
-	Sessions  []string            `yaml:"sessions"`
+	Sessions  []string             `yaml:"sessions"`
 	Services  []struct {
 		Name     string `yaml:"name"`
 		ConfigID string `yaml:"config_id"`

@@ -1,0 +1,70 @@
+package cli
+
+import (
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/attestmesh/attestmesh/attest/sim"
+	"github.com/attestmesh/attestmesh/controlplane"
+)
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func newControlPlaneCmd() *cobra.Command {
+	var cfg controlplane.Config
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "controlplane",
+		Short: "Run the control plane: management API, attestation API, xDS, metrics",
+		Long: `controlplane runs the attestmesh control plane (the CAS): it keeps sessions and their
+secrets in an encrypted store under --data-dir, attests workloads, issues X.509-SVIDs from its
+CA, and serves:
+
+  management API   HTTPS      --mgmt-addr     (default :8081)
+  attestation API  gRPC/TLS   --attest-addr   (default :18765)
+  xDS              gRPC/mTLS  --xds-addr      (default :18000)
+  metrics          HTTP       --metrics-addr  (default :9102)
+
+The store key (32 bytes, hex) comes from --store-key-file or $ATTESTMESH_STORE_KEY; it must
+not live inside --data-dir. Create one with:  head -c32 /dev/urandom | xxd -p -c64 > key; chmod 600 key
+
+--simulation enables the simulated SGX platform and its local attestation service (LAS) on
+--las-addr: quotes it signs are accepted only by sessions with
+security.attestation.mode: simulation, and every identity from it is marked tee=simulation.
+Hardware quotes need Intel collateral in --collateral-dir (tcb_info_<FMSPC>.json,
+qe_identity.json, tcb_chain.pem).
+
+The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Logger = newLogger(logLevel)
+			return controlplane.Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/attestmesh", "directory of the embedded encrypted store")
+	f.StringVar(&cfg.StoreKeyFile, "store-key-file", "", "file holding the store key (else $ATTESTMESH_STORE_KEY)")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", "attestmesh.local", "SPIFFE trust domain")
+	f.StringVar(&cfg.MgmtAddr, "mgmt-addr", ":8081", "management API listen address")
+	f.StringVar(&cfg.AttestAddr, "attest-addr", ":18765", "attestation API listen address")
+	f.StringVar(&cfg.XDSAddr, "xds-addr", ":18000", "xDS listen address")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", ":9102", "Prometheus metrics listen address")
+	f.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host name or IP workloads use to reach the control plane (default 127.0.0.1)")
+	f.StringArrayVar(&cfg.ServerNames, "server-name", nil, "extra DNS name for the control plane's certificate (repeatable)")
+	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", time.Hour, "lifetime of issued X.509-SVIDs")
+	f.BoolVar(&cfg.Simulation, "simulation", false, "enable the simulated SGX platform and its LAS (no hardware guarantee)")
+	f.StringVar(&cfg.LASAddr, "las-addr", sim.DefaultLASAddr, "LAS listen address in simulation (host:port or unix:/path)")
+	f.StringVar(&cfg.CollateralDir, "collateral-dir", "", "Intel collateral for hardware quotes")
+	f.StringVar(&cfg.SidecarBinary, "sidecar-binary", "", "the sidecar binary whose measurement sidecars must present (default: this executable)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}

@@ -1,0 +1,143 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/attestmesh/attestmesh/attest/fspf"
+	"github.com/attestmesh/attestmesh/attest/sim"
+	"github.com/attestmesh/attestmesh/controlplane/attestation"
+	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
+	"github.com/attestmesh/attestmesh/controlplane/ca"
+	"github.com/attestmesh/attestmesh/proxy/launch"
+)
+
+// workloadFlags are the flags of every verb that attests a workload (launch, proxy).
+type workloadFlags struct {
+	configID   string
+	attestAddr string
+	caFile     string
+	lasAddr    string
+	logLevel   string
+}
+
+func (w *workloadFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&w.configID, "config-id", "", "SESSION/SERVICE this workload attests as (required)")
+	f.StringVar(&w.attestAddr, "attest-addr", envOr("ATTESTMESH_ATTEST_ADDR", "127.0.0.1:18765"), "the control plane's attestation API ($ATTESTMESH_ATTEST_ADDR)")
+	f.StringVar(&w.caFile, "ca-file", envOr("ATTESTMESH_CA_FILE", ""), "the control plane's CA bundle to pin ($ATTESTMESH_CA_FILE)")
+	f.StringVar(&w.lasAddr, "las-addr", "", "the simulated platform's LAS (host:port or unix:/path; default $ATTESTMESH_LAS_ADDR or "+sim.DefaultLASAddr+")")
+	f.StringVar(&w.logLevel, "log-level", "info", "debug, info, warn or error")
+	_ = cmd.MarkFlagRequired("config-id")
+}
+
+// dial connects to the attestation API with quotes from the LAS.
+func (w *workloadFlags) dial() (*attestation.Client, error) {
+	if w.caFile == "" {
+		return nil, fmt.Errorf("--ca-file is required: the control plane's CA bundle")
+	}
+	pemBytes, err := os.ReadFile(w.caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	bundle, err := ca.ParseCertsPEM(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file %s: %w", w.caFile, err)
+	}
+	return attestation.Dial(attestation.ClientConfig{
+		Addr: w.attestAddr, Bundle: bundle, Quotes: sim.Client{Addr: sim.ResolveLASAddr(w.lasAddr)},
+	})
+}
+
+func newLaunchCmd() *cobra.Command {
+	var wf workloadFlags
+	cmd := &cobra.Command{
+		Use:   "launch --config-id SESSION/SERVICE -- BINARY",
+		Short: "Measure BINARY, attest it, and run it with the configuration and files of its session",
+		Long: `launch does what SCONE's runtime does inside the enclave: it measures BINARY (the
+simulated MRENCLAVE is its SHA-256), attests to the control plane with a fresh key, and only
+then runs BINARY with the command arguments, environment and working directory of the
+session's service (not those of the host). The session's injected files (TLS keys and
+certificates, ...) and the decrypted protected file system appear at their policy paths for
+the app only, on a tmpfs in a private mount namespace: never on disk, invisible to other
+processes. Any failure refuses to start the app, with the reason.
+
+Exit status: the app's; 128+N if signal N killed it; 1 when launch refused to start it.`,
+		Example: `  attestmesh launch --config-id flask-redis/redis/redis --ca-file ca.pem -- /usr/bin/redis-server`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log := newLogger(wf.logLevel).With("config_id", wf.configID)
+			client, err := wf.dial()
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			code, err := launch.Run(cmd.Context(), launch.Options{
+				ConfigID: wf.configID,
+				Binary:   args[0],
+				Attestor: appAttestor(client),
+				Logger:   log,
+			})
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			if code != 0 {
+				return &exitError{code: code, err: fmt.Errorf("app exited with status %d", code)}
+			}
+			return nil
+		},
+	}
+	wf.register(cmd)
+	return cmd
+}
+
+// appAttestor attests the launcher as ROLE_APP and converts the rendered configuration.
+func appAttestor(c *attestation.Client) launch.Attestor {
+	return launch.AttestorFunc(func(ctx context.Context, req launch.Request) (*launch.Config, error) {
+		res, err := c.Attest(ctx, req.ConfigID, attestationpb.Role_ROLE_APP, req.Key, attestation.Evidence{MREnclave: req.MREnclave})
+		if err != nil {
+			return nil, err
+		}
+		rc := res.Config
+		if rc == nil {
+			return nil, fmt.Errorf("attestation of %s returned no service configuration", req.ConfigID)
+		}
+		cfg := &launch.Config{Argv: rc.GetArgv(), Env: rc.GetEnv(), Dir: rc.GetDir(), Files: map[string][]byte{}}
+		for _, f := range rc.GetFiles() {
+			cfg.Files[f.GetPath()] = f.GetContent()
+		}
+		if fs := rc.GetFspf(); fs != nil {
+			cfg.FSPF = &launch.FSPF{Path: fs.GetPath(), Key: fs.GetKey(), Tag: fs.GetTag()}
+		}
+		return cfg, nil
+	})
+}
+
+// FSPFDecrypter decrypts a protected file system for the launcher's stage 2 (see
+// launch.MaybeStage2): the tree is verified against its tag, decrypted in memory, then written
+// onto the private tmpfs and wiped from memory.
+func FSPFDecrypter(dir, key, tag string) (launch.PlaintextTree, error) {
+	k, err := fspf.ParseKey(key)
+	if err != nil {
+		return nil, err
+	}
+	t, err := fspf.ParseTag(tag)
+	if err != nil {
+		return nil, err
+	}
+	tree, err := fspf.Decrypt(dir, k, t)
+	if err != nil {
+		return nil, err
+	}
+	return fspfTree{tree}, nil
+}
+
+type fspfTree struct{ t *fspf.Tree }
+
+func (f fspfTree) Materialize(root string) error {
+	defer f.t.Wipe()
+	return f.t.WriteDir(root)
+}

@@ -1,0 +1,180 @@
+package attestation
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/attestmesh/attestmesh/attest/sim"
+	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
+)
+
+// QuoteProvider produces quotes for a workload: the simulated platform's LAS (sim.Client), or,
+// on SGX hardware, the enclave's quoting path. Implementations must be safe for concurrent use.
+type QuoteProvider interface {
+	Quote(ctx context.Context, r sim.Report) ([]byte, error)
+}
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// Addr is the attestation API's host:port.
+	Addr string
+	// Bundle holds the control plane's CA certificates (the pinned trust anchor, distributed
+	// out of band: a file, a Kubernetes ConfigMap).
+	Bundle []*x509.Certificate
+	// Quotes produces the quotes.
+	Quotes QuoteProvider
+}
+
+// Client attests a workload to the control plane. Safe for concurrent use.
+type Client struct {
+	conn   *grpc.ClientConn
+	api    attestationpb.AttestationClient
+	quotes QuoteProvider
+}
+
+// Evidence describes the enclave that asks to be attested. In simulation every field is the
+// workload's claim; MREnclave is the launcher's measurement of the binary.
+type Evidence struct {
+	MREnclave [32]byte
+	MRSigner  [32]byte
+	ISVProdID uint16
+	ISVSVN    uint16
+	Debug     bool
+}
+
+// Result is what a successful attestation returns.
+type Result struct {
+	SVID     []*x509.Certificate
+	Bundle   []*x509.Certificate
+	ID       spiffeid.ID
+	TEE      string
+	XDSAddr  string
+	Config   *attestationpb.ServiceConfig // ROLE_APP only
+	Response *attestationpb.AttestResponse
+}
+
+// Dial connects to the attestation API over TLS, authorizing the server as the control plane
+// of the bundle's trust domain (the URI SAN spiffe://<td>/controlplane). It does not block.
+func Dial(cfg ClientConfig) (*Client, error) {
+	if len(cfg.Bundle) == 0 {
+		return nil, errors.New("attestation: client: no CA bundle to verify the control plane")
+	}
+	if cfg.Quotes == nil {
+		return nil, errors.New("attestation: client: no quote provider")
+	}
+	td, err := bundleTrustDomain(cfg.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	serverID, err := spiffeid.FromPath(td, "/controlplane")
+	if err != nil {
+		return nil, fmt.Errorf("attestation: client: %w", err)
+	}
+	tlsCfg := tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(td, cfg.Bundle), tlsconfig.AuthorizeID(serverID))
+	tlsCfg.MinVersion = tls.VersionTLS13
+	conn, err := grpc.NewClient(cfg.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		return nil, fmt.Errorf("attestation: client: dial %s: %w", cfg.Addr, err)
+	}
+	return &Client{conn: conn, api: attestationpb.NewAttestationClient(conn), quotes: cfg.Quotes}, nil
+}
+
+// bundleTrustDomain reads the trust domain from the CA certificate's URI SAN.
+func bundleTrustDomain(bundle []*x509.Certificate) (spiffeid.TrustDomain, error) {
+	for _, c := range bundle {
+		for _, u := range c.URIs {
+			if id, err := spiffeid.FromURI(u); err == nil {
+				return id.TrustDomain(), nil
+			}
+		}
+	}
+	return spiffeid.TrustDomain{}, errors.New("attestation: client: the CA bundle names no SPIFFE trust domain (URI SAN)")
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Attest runs the whole exchange for key: nonce, CSR, quote over SHA-256(SPKI) || nonce, and
+// the Attest call. The returned error carries the control plane's reason verbatim.
+func (c *Client) Attest(ctx context.Context, configID string, role attestationpb.Role, key crypto.Signer, ev Evidence) (*Result, error) {
+	nr, err := c.api.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: configID})
+	if err != nil {
+		return nil, fmt.Errorf("attestation: get nonce: %s", describe(err))
+	}
+	if len(nr.GetNonce()) != NonceSize {
+		return nil, fmt.Errorf("attestation: control plane sent a %d-byte nonce, want %d", len(nr.GetNonce()), NonceSize)
+	}
+	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, fmt.Errorf("attestation: create CSR: %w", err)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, fmt.Errorf("attestation: public key: %w", err)
+	}
+	var nonce [NonceSize]byte
+	copy(nonce[:], nr.GetNonce())
+	quote, err := c.quotes.Quote(ctx, sim.Report{
+		MREnclave: ev.MREnclave, MRSigner: ev.MRSigner, ISVProdID: ev.ISVProdID, ISVSVN: ev.ISVSVN,
+		Debug: ev.Debug, ReportData: sim.BindReportData(spki, nonce),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("attestation: get quote: %w", err)
+	}
+	resp, err := c.api.Attest(ctx, &attestationpb.AttestRequest{
+		ConfigId: configID, Role: role, Nonce: nr.GetNonce(), Quote: quote, Csr: csrDER,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("attestation of %s refused: %s", configID, describe(err))
+	}
+	return decodeResult(resp)
+}
+
+func describe(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return s.Code().String() + ": " + s.Message()
+	}
+	return err.Error()
+}
+
+func decodeResult(resp *attestationpb.AttestResponse) (*Result, error) {
+	parse := func(what string, ders [][]byte) ([]*x509.Certificate, error) {
+		out := make([]*x509.Certificate, 0, len(ders))
+		for i, der := range ders {
+			c, err := x509.ParseCertificate(der)
+			if err != nil {
+				return nil, fmt.Errorf("attestation: response %s[%d]: %w", what, i, err)
+			}
+			out = append(out, c)
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("attestation: response has no %s", what)
+		}
+		return out, nil
+	}
+	svid, err := parse("svid_chain", resp.GetSvidChain())
+	if err != nil {
+		return nil, err
+	}
+	bundle, err := parse("trust_bundle", resp.GetTrustBundle())
+	if err != nil {
+		return nil, err
+	}
+	id, err := spiffeid.FromString(resp.GetSpiffeId())
+	if err != nil {
+		return nil, fmt.Errorf("attestation: response spiffe_id: %w", err)
+	}
+	return &Result{SVID: svid, Bundle: bundle, ID: id, TEE: resp.GetTee(), XDSAddr: resp.GetXdsAddress(), Config: resp.GetConfig(), Response: resp}, nil
+}

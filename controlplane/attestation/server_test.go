@@ -1,0 +1,322 @@
+package attestation_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/attestmesh/attestmesh/attest/dcap"
+	"github.com/attestmesh/attestmesh/attest/sim"
+	"github.com/attestmesh/attestmesh/controlplane/attestation"
+	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
+	"github.com/attestmesh/attestmesh/controlplane/ca"
+	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/session"
+	"github.com/attestmesh/attestmesh/controlplane/store"
+)
+
+// platformQuotes quotes directly on a simulated platform: the LAS is a thin HTTP wrapper over
+// the same call, tested in attest/sim.
+type platformQuotes struct{ p *sim.Platform }
+
+func (q platformQuotes) Quote(_ context.Context, r sim.Report) ([]byte, error) { return q.p.Quote(r) }
+
+type fixture struct {
+	client   *attestation.Client
+	raw      attestationpb.AttestationClient
+	platform *sim.Platform
+	auth     *ca.Authority
+	reg      *prometheus.Registry
+	cas      *cas.CAS
+	owner    cas.Client
+	sidecar  [32]byte
+}
+
+var (
+	pythonMR = [32]byte{1, 2, 3}
+	redisMR  = [32]byte{4, 5, 6}
+)
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	bolt, err := store.OpenBolt(store.BoltConfig{Dir: t.TempDir()})
+	require.NoError(t, err)
+	var key store.Key
+	_, err = rand.Read(key[:])
+	require.NoError(t, err)
+	st, err := store.Encrypted(ctx, bolt, key)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+
+	f := &fixture{reg: prometheus.NewRegistry(), cas: cas.New(cas.Config{Store: st}), sidecar: [32]byte{9, 9}}
+	f.auth, err = ca.NewAuthority(ca.AuthorityConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("attestmesh.local")})
+	require.NoError(t, err)
+	f.platform, err = sim.NewPlatform(rand.Reader, sim.PlatformOptions{})
+	require.NoError(t, err)
+	f.owner = cas.Client{ID: "owner"}
+
+	verifier := &attestation.Verifier{
+		Simulation: attestation.TrustAnchor{Root: f.platform.Root(), Collateral: attestation.CollateralFunc(
+			func(context.Context, string) (dcap.Collateral, error) { return f.platform.Collateral(time.Now()) })},
+	}
+	srv := attestation.NewServer(attestation.Config{
+		CAS: f.cas, Authority: f.auth, Verifier: verifier, Metrics: attestation.NewMetrics(f.reg),
+		SVIDTTL: 10 * time.Minute, XDSAddress: "127.0.0.1:18000", SidecarMREnclaves: [][32]byte{f.sidecar},
+	})
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	cert, err := f.auth.IssueServerCert(srvKey.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 0)
+	require.NoError(t, err)
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
+		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: srvKey}},
+	})))
+	attestationpb.RegisterAttestationServer(g, srv)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = g.Serve(ln) }()
+	t.Cleanup(g.Stop)
+
+	f.client, err = attestation.Dial(attestation.ClientConfig{Addr: ln.Addr().String(), Bundle: f.auth.Bundle(), Quotes: platformQuotes{f.platform}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.client.Close() })
+	pool := x509.NewCertPool()
+	pool.AddCert(f.auth.Bundle()[0])
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS13})))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	f.raw = attestationpb.NewAttestationClient(conn)
+	return f
+}
+
+func (f *fixture) createExample(t *testing.T, mode string, mutate func(string) string) {
+	t.Helper()
+	vars := map[string]string{
+		"REDIS_SESSION": "demo/redis", "FLASK_SESSION": "demo/flask", "ATTESTATION_MODE": mode,
+		"REDIS_MRENCLAVE": hexOf(redisMR), "PYTHON_MRENCLAVE": hexOf(pythonMR),
+		"API_FSPF_PATH": "/app", "API_FSPF_KEY": strings.Repeat("c", 64), "API_FSPF_TAG": strings.Repeat("d", 64),
+	}
+	for _, file := range []string{"redis-session.yaml", "flask-session.yaml"} {
+		raw, err := os.ReadFile(filepath.Join("..", "..", "examples", "flask-redis", file))
+		require.NoError(t, err)
+		doc, err := session.Expand(raw, vars)
+		require.NoError(t, err)
+		if mutate != nil {
+			doc = []byte(mutate(string(doc)))
+		}
+		_, err = f.cas.Create(context.Background(), doc, f.owner)
+		require.NoError(t, err)
+	}
+}
+
+func hexOf(b [32]byte) string {
+	const digits = "0123456789abcdef"
+	out := make([]byte, 64)
+	for i, c := range b {
+		out[2*i], out[2*i+1] = digits[c>>4], digits[c&15]
+	}
+	return string(out)
+}
+
+func newKey(t *testing.T) crypto.Signer {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	return k
+}
+
+func TestAttestAppReceivesConfigAndSVID(t *testing.T) {
+	f := newFixture(t)
+	f.createExample(t, "simulation", nil)
+	key := newKey(t)
+	res, err := f.client.Attest(context.Background(), "demo/flask/flask_restapi", attestationpb.Role_ROLE_APP, key, attestation.Evidence{MREnclave: pythonMR})
+	require.NoError(t, err)
+
+	assert.Equal(t, "spiffe://attestmesh.local/demo/flask/flask_restapi", res.ID.String())
+	assert.Equal(t, "simulation", res.TEE)
+	svid, err := x509svid.ParseRaw(res.SVID[0].Raw, mustMarshalKey(t, key))
+	require.NoError(t, err)
+	assert.Equal(t, res.ID, svid.ID)
+	assert.Equal(t, ca.TEESimulation, ca.TEEOf(res.SVID[0]), "a simulated identity is marked in the certificate")
+
+	require.NotNil(t, res.Config)
+	paths := []string{}
+	for _, file := range res.Config.GetFiles() {
+		paths = append(paths, file.GetPath())
+	}
+	assert.ElementsMatch(t, []string{"/tls/flask.crt", "/tls/flask.key", "/tls/redis-ca.crt", "/tls/client.crt", "/tls/client.key"}, paths)
+	assert.Equal(t, "/app", res.Config.GetDir())
+
+	assert.InDelta(t, 1, f.counter(t, "ok", "", "simulation", "app"), 0)
+}
+
+func mustMarshalKey(t *testing.T, k crypto.Signer) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	require.NoError(t, err)
+	return der
+}
+
+// counter reads attestmesh_attestations_total with the given labels from the registry.
+func (f *fixture) counter(t *testing.T, result, reason, tee, role string) float64 {
+	t.Helper()
+	mfs, err := f.reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != "attestmesh_attestations_total" {
+			continue
+		}
+		for _, metric := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range metric.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["result"] == result && labels["reason"] == reason && labels["tee"] == tee && labels["role"] == role {
+				return metric.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func TestAttestRefusals(t *testing.T) {
+	tests := []struct {
+		name     string
+		mode     string
+		mutate   func(string) string
+		configID string
+		role     attestationpb.Role
+		ev       attestation.Evidence
+		reason   attestation.Reason
+		msg      string
+	}{
+		{
+			name: "wrong mrenclave", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_APP,
+			ev: attestation.Evidence{MREnclave: redisMR}, reason: attestation.ReasonMREnclave,
+			msg: "mrenclave mismatch: got " + hexOf(redisMR) + ", session allows [" + hexOf(pythonMR) + "]",
+		},
+		{
+			name: "debug enclave without debug-mode", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_APP,
+			mutate: func(s string) string { return strings.Replace(s, "tolerate: [debug-mode, ", "tolerate: [", 1) },
+			ev:     attestation.Evidence{MREnclave: pythonMR, Debug: true}, reason: attestation.ReasonDebug,
+			msg: `the enclave runs in debug mode and the session does not tolerate "debug-mode"`,
+		},
+		{
+			name: "simulated quote for a hardware session", mode: "hardware", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_APP,
+			ev: attestation.Evidence{MREnclave: pythonMR}, reason: attestation.ReasonSimulationForbidden,
+			msg: "simulated quote for a session that requires hardware attestation",
+		},
+		{
+			name: "unknown service", mode: "simulation", configID: "demo/flask/nope", role: attestationpb.Role_ROLE_APP,
+			ev: attestation.Evidence{MREnclave: pythonMR}, reason: attestation.ReasonUnknownService,
+			msg: `session "demo/flask" has no service "nope" (services: flask_restapi)`,
+		},
+		{
+			name: "unknown session", mode: "simulation", configID: "demo/other/x", role: attestationpb.Role_ROLE_APP,
+			ev: attestation.Evidence{MREnclave: pythonMR}, reason: attestation.ReasonUnknownSession,
+			msg: `session "demo/other" does not exist`,
+		},
+		{
+			name: "sidecar with the app's measurement", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_SIDECAR,
+			ev: attestation.Evidence{MREnclave: pythonMR}, reason: attestation.ReasonSidecarMeasurement,
+			msg: "sidecar mrenclave mismatch: got " + hexOf(pythonMR),
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.createExample(t, tt.mode, tt.mutate)
+			_, err := f.client.Attest(context.Background(), tt.configID, tt.role, newKey(t), tt.ev)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.msg)
+			roleLabel := map[attestationpb.Role]string{attestationpb.Role_ROLE_APP: "app", attestationpb.Role_ROLE_SIDECAR: "sidecar"}[tt.role]
+			tee := "simulation"
+			if tt.reason == attestation.ReasonSimulationForbidden || tt.reason == attestation.ReasonUnknownService || tt.reason == attestation.ReasonUnknownSession {
+				tee = "none"
+			}
+			assert.InDelta(t, 1, f.counter(t, "refused", string(tt.reason), tee, roleLabel), 0, "refusal counted by reason")
+		})
+	}
+}
+
+func TestAttestSidecarWithItsMeasurement(t *testing.T) {
+	f := newFixture(t)
+	f.createExample(t, "simulation", nil)
+	res, err := f.client.Attest(context.Background(), "demo/redis/redis", attestationpb.Role_ROLE_SIDECAR, newKey(t), attestation.Evidence{MREnclave: f.sidecar})
+	require.NoError(t, err)
+	assert.Nil(t, res.Config, "a sidecar gets no service configuration or secrets")
+	assert.Equal(t, "127.0.0.1:18000", res.XDSAddr)
+}
+
+// TestAttestReplayAndBinding drives the protocol by hand: a replayed nonce, a quote bound to
+// another key, and a nonce for another config ID are refused with their reasons.
+func TestAttestReplayAndBinding(t *testing.T) {
+	f := newFixture(t)
+	f.createExample(t, "simulation", nil)
+	ctx := context.Background()
+	const cid = "demo/flask/flask_restapi"
+
+	evidence := func(key crypto.Signer, nonce []byte, bindKey crypto.Signer) ([]byte, []byte) {
+		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+		require.NoError(t, err)
+		spki, err := x509.MarshalPKIXPublicKey(bindKey.Public())
+		require.NoError(t, err)
+		var n [32]byte
+		copy(n[:], nonce)
+		quote, err := f.platform.Quote(sim.Report{MREnclave: pythonMR, ReportData: sim.BindReportData(spki, n)})
+		require.NoError(t, err)
+		return quote, csr
+	}
+
+	key := newKey(t)
+	nr, err := f.raw.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: cid})
+	require.NoError(t, err)
+	quote, csr := evidence(key, nr.GetNonce(), key)
+	req := &attestationpb.AttestRequest{ConfigId: cid, Role: attestationpb.Role_ROLE_APP, Nonce: nr.GetNonce(), Quote: quote, Csr: csr}
+	_, err = f.raw.Attest(ctx, req)
+	require.NoError(t, err)
+	_, err = f.raw.Attest(ctx, req)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "nonce already used (replayed evidence)")
+
+	// The quote binds another key than the CSR's.
+	nr, err = f.raw.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: cid})
+	require.NoError(t, err)
+	quote, csr = evidence(key, nr.GetNonce(), newKey(t))
+	_, err = f.raw.Attest(ctx, &attestationpb.AttestRequest{ConfigId: cid, Role: attestationpb.Role_ROLE_APP, Nonce: nr.GetNonce(), Quote: quote, Csr: csr})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "reportdata_mismatch")
+
+	// A nonce issued for another config ID.
+	nr, err = f.raw.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: "demo/redis/redis"})
+	require.NoError(t, err)
+	quote, csr = evidence(key, nr.GetNonce(), key)
+	_, err = f.raw.Attest(ctx, &attestationpb.AttestRequest{ConfigId: cid, Role: attestationpb.Role_ROLE_APP, Nonce: nr.GetNonce(), Quote: quote, Csr: csr})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `nonce was issued for config ID "demo/redis/redis"`)
+
+	// A quote that is not a quote.
+	nr, err = f.raw.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: cid})
+	require.NoError(t, err)
+	_, err = f.raw.Attest(ctx, &attestationpb.AttestRequest{ConfigId: cid, Role: attestationpb.Role_ROLE_APP, Nonce: nr.GetNonce(), Quote: []byte("garbage"), Csr: csr})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "quote_invalid")
+}

@@ -1,0 +1,414 @@
+// Package controlplane assembles the attestmesh control plane: the encrypted store, the CA,
+// the CAS (sessions and secrets), the management API, the attestation API, the simulated
+// platform's LAS (in simulation), and the metrics endpoint, each a Run(ctx) component joined
+// by an errgroup. A cancelled context is a clean stop.
+package controlplane
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/attestmesh/attestmesh/attest/dcap"
+	"github.com/attestmesh/attestmesh/attest/measure"
+	"github.com/attestmesh/attestmesh/attest/sim"
+	"github.com/attestmesh/attestmesh/controlplane/attestation"
+	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
+	"github.com/attestmesh/attestmesh/controlplane/ca"
+	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/mgmt"
+	"github.com/attestmesh/attestmesh/controlplane/store"
+)
+
+// Store keys of the control plane's own state (values sealed by the encrypted store).
+const (
+	keyAuthority = "controlplane/authority"
+	keyPlatform  = "controlplane/sim-platform"
+)
+
+// Config is the control plane's configuration; the `attestmesh controlplane` flags fill it.
+type Config struct {
+	DataDir      string
+	StoreKeyFile string // empty: ATTESTMESH_STORE_KEY
+	TrustDomain  string
+
+	MgmtAddr    string // management API (HTTPS)
+	AttestAddr  string // attestation API (gRPC over TLS)
+	XDSAddr     string // xDS (gRPC, mTLS)
+	MetricsAddr string // Prometheus metrics (HTTP)
+	// AdvertiseAddr is the host that workloads use to reach this control plane; it goes into
+	// the server certificate and the xDS address told to sidecars.
+	AdvertiseHost string
+	ServerNames   []string // extra DNS names for the server certificate
+
+	SVIDTTL time.Duration
+
+	// Simulation enables the simulated platform and its LAS on LASAddr.
+	Simulation bool
+	LASAddr    string
+	// CollateralDir holds hardware collateral (see attestation.DirCollateral); empty
+	// disables hardware attestation.
+	CollateralDir string
+	// SidecarBinary is measured to accept sidecars; empty means this executable.
+	SidecarBinary string
+
+	Logger *slog.Logger
+	// Ready, when set, is called once every listener is bound, with the bound addresses.
+	Ready func(Addrs)
+}
+
+// Addrs are the bound addresses (useful with port 0).
+type Addrs struct {
+	Mgmt, Attest, XDS, Metrics, LAS string
+	// BundlePEM is the control plane's CA bundle, to pin in clients.
+	BundlePEM []byte
+}
+
+// Run runs the control plane until ctx is cancelled.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DataDir == "" {
+		return errors.New("controlplane: --data-dir is required")
+	}
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return fmt.Errorf("controlplane: trust domain %q: %w", cfg.TrustDomain, err)
+	}
+
+	key, err := store.LoadKey(store.KeyConfig{File: cfg.StoreKeyFile, DataDir: cfg.DataDir})
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	bolt, err := store.OpenBolt(store.BoltConfig{Dir: cfg.DataDir})
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	defer bolt.Close()
+	st, err := store.Encrypted(ctx, bolt, key)
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+
+	authority, err := loadOrCreateAuthority(ctx, st, td)
+	if err != nil {
+		return err
+	}
+	log.Info("control plane CA", "trust_domain", td.String(), "ca_subject", authority.Bundle()[0].Subject.CommonName)
+	bundlePEM := authority.BundlePEM()
+	// The bundle is public: write it where operators and `attestmesh` clients find it.
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, "ca.pem"), bundlePEM, 0o644); err != nil { //nolint:gosec // a CA certificate is public
+		return fmt.Errorf("controlplane: write ca.pem: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := newMetrics(reg)
+
+	casSvc := cas.New(cas.Config{Store: st, Logger: log.With("subsystem", "cas")})
+	if n, err := casSvc.Count(ctx); err == nil {
+		metrics.sessions.Set(float64(n))
+	}
+
+	verifier := &attestation.Verifier{}
+	if cfg.CollateralDir != "" {
+		verifier.Hardware = attestation.TrustAnchor{Root: dcap.IntelRoot(), Collateral: attestation.DirCollateral{Dir: cfg.CollateralDir}}
+	}
+	var las *sim.LAS
+	if cfg.Simulation {
+		platform, err := loadOrCreatePlatform(ctx, st)
+		if err != nil {
+			return err
+		}
+		verifier.Simulation = attestation.TrustAnchor{
+			Root: platform.Root(),
+			Collateral: attestation.CollateralFunc(func(context.Context, string) (dcap.Collateral, error) {
+				return platform.Collateral(time.Now())
+			}),
+		}
+		las, err = sim.NewLAS(sim.LASConfig{Platform: platform, Logger: log, Addr: cfg.LASAddr})
+		if err != nil {
+			return fmt.Errorf("controlplane: %w", err)
+		}
+		log.Warn("SIMULATION MODE: the simulated platform's LAS signs any measurement it is asked to; identities from it are marked tee=simulation and give no hardware guarantee", "las", las.Addr())
+	}
+
+	sidecarBin := cfg.SidecarBinary
+	if sidecarBin == "" {
+		if sidecarBin, err = os.Executable(); err != nil {
+			return fmt.Errorf("controlplane: %w", err)
+		}
+	}
+	sidecarMeasure, err := measure.File(sidecarBin)
+	if err != nil {
+		return fmt.Errorf("controlplane: sidecar measurement: %w", err)
+	}
+
+	// Listeners first, so that port clashes fail before anything serves.
+	var lc net.ListenConfig
+	listen := func(what, addr string) (net.Listener, error) {
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("controlplane: %s listener: %w", what, err)
+		}
+		return ln, nil
+	}
+	mgmtLn, err := listen("management API", cfg.MgmtAddr)
+	if err != nil {
+		return err
+	}
+	attestLn, err := listen("attestation API", cfg.AttestAddr)
+	if err != nil {
+		return err
+	}
+	metricsLn, err := listen("metrics", cfg.MetricsAddr)
+	if err != nil {
+		return err
+	}
+
+	serverTLS, err := serverCertificate(authority, cfg)
+	if err != nil {
+		return err
+	}
+	xdsAddr := net.JoinHostPort(advertiseHost(cfg), portOf(cfg.XDSAddr))
+
+	attestSvc := attestation.NewServer(attestation.Config{
+		CAS: casSvc, Authority: authority, Verifier: verifier, Logger: log,
+		Metrics: attestation.NewMetrics(reg), SVIDTTL: cfg.SVIDTTL, XDSAddress: xdsAddr,
+		SidecarMREnclaves: [][32]byte{sidecarMeasure},
+	})
+	grpcSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
+		MinVersion: tls.VersionTLS13, GetCertificate: serverTLS.get,
+	})))
+	attestationpb.RegisterAttestationServer(grpcSrv, attestSvc)
+
+	mgmtSrv := &http.Server{
+		Handler:           mgmt.NewHandler(casSvc, bundlePEM, log),
+		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{
+			MinVersion: tls.VersionTLS12, GetCertificate: serverTLS.get,
+			// Clients are identified by their (typically self-signed) certificate's key;
+			// the TLS handshake proves possession. Public endpoints need none.
+			ClientAuth: tls.RequestClientCert,
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	metricsSrv := &http.Server{
+		Handler:           promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+
+	addrs := Addrs{Mgmt: mgmtLn.Addr().String(), Attest: attestLn.Addr().String(), XDS: xdsAddr, Metrics: metricsLn.Addr().String(), BundlePEM: bundlePEM}
+	if las != nil {
+		addrs.LAS = las.Addr()
+	}
+	log.Info("control plane serving", "management", addrs.Mgmt, "attestation", addrs.Attest, "metrics", addrs.Metrics, "las", addrs.LAS)
+	if cfg.Ready != nil {
+		cfg.Ready(addrs)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveHTTP(gctx, mgmtSrv, mgmtLn, true) })
+	g.Go(func() error { return serveHTTP(gctx, metricsSrv, metricsLn, false) })
+	g.Go(func() error {
+		errc := make(chan error, 1)
+		go func() { errc <- grpcSrv.Serve(attestLn) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("controlplane: attestation API: %w", err)
+		case <-gctx.Done():
+			stopped := make(chan struct{})
+			go func() { grpcSrv.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(5 * time.Second):
+				grpcSrv.Stop()
+			}
+			return nil
+		}
+	})
+	if las != nil {
+		g.Go(func() error { return las.Run(gctx) })
+	}
+	g.Go(func() error { return serverTLS.renew(gctx, authority, cfg, log) })
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener, useTLS bool) error {
+	errc := make(chan error, 1)
+	go func() {
+		if useTLS {
+			errc <- srv.ServeTLS(ln, "", "")
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("controlplane: serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return nil
+	}
+}
+
+func loadOrCreateAuthority(ctx context.Context, st store.Backend, td spiffeid.TrustDomain) (*ca.Authority, error) {
+	raw, err := st.Get(ctx, keyAuthority)
+	switch {
+	case err == nil:
+		a, err := ca.LoadAuthority(raw, ca.AuthorityConfig{TrustDomain: td})
+		if err != nil {
+			return nil, fmt.Errorf("controlplane: stored CA: %w", err)
+		}
+		return a, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, fmt.Errorf("controlplane: read CA: %w", err)
+	}
+	a, err := ca.NewAuthority(ca.AuthorityConfig{TrustDomain: td})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	pem, err := a.MarshalPEM()
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	if err := st.CompareAndSwap(ctx, keyAuthority, nil, pem); err != nil {
+		return nil, fmt.Errorf("controlplane: store CA: %w", err)
+	}
+	return a, nil
+}
+
+func loadOrCreatePlatform(ctx context.Context, st store.Backend) (*sim.Platform, error) {
+	raw, err := st.Get(ctx, keyPlatform)
+	switch {
+	case err == nil:
+		p, err := sim.UnmarshalPlatform(raw)
+		if err != nil {
+			return nil, fmt.Errorf("controlplane: stored simulated platform: %w", err)
+		}
+		return p, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, fmt.Errorf("controlplane: read simulated platform: %w", err)
+	}
+	p, err := sim.NewPlatform(rand.Reader, sim.PlatformOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	data, err := p.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	if err := st.CompareAndSwap(ctx, keyPlatform, nil, data); err != nil {
+		return nil, fmt.Errorf("controlplane: store simulated platform: %w", err)
+	}
+	return p, nil
+}
+
+func advertiseHost(cfg Config) string {
+	if cfg.AdvertiseHost != "" {
+		return cfg.AdvertiseHost
+	}
+	return "127.0.0.1"
+}
+
+func portOf(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return port
+}
+
+// tlsSource holds the control plane's server certificate and renews it before expiry.
+type tlsSource struct {
+	cert atomicCert
+}
+
+func serverCertificate(a *ca.Authority, cfg Config) (*tlsSource, error) {
+	s := &tlsSource{}
+	if err := s.issue(a, cfg); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *tlsSource) issue(a *ca.Authority, cfg Config) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("controlplane: server key: %w", err)
+	}
+	dns := append([]string{"localhost"}, cfg.ServerNames...)
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	if h := cfg.AdvertiseHost; h != "" {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, h)
+		}
+	}
+	cert, err := a.IssueServerCert(key.Public(), dns, ips, 0)
+	if err != nil {
+		return fmt.Errorf("controlplane: server certificate: %w", err)
+	}
+	s.cert.Store(&tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert})
+	return nil
+}
+
+func (s *tlsSource) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil }
+
+// renew re-issues the server certificate at two thirds of its lifetime; on failure the last
+// good certificate stays and renewal is retried.
+func (s *tlsSource) renew(ctx context.Context, a *ca.Authority, cfg Config, log *slog.Logger) error {
+	for {
+		leaf := s.cert.Load().Leaf
+		wait := time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(max(wait, time.Minute)):
+		}
+		if err := s.issue(a, cfg); err != nil {
+			log.Error("server certificate renewal failed; keeping the current one", "error", err)
+		}
+	}
+}
+
+// BundlePool parses a PEM CA bundle into a pool.
+func BundlePool(pemBytes []byte) (*x509.CertPool, error) {
+	certs, err := ca.ParseCertsPEM(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}
