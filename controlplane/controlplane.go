@@ -35,8 +35,10 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/mesh"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 	"github.com/attestmesh/attestmesh/controlplane/store"
+	"github.com/attestmesh/attestmesh/controlplane/xds"
 )
 
 // Store keys of the control plane's own state (values sealed by the encrypted store).
@@ -49,6 +51,9 @@ const (
 type Config struct {
 	DataDir      string
 	StoreKeyFile string // empty: ATTESTMESH_STORE_KEY
+	// StoreKey, when set, is the store key itself (for `attestmesh up`, which keeps it in
+	// memory only); it takes precedence over StoreKeyFile.
+	StoreKey *store.Key
 	TrustDomain  string
 
 	MgmtAddr    string // management API (HTTPS)
@@ -97,8 +102,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("controlplane: trust domain %q: %w", cfg.TrustDomain, err)
 	}
 
-	key, err := store.LoadKey(store.KeyConfig{File: cfg.StoreKeyFile, DataDir: cfg.DataDir})
-	if err != nil {
+	var key store.Key
+	if cfg.StoreKey != nil {
+		key = *cfg.StoreKey
+	} else if key, err = store.LoadKey(store.KeyConfig{File: cfg.StoreKeyFile, DataDir: cfg.DataDir}); err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
 	bolt, err := store.OpenBolt(store.BoltConfig{Dir: cfg.DataDir})
@@ -126,10 +133,19 @@ func Run(ctx context.Context, cfg Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := newMetrics(reg)
 
-	casSvc := cas.New(cas.Config{Store: st, Logger: log.With("subsystem", "cas")})
-	if n, err := casSvc.Count(ctx); err == nil {
-		metrics.sessions.Set(float64(n))
+	var feed *feed
+	casSvc := cas.New(cas.Config{Store: st, Logger: log.With("subsystem", "cas"), OnChange: func(string) {
+		metrics.sessionsChanged()
+		if feed != nil {
+			feed.changed()
+		}
+	}})
+	metrics.countSessions = func() {
+		if n, err := casSvc.Count(context.WithoutCancel(ctx)); err == nil {
+			metrics.sessions.Set(float64(n))
+		}
 	}
+	metrics.countSessions()
 
 	verifier := &attestation.Verifier{}
 	if cfg.CollateralDir != "" {
@@ -186,25 +202,57 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	xdsLn, err := listen("xDS", cfg.XDSAddr)
+	if err != nil {
+		return err
+	}
 
 	serverTLS, err := serverCertificate(authority, cfg)
 	if err != nil {
 		return err
 	}
-	xdsAddr := net.JoinHostPort(advertiseHost(cfg), portOf(cfg.XDSAddr))
+	xdsAddr := net.JoinHostPort(advertiseHost(cfg), portOf(xdsLn.Addr().String()))
+	clientCAs := x509.NewCertPool()
+	for _, c := range authority.Bundle() {
+		clientCAs.AddCert(c)
+	}
+	xdsSrv, err := xds.New(xds.Config{
+		Logger: log, Metrics: reg, Addr: cfg.XDSAddr,
+		TLS: &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: serverTLS.get, ClientCAs: clientCAs, ClientAuth: tls.RequireAndVerifyClientCert},
+	})
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	feed = newFeed(casSvc, authority, xdsSrv, log)
 
 	attestSvc := attestation.NewServer(attestation.Config{
 		CAS: casSvc, Authority: authority, Verifier: verifier, Logger: log,
 		Metrics: attestation.NewMetrics(reg), SVIDTTL: cfg.SVIDTTL, XDSAddress: xdsAddr,
 		SidecarMREnclaves: [][32]byte{sidecarMeasure},
+		OnSVID:            feed.svid,
 	})
 	grpcSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
 		MinVersion: tls.VersionTLS13, GetCertificate: serverTLS.get,
 	})))
 	attestationpb.RegisterAttestationServer(grpcSrv, attestSvc)
 
+	mgmtHandler := mgmt.NewHandler(casSvc, bundlePEM, log)
+	mgmtHandler.ValidateMesh = func(name string, doc []byte) error {
+		reg, m, err := mesh.ParseRegistration(doc)
+		if err != nil {
+			return err
+		}
+		if m.Name != name {
+			return fmt.Errorf("the path names mesh %q but the document names %q", name, m.Name)
+		}
+		svcs, err := reg.XDSServices(m, td)
+		if err != nil {
+			return err
+		}
+		return (&xds.Mesh{TrustDomain: td, Services: svcs}).Validate()
+	}
 	mgmtSrv := &http.Server{
-		Handler:           mgmt.NewHandler(casSvc, bundlePEM, log),
+		Handler:           mgmtHandler,
 		ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{
 			MinVersion: tls.VersionTLS12, GetCertificate: serverTLS.get,
@@ -219,7 +267,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 
-	addrs := Addrs{Mgmt: mgmtLn.Addr().String(), Attest: attestLn.Addr().String(), XDS: xdsAddr, Metrics: metricsLn.Addr().String(), BundlePEM: bundlePEM}
+	addrs := Addrs{Mgmt: mgmtLn.Addr().String(), Attest: attestLn.Addr().String(), XDS: xdsLn.Addr().String(), Metrics: metricsLn.Addr().String(), BundlePEM: bundlePEM}
 	if las != nil {
 		addrs.LAS = las.Addr()
 	}
@@ -252,6 +300,8 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error { return las.Run(gctx) })
 	}
 	g.Go(func() error { return serverTLS.renew(gctx, authority, cfg, log) })
+	g.Go(func() error { return xdsSrv.Serve(gctx, xdsLn) })
+	g.Go(func() error { return feed.Run(gctx) })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil

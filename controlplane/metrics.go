@@ -10,7 +10,15 @@ import (
 // metrics are the control plane's own gauges; the attestation, xDS and CAS components register
 // theirs on the same registry.
 type metrics struct {
-	sessions prometheus.Gauge
+	sessions      prometheus.Gauge
+	countSessions func()
+}
+
+// sessionsChanged recounts the sessions after a change.
+func (m *metrics) sessionsChanged() {
+	if m.countSessions != nil {
+		m.countSessions()
+	}
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

@@ -23,7 +23,7 @@ func TestEnvoyBootstrap(t *testing.T) {
 			name:   "defaults",
 			cfg:    proxy.Config{ConfigID: "patients/redis"},
 			wantID: "spiffe://attestmesh.local/patients/redis",
-			wantIn: []string{`"address": "127.0.0.1"`, `"port_value": 18000`, `"exact": "spiffe://attestmesh.local/attestmesh/controlplane"`, `"/run/attestmesh/svid-key.pem"`, `"config_id": "patients/redis"`, `"type": "STATIC"`},
+			wantIn: []string{`"address": "127.0.0.1"`, `"port_value": 18000`, `"exact": "spiffe://attestmesh.local/controlplane"`, `"/run/attestmesh/svid-key.pem"`, `"config_id": "patients/redis"`, `"type": "STATIC"`},
 		},
 		{
 			name:   "session with namespaces, DNS control plane, any member",

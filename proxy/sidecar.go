@@ -46,7 +46,7 @@ const (
 	DefaultXDSAddr      = "127.0.0.1:18000"
 	DefaultDrainTimeout = 20 * time.Second
 	// ControlPlanePath is the path of the control plane's SPIFFE ID.
-	ControlPlanePath = "/attestmesh/controlplane"
+	ControlPlanePath = "/controlplane"
 )
 
 // Config configures the sidecar.
@@ -59,7 +59,7 @@ type Config struct {
 	// attestation overrides it (DefaultXDSAddr if both are empty).
 	XDSAddr string
 	// XDSServerID is the SPIFFE ID the xDS server must present
-	// (spiffe://<trust domain>/attestmesh/controlplane if empty).
+	// (spiffe://<trust domain>/controlplane if empty).
 	XDSServerID string
 	// XDSAnyMember accepts any member of the trust domain as xDS server
 	// instead of XDSServerID.

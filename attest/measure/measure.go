@@ -46,3 +46,12 @@ func File(path string) (MREnclave, error) {
 	copy(m[:], h.Sum(nil))
 	return m, nil
 }
+
+// Self measures the running executable.
+func Self() (MREnclave, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return MREnclave{}, fmt.Errorf("measure: %w", err)
+	}
+	return File(exe)
+}

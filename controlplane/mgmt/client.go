@@ -142,6 +142,11 @@ func (c *Client) Public(ctx context.Context, sessionName, secret string) ([]byte
 	return out, c.do(ctx, http.MethodGet, "/v1/public/"+sessionName+"/"+secret, nil, &out)
 }
 
+// PutMesh registers a mesh (a JSON mesh.Registration).
+func (c *Client) PutMesh(ctx context.Context, name string, doc []byte) error {
+	return c.do(ctx, http.MethodPut, "/v1/meshes/"+name, doc, nil)
+}
+
 // LoadOrCreateIdentity loads the client identity (client.crt, client.key) from dir, creating a
 // self-signed ECDSA P-256 identity there (key mode 0600) on first use, as SCONE's CLI does.
 // The control plane knows a client by its public key: keep the key to keep access to the

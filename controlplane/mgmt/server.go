@@ -9,6 +9,7 @@
 //	GET  /v1/sessions                    list the sessions the client may read 200
 //	GET  /v1/public/{session}/{secret}   public certificate (PEM), no auth     200
 //	GET  /v1/ca                          the control plane's CA bundle (PEM)   200
+//	PUT  /v1/meshes/{name}               register a mesh (JSON, see mesh.Registration) 204
 //
 // Session names may contain '/'. Every refusal is a 4xx with a JSON body {"error": "..."} that
 // says why; internal failures are a 500 that names no internal state.
@@ -32,6 +33,9 @@ const MaxDocumentSize = 1 << 20
 
 // Handler serves the management API.
 type Handler struct {
+	// ValidateMesh checks a mesh registration before it is stored; nil accepts any.
+	ValidateMesh func(name string, doc []byte) error
+
 	cas    *cas.CAS
 	bundle []byte
 	log    *slog.Logger
@@ -50,6 +54,7 @@ func NewHandler(c *cas.CAS, bundlePEM []byte, log *slog.Logger) *Handler {
 	h.mux.HandleFunc("GET /v1/sessions", h.list)
 	h.mux.HandleFunc("GET /v1/public/{path...}", h.public)
 	h.mux.HandleFunc("GET /v1/ca", h.ca)
+	h.mux.HandleFunc("PUT /v1/meshes/{name}", h.putMesh)
 	return h
 }
 
@@ -149,6 +154,26 @@ func (h *Handler) public(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/x-pem-file")
 	_, _ = w.Write(pem)
+}
+
+func (h *Handler) putMesh(w http.ResponseWriter, r *http.Request) {
+	doc, err := readDoc(w, r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	if h.ValidateMesh != nil {
+		if err := h.ValidateMesh(name, doc); err != nil {
+			h.fail(w, r, &cas.Error{Code: cas.CodeInvalid, Msg: "invalid mesh registration", Err: err})
+			return
+		}
+	}
+	if err := h.cas.PutMesh(r.Context(), name, doc, client(r)); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (h *Handler) ca(w http.ResponseWriter, _ *http.Request) {

@@ -39,7 +39,7 @@ import (
 
 // XDSServer is a go-control-plane ADS server (snapshot cache keyed by
 // node ID) over gRPC with mTLS: it presents an SVID for
-// spiffe://<td>/attestmesh/controlplane and requires client SVIDs from ca.
+// spiffe://<td>/controlplane and requires client SVIDs from ca.
 type XDSServer struct {
 	Cache cachev3.SnapshotCache
 	Addr  string
@@ -57,11 +57,11 @@ func StartXDS(ca *CA, addr string, cache cachev3.SnapshotCache) (*XDSServer, err
 	if cache == nil {
 		cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
 	}
-	cert, err := ca.TLSCertificate(ca.ID("/attestmesh/controlplane"), time.Hour)
+	cert, err := ca.TLSCertificate(ca.ID("/controlplane"), time.Hour)
 	if err != nil {
 		return nil, err
 	}
-	svid := &x509svid.SVID{ID: ca.ID("/attestmesh/controlplane"), Certificates: []*x509.Certificate{cert.Leaf}, PrivateKey: cert.PrivateKey.(crypto.Signer)}
+	svid := &x509svid.SVID{ID: ca.ID("/controlplane"), Certificates: []*x509.Certificate{cert.Leaf}, PrivateKey: cert.PrivateKey.(crypto.Signer)}
 	bundle := x509bundle.FromX509Authorities(ca.TD, []*x509.Certificate{ca.Cert})
 	tc := tlsconfig.MTLSServerConfig(svid, bundle, tlsconfig.AuthorizeMemberOf(ca.TD))
 	tc.MinVersion = tls.VersionTLS13

@@ -56,6 +56,7 @@ over xDS to sidecars whose SPIFFE identities exist only because attestation succ
 		newApplyCmd(),
 		newControlPlaneCmd(),
 		newLaunchCmd(),
+		newProxyCmd(),
 		newFSPFCmd(),
 		newInstallCmd(),
 	)

@@ -1,0 +1,90 @@
+package cli
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/attestmesh/attestmesh/attest/measure"
+	"github.com/attestmesh/attestmesh/controlplane/attestation"
+	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
+	"github.com/attestmesh/attestmesh/proxy"
+	"github.com/attestmesh/attestmesh/proxy/identity"
+)
+
+func newProxyCmd() *cobra.Command {
+	var wf workloadFlags
+	var cfg proxy.Config
+	var bootstrap bool
+	cmd := &cobra.Command{
+		Use:   "proxy --config-id SESSION/SERVICE",
+		Short: "Run the sidecar: attest, get an SVID, follow ADS, serve the mTLS tunnels",
+		Long: `proxy is the sidecar of one service. It generates its key in memory, attests to the
+control plane as the service's sidecar (its measurement is that of this attestmesh binary), and
+with the X.509-SVID it receives opens ADS over mTLS to the control plane. It then serves
+exactly the listeners, clusters and secrets it is sent: inbound listeners that accept only the
+SPIFFE IDs allowed to reach the service and hand connections to the app's loopback, and
+outbound listeners on the app's loopback that carry connections over mTLS to the server's
+sidecar. It re-attests before its SVID expires; established connections are never dropped.
+
+The admin endpoint (--admin-addr) serves /ready, /config_dump and /metrics.
+
+--envoy-bootstrap prints instead a bootstrap for a real Envoy using the same control plane
+(see docs/envoy.md).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.ConfigID = wf.configID
+			if bootstrap {
+				out, err := proxy.EnvoyBootstrap(cfg)
+				if err != nil {
+					return err
+				}
+				_, err = cmd.OutOrStdout().Write(append(out, '\n'))
+				return err
+			}
+			cfg.Logger = newLogger(wf.logLevel).With("config_id", wf.configID)
+			client, err := wf.dial()
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			a, err := sidecarAttestor(client, wf.configID)
+			if err != nil {
+				return err
+			}
+			cfg.Attestor = a
+			return proxy.Run(cmd.Context(), cfg)
+		},
+	}
+	wf.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&cfg.TrustDomain, "trust-domain", "attestmesh.local", "SPIFFE trust domain")
+	f.StringVar(&cfg.XDSAddr, "xds-addr", "", "the control plane's xDS address (default: the one attestation returns)")
+	f.StringVar(&cfg.AdminAddr, "admin-addr", "127.0.0.1:15000", "admin endpoint: /ready, /config_dump, /metrics")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long open connections may drain on SIGTERM")
+	f.BoolVar(&bootstrap, "envoy-bootstrap", false, "print a bootstrap for a real Envoy and exit")
+	return cmd
+}
+
+// sidecarAttestor attests as ROLE_SIDECAR with the measurement of this executable.
+func sidecarAttestor(c *attestation.Client, configID string) (proxy.Attestor, error) {
+	m, err := measure.Self()
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	return attestorFunc(func(ctx context.Context, key crypto.Signer) (*identity.Identity, error) {
+		res, err := c.Attest(ctx, configID, attestationpb.Role_ROLE_SIDECAR, key, attestation.Evidence{MREnclave: m})
+		if err != nil {
+			return nil, err
+		}
+		return &identity.Identity{SVID: res.SVID, Bundle: res.Bundle, XDSAddr: res.XDSAddr}, nil
+	}), nil
+}
+
+type attestorFunc func(ctx context.Context, key crypto.Signer) (*identity.Identity, error)
+
+func (f attestorFunc) Attest(ctx context.Context, key crypto.Signer) (*identity.Identity, error) {
+	return f(ctx, key)
+}

@@ -1,0 +1,86 @@
+package mesh
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/attestmesh/attestmesh/controlplane/xds"
+)
+
+// Registration is what a deployment tells the control plane about a mesh so that it can
+// configure the sidecars: the mesh file (variables already resolved into config IDs) and the
+// IP address at which each service's sidecar is reachable.
+type Registration struct {
+	// Mesh is the mesh file.
+	Mesh string `json:"mesh"`
+	// Endpoints maps a service name to the IP address of its sidecar.
+	Endpoints map[string]string `json:"endpoints"`
+}
+
+// Marshal encodes the registration as JSON.
+func (r *Registration) Marshal() ([]byte, error) { return json.Marshal(r) }
+
+// ParseRegistration decodes and validates a registration: the mesh file parses and every
+// service has an IP endpoint.
+func ParseRegistration(doc []byte) (*Registration, *Mesh, error) {
+	var r Registration
+	if err := json.Unmarshal(doc, &r); err != nil {
+		return nil, nil, fmt.Errorf("mesh: registration: %w", err)
+	}
+	m, err := Parse([]byte(r.Mesh))
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, s := range m.Services {
+		ep, ok := r.Endpoints[s.Name]
+		if !ok {
+			return nil, nil, fmt.Errorf("mesh: registration: no endpoint for service %q", s.Name)
+		}
+		if _, err := netip.ParseAddr(ep); err != nil {
+			return nil, nil, fmt.Errorf("mesh: registration: endpoint of service %q: %q is not an IP address", s.Name, ep)
+		}
+	}
+	return &r, m, nil
+}
+
+// XDSServices converts a registered mesh into the xDS model. Service names are qualified with
+// the mesh name ("<mesh>.<service>") so that meshes do not collide. A served port that no mesh
+// service connects to gets no inbound listener: the sidecar admits nobody there, and an exposed
+// port is served by the app itself on the service's address.
+func (r *Registration) XDSServices(m *Mesh, td spiffeid.TrustDomain) ([]xds.Service, error) {
+	qualify := func(s string) string { return m.Name + "." + s }
+	out := make([]xds.Service, 0, len(m.Services))
+	for _, s := range m.Services {
+		// A config ID is SESSION/SERVICE; the session may hold '/', so every segment is a
+		// path segment of the SPIFFE ID.
+		id, err := spiffeid.FromSegments(td, strings.Split(s.ConfigID, "/")...)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: service %q: config ID %q: %w", s.Name, s.ConfigID, err)
+		}
+		xs := xds.Service{Name: qualify(s.Name), ID: id, BindAddress: r.Endpoints[s.Name]}
+		for _, p := range s.Ports {
+			peers := m.AllowedPeers(s.Name, p.Port)
+			if len(peers) == 0 {
+				continue
+			}
+			for i := range peers {
+				peers[i] = qualify(peers[i])
+			}
+			xs.Ports = append(xs.Ports, xds.Port{Port: p.Port, AppPort: p.Port, Exposed: p.Expose, AllowedPeers: peers})
+		}
+		for _, c := range s.Connects {
+			xs.Connects = append(xs.Connects, xds.Connect{
+				Service: qualify(c.Service), Port: c.Port, LocalPort: c.Port,
+				Endpoints: []string{net.JoinHostPort(r.Endpoints[c.Service], strconv.FormatUint(uint64(c.Port), 10))},
+			})
+		}
+		out = append(out, xs)
+	}
+	return out, nil
+}

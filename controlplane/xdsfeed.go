@@ -1,0 +1,101 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/attestmesh/attestmesh/controlplane/ca"
+	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/mesh"
+	"github.com/attestmesh/attestmesh/controlplane/xds"
+)
+
+// feed keeps the xDS server's snapshots in step with the registered meshes and the SVIDs
+// issued to sidecars. Changes only signal; one goroutine rebuilds, so a burst of attestations
+// costs one rebuild.
+type feed struct {
+	cas       *cas.CAS
+	authority *ca.Authority
+	xds       *xds.Server
+	log       *slog.Logger
+
+	mu    sync.Mutex
+	svids map[spiffeid.ID][]*x509.Certificate
+	kick  chan struct{}
+}
+
+func newFeed(c *cas.CAS, a *ca.Authority, x *xds.Server, log *slog.Logger) *feed {
+	return &feed{cas: c, authority: a, xds: x, log: log.With("subsystem", "xds-feed"),
+		svids: map[spiffeid.ID][]*x509.Certificate{}, kick: make(chan struct{}, 1)}
+}
+
+// changed asks for a rebuild. It never blocks.
+func (f *feed) changed() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// svid records the latest SVID of a sidecar identity and asks for a rebuild.
+func (f *feed) svid(id spiffeid.ID, chain []*x509.Certificate) {
+	f.mu.Lock()
+	f.svids[id] = chain
+	f.mu.Unlock()
+	f.changed()
+}
+
+// Run rebuilds on every change until ctx is done.
+func (f *feed) Run(ctx context.Context) error {
+	f.changed()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-f.kick:
+		}
+		if err := f.rebuild(ctx); err != nil {
+			// The last good snapshots stay published; the next change retries.
+			f.log.ErrorContext(ctx, "xDS update failed; sidecars keep their last configuration", "error", err.Error())
+		}
+	}
+}
+
+func (f *feed) rebuild(ctx context.Context) error {
+	start := time.Now()
+	meshes, err := f.cas.Meshes(ctx)
+	if err != nil {
+		return err
+	}
+	model := &xds.Mesh{TrustDomain: f.authority.TrustDomain()}
+	for _, m := range meshes {
+		reg, parsed, err := mesh.ParseRegistration(m.Doc)
+		if err != nil {
+			return fmt.Errorf("controlplane: mesh %q: %w", m.Name, err)
+		}
+		svcs, err := reg.XDSServices(parsed, model.TrustDomain)
+		if err != nil {
+			return fmt.Errorf("controlplane: mesh %q: %w", m.Name, err)
+		}
+		model.Services = append(model.Services, svcs...)
+	}
+	f.mu.Lock()
+	svids := make(map[spiffeid.ID][]*x509.Certificate, len(f.svids))
+	for id, c := range f.svids {
+		if time.Now().Before(c[0].NotAfter) {
+			svids[id] = c
+		}
+	}
+	f.mu.Unlock()
+	if err := f.xds.Update(model, f.authority.Bundle(), svids); err != nil {
+		return err
+	}
+	f.log.DebugContext(ctx, "xDS snapshots updated", "services", len(model.Services), "svids", len(svids), "took", time.Since(start).String())
+	return nil
+}
