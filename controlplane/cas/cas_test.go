@@ -37,6 +37,9 @@ var exampleVars = map[string]string{
 	"REDIS_MRENCLAVE":  strings.Repeat("a", 64),
 	"PYTHON_MRENCLAVE": strings.Repeat("b", 64),
 	"ATTESTATION_MODE": "simulation",
+	"API_FSPF_PATH":    "/app",
+	"API_FSPF_KEY":     strings.Repeat("c", 64),
+	"API_FSPF_TAG":     strings.Repeat("d", 64),
 }
 
 func example(t *testing.T, file string, vars map[string]string) []byte {
@@ -154,8 +157,9 @@ func TestSeedSessionsRenderVerifiableFiles(t *testing.T) {
 	redisCrt := writePEM(t, dir, "redis.crt", rr.Files["/tls/redis.crt"])
 	out = opensslVerify(t, "-CAfile", redisCA, "-verify_hostname", "redis", "-purpose", "sslserver", redisCrt)
 	assert.Contains(t, out, "redis.crt: OK")
-	assert.Equal(t, []string{"redis-server", "--port", "0", "--tls-port", "6379", "--tls-cert-file", "/tls/redis.crt",
-		"--tls-key-file", "/tls/redis.key", "--tls-ca-cert-file", "/tls/redis-ca.crt", "--tls-auth-clients", "yes"}, rr.Argv)
+	assert.Equal(t, []string{"/usr/bin/redis-server", "--port", "0", "--tls-port", "6379", "--bind", "127.0.0.1",
+		"--tls-cert-file", "/tls/redis.crt", "--tls-key-file", "/tls/redis.key", "--tls-ca-cert-file", "/tls/redis-ca.crt",
+		"--tls-auth-clients", "yes", "--save", "", "--appendonly", "no"}, rr.Argv)
 }
 
 func keys(m map[string][]byte) []string {

@@ -40,6 +40,7 @@ func exampleDoc(t *testing.T, file string) []byte {
 	doc, err := session.Expand(raw, map[string]string{
 		"REDIS_SESSION": "ns/redis", "FLASK_SESSION": "ns/flask", "ATTESTATION_MODE": "simulation",
 		"REDIS_MRENCLAVE": strings.Repeat("a", 64), "PYTHON_MRENCLAVE": strings.Repeat("b", 64),
+		"API_FSPF_PATH": "/app", "API_FSPF_KEY": strings.Repeat("c", 64), "API_FSPF_TAG": strings.Repeat("d", 64),
 	})
 	require.NoError(t, err)
 	return doc

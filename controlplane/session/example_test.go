@@ -29,6 +29,9 @@ func exampleVars() map[string]string {
 		"REDIS_MRENCLAVE":  redisMR,
 		"PYTHON_MRENCLAVE": pythonMR,
 		"ATTESTATION_MODE": "simulation",
+		"API_FSPF_PATH":    "/app",
+		"API_FSPF_KEY":     strings.Repeat("c", 64),
+		"API_FSPF_TAG":     strings.Repeat("d", 64),
 	}
 }
 

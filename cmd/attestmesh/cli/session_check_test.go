@@ -19,6 +19,7 @@ func exampleVarArgs() []string {
 		"--var", "REDIS_SESSION=flask-redis/redis", "--var", "FLASK_SESSION=flask-redis/flask",
 		"--var", "REDIS_MRENCLAVE=" + m, "--var", "PYTHON_MRENCLAVE=" + m,
 		"--var", "ATTESTATION_MODE=simulation",
+		"--var", "API_FSPF_PATH=/app", "--var", "API_FSPF_KEY=" + strings.Repeat("c", 64), "--var", "API_FSPF_TAG=" + strings.Repeat("d", 64),
 	}
 }
 
