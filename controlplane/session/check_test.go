@@ -43,31 +43,31 @@ func TestCheckImports(t *testing.T) {
 		{
 			name:   "unknown session",
 			lookup: func(*session.Session) func(string) (*session.Session, bool) { return lookupIn() },
-			field:  "secrets[4].import.session", line: 60,
+			field:  "secrets[4].import.session", line: 71,
 			msg: `unknown session "flask-redis/redis": secret "redis_client_key" imports from it`,
 		},
 		{
 			name:  "no such secret",
 			edit:  func(_, f *session.Session) { f.Secrets[6].Import.Secret = "redis_ca" },
-			field: "secrets[6].import.secret", line: 69,
+			field: "secrets[6].import.secret", line: 80,
 			msg: `session "flask-redis/redis" has no secret "redis_ca" (known: redis_key, redis, redis_client_key, redis_client_cert, redis_ca_key, redis_ca_cert)`,
 		},
 		{
 			name:  "not exported to the importer",
 			edit:  func(_, f *session.Session) { f.Secrets[4].Import.Secret = "redis_key" },
-			field: "secrets[4].import.secret", line: 61,
+			field: "secrets[4].import.secret", line: 72,
 			msg: `secret "redis_key" of session "flask-redis/redis" is not exported to session "flask-redis/flask" (exported to: none)`,
 		},
 		{
 			name:  "exported to another session",
 			edit:  func(r, _ *session.Session) { r.Secrets[5].Export[0].Session = "someone/else" },
-			field: "secrets[6].import.secret", line: 69,
+			field: "secrets[6].import.secret", line: 80,
 			msg: `secret "redis_ca_cert" of session "flask-redis/redis" is not exported to session "flask-redis/flask" (exported to: someone/else)`,
 		},
 		{
 			name:  "kind mismatch",
 			edit:  func(_, f *session.Session) { f.Secrets[6].Kind = session.KindX509 },
-			field: "secrets[6].kind", line: 66,
+			field: "secrets[6].kind", line: 77,
 			msg: `secret "redis_ca_cert" of session "flask-redis/redis" is x509-ca, not x509`,
 		},
 		{
@@ -75,7 +75,7 @@ func TestCheckImports(t *testing.T) {
 			edit: func(_, f *session.Session) {
 				f.Images[0].InjectionFiles[4].Content = "$$SCONE::redis_client_key.key$$"
 			},
-			field: "images[0].injection_files[4].content", line: 41,
+			field: "images[0].injection_files[4].content", line: 52,
 			msg: `placeholder $$SCONE::redis_client_key.key$$: format "privatekey" needs an x509 or x509-ca secret, this one is private-key`,
 		},
 		{
@@ -83,7 +83,7 @@ func TestCheckImports(t *testing.T) {
 			edit: func(_, f *session.Session) {
 				f.Secrets[3].Issuer = "redis_client_key"
 			},
-			field: "secrets[3].issuer", line: 55,
+			field: "secrets[3].issuer", line: 66,
 			msg: `secret "redis_client_key" is private-key, want x509-ca`,
 		},
 	}

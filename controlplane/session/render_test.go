@@ -101,11 +101,14 @@ func TestRenderFlaskService(t *testing.T) {
 	r, err := flask.RenderService("flask_restapi", vals)
 	require.NoError(t, err)
 	assert.Equal(t, flaskName, r.Session)
-	assert.Equal(t, []string{"python3", "/app/rest_api.py"}, r.Argv)
-	assert.Equal(t, map[string]string{"REDIS_HOST": "redis", "REDIS_PORT": "6379", "PYTHONUNBUFFERED": "1"}, r.Env)
-	assert.Equal(t, []string{"PYTHONUNBUFFERED=1", "REDIS_HOST=redis", "REDIS_PORT=6379"}, r.Environ())
+	assert.Equal(t, []string{"/usr/bin/python3", "/app/rest_api.py"}, r.Argv)
+	assert.Equal(t, map[string]string{
+		"REDIS_HOST": "127.0.0.1", "REDIS_PORT": "6379", "API_HOST": "0.0.0.0", "API_PORT": "4996",
+		"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+	}, r.Env)
+	assert.Equal(t, []string{"API_HOST=0.0.0.0", "API_PORT=4996", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "REDIS_HOST=127.0.0.1", "REDIS_PORT=6379"}, r.Environ())
 	assert.Equal(t, "/app", r.Pwd)
-	assert.Equal(t, session.FSPF{}, r.FSPF)
+	assert.Equal(t, session.FSPF{Path: "/app", Key: strings.Repeat("c", 64), Tag: strings.Repeat("d", 64)}, r.FSPF)
 
 	want := map[string][]byte{
 		"/tls/flask.crt":    certs["flask"].value.CertPEM,
@@ -144,9 +147,10 @@ func TestRenderRedisService(t *testing.T) {
 	r, err := redis.RenderService("redis", session.ValueMap{"redis_ca_cert": root.value, "redis": srv.value})
 	require.NoError(t, err)
 	assert.Equal(t, []string{
-		"redis-server", "--port", "0", "--tls-port", "6379",
+		"/usr/bin/redis-server", "--port", "0", "--tls-port", "6379", "--bind", "127.0.0.1",
 		"--tls-cert-file", "/tls/redis.crt", "--tls-key-file", "/tls/redis.key",
 		"--tls-ca-cert-file", "/tls/redis-ca.crt", "--tls-auth-clients", "yes",
+		"--save", "", "--appendonly", "no",
 	}, r.Argv)
 	assert.Equal(t, srv.value.KeyPEM, r.Files["/tls/redis.key"])
 	assert.Equal(t, root.value.CertPEM, r.Files["/tls/redis-ca.crt"])

@@ -59,7 +59,7 @@ secrets:
 			args: append([]string{"session", "check", "-f", flask}, exampleVarArgs()...),
 			code: 1,
 			stdout: []string{
-				flask + `:60: secrets[4].import.session: unknown session "flask-redis/redis": secret "redis_client_key" imports from it`,
+				flask + `:71: secrets[4].import.session: unknown session "flask-redis/redis": secret "redis_client_key" imports from it`,
 			},
 			stderr: "attestmesh: session check: 1 of 1 files have problems\n",
 		},
