@@ -1,0 +1,331 @@
+package charts
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
+	admissionregv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/attestmesh/attestmesh/controlplane/injector"
+	"github.com/attestmesh/attestmesh/controlplane/mesh"
+)
+
+var kubeVersion = &chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"}
+
+// requireLintClean fails on any lint message above INFO.
+func requireLintClean(t *testing.T, dir string, values map[string]any) {
+	t.Helper()
+	l := lint.AllWithKubeVersion(dir, values, "attestmesh-system", kubeVersion)
+	for _, m := range l.Messages {
+		assert.LessOrEqual(t, m.Severity, support.InfoSev, m.Error())
+	}
+}
+
+// object is a rendered manifest with its kind and name.
+type object struct {
+	Kind     string `json:"kind"`
+	Metadata struct {
+		Name        string            `json:"name"`
+		Annotations map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	raw string
+}
+
+// render renders the chart in dir and returns its objects, sorted by kind and name.
+func render(t *testing.T, dir string, values map[string]any) []object {
+	t.Helper()
+	ch, err := loader.Load(dir)
+	require.NoError(t, err)
+	caps := chartutil.DefaultCapabilities.Copy()
+	caps.KubeVersion = *kubeVersion
+	vals, err := chartutil.ToRenderValues(ch, values, chartutil.ReleaseOptions{
+		Name: "rel", Namespace: "attestmesh-system", IsInstall: true, Revision: 1,
+	}, caps)
+	require.NoError(t, err)
+	files, err := engine.Render(ch, vals)
+	require.NoError(t, err)
+	var out []object
+	for name, content := range files {
+		if !strings.HasSuffix(name, ".yaml") {
+			continue
+		}
+		for doc := range strings.SplitSeq(content, "\n---") {
+			if strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(doc), "---")) == "" {
+				continue
+			}
+			var o object
+			require.NoError(t, yaml.Unmarshal([]byte(doc), &o), name)
+			if o.Kind == "" {
+				continue // only comments
+			}
+			o.raw = doc
+			out = append(out, o)
+		}
+	}
+	slices.SortFunc(out, func(a, b object) int {
+		return strings.Compare(a.Kind+"/"+a.Metadata.Name, b.Kind+"/"+b.Metadata.Name)
+	})
+	return out
+}
+
+func kinds(objs []object) []string {
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.Kind+"/"+o.Metadata.Name)
+	}
+	return out
+}
+
+// decode decodes o strictly into a typed object, so a misspelt field fails.
+func decode[T any](t *testing.T, o object) *T {
+	t.Helper()
+	var v T
+	require.NoError(t, yaml.UnmarshalStrict([]byte(o.raw), &v), o.Kind+"/"+o.Metadata.Name)
+	return &v
+}
+
+func find(t *testing.T, objs []object, kind, name string) object {
+	t.Helper()
+	for _, o := range objs {
+		if o.Kind == kind && o.Metadata.Name == name {
+			return o
+		}
+	}
+	require.Failf(t, "object not rendered", "%s/%s not in %v", kind, name, kinds(objs))
+	return object{}
+}
+
+func TestControlPlaneChart(t *testing.T) {
+	const pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+	tests := []struct {
+		name   string
+		values map[string]any
+		want   []string
+		check  func(t *testing.T, objs []object)
+	}{
+		{
+			name:   "defaults: simulation, control plane patches the caBundle",
+			values: nil,
+			want: []string{
+				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
+				"ConfigMap/rel-attestmesh-dashboard", "MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector",
+				"Secret/rel-attestmesh-store-key", "Service/rel-attestmesh", "Service/rel-attestmesh-headless",
+				"ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
+			},
+			check: func(t *testing.T, objs []object) {
+				t.Helper()
+				ss := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh"))
+				c := ss.Spec.Template.Spec.Containers[0]
+				assert.Equal(t, "ghcr.io/attestmesh/attestmesh:0.1.0", c.Image)
+				for _, a := range []string{"--simulation", "--store-key-file=/etc/attestmesh/store-key/store-key",
+					"--webhook-addr=:9443", "--webhook-config-name=attestmesh-system-rel-attestmesh-injector",
+					"--injector-attest-addr=rel-attestmesh.attestmesh-system.svc:18765",
+					"--injector-las-addr=rel-attestmesh.attestmesh-system.svc:18766"} {
+					assert.Contains(t, c.Args, a)
+				}
+				require.Len(t, ss.Spec.VolumeClaimTemplates, 1)
+				assert.Equal(t, "1Gi", ss.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String())
+				assert.True(t, *ss.Spec.Template.Spec.AutomountServiceAccountToken, "it patches the webhook")
+
+				svc := decode[corev1.Service](t, find(t, objs, "Service", "rel-attestmesh"))
+				ports := map[string]int32{}
+				for _, p := range svc.Spec.Ports {
+					ports[p.Name] = p.Port
+				}
+				assert.Equal(t, map[string]int32{"https-mgmt": 8081, "grpc-attest": 18765, "grpc-xds": 18000,
+					"http-metrics": 9102, "https-webhook": 9443, "tcp-las": 18766}, ports)
+
+				role := decode[rbacv1.ClusterRole](t, find(t, objs, "ClusterRole", "attestmesh-system-rel-attestmesh-injector"))
+				assert.Equal(t, []rbacv1.PolicyRule{{
+					APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
+					ResourceNames: []string{"attestmesh-system-rel-attestmesh-injector"}, Verbs: []string{"get", "patch"},
+				}}, role.Rules, "least privilege: one object, two verbs")
+
+				mwc := decode[admissionregv1.MutatingWebhookConfiguration](t, find(t, objs, "MutatingWebhookConfiguration", "attestmesh-system-rel-attestmesh-injector"))
+				w := mwc.Webhooks[0]
+				assert.Equal(t, admissionregv1.Fail, *w.FailurePolicy)
+				assert.Nil(t, w.ClientConfig.CABundle)
+				require.NotNil(t, w.ClientConfig.Service)
+				assert.Equal(t, injector.Path, *w.ClientConfig.Service.Path)
+				assert.Contains(t, w.MatchConditions[0].Expression, injector.AnnotationConfigID)
+
+				sec := decode[corev1.Secret](t, find(t, objs, "Secret", "rel-attestmesh-store-key"))
+				assert.Len(t, sec.Data["store-key"], 64, "32 bytes, hex")
+				assert.Equal(t, "keep", sec.Annotations["helm.sh/resource-policy"])
+			},
+		},
+		{
+			name: "caBundle and url given, existing key, hardware, no dashboard",
+			values: map[string]any{
+				"simulation":       map[string]any{"enabled": false},
+				"hardware":         map[string]any{"collateralConfigMap": "intel-collateral", "lasAddr": "127.0.0.1:18766"},
+				"webhook":          map[string]any{"caBundle": pem, "url": "https://127.0.0.1:9443/inject", "failurePolicy": "Ignore"},
+				"store":            map[string]any{"key": map[string]any{"existingSecret": "my-key"}},
+				"grafanaDashboard": map[string]any{"enabled": false},
+				"serviceMonitor":   map[string]any{"enabled": true},
+			},
+			want: []string{
+				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "Service/rel-attestmesh",
+				"Service/rel-attestmesh-headless", "ServiceAccount/rel-attestmesh", "ServiceMonitor/rel-attestmesh",
+				"StatefulSet/rel-attestmesh",
+			},
+			check: func(t *testing.T, objs []object) {
+				t.Helper()
+				mwc := decode[admissionregv1.MutatingWebhookConfiguration](t, find(t, objs, "MutatingWebhookConfiguration", "attestmesh-system-rel-attestmesh-injector"))
+				w := mwc.Webhooks[0]
+				assert.Equal(t, pem, string(w.ClientConfig.CABundle))
+				assert.Equal(t, "https://127.0.0.1:9443/inject", *w.ClientConfig.URL)
+				assert.Equal(t, admissionregv1.Ignore, *w.FailurePolicy)
+				ss := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh"))
+				c := ss.Spec.Template.Spec.Containers[0]
+				assert.NotContains(t, c.Args, "--simulation")
+				assert.Contains(t, c.Args, "--injector-las-addr=127.0.0.1:18766")
+				assert.Contains(t, c.Args, "--collateral-dir=/etc/attestmesh/collateral")
+				assert.False(t, *ss.Spec.Template.Spec.AutomountServiceAccountToken, "no API access needed")
+				assert.Equal(t, "my-key", ss.Spec.Template.Spec.Volumes[0].Secret.SecretName)
+			},
+		},
+		{
+			name:   "cert-manager",
+			values: map[string]any{"certManager": map[string]any{"enabled": true}, "grafanaDashboard": map[string]any{"enabled": false}},
+			want: []string{
+				"Certificate/rel-attestmesh-webhook", "Issuer/rel-attestmesh-selfsigned",
+				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "Secret/rel-attestmesh-store-key",
+				"Service/rel-attestmesh", "Service/rel-attestmesh-headless", "ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
+			},
+			check: func(t *testing.T, objs []object) {
+				t.Helper()
+				mwc := find(t, objs, "MutatingWebhookConfiguration", "attestmesh-system-rel-attestmesh-injector")
+				assert.Equal(t, "attestmesh-system/rel-attestmesh-webhook", mwc.Metadata.Annotations["cert-manager.io/inject-ca-from"])
+				ss := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh"))
+				assert.Contains(t, ss.Spec.Template.Spec.Containers[0].Args, "--webhook-cert-file=/etc/attestmesh/webhook-tls/tls.crt")
+			},
+		},
+	}
+	dir := filepath.Join("attestmesh")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			requireLintClean(t, dir, tt.values)
+			objs := render(t, dir, tt.values)
+			assert.Equal(t, tt.want, kinds(objs))
+			tt.check(t, objs)
+		})
+	}
+}
+
+func TestControlPlaneChartRefusesBadValues(t *testing.T) {
+	ch, err := loader.Load("attestmesh")
+	require.NoError(t, err)
+	for name, values := range map[string]map[string]any{
+		"neither simulation nor collateral": {"simulation": map[string]any{"enabled": false}},
+		"tls secret without its CA":         {"webhook": map[string]any{"tlsSecret": "x"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			vals, err := chartutil.ToRenderValues(ch, values, chartutil.ReleaseOptions{Name: "rel", Namespace: "ns"}, nil)
+			require.NoError(t, err)
+			_, err = engine.Render(ch, vals)
+			require.ErrorContains(t, err, "attestmesh: ")
+		})
+	}
+}
+
+func exampleMesh(t *testing.T) *mesh.Mesh {
+	t.Helper()
+	m, err := mesh.Load(filepath.Join("..", "examples", "flask-redis", "mesh.yaml"))
+	require.NoError(t, err)
+	return m
+}
+
+func TestWriteAppChartMatchesMesh(t *testing.T) {
+	m := exampleMesh(t)
+	dir := filepath.Join(t.TempDir(), "helm")
+	require.NoError(t, WriteAppChart(m, dir, AppChartOptions{Replicas: 2}))
+	requireLintClean(t, dir, nil)
+
+	ch, err := loader.Load(dir)
+	require.NoError(t, err)
+	assert.Equal(t, "flask-redis", ch.Metadata.Name)
+
+	objs := render(t, dir, nil)
+	var deployments, services []string
+	for _, o := range objs {
+		switch o.Kind {
+		case "Deployment":
+			deployments = append(deployments, o.Metadata.Name)
+		case "Service":
+			services = append(services, o.Metadata.Name)
+		}
+	}
+	var want []string
+	for _, s := range m.Services {
+		want = append(want, s.Name)
+	}
+	slices.Sort(want)
+	assert.Equal(t, want, deployments, "a Deployment per mesh service")
+	assert.Equal(t, want, services, "a Service per mesh service with ports")
+
+	for _, s := range m.Services {
+		t.Run(s.Name, func(t *testing.T) {
+			d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", s.Name))
+			assert.Equal(t, int32(2), *d.Spec.Replicas)
+			assert.Equal(t, s.ConfigID, d.Spec.Template.Annotations[injector.AnnotationConfigID])
+			require.Len(t, d.Spec.Template.Spec.Containers, 1, "one container: the injector needs no attestmesh.io/container")
+			c := d.Spec.Template.Spec.Containers[0]
+			assert.Equal(t, []string{s.Binary}, c.Command, "the injector wraps the binary")
+			assert.Empty(t, c.Args, "the session supplies the arguments")
+			assert.Equal(t, s.Image, c.Image)
+
+			svc := decode[corev1.Service](t, find(t, objs, "Service", s.Name))
+			var got, wantPorts []int32
+			for _, p := range svc.Spec.Ports {
+				got = append(got, p.Port)
+				assert.Equal(t, p.Port, p.TargetPort.IntVal)
+			}
+			for _, p := range s.Ports {
+				wantPorts = append(wantPorts, int32(p.Port)) //nolint:gosec // ports are 16-bit
+			}
+			assert.Equal(t, wantPorts, got)
+		})
+	}
+
+	// Overriding values works per service.
+	objs = render(t, dir, map[string]any{"services": map[string]any{"redis": map[string]any{"replicas": 3, "image": "example.org/redis:8"}}})
+	d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "redis"))
+	assert.Equal(t, int32(3), *d.Spec.Replicas)
+	assert.Equal(t, "example.org/redis:8", d.Spec.Template.Spec.Containers[0].Image)
+}
+
+func TestWriteAppChartRefuses(t *testing.T) {
+	good := mesh.Service{Name: "a", ConfigID: "s/a", Binary: "/bin/a", Image: "a:1"}
+	tests := []struct {
+		name string
+		m    *mesh.Mesh
+		want string
+	}{
+		{"nil", nil, "no services"},
+		{"no services", &mesh.Mesh{Name: "x"}, "no services"},
+		{"bad name", &mesh.Mesh{Name: "Bad_Name", Services: []mesh.Service{good}}, `mesh name "Bad_Name"`},
+		{"bad service", &mesh.Mesh{Name: "x", Services: []mesh.Service{{Name: "a_b", Binary: "/b"}}}, `service "a_b"`},
+		{"no binary", &mesh.Mesh{Name: "x", Services: []mesh.Service{{Name: "a"}}}, "has no binary"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := WriteAppChart(tt.m, t.TempDir(), AppChartOptions{})
+			require.ErrorContains(t, err, tt.want)
+			assert.Contains(t, err.Error(), "charts: ")
+		})
+	}
+}
