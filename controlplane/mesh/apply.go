@@ -40,13 +40,17 @@ func FSPFVarPrefix(service string) string {
 }
 
 // EncryptFSPF encrypts every service's fspf src into dst (replacing dst, a build output) and
-// adds the resulting path, key and tag to vars.
-func (m *Mesh) EncryptFSPF(vars map[string]string) error {
+// adds the resulting path, key and tag to vars. A non-empty outDir replaces every dst with
+// outDir/<service>.
+func (m *Mesh) EncryptFSPF(vars map[string]string, outDir string) error {
 	for _, s := range m.Services {
 		if s.FSPF == nil {
 			continue
 		}
 		src, dst := m.path(s.FSPF.Src), m.path(s.FSPF.Dst)
+		if outDir != "" {
+			dst = filepath.Join(outDir, s.Name)
+		}
 		if err := os.RemoveAll(dst); err != nil {
 			return fmt.Errorf("mesh: services %s: fspf: %w", s.Name, err)
 		}

@@ -30,7 +30,7 @@ document did not change is left alone. It prints what changed.`,
 			if err != nil {
 				return err
 			}
-			if err := m.EncryptFSPF(vars); err != nil {
+			if err := m.EncryptFSPF(vars, ""); err != nil {
 				return err
 			}
 			c, err := cf.client()
