@@ -53,8 +53,8 @@ type Config struct {
 	StoreKeyFile string // empty: ATTESTMESH_STORE_KEY
 	// StoreKey, when set, is the store key itself (for `attestmesh up`, which keeps it in
 	// memory only); it takes precedence over StoreKeyFile.
-	StoreKey *store.Key
-	TrustDomain  string
+	StoreKey    *store.Key
+	TrustDomain string
 
 	MgmtAddr    string // management API (HTTPS)
 	AttestAddr  string // attestation API (gRPC over TLS)

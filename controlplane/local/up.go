@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -442,14 +443,15 @@ func sidecarID(ctx context.Context, hc *http.Client, admin string) string {
 		return "?"
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if i := strings.Index(string(b), "spiffe://"); i >= 0 {
-		j := strings.IndexAny(string(b[i:]), "\"\n ")
-		if j > 0 {
-			return string(b[i : i+j])
-		}
+	var dump struct {
+		Node struct {
+			ID string `json:"id"`
+		} `json:"node"`
 	}
-	return "?"
+	if json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&dump) != nil || dump.Node.ID == "" {
+		return "?"
+	}
+	return dump.Node.ID
 }
 
 // waitApp waits until the app accepts connections on each of its ports, on its own loopback.
