@@ -170,7 +170,9 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	addr := netw.Host
 	for i, s := range m.Services {
 		addr = addr.Next()
-		ns := fmt.Sprintf("am-%s-%d", s.Name, i)
+		// Named after the bridge, so that two runs on different bridges never touch each
+		// other's namespaces (AddNamespace replaces a leftover of the same name).
+		ns := fmt.Sprintf("%s-%s-%d", cfg.Bridge, s.Name, i)
 		if err := netw.AddNamespace(ctx, ns, addr); err != nil {
 			return err
 		}
