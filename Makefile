@@ -10,6 +10,10 @@ PKGS := ./...
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+.PHONY: demo
+demo: ## run the Flask and Redis example end to end (root; installs its Debian packages)
+	bash examples/flask-redis/demo.sh
+
 .PHONY: build
 build: ## build bin/attestmesh (static, no cgo)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/attestmesh
