@@ -28,7 +28,7 @@ func TestNonces(t *testing.T) {
 
 	nonce, exp, err := n.Issue("s/svc")
 	require.NoError(t, err)
-	assert.Equal(t, clock.Now().Add(time.Minute), exp)
+	assert.Equal(t, exp, clock.Now().Add(time.Minute))
 
 	other, _, err := n.Issue("s/svc")
 	require.NoError(t, err)

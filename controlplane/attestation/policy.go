@@ -59,7 +59,7 @@ func CheckService(id *dcap.Identity, svc *session.Service) error {
 		return fmt.Errorf("%w: service %q lists no mrenclaves and no attestation variants: nothing is accepted", refuse(ReasonMREnclave), svc.Name)
 	}
 	var reasons []string
-	var lastReason Reason = ReasonMREnclave
+	lastReason := ReasonMREnclave
 	for i, v := range svc.Attestation {
 		r, why := matchVariant(id, mre, v)
 		if r == ReasonNone {

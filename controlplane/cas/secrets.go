@@ -195,7 +195,7 @@ func (g *generator) certificate(def *session.Secret, visiting []string) error {
 	}
 
 	var issuer *x509.Certificate
-	var issuerKey crypto.Signer = key
+	issuerKey := key
 	var issuerChain []byte
 	if def.Issuer != "" {
 		idef, ok := g.s.Secret(def.Issuer)

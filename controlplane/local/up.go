@@ -313,7 +313,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 		fmt.Fprintln(out, "attestmesh up: stopping")
 		return nil
 	case p := <-dead:
-		return fmt.Errorf("local: %s exited: %v (log: %s)%s", p.name, p.err, p.log, tail(p.log))
+		return fmt.Errorf("local: %s: %w (log: %s)%s", p.name, p.exitError(), p.log, tail(p.log))
 	case err := <-cpDone:
 		cpDone <- err
 		return fmt.Errorf("local: control plane stopped: %w", err)
@@ -376,16 +376,24 @@ func start(stateDir, name, ns, binary string, args ...string) (*proc, error) {
 	// No Pdeathsig: it fires when the forking OS thread exits, not the process.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("local: start %s: %w", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
-		f.Close()
+		_ = f.Close()
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// exitError describes how a finished process ended.
+func (p *proc) exitError() error {
+	if p.err == nil {
+		return errors.New("exited with status 0")
+	}
+	return fmt.Errorf("exited: %w", p.err)
 }
 
 // stopProcs stops the processes in reverse order: SIGTERM, then SIGKILL after 10 s.
@@ -423,14 +431,14 @@ func waitSidecar(ctx context.Context, p *proc, admin string, timeout time.Durati
 		resp, err := hc.Do(req)
 		if err == nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return sidecarID(ctx, hc, admin), nil
 			}
 			err = fmt.Errorf("not ready: %s", strings.TrimSpace(string(body)))
 		}
 		if e := waitStep(ctx, p, deadline); e != nil {
-			return "", fmt.Errorf("local: %s: %w (last: %v)%s", p.name, e, err, tail(p.log))
+			return "", fmt.Errorf("local: %s: %w (last: %w)%s", p.name, e, err, tail(p.log))
 		}
 	}
 }
@@ -465,11 +473,11 @@ func waitApp(ctx context.Context, p *proc, si *ServiceInfo, timeout time.Duratio
 			c, err := DialIn(dctx, si.Namespace, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port.Port))))
 			cancel()
 			if err == nil {
-				c.Close()
+				_ = c.Close()
 				break
 			}
 			if e := waitStep(ctx, p, deadline); e != nil {
-				return fmt.Errorf("local: %s: %w (last: %v)%s", p.name, e, err, tail(p.log))
+				return fmt.Errorf("local: %s: %w (last: %w)%s", p.name, e, err, tail(p.log))
 			}
 		}
 	}
@@ -479,7 +487,7 @@ func waitApp(ctx context.Context, p *proc, si *ServiceInfo, timeout time.Duratio
 func waitStep(ctx context.Context, p *proc, deadline time.Time) error {
 	select {
 	case <-p.done:
-		return fmt.Errorf("exited: %v", p.err)
+		return p.exitError()
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-time.After(200 * time.Millisecond):

@@ -153,7 +153,8 @@ func (h *Handler) public(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-pem-file")
-	_, _ = w.Write(pem)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(pem) //nolint:gosec // a PEM certificate from the store, served as application/x-pem-file with nosniff
 }
 
 func (h *Handler) putMesh(w http.ResponseWriter, r *http.Request) {

@@ -31,23 +31,23 @@ type Server struct {
 }
 
 // Start starts a management API for the test; it stops when the test ends.
-func Start(t testing.TB) *Server {
-	t.Helper()
-	bolt, err := store.OpenBolt(store.BoltConfig{Dir: t.TempDir()})
-	require.NoError(t, err)
+func Start(tb testing.TB) *Server {
+	tb.Helper()
+	bolt, err := store.OpenBolt(store.BoltConfig{Dir: tb.TempDir()})
+	require.NoError(tb, err)
 	var key store.Key
 	_, err = rand.Read(key[:])
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	st, err := store.Encrypted(context.Background(), bolt, key)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
+	require.NoError(tb, err)
+	tb.Cleanup(func() { _ = st.Close() })
 
 	auth, err := ca.NewAuthority(ca.AuthorityConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("test.local")})
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	srvCert, err := auth.IssueServerCert(srvKey.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 0)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 
 	c := cas.New(cas.Config{Store: st})
 	srv := httptest.NewUnstartedServer(mgmt.NewHandler(c, auth.BundlePEM(), nil))
@@ -57,22 +57,22 @@ func Start(t testing.TB) *Server {
 		MinVersion:   tls.VersionTLS12,
 	}
 	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	tb.Cleanup(srv.Close)
 	roots := x509.NewCertPool()
 	roots.AddCert(auth.Bundle()[0])
 	return &Server{URL: srv.URL, Roots: roots, CAS: c, Authority: auth}
 }
 
 // Client returns a client with a fresh identity, or none when withIdentity is false.
-func (s *Server) Client(t testing.TB, withIdentity bool) *mgmt.Client {
-	t.Helper()
+func (s *Server) Client(tb testing.TB, withIdentity bool) *mgmt.Client {
+	tb.Helper()
 	cfg := mgmt.ClientConfig{URL: s.URL, Roots: s.Roots}
 	if withIdentity {
-		id, err := mgmt.LoadOrCreateIdentity(t.TempDir())
-		require.NoError(t, err)
+		id, err := mgmt.LoadOrCreateIdentity(tb.TempDir())
+		require.NoError(tb, err)
 		cfg.Identity = id
 	}
 	c, err := mgmt.NewClient(cfg)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return c
 }
