@@ -1,0 +1,345 @@
+//go:build e2e_k8s
+
+// Package k8s_test runs attestmesh's Kubernetes integration against a real kube-apiserver and
+// etcd on loopback (no kubelet: pods stay Pending, but every create goes through admission):
+// helm installs charts/attestmesh, the API server calls the injector over TLS with the
+// chart's caBundle, the example's pods come back injected, and helm uninstall removes
+// everything. Run it with `make e2e-k8s`.
+package k8s_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/release"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/resource"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/attestmesh/attestmesh/attest/fspf"
+	"github.com/attestmesh/attestmesh/charts"
+	"github.com/attestmesh/attestmesh/controlplane/ca"
+	"github.com/attestmesh/attestmesh/controlplane/injector"
+	"github.com/attestmesh/attestmesh/controlplane/mesh"
+	"github.com/attestmesh/attestmesh/controlplane/session"
+)
+
+const (
+	cpNamespace  = "attestmesh-system"
+	appNamespace = "flask-redis"
+	attestAddr   = "attestmesh.attestmesh-system.svc:18765"
+	lasAddr      = "attestmesh.attestmesh-system.svc:18766"
+	image        = "ghcr.io/attestmesh/attestmesh:e2e"
+)
+
+func TestKubernetes(t *testing.T) {
+	bin := binaries(t)
+	m, sessions := exampleSessions(t)
+	url, caPEM := startWebhook(t, sessions)
+	c := startCluster(t, bin)
+	client, err := kubernetes.NewForConfig(c.rest)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+
+	// 1. helm install charts/attestmesh, the webhook pointed at the injector on this host.
+	cp := helmInstall(t, c, cpNamespace, "attestmesh", filepath.Join("..", "..", "charts", "attestmesh"), map[string]any{
+		"image":   map[string]any{"repository": "ghcr.io/attestmesh/attestmesh", "tag": "e2e"},
+		"webhook": map[string]any{"url": url, "caBundle": string(caPEM)},
+		"store":   map[string]any{"key": map[string]any{"keepOnUninstall": false}},
+	})
+	cpObjects := requireAllExist(t, c, cp)
+	assert.Contains(t, cpObjects, "MutatingWebhookConfiguration/attestmesh-system-attestmesh-injector")
+	assert.Contains(t, cpObjects, "StatefulSet/attestmesh")
+
+	// 2. The example's chart, as `attestmesh apply` writes it, installs too.
+	appDir := filepath.Join(t.TempDir(), "helm")
+	require.NoError(t, charts.WriteAppChart(m, appDir, charts.AppChartOptions{}))
+	_, err = client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNamespace}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	// No controller manager here: create the namespace's default ServiceAccount ourselves.
+	_, err = client.CoreV1().ServiceAccounts(appNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	app := helmInstall(t, c, appNamespace, "flaskredis", appDir, nil)
+	appObjects := requireAllExist(t, c, app)
+
+	// 3. The example's pods (the Deployments' templates; no controller turns them into pods
+	// here) come back from the API server injected.
+	for _, s := range m.Services {
+		t.Run("injected/"+s.Name, func(t *testing.T) {
+			require.Contains(t, appObjects, "Deployment/"+s.Name)
+			d, err := client.AppsV1().Deployments(appNamespace).Get(ctx, s.Name, metav1.GetOptions{})
+			require.NoError(t, err)
+			got, err := client.CoreV1().Pods(appNamespace).Create(ctx, podFrom(d), metav1.CreateOptions{})
+			require.NoError(t, err)
+			requireInjected(t, got, s, sessions)
+		})
+	}
+
+	t.Run("not opted in: unchanged", func(t *testing.T) {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "plain", Annotations: map[string]string{"team": "records"}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "redis", Image: "redis:7", Command: []string{"/usr/bin/redis-server"}, Args: []string{"--port", "6379"}}}},
+		}
+		got, err := client.CoreV1().Pods(appNamespace).Create(ctx, p, metav1.CreateOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, map[string]string{"team": "records"}, got.Annotations)
+		assert.Empty(t, got.Spec.InitContainers)
+		require.Len(t, got.Spec.Containers, 1)
+		assert.Equal(t, p.Spec.Containers[0].Command, got.Spec.Containers[0].Command)
+		assert.Equal(t, p.Spec.Containers[0].Args, got.Spec.Containers[0].Args)
+		assert.Empty(t, got.Spec.Volumes)
+	})
+
+	refusals := []struct {
+		name string
+		pod  *corev1.Pod
+		want string
+	}{
+		{"no command", &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "nocommand", Annotations: map[string]string{injector.AnnotationConfigID: m.Services[0].ConfigID}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "redis", Image: "redis:7"}}},
+		}, `container "redis" has no command`},
+		{"unknown config ID", &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "unknown", Annotations: map[string]string{injector.AnnotationConfigID: "nosuch/session/svc"}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Image: "a:1", Command: []string{"/a"}}}},
+		}, `config ID "nosuch/session/svc"`},
+	}
+	for _, tt := range refusals {
+		t.Run("refused/"+tt.name, func(t *testing.T) {
+			_, err := client.CoreV1().Pods(appNamespace).Create(ctx, tt.pod, metav1.CreateOptions{})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), `admission webhook "inject.attestmesh.io" denied the request`)
+			assert.Contains(t, err.Error(), tt.want)
+			_, err = client.CoreV1().Pods(appNamespace).Get(ctx, tt.pod.Name, metav1.GetOptions{})
+			assert.True(t, apierrors.IsNotFound(err), "a refused pod is not stored")
+		})
+	}
+
+	// 4. helm uninstall removes everything it installed.
+	helmUninstall(t, c, appNamespace, "flaskredis", app)
+	helmUninstall(t, c, cpNamespace, "attestmesh", cp)
+}
+
+// exampleSessions loads examples/flask-redis and parses its sessions, expanded as `apply`
+// would (measured variables get placeholder values: nothing is attested here).
+func exampleSessions(t *testing.T) (*mesh.Mesh, map[string]*session.Session) {
+	t.Helper()
+	m, err := mesh.Load(filepath.Join("..", "..", "examples", "flask-redis", "mesh.yaml"))
+	require.NoError(t, err)
+	vars := map[string]string{}
+	for name, v := range m.Variables {
+		vars[name] = v.Value
+		if v.Measure != "" {
+			vars[name] = strings.Repeat("ab", 32)
+		}
+	}
+	for _, s := range m.Services {
+		if s.FSPF == nil {
+			continue
+		}
+		dst := filepath.Join(t.TempDir(), "enc")
+		key, tag, err := fspf.Encrypt(filepath.Join(m.Dir, s.FSPF.Src), dst, rand.Reader)
+		require.NoError(t, err)
+		p := mesh.FSPFVarPrefix(s.Name)
+		vars[p+"_FSPF_PATH"], vars[p+"_FSPF_KEY"], vars[p+"_FSPF_TAG"] = dst, key.Hex(), tag.String()
+	}
+	docs, err := m.Documents(vars)
+	require.NoError(t, err)
+	out := map[string]*session.Session{}
+	for _, d := range docs {
+		s, err := session.Parse(d)
+		require.NoError(t, err)
+		out[s.Name] = s
+	}
+	return m, out
+}
+
+// startWebhook serves the injector on 127.0.0.1 over TLS with a certificate from a control
+// plane CA, and returns its URL and the CA (the chart's caBundle).
+func startWebhook(t *testing.T, sessions map[string]*session.Session) (string, []byte) {
+	t.Helper()
+	auth, err := ca.NewAuthority(ca.AuthorityConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("attestmesh.local")})
+	require.NoError(t, err)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	cert, err := auth.IssueServerCert(key.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
+	require.NoError(t, err)
+
+	in, err := injector.New(injector.Config{
+		Image: image, AttestAddr: attestAddr, LASAddr: lasAddr, CAPEM: auth.BundlePEM(),
+		Sessions: injector.SessionDirs(func(_ context.Context, name string) (*session.Session, error) {
+			if s, ok := sessions[name]; ok {
+				return s, nil
+			}
+			return nil, fmt.Errorf("no session %q: %w", name, injector.ErrUnknownConfigID)
+		}),
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	})
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.Handle("POST "+injector.Path, in)
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}},
+	})
+	require.NoError(t, err)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(t, srv.Shutdown(ctx))
+		assert.ErrorIs(t, <-done, http.ErrServerClosed)
+	})
+	return "https://" + l.Addr().String() + injector.Path, auth.BundlePEM()
+}
+
+func helmConfig(t *testing.T, c *cluster, namespace string) *action.Configuration {
+	t.Helper()
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.KubeConfig, flags.Namespace = &c.kubeconfig, &namespace
+	cfg := new(action.Configuration)
+	require.NoError(t, cfg.Init(flags, namespace, "secret", func(format string, v ...any) { t.Logf("helm: "+format, v...) }))
+	return cfg
+}
+
+func helmInstall(t *testing.T, c *cluster, namespace, name, chartDir string, values map[string]any) *release.Release {
+	t.Helper()
+	ch, err := loader.Load(chartDir)
+	require.NoError(t, err)
+	install := action.NewInstall(helmConfig(t, c, namespace))
+	install.ReleaseName, install.Namespace, install.CreateNamespace = name, namespace, true
+	install.Timeout = 2 * time.Minute
+	rel, err := install.RunWithContext(t.Context(), ch, values)
+	require.NoError(t, err, "helm install %s", chartDir)
+	require.Equal(t, release.StatusDeployed, rel.Info.Status)
+	return rel
+}
+
+// requireAllExist checks that every object of the release's manifest is in the API server
+// and returns them as Kind/name.
+func requireAllExist(t *testing.T, c *cluster, rel *release.Release) []string {
+	t.Helper()
+	cfg := helmConfig(t, c, rel.Namespace)
+	resources, err := cfg.KubeClient.Build(bytes.NewBufferString(rel.Manifest), false)
+	require.NoError(t, err)
+	require.NotEmpty(t, resources)
+	var names []string
+	require.NoError(t, resources.Visit(func(info *resource.Info, err error) error {
+		if err != nil {
+			return err
+		}
+		names = append(names, info.Mapping.GroupVersionKind.Kind+"/"+info.Name)
+		return info.Get()
+	}))
+	slices.Sort(names)
+	t.Logf("release %s: %d objects accepted: %s", rel.Name, len(names), strings.Join(names, ", "))
+	return names
+}
+
+func helmUninstall(t *testing.T, c *cluster, namespace, name string, rel *release.Release) {
+	t.Helper()
+	cfg := helmConfig(t, c, namespace)
+	un := action.NewUninstall(cfg)
+	un.Wait, un.Timeout = true, time.Minute
+	resp, err := un.Run(name)
+	require.NoError(t, err)
+	assert.Empty(t, resp.Info, "nothing kept")
+	resources, err := cfg.KubeClient.Build(bytes.NewBufferString(rel.Manifest), false)
+	require.NoError(t, err)
+	require.NoError(t, resources.Visit(func(info *resource.Info, err error) error {
+		if err != nil {
+			return err
+		}
+		err = info.Get()
+		assert.True(t, apierrors.IsNotFound(err), "%s/%s still there after helm uninstall (%v)", info.Mapping.GroupVersionKind.Kind, info.Name, err)
+		return nil
+	}))
+}
+
+// podFrom is the pod a Deployment's controller would create.
+func podFrom(d *appsv1.Deployment) *corev1.Pod {
+	tmpl := d.Spec.Template.DeepCopy()
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
+		GenerateName: d.Name + "-", Labels: tmpl.Labels, Annotations: tmpl.Annotations,
+	}, Spec: tmpl.Spec}
+}
+
+func requireInjected(t *testing.T, got *corev1.Pod, s mesh.Service, sessions map[string]*session.Session) {
+	t.Helper()
+	if testing.Verbose() {
+		b, err := yaml.Marshal(got.Spec)
+		if err == nil {
+			t.Logf("pod %s as the API server stored it:\n%s", got.Name, b)
+		}
+	}
+	assert.Equal(t, "true", got.Annotations[injector.AnnotationInjected])
+	assert.Equal(t, `["`+s.Binary+`"]`, got.Annotations[injector.AnnotationOriginalCommand])
+
+	require.Len(t, got.Spec.InitContainers, 2)
+	assert.Equal(t, injector.InitName, got.Spec.InitContainers[0].Name)
+	assert.Equal(t, image, got.Spec.InitContainers[0].Image)
+	side := got.Spec.InitContainers[1]
+	assert.Equal(t, injector.SidecarName, side.Name)
+	require.NotNil(t, side.RestartPolicy, "a native sidecar")
+	assert.Equal(t, corev1.ContainerRestartPolicyAlways, *side.RestartPolicy)
+	assert.Equal(t, []string{"/usr/local/bin/attestmesh", "proxy", "--config-id", s.ConfigID, "--attest-addr", attestAddr,
+		"--ca-file", injector.CAPath, "--las-addr", lasAddr, "--admin-addr", ":15000"}, side.Command)
+	require.NotNil(t, side.ReadinessProbe)
+	assert.Equal(t, "/ready", side.ReadinessProbe.HTTPGet.Path)
+
+	require.Len(t, got.Spec.Containers, 1)
+	app := got.Spec.Containers[0]
+	assert.Equal(t, []string{injector.BinPath, "launch", "--config-id", s.ConfigID, "--attest-addr", attestAddr,
+		"--ca-file", injector.CAPath, "--las-addr", lasAddr, "--", s.Binary}, app.Command)
+	assert.Empty(t, app.Args)
+
+	sessName, svcName, ok := injector.SplitConfigID(s.ConfigID)
+	require.True(t, ok)
+	dirs, err := injector.InjectionDirs(sessions[sessName], svcName)
+	require.NoError(t, err)
+	mounts := map[string]string{}
+	for _, vm := range app.VolumeMounts {
+		mounts[vm.MountPath] = vm.Name
+	}
+	for _, d := range append([]string{injector.BinDir, injector.CADir}, dirs...) {
+		assert.Contains(t, mounts, d, "app container mounts %s", d)
+	}
+	memory := 0
+	for _, v := range got.Spec.Volumes {
+		if v.EmptyDir != nil && v.EmptyDir.Medium == corev1.StorageMediumMemory && strings.HasPrefix(v.Name, "attestmesh-") {
+			memory++
+		}
+	}
+	assert.GreaterOrEqual(t, memory, 3, "bin, CA and at least one injection directory in memory")
+	if len(dirs) == 0 {
+		require.NoError(t, errors.New("the example's services all inject files"))
+	}
+}
