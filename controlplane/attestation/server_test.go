@@ -136,10 +136,10 @@ func hexOf(b [32]byte) string {
 	return string(out)
 }
 
-func newKey(t *testing.T) crypto.Signer {
-	t.Helper()
+func newKey(tb testing.TB) crypto.Signer {
+	tb.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return k
 }
 
