@@ -13,7 +13,7 @@ import (
 
 func main() {
 	// The launcher re-executes this binary as its stage 2 in a private mount namespace.
-	launch.MaybeStage2(cli.FSPFDecrypter)
+	launch.MaybeStage2(launch.DecryptFSPF)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

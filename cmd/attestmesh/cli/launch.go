@@ -1,16 +1,13 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
 
-	"github.com/attestmesh/attestmesh/attest/fspf"
 	"github.com/attestmesh/attestmesh/attest/sim"
 	"github.com/attestmesh/attestmesh/controlplane/attestation"
-	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/proxy/launch"
 )
@@ -78,7 +75,7 @@ Exit status: the app's; 128+N if signal N killed it; 1 when launch refused to st
 			code, err := launch.Run(cmd.Context(), launch.Options{
 				ConfigID: wf.configID,
 				Binary:   args[0],
-				Attestor: appAttestor(client),
+				Attestor: launch.FromAttestation(client),
 				Logger:   log,
 			})
 			if err != nil {
@@ -92,52 +89,4 @@ Exit status: the app's; 128+N if signal N killed it; 1 when launch refused to st
 	}
 	wf.register(cmd)
 	return cmd
-}
-
-// appAttestor attests the launcher as ROLE_APP and converts the rendered configuration.
-func appAttestor(c *attestation.Client) launch.Attestor {
-	return launch.AttestorFunc(func(ctx context.Context, req launch.Request) (*launch.Config, error) {
-		res, err := c.Attest(ctx, req.ConfigID, attestationpb.Role_ROLE_APP, req.Key, attestation.Evidence{MREnclave: req.MREnclave})
-		if err != nil {
-			return nil, err
-		}
-		rc := res.Config
-		if rc == nil {
-			return nil, fmt.Errorf("attestation of %s returned no service configuration", req.ConfigID)
-		}
-		cfg := &launch.Config{Argv: rc.GetArgv(), Env: rc.GetEnv(), Dir: rc.GetDir(), Files: map[string][]byte{}}
-		for _, f := range rc.GetFiles() {
-			cfg.Files[f.GetPath()] = f.GetContent()
-		}
-		if fs := rc.GetFspf(); fs != nil {
-			cfg.FSPF = &launch.FSPF{Path: fs.GetPath(), Key: fs.GetKey(), Tag: fs.GetTag()}
-		}
-		return cfg, nil
-	})
-}
-
-// FSPFDecrypter decrypts a protected file system for the launcher's stage 2 (see
-// launch.MaybeStage2): the tree is verified against its tag, decrypted in memory, then written
-// onto the private tmpfs and wiped from memory.
-func FSPFDecrypter(dir, key, tag string) (launch.PlaintextTree, error) {
-	k, err := fspf.ParseKey(key)
-	if err != nil {
-		return nil, err
-	}
-	t, err := fspf.ParseTag(tag)
-	if err != nil {
-		return nil, err
-	}
-	tree, err := fspf.Decrypt(dir, k, t)
-	if err != nil {
-		return nil, err
-	}
-	return fspfTree{tree}, nil
-}
-
-type fspfTree struct{ t *fspf.Tree }
-
-func (f fspfTree) Materialize(root string) error {
-	defer f.t.Wipe()
-	return f.t.WriteDir(root)
 }
