@@ -2,6 +2,9 @@ package cli_test
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -103,4 +106,15 @@ func TestQuoteVerifyRequiresFlags(t *testing.T) {
 	code := cli.Run(t.Context(), []string{"quote", "verify", "--at", "1"}, &stdout, &stderr)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr.String(), `required flag(s) "qe-identity", "quote", "tcb-chain", "tcb-info" not set`)
+}
+
+func TestMeasureCLIEqualsSha256sum(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "prog")
+	require.NoError(t, os.WriteFile(bin, []byte("binary bytes"), 0o600))
+	var stdout, stderr bytes.Buffer
+	code := cli.Run(context.Background(), []string{"measure", bin}, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	// SHA-256("binary bytes")
+	sum := sha256.Sum256([]byte("binary bytes"))
+	assert.Equal(t, hex.EncodeToString(sum[:])+"\n", stdout.String())
 }
