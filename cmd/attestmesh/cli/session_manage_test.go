@@ -1,0 +1,63 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/attestmesh/attestmesh/cmd/attestmesh/cli"
+	"github.com/attestmesh/attestmesh/controlplane/mgmt/mgmttest"
+)
+
+// TestSessionCreateGetListUpdate drives `attestmesh session` against a real management API.
+func TestSessionCreateGetListUpdate(t *testing.T) {
+	srv := mgmttest.Start(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, srv.Authority.BundlePEM(), 0o600))
+	common := []string{"--controlplane", srv.URL, "--ca-file", caFile, "--identity-dir", t.TempDir()}
+	run := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := cli.Run(context.Background(), append(args, common...), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	doc := filepath.Join(t.TempDir(), "s.yaml")
+	require.NoError(t, os.WriteFile(doc, []byte("name: $NAME\nversion: \"0.3\"\nsecrets:\n  - name: pw\n    kind: ascii\n"), 0o600))
+
+	code, out, errOut := run("session", "create", "-f", doc, "--var", "NAME=team/app")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, `"name": "team/app"`)
+	assert.Contains(t, out, `"changed": [`)
+
+	code, _, errOut = run("session", "create", "-f", doc, "--var", "NAME=team/app")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, `session "team/app" already exists: update it with predecessor set to its current hash (HTTP 409)`)
+
+	code, out, errOut = run("session", "get", "team/app")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "# session team/app, hash ")
+	hash := strings.Fields(strings.SplitN(out, "hash ", 2)[1])[0]
+
+	code, out, errOut = run("session", "list")
+	require.Equal(t, 0, code, errOut)
+	assert.True(t, strings.HasPrefix(out, "team/app\t"+hash+"\t"), out)
+
+	code, _, errOut = run("session", "update", "-f", doc, "--var", "NAME=team/app")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "predecessor: required to update session")
+
+	upd := filepath.Join(t.TempDir(), "u.yaml")
+	require.NoError(t, os.WriteFile(upd, []byte("predecessor: "+hash+"\nname: team/app\nversion: \"0.3\"\nsecrets:\n  - name: pw\n    kind: ascii\n"), 0o600))
+	code, out, errOut = run("session", "update", "-f", upd)
+	require.Equal(t, 0, code, errOut)
+	assert.NotContains(t, out, hash)
+
+	code, _, errOut = run("session", "get", "team/none")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, `session "team/none" does not exist (HTTP 404)`)
+}
