@@ -33,12 +33,14 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/release"
 	appsv1 "k8s.io/api/apps/v1"
+	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/resource"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/attestmesh/attestmesh/attest/fspf"
@@ -67,15 +69,18 @@ func TestKubernetes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 
-	// 1. helm install charts/attestmesh, the webhook pointed at the injector on this host.
+	// 1. helm install charts/attestmesh, the webhook pointed at the injector on this host. No
+	// caBundle in the values: the control plane patches its CA in, with the chart's RBAC.
 	cp := helmInstall(t, c, cpNamespace, "attestmesh", filepath.Join("..", "..", "charts", "attestmesh"), map[string]any{
 		"image":   map[string]any{"repository": "ghcr.io/attestmesh/attestmesh", "tag": "e2e"},
-		"webhook": map[string]any{"url": url, "caBundle": string(caPEM)},
+		"webhook": map[string]any{"url": url},
 		"store":   map[string]any{"key": map[string]any{"keepOnUninstall": false}},
 	})
 	cpObjects := requireAllExist(t, c, cp)
 	assert.Contains(t, cpObjects, "MutatingWebhookConfiguration/attestmesh-system-attestmesh-injector")
 	assert.Contains(t, cpObjects, "StatefulSet/attestmesh")
+	assert.Contains(t, cpObjects, "ClusterRole/attestmesh-system-attestmesh-injector")
+	patchCABundleAsControlPlane(ctx, t, c, client, caPEM)
 
 	// 2. The example's chart, as `attestmesh apply` writes it, installs too.
 	appDir := filepath.Join(t.TempDir(), "helm")
@@ -145,6 +150,40 @@ func TestKubernetes(t *testing.T) {
 	helmUninstall(t, c, appNamespace, "flaskredis", app)
 	helmUninstall(t, c, cpNamespace, "attestmesh", cp)
 }
+
+// patchCABundleAsControlPlane does what the control plane does at start, with a token of the
+// chart's ServiceAccount: patch the CA into its webhook configuration. The same token may do
+// nothing else.
+func patchCABundleAsControlPlane(ctx context.Context, t *testing.T, c *cluster, client kubernetes.Interface, caPEM []byte) {
+	t.Helper()
+	tr, err := client.CoreV1().ServiceAccounts(cpNamespace).CreateToken(ctx, "attestmesh", &authv1.TokenRequest{
+		Spec: authv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(600))},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	tlsCfg, err := rest.TLSConfigFor(c.rest)
+	require.NoError(t, err)
+	api := &injector.APIServer{URL: c.rest.Host, Token: tr.Status.Token, Client: &http.Client{
+		Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg},
+	}}
+	const mwc = "attestmesh-system-attestmesh-injector"
+	require.NoError(t, injector.PatchCABundle(ctx, api, mwc, caPEM))
+	got, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, mwc, metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, caPEM, got.Webhooks[0].ClientConfig.CABundle)
+
+	sa := rest.CopyConfig(c.rest)
+	sa.BearerToken, sa.BearerTokenFile = tr.Status.Token, ""
+	saClient, err := kubernetes.NewForConfig(sa)
+	require.NoError(t, err)
+	_, err = saClient.CoreV1().Secrets(cpNamespace).List(ctx, metav1.ListOptions{})
+	assert.True(t, apierrors.IsForbidden(err), "least privilege: no secrets (%v)", err)
+	_, err = saClient.CoreV1().Pods(appNamespace).List(ctx, metav1.ListOptions{})
+	assert.True(t, apierrors.IsForbidden(err), "least privilege: no pods (%v)", err)
+	_, err = saClient.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
+	assert.True(t, apierrors.IsForbidden(err), "least privilege: only its own webhook configuration (%v)", err)
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // exampleSessions loads examples/flask-redis and parses its sessions, expanded as `apply`
 // would (measured variables get placeholder values: nothing is attested here).
