@@ -9,6 +9,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/proxy/admin"
 	"github.com/attestmesh/attestmesh/proxy/ads"
 	"github.com/attestmesh/attestmesh/proxy/identity"
@@ -183,9 +185,12 @@ func New(cfg Config) (*Sidecar, error) {
 	}
 	log := cfg.Logger.With("spiffe_id", id.String())
 	creds.OnChange(func() {
-		if t := creds.NotAfter(); !t.IsZero() {
-			m.SVIDExpiry.Set(float64(t.Unix()))
+		svid, err := creds.GetX509SVID()
+		if err != nil || len(svid.Certificates) == 0 {
+			return
 		}
+		m.SVIDExpiry.Reset()
+		m.SVIDExpiry.WithLabelValues(teeLabel(svid.Certificates[0])).Set(float64(svid.Certificates[0].NotAfter.Unix()))
 	})
 	mgr, err := listener.New(listener.Config{Creds: creds, Metrics: m, Logger: log})
 	if err != nil {
@@ -321,7 +326,7 @@ func (s *Sidecar) attestOnce(ctx context.Context) (*Identity, error) {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	leaf := identity.DescribeCert(ident.SVID[0])
-	s.log.Info("attested: SVID installed", "serial", leaf.Serial, "not_after", leaf.NotAfter)
+	s.log.Info("attested: SVID installed", "serial", leaf.Serial, "not_after", leaf.NotAfter, "tee", teeLabel(ident.SVID[0]))
 	return ident, nil
 }
 
@@ -502,4 +507,13 @@ func (s *Sidecar) ConfigDump() any {
 	}
 	out["secrets"] = secrets
 	return out
+}
+
+// teeLabel names the TEE behind an SVID for logs and metric labels: "simulation" marks an
+// identity that rests on the simulated platform.
+func teeLabel(cert *x509.Certificate) string {
+	if t := ca.TEEOf(cert); t != ca.TEEUnknown {
+		return string(t)
+	}
+	return "unknown"
 }

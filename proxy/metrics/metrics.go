@@ -39,7 +39,7 @@ type Metrics struct {
 	HandshakeFailures *prometheus.CounterVec   // listener, reason
 	AuthzDenials      *prometheus.CounterVec   // listener
 	UpstreamConnect   *prometheus.HistogramVec // cluster
-	SVIDExpiry        prometheus.Gauge
+	SVIDExpiry        *prometheus.GaugeVec
 	XDSUpdates        *prometheus.CounterVec // type_url, result
 }
 
@@ -71,10 +71,10 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Time to connect to an upstream, including the TLS handshake for mTLS clusters.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"cluster"}),
-		SVIDExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
+		SVIDExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "attestmesh_sidecar_svid_expiry_timestamp_seconds",
-			Help: "Expiry of the current X.509-SVID, as a Unix timestamp.",
-		}),
+			Help: "Expiry of the current X.509-SVID, as a Unix timestamp, by the TEE behind it (sgx or simulation).",
+		}, []string{"tee"}),
 		XDSUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "attestmesh_sidecar_xds_updates_total",
 			Help: "xDS responses applied (ack) or rejected (nack), by type URL.",

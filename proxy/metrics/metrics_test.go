@@ -23,10 +23,11 @@ func TestNew(t *testing.T) {
 	m.HandshakeFailures.WithLabelValues("inbound|8443", metrics.ReasonPlaintext).Inc()
 	m.UpstreamConnect.WithLabelValues("local|8443").Observe(0.001)
 	m.XDSUpdates.WithLabelValues("type.googleapis.com/envoy.config.listener.v3.Listener", metrics.ResultACK).Inc()
+	m.SVIDExpiry.WithLabelValues("simulation").Set(1.8e9)
 
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
-	assert.Len(t, mfs, 6, "five vectors in use and the SVID expiry gauge")
+	assert.Len(t, mfs, 6, "five vectors in use and the SVID expiry gauge with its tee label")
 	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
 	require.NoError(t, err)
 	assert.Empty(t, problems, "promlint")
