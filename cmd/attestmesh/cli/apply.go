@@ -5,12 +5,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/attestmesh/attestmesh/charts"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
 )
 
 func newApplyCmd() *cobra.Command {
 	var cf clientFlags
-	var file string
+	var file, chartDir string
 	cmd := &cobra.Command{
 		Use:   "apply -f mesh.yaml",
 		Short: "Upload the mesh's sessions (create or update) from their templates",
@@ -18,7 +19,12 @@ func newApplyCmd() *cobra.Command {
 {measure: PATH} variables name), encrypts the services' fspf directories, expands the session
 templates, and creates or updates each session on the control plane in order (exporters
 first). An update carries the current hash as predecessor automatically; a session whose
-document did not change is left alone. It prints what changed.`,
+document did not change is left alone. It prints what changed.
+
+It then writes the application's Helm chart to --chart-dir (target/helm): a Deployment and a
+Service per mesh service, annotated for the sidecar injector, so that
+  helm install <name> target/helm
+runs the application on Kubernetes (see docs/kubernetes.md). --chart-dir "" skips it.`,
 		Example: `  attestmesh apply -f examples/flask-redis/mesh.yaml --ca-file /var/lib/attestmesh/ca.pem`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -42,11 +48,19 @@ document did not change is left alone. It prints what changed.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "applied %d sessions of %s\n", len(changes), m.Name)
+			if chartDir == "" {
+				return nil
+			}
+			if err := charts.WriteAppChart(m, chartDir, charts.AppChartOptions{}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote the Helm chart of %s to %s (helm install %s %s)\n", m.Name, chartDir, m.Name, chartDir)
 			return nil
 		},
 	}
 	cf.register(cmd.Flags())
 	cmd.Flags().StringVarP(&file, "file", "f", "", "mesh file")
+	cmd.Flags().StringVar(&chartDir, "chart-dir", "target/helm", "where to write the application's Helm chart (empty: do not write it)")
 	_ = cmd.MarkFlagRequired("file")
 	return cmd
 }
