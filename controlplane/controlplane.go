@@ -10,7 +10,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -212,10 +211,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	xdsAddr := net.JoinHostPort(advertiseHost(cfg), portOf(xdsLn.Addr().String()))
-	clientCAs := x509.NewCertPool()
-	for _, c := range authority.Bundle() {
-		clientCAs.AddCert(c)
-	}
+	clientCAs := ca.CertPool(authority.Bundle())
 	xdsSrv, err := xds.New(xds.Config{
 		Logger: log, Metrics: reg, Addr: cfg.XDSAddr,
 		TLS: &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: serverTLS.get, ClientCAs: clientCAs, ClientAuth: tls.RequireAndVerifyClientCert},
@@ -448,17 +444,4 @@ func (s *tlsSource) renew(ctx context.Context, a *ca.Authority, cfg Config, log 
 			log.Error("server certificate renewal failed; keeping the current one", "error", err)
 		}
 	}
-}
-
-// BundlePool parses a PEM CA bundle into a pool.
-func BundlePool(pemBytes []byte) (*x509.CertPool, error) {
-	certs, err := ca.ParseCertsPEM(pemBytes)
-	if err != nil {
-		return nil, fmt.Errorf("controlplane: CA bundle: %w", err)
-	}
-	pool := x509.NewCertPool()
-	for _, c := range certs {
-		pool.AddCert(c)
-	}
-	return pool, nil
 }

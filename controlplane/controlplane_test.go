@@ -75,10 +75,7 @@ func (r *running) stop(t *testing.T) {
 
 func (r *running) client(t *testing.T, identityDir string) *mgmt.Client {
 	t.Helper()
-	certs, err := ca.ParseCertsPEM(r.addrs.BundlePEM)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(certs[0])
+	pool := mustPool(t, r.addrs.BundlePEM)
 	id, err := mgmt.LoadOrCreateIdentity(identityDir)
 	require.NoError(t, err)
 	c, err := mgmt.NewClient(mgmt.ClientConfig{URL: "https://" + r.addrs.Mgmt, Roots: pool, Identity: id})
@@ -165,7 +162,7 @@ func TestLaunchedAppSeesInjectedFiles(t *testing.T) {
 	assert.True(t, os.IsNotExist(err), "the injected files must not exist outside the app's namespace")
 
 	// The certificate the app saw verifies against the public api_ca_cert with DNS name api.
-	apiCA, err := mgmt.NewClient(mgmt.ClientConfig{URL: "https://" + cp.addrs.Mgmt, Roots: poolOf(t, cp.addrs.BundlePEM)})
+	apiCA, err := mgmt.NewClient(mgmt.ClientConfig{URL: "https://" + cp.addrs.Mgmt, Roots: mustPool(t, cp.addrs.BundlePEM)})
 	require.NoError(t, err)
 	pub, err := apiCA.Public(ctx, "t/flask", "api_ca_cert")
 	require.NoError(t, err)
@@ -182,17 +179,6 @@ func TestLaunchedAppSeesInjectedFiles(t *testing.T) {
 		_, err := apiCA.Public(ctx, "t/flask", secret)
 		require.Error(t, err)
 	}
-}
-
-func poolOf(t *testing.T, pemBytes []byte) *x509.CertPool {
-	t.Helper()
-	certs, err := ca.ParseCertsPEM(pemBytes)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	for _, c := range certs {
-		pool.AddCert(c)
-	}
-	return pool
 }
 
 // firstPEM returns the first PEM block of data.
@@ -251,4 +237,11 @@ func TestRestartKeepsCAAndSecrets(t *testing.T) {
 		MgmtAddr: "127.0.0.1:0", AttestAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0"})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "wrong store key")
+}
+
+func mustPool(t *testing.T, pemBytes []byte) *x509.CertPool {
+	t.Helper()
+	pool, err := ca.PoolFromPEM(pemBytes)
+	require.NoError(t, err)
+	return pool
 }

@@ -321,6 +321,24 @@ func MarshalCertsPEM(certs ...*x509.Certificate) []byte {
 	return buf.Bytes()
 }
 
+// CertPool returns a pool holding certs.
+func CertPool(certs []*x509.Certificate) *x509.CertPool {
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool
+}
+
+// PoolFromPEM parses a PEM bundle of CA certificates into a pool.
+func PoolFromPEM(data []byte) (*x509.CertPool, error) {
+	certs, err := ParseCertsPEM(data)
+	if err != nil {
+		return nil, err
+	}
+	return CertPool(certs), nil
+}
+
 // ParseCertsPEM decodes one or more "CERTIFICATE" PEM blocks; any other block or trailing
 // non-whitespace is refused.
 func ParseCertsPEM(data []byte) ([]*x509.Certificate, error) {

@@ -192,21 +192,3 @@ func spkiHash(pub crypto.PublicKey) ([32]byte, error) {
 	return sha256.Sum256(der), nil
 }
 
-// NonceSize is the size of the control plane's attestation nonce.
-const NonceSize = 32
-
-// ReportData is the REPORTDATA a quote must carry to bind pub: PublicKeyHash(pub) followed by
-// the control plane's 32-byte nonce.
-func ReportData(pub crypto.PublicKey, nonce []byte) ([64]byte, error) {
-	var out [64]byte
-	if len(nonce) != NonceSize {
-		return out, fmt.Errorf("ca: report data: nonce is %d bytes, want %d", len(nonce), NonceSize)
-	}
-	h, err := PublicKeyHash(pub)
-	if err != nil {
-		return out, err
-	}
-	copy(out[:32], h[:])
-	copy(out[32:], nonce)
-	return out, nil
-}

@@ -122,7 +122,7 @@ func TestParseKeyPEMErrors(t *testing.T) {
 	}
 }
 
-func TestPublicKeyHashAndReportData(t *testing.T) {
+func TestPublicKeyHash(t *testing.T) {
 	key := mustKey(t, P256)
 	spki, err := x509.MarshalPKIXPublicKey(key.Public())
 	require.NoError(t, err)
@@ -132,17 +132,6 @@ func TestPublicKeyHashAndReportData(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, want, got)
 
-	nonce := make([]byte, NonceSize)
-	for i := range nonce {
-		nonce[i] = byte(i)
-	}
-	rd, err := ReportData(key.Public(), nonce)
-	require.NoError(t, err)
-	assert.Equal(t, want[:], rd[:32])
-	assert.Equal(t, nonce, rd[32:])
-
-	_, err = ReportData(key.Public(), nonce[:31])
-	require.EqualError(t, err, "ca: report data: nonce is 31 bytes, want 32")
 	_, err = PublicKeyHash(42)
 	require.ErrorContains(t, err, "ca: public key hash:")
 }

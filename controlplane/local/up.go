@@ -8,7 +8,6 @@ package local
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -321,11 +320,10 @@ func Up(ctx context.Context, cfg Config) (err error) {
 }
 
 func newClient(info *Info, stateDir string) (*mgmt.Client, error) {
-	certs, err := ca.ParseCertsPEM(info.ControlPlane.BundlePEM)
+	pool, err := ca.PoolFromPEM(info.ControlPlane.BundlePEM)
 	if err != nil {
 		return nil, err
 	}
-	pool := x509Pool(certs)
 	id, err := mgmt.LoadOrCreateIdentity(filepath.Join(stateDir, "identity"))
 	if err != nil {
 		return nil, err
@@ -526,12 +524,4 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 		}
 	}
 	return len(b), nil
-}
-
-func x509Pool(certs []*x509.Certificate) *x509.CertPool {
-	pool := x509.NewCertPool()
-	for _, c := range certs {
-		pool.AddCert(c)
-	}
-	return pool
 }

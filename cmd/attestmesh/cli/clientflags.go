@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"crypto/x509"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -51,13 +50,9 @@ func (f *clientFlags) client() (*mgmt.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--ca-file: %w", err)
 	}
-	certs, err := ca.ParseCertsPEM(pemBytes)
+	pool, err := ca.PoolFromPEM(pemBytes)
 	if err != nil {
 		return nil, fmt.Errorf("--ca-file %s: %w", f.caFile, err)
-	}
-	pool := x509.NewCertPool()
-	for _, c := range certs {
-		pool.AddCert(c)
 	}
 	id, err := mgmt.LoadOrCreateIdentity(f.identityDir)
 	if err != nil {
