@@ -191,4 +191,3 @@ func spkiHash(pub crypto.PublicKey) ([32]byte, error) {
 	}
 	return sha256.Sum256(der), nil
 }
-
