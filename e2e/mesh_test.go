@@ -100,6 +100,9 @@ func startMesh(ctx context.Context, t *testing.T, bin string) *mesh {
 	binMR, err := measure.File(bin)
 	require.NoError(t, err)
 	stateDir := t.TempDir()
+	// Runs last, after Up has stopped: whatever Up left behind (a bug that Teardown reports)
+	// is removed, so that a failed run leaves the machine clean.
+	t.Cleanup(func() { sweep(t, stateDir, bin) })
 
 	upCtx, cancel := context.WithCancel(ctx)
 	m := &mesh{bin: bin, binMR: binMR, out: &syncBuffer{}, cancel: cancel, done: make(chan struct{})}
@@ -440,18 +443,62 @@ func (s *suite) teardown(t *testing.T) {
 		assert.Empty(c, mentioning(t, m.info.StateDir, m.bin), "processes that mention the state dir or the binary")
 	}, 10*time.Second, 100*time.Millisecond)
 
-	out, err := exec.CommandContext(t.Context(), "ip", "netns", "list").Output()
-	require.NoError(t, err)
-	for line := range strings.Lines(string(out)) {
-		assert.False(t, strings.HasPrefix(line, bridge+"-"), "namespace left behind: %s", line)
-	}
-	out, err = exec.CommandContext(t.Context(), "ip", "-o", "link", "show").Output()
-	require.NoError(t, err)
+	assert.Empty(t, ours(t, "netns", "list"), "namespaces left behind (ip netns list)")
+	assert.Empty(t, ours(t, "-o", "link", "show"), "links left behind (ip link show)")
+}
+
+// ours runs `ip ARGS` (a listing of namespaces or links) and returns the names that this test's
+// bridge accounts for: the bridge, its namespaces (bridge-...) and their veths (vbridge...).
+func ours(t *testing.T, args ...string) []string {
+	t.Helper()
+	out, err := exec.CommandContext(context.WithoutCancel(t.Context()), "ip", args...).Output()
+	require.NoError(t, err, "ip %s", strings.Join(args, " "))
+	var names []string
 	for line := range strings.Lines(string(out)) {
 		f := strings.Fields(line)
-		require.GreaterOrEqual(t, len(f), 2)
-		name := strings.TrimSuffix(strings.SplitN(f[1], "@", 2)[0], ":")
-		assert.False(t, name == bridge || strings.HasPrefix(name, "v"+bridge), "link left behind: %s", name)
+		if len(f) == 0 {
+			continue
+		}
+		name := f[0] // ip netns list: NAME (id: N)
+		if len(f) > 1 && strings.HasSuffix(f[0], ":") {
+			name = strings.TrimSuffix(strings.SplitN(f[1], "@", 2)[0], ":") // ip -o link: N: NAME[@PEER]: ...
+		}
+		if name == bridge || strings.HasPrefix(name, bridge+"-") || strings.HasPrefix(name, "v"+bridge) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// sweep kills the processes and removes the namespaces and links that a run on bridge could
+// have left behind.
+func sweep(t *testing.T, stateDir, bin string) {
+	t.Helper()
+	ctx := context.WithoutCancel(t.Context())
+	run := func(args ...string) string {
+		out, _ := exec.CommandContext(ctx, "ip", args...).Output()
+		return string(out)
+	}
+	var left []string
+	for _, ns := range ours(t, "netns", "list") {
+		for _, f := range strings.Fields(run("netns", "pids", ns)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		run("netns", "del", ns)
+		left = append(left, "namespace "+ns)
+	}
+	for _, pid := range mentioning(t, stateDir, bin) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		left = append(left, fmt.Sprintf("process %d", pid))
+	}
+	for _, name := range ours(t, "-o", "link", "show") {
+		run("link", "del", name)
+		left = append(left, "link "+name)
+	}
+	if len(left) > 0 {
+		t.Logf("removed what the run left behind: %s", strings.Join(left, ", "))
 	}
 }
 
