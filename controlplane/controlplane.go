@@ -59,6 +59,18 @@ type Config struct {
 	AttestAddr  string // attestation API (gRPC over TLS)
 	XDSAddr     string // xDS (gRPC, mTLS)
 	MetricsAddr string // Prometheus metrics (HTTP)
+	// WebhookAddr serves the sidecar-injector webhook (HTTPS) when InjectorImage is set.
+	WebhookAddr string
+	// InjectorImage is the attestmesh image the injector adds to pods; empty disables the
+	// webhook.
+	InjectorImage string
+	// InjectorAttestAddr and InjectorLASAddr are the attestation API and LAS as pods reach
+	// them (e.g. the control plane's Service names); empty means the advertised host.
+	InjectorAttestAddr string
+	InjectorLASAddr    string
+	// WebhookConfigName, when set and running in a cluster, is the
+	// MutatingWebhookConfiguration whose caBundle the control plane patches with its CA.
+	WebhookConfigName string
 	// AdvertiseAddr is the host that workloads use to reach this control plane; it goes into
 	// the server certificate and the xDS address told to sidecars.
 	AdvertiseHost string
@@ -82,7 +94,7 @@ type Config struct {
 
 // Addrs are the bound addresses (useful with port 0).
 type Addrs struct {
-	Mgmt, Attest, XDS, Metrics, LAS string
+	Mgmt, Attest, XDS, Metrics, LAS, Webhook string
 	// BundlePEM is the control plane's CA bundle, to pin in clients.
 	BundlePEM []byte
 }
@@ -205,6 +217,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	var webhookLn net.Listener
+	if cfg.InjectorImage != "" {
+		if webhookLn, err = listen("webhook", cfg.WebhookAddr); err != nil {
+			return err
+		}
+	} else {
+		log.Info("sidecar-injector webhook disabled (no --injector-image)")
+	}
 
 	serverTLS, err := serverCertificate(authority, cfg)
 	if err != nil {
@@ -258,6 +278,19 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	var webhookSrv *http.Server
+	if webhookLn != nil {
+		h, err := newWebhook(cfg, casSvc, bundlePEM, las, reg, log)
+		if err != nil {
+			return err
+		}
+		webhookSrv = &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: serverTLS.get},
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+	}
 	metricsSrv := &http.Server{
 		Handler:           promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -267,6 +300,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if las != nil {
 		addrs.LAS = las.Addr()
 	}
+	if webhookLn != nil {
+		addrs.Webhook = webhookLn.Addr().String()
+	}
 	log.Info("control plane serving", "management", addrs.Mgmt, "attestation", addrs.Attest, "metrics", addrs.Metrics, "las", addrs.LAS)
 	if cfg.Ready != nil {
 		cfg.Ready(addrs)
@@ -275,6 +311,12 @@ func Run(ctx context.Context, cfg Config) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHTTP(gctx, mgmtSrv, mgmtLn, true) })
 	g.Go(func() error { return serveHTTP(gctx, metricsSrv, metricsLn, false) })
+	if webhookSrv != nil {
+		g.Go(func() error { return serveHTTP(gctx, webhookSrv, webhookLn, true) })
+		if cfg.WebhookConfigName != "" {
+			g.Go(func() error { return patchCABundle(gctx, cfg.WebhookConfigName, bundlePEM, log) })
+		}
+	}
 	g.Go(func() error {
 		errc := make(chan error, 1)
 		go func() { errc <- grpcSrv.Serve(attestLn) }()

@@ -3,7 +3,11 @@ package controlplane_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +24,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/attestmesh/attestmesh/controlplane/attestation"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
+	"github.com/attestmesh/attestmesh/controlplane/injector"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 	"github.com/attestmesh/attestmesh/controlplane/store"
@@ -244,4 +249,69 @@ func mustPool(t *testing.T, pemBytes []byte) *x509.CertPool {
 	pool, err := ca.PoolFromPEM(pemBytes)
 	require.NoError(t, err)
 	return pool
+}
+
+// TestWebhookServedByControlPlane sends an AdmissionReview to the webhook the control plane
+// serves (TLS verified against its CA) for a pod that opts in to a stored session: the answer
+// allows it with a JSON patch that wraps the app with the launcher; an unknown config ID is
+// refused with the reason.
+func TestWebhookServedByControlPlane(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(t.TempDir(), "store.key")
+	_, err := store.GenerateKeyFile(keyFile)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan controlplane.Addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- controlplane.Run(ctx, controlplane.Config{
+			DataDir: dir, StoreKeyFile: keyFile, TrustDomain: "attestmesh.local",
+			MgmtAddr: "127.0.0.1:0", AttestAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
+			WebhookAddr: "127.0.0.1:0", InjectorImage: "registry.example/attestmesh:test",
+			Ready: func(a controlplane.Addrs) { ready <- a },
+		})
+	}()
+	var addrs controlplane.Addrs
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatalf("control plane did not start: %v", err)
+	}
+	defer func() { cancel(); assert.NoError(t, <-done) }()
+
+	c := (&running{addrs: addrs}).client(t, t.TempDir())
+	_, err = c.Create(ctx, []byte("name: web/app\nversion: \"0.3\"\nservices:\n  - name: svc\n    mrenclaves: [\""+strings.Repeat("a", 64)+"\"]\n    image_name: img\nimages:\n  - name: img\n    injection_files:\n      - path: /tls/x.pem\n        content: hello\n"))
+	require.NoError(t, err)
+
+	review := func(configID string) map[string]any {
+		t.Helper()
+		body := `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},` +
+			`"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","namespace":"default",` +
+			`"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"attestmesh.io/config-id":"` + configID + `"}},` +
+			`"spec":{"containers":[{"name":"app","image":"app:1","command":["/usr/bin/app"]}]}}}}`
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: mustPool(t, addrs.BundlePEM), MinVersion: tls.VersionTLS12}}}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addrs.Webhook+injector.Path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		var out map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+		return out["response"].(map[string]any)
+	}
+
+	ok := review("web/app/svc")
+	assert.Equal(t, true, ok["allowed"])
+	patch, err := base64.StdEncoding.DecodeString(ok["patch"].(string))
+	require.NoError(t, err)
+	assert.Contains(t, string(patch), `"launch"`)
+	assert.Contains(t, string(patch), "registry.example/attestmesh:test")
+	assert.Contains(t, string(patch), `"medium":"Memory"`)
+
+	refused := review("web/nope/svc")
+	assert.Equal(t, false, refused["allowed"])
+	assert.Contains(t, refused["status"].(map[string]any)["message"], "web/nope")
 }

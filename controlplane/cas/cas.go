@@ -448,3 +448,10 @@ func describePolicy(policy []string) string {
 	}
 	return fmt.Sprint(out)
 }
+
+// Session returns a session's parsed policy without its secrets (for the sidecar injector,
+// which needs the injection paths). No access policy applies: nothing secret is returned.
+func (c *CAS) Session(ctx context.Context, name string) (*session.Session, error) {
+	_, _, s, err := c.load(ctx, name)
+	return s, err
+}

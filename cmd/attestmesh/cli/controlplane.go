@@ -33,6 +33,7 @@ CA, and serves:
   attestation API  gRPC/TLS   --attest-addr   (default :18765)
   xDS              gRPC/mTLS  --xds-addr      (default :18000)
   metrics          HTTP       --metrics-addr  (default :9102)
+  injector webhook HTTPS      --webhook-addr  (default :9443; with --injector-image)
 
 The store key (32 bytes, hex) comes from --store-key-file or $ATTESTMESH_STORE_KEY; it must
 not live inside --data-dir. Create one with:  head -c32 /dev/urandom | xxd -p -c64 > key; chmod 600 key
@@ -58,6 +59,11 @@ The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
 	f.StringVar(&cfg.AttestAddr, "attest-addr", ":18765", "attestation API listen address")
 	f.StringVar(&cfg.XDSAddr, "xds-addr", ":18000", "xDS listen address")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", ":9102", "Prometheus metrics listen address")
+	f.StringVar(&cfg.WebhookAddr, "webhook-addr", ":9443", "sidecar-injector webhook listen address (HTTPS), served when --injector-image is set")
+	f.StringVar(&cfg.InjectorImage, "injector-image", "", "attestmesh image that the injector adds to pods (empty: no webhook)")
+	f.StringVar(&cfg.InjectorAttestAddr, "injector-attest-addr", "", "attestation API address as pods reach it (default: advertise host)")
+	f.StringVar(&cfg.InjectorLASAddr, "injector-las-addr", "", "LAS address as pods reach it, in simulation (default: advertise host)")
+	f.StringVar(&cfg.WebhookConfigName, "webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle to patch with the CA when running in a cluster")
 	f.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host name or IP workloads use to reach the control plane (default 127.0.0.1)")
 	f.StringArrayVar(&cfg.ServerNames, "server-name", nil, "extra DNS name for the control plane's certificate (repeatable)")
 	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", time.Hour, "lifetime of issued X.509-SVIDs")
