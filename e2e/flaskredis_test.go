@@ -355,7 +355,7 @@ services:
 	require.NoError(t, err)
 
 	client, err := attestation.Dial(attestation.ClientConfig{
-		Addr: m.info.ControlPlane.Attest, Bundle: m.meshCerts(), Quotes: sim.Client{Addr: m.info.ControlPlane.LAS},
+		Addr: m.info.ControlPlane.Attest, Bundle: m.caCerts, Quotes: sim.Client{Addr: m.info.ControlPlane.LAS},
 	})
 	require.NoError(t, err)
 	defer client.Close()

@@ -79,10 +79,11 @@ func buildBinary(ctx context.Context, t *testing.T) string {
 
 // mesh is a running `attestmesh up` of the example.
 type mesh struct {
-	info  *local.Info
-	bin   string
-	binMR measure.MREnclave
-	out   *syncBuffer
+	info    *local.Info
+	caCerts []*x509.Certificate // the mesh CA
+	bin     string
+	binMR   measure.MREnclave
+	out     *syncBuffer
 
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -126,6 +127,8 @@ func startMesh(ctx context.Context, t *testing.T, bin string) *mesh {
 	})
 	select {
 	case m.info = <-ready:
+		m.caCerts, err = ca.ParseCertsPEM(m.info.ControlPlane.BundlePEM)
+		require.NoError(t, err, "the control plane's CA bundle")
 		return m
 	case <-m.done:
 		require.FailNow(t, "attestmesh up ended before it was ready", "%v\n%s", m.upErr, m.out.String())
@@ -166,26 +169,18 @@ func logTails(t *testing.T, dir string) {
 	}
 }
 
-// meshCerts is the control plane's CA bundle (the mesh CA).
-func (m *mesh) meshCerts() []*x509.Certificate {
-	certs, err := ca.ParseCertsPEM(m.info.ControlPlane.BundlePEM)
-	if err != nil {
-		panic(fmt.Sprintf("e2e: the control plane's bundle: %v", err))
-	}
-	return certs
-}
-
+// meshRoots holds the mesh CA (the control plane's bundle), for plain TLS clients.
 func (m *mesh) meshRoots() *x509.CertPool {
 	pool := x509.NewCertPool()
-	for _, c := range m.meshCerts() {
+	for _, c := range m.caCerts {
 		pool.AddCert(c)
 	}
 	return pool
 }
 
+// meshBundle is the mesh CA as the trust domain's X.509 bundle, for SPIFFE clients.
 func (m *mesh) meshBundle() *x509bundle.Bundle {
-	certs := m.meshCerts()
-	return x509bundle.FromX509Authorities(redisID.TrustDomain(), certs)
+	return x509bundle.FromX509Authorities(redisID.TrustDomain(), m.caCerts)
 }
 
 // apiClient is an HTTPS client that sends every request to the API's exposed address.
