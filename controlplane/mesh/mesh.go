@@ -19,6 +19,9 @@
 //	        expose: false              # the mesh on the same port; expose: reachable from
 //	                                   # outside the mesh (TLS passthrough, no client cert)
 //	    connects: [{service: redis, port: 6379}]  # appears on the client's 127.0.0.1:6379
+//	    # local_port (optional, default port) moves it: {service: redis, port: 6379, local_port: 16379},
+//	    # for a client of two services that serve the same port, or an app that shares the
+//	    # network namespace of the service it connects to
 //
 // Unknown keys are errors; every error names the field and its line.
 package mesh
@@ -78,10 +81,22 @@ type Port struct {
 	Expose bool
 }
 
-// Connect is a service the app connects to, on its loopback at the same port.
+// Connect is a service the app connects to, on its loopback at LocalPort, by default at the
+// same port.
 type Connect struct {
 	Service string
 	Port    uint32
+	// LocalPort is where the app expects the service on 127.0.0.1; 0 means Port.
+	LocalPort uint32
+}
+
+// ListenPort is the port of the client sidecar's outbound listener on 127.0.0.1: LocalPort,
+// or Port when LocalPort is not set.
+func (c Connect) ListenPort() uint32 {
+	if c.LocalPort != 0 {
+		return c.LocalPort
+	}
+	return c.Port
 }
 
 type fileDoc struct {
@@ -102,8 +117,9 @@ type fileDoc struct {
 			Expose bool   `yaml:"expose"`
 		} `yaml:"ports"`
 		Connects []struct {
-			Service string `yaml:"service"`
-			Port    uint32 `yaml:"port"`
+			Service   string `yaml:"service"`
+			Port      uint32 `yaml:"port"`
+			LocalPort uint32 `yaml:"local_port"`
 		} `yaml:"connects"`
 	} `yaml:"services"`
 }
@@ -208,8 +224,17 @@ func Parse(data []byte) (*Mesh, error) {
 			ports[p.Port] = true
 			svc.Ports = append(svc.Ports, Port{Port: p.Port, Expose: p.Expose})
 		}
+		local := map[uint32]int{}
 		for j, c := range s.Connects {
-			svc.Connects = append(svc.Connects, Connect{Service: c.Service, Port: c.Port})
+			conn := Connect{Service: c.Service, Port: c.Port, LocalPort: c.LocalPort}
+			svc.Connects = append(svc.Connects, conn)
+			if c.LocalPort > 65535 {
+				bad("services[%d].connects[%d].local_port: %d is not a TCP port", i, j, c.LocalPort)
+			} else if k, dup := local[conn.ListenPort()]; dup {
+				bad("services[%d].connects[%d]: local port %d is also the local port of connects[%d] (set local_port on one of them)", i, j, conn.ListenPort(), k)
+			} else {
+				local[conn.ListenPort()] = j
+			}
 			if !known[c.Service] {
 				bad("services[%d].connects[%d].service: unknown service %q (known: %s)", i, j, c.Service, strings.Join(mapsKeys(known), ", "))
 				continue
@@ -217,8 +242,12 @@ func Parse(data []byte) (*Mesh, error) {
 			if c.Service == s.Name {
 				bad("services[%d].connects[%d].service: a service does not connect to itself through the mesh", i, j)
 			}
-			if ports[c.Port] {
-				bad("services[%d].connects[%d].port: %d is also a port the service serves", i, j, c.Port)
+			if ports[conn.ListenPort()] {
+				if c.LocalPort != 0 {
+					bad("services[%d].connects[%d].local_port: %d is also a port the service serves", i, j, c.LocalPort)
+				} else {
+					bad("services[%d].connects[%d].port: %d is also a port the service serves (set local_port)", i, j, c.Port)
+				}
 			}
 		}
 		m.Services = append(m.Services, svc)

@@ -8,12 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/attestmesh/attestmesh/attest/measure"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt/mgmttest"
+	"github.com/attestmesh/attestmesh/controlplane/xds"
 )
 
 func TestExampleMesh(t *testing.T) {
@@ -45,6 +47,9 @@ func TestParseRefusals(t *testing.T) {
 		{"unknown connect", base("  - name: a\n    config_id: $S/a\n    binary: /bin/true\n    connects: [{service: b, port: 1}]\n"), `services[0].connects[0].service: unknown service "b" (known: a)`},
 		{"port not served", base("  - name: a\n    config_id: $S/a\n    binary: /bin/true\n  - name: b\n    config_id: $S/b\n    binary: /bin/true\n    connects: [{service: a, port: 80}]\n"), `services[1].connects[0].port: service "a" serves no port 80`},
 		{"duplicate service", base("  - name: a\n    config_id: $S/a\n    binary: /bin/true\n  - name: a\n    config_id: $S/a\n    binary: /bin/true\n"), `services[1].name: duplicate service "a"`},
+		{"local port clash", base("  - name: a\n    config_id: $S/a\n    binary: /bin/true\n    ports: [{port: 80}]\n  - name: b\n    config_id: $S/b\n    binary: /bin/true\n    ports: [{port: 80}]\n  - name: c\n    config_id: $S/c\n    binary: /bin/true\n    connects: [{service: a, port: 80}, {service: b, port: 80}]\n"), `services[2].connects[1]: local port 80 is also the local port of connects[0] (set local_port on one of them)`},
+		{"local port served", base("  - name: a\n    config_id: $S/a\n    binary: /bin/true\n    ports: [{port: 80}]\n  - name: b\n    config_id: $S/b\n    binary: /bin/true\n    ports: [{port: 81}]\n    connects: [{service: a, port: 80, local_port: 81}]\n"), `services[1].connects[0].local_port: 81 is also a port the service serves`},
+		{"local port range", base("  - name: a\n    config_id: $S/a\n    binary: /bin/true\n    ports: [{port: 80}]\n  - name: b\n    config_id: $S/b\n    binary: /bin/true\n    connects: [{service: a, port: 80, local_port: 70000}]\n"), `services[1].connects[0].local_port: 70000 is not a TCP port`},
 		{"bad variable", "name: app\nsessions: [s.yaml]\nvariables:\n  X: [1, 2]\nservices:\n  - name: a\n    config_id: x/a\n    binary: /bin/true\n", "variables.X: want a value or {measure: /path/to/binary}"},
 	}
 	for _, tt := range tests {
@@ -114,4 +119,30 @@ func TestApplyCreatesUpdatesAndSkips(t *testing.T) {
 	_, err = m.Apply(ctx, srv.Client(t, true), vars, &out)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "access policy")
+}
+
+// TestLocalPortMovesTheOutboundListener: a client of two services that serve the same port
+// gets one of them on another local port; the xDS model's outbound listener is there, and the
+// cluster still targets the served port on the server's endpoint.
+func TestLocalPortMovesTheOutboundListener(t *testing.T) {
+	m, err := mesh.Parse([]byte("name: app\nsessions: [s.yaml]\nservices:\n" +
+		"  - name: a\n    config_id: ns/a\n    binary: /bin/true\n    ports: [{port: 80}]\n" +
+		"  - name: b\n    config_id: ns/b\n    binary: /bin/true\n    ports: [{port: 80}]\n" +
+		"  - name: c\n    config_id: ns/c\n    binary: /bin/true\n    connects: [{service: a, port: 80}, {service: b, port: 80, local_port: 8081}]\n"))
+	require.NoError(t, err)
+	c, ok := m.Service("c")
+	require.True(t, ok)
+	require.Len(t, c.Connects, 2)
+	assert.Equal(t, uint32(80), c.Connects[0].ListenPort(), "local_port defaults to port")
+	assert.Equal(t, uint32(8081), c.Connects[1].ListenPort())
+
+	reg := &mesh.Registration{Endpoints: map[string]string{"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3"}}
+	svcs, err := reg.XDSServices(m, spiffeid.RequireTrustDomainFromString("attestmesh.local"))
+	require.NoError(t, err)
+	require.Len(t, svcs, 3)
+	assert.Equal(t, []xds.Connect{
+		{Service: "app.a", Port: 80, LocalPort: 80, Endpoints: []string{"10.0.0.1:80"}},
+		{Service: "app.b", Port: 80, LocalPort: 8081, Endpoints: []string{"10.0.0.2:80"}},
+	}, svcs[2].Connects)
+	require.NoError(t, (&xds.Mesh{TrustDomain: spiffeid.RequireTrustDomainFromString("attestmesh.local"), Services: svcs}).Validate())
 }

@@ -76,7 +76,7 @@ func (r *Registration) XDSServices(m *Mesh, td spiffeid.TrustDomain) ([]xds.Serv
 		}
 		for _, c := range s.Connects {
 			xs.Connects = append(xs.Connects, xds.Connect{
-				Service: qualify(c.Service), Port: c.Port, LocalPort: c.Port,
+				Service: qualify(c.Service), Port: c.Port, LocalPort: c.ListenPort(),
 				Endpoints: []string{net.JoinHostPort(r.Endpoints[c.Service], strconv.FormatUint(uint64(c.Port), 10))},
 			})
 		}
