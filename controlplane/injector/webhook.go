@@ -1,6 +1,7 @@
 package injector
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,7 +50,7 @@ func (in *Injector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "injector: AdmissionReview has no request", http.StatusBadRequest)
 		return
 	}
-	review.Response = in.Review(r, review.Request)
+	review.Response = in.Review(r.Context(), review.Request)
 	review.Request = nil
 	review.APIVersion, review.Kind = "admission.k8s.io/v1", "AdmissionReview"
 	out, err := json.Marshal(review)
@@ -64,7 +65,7 @@ func (in *Injector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Review answers one admission request.
-func (in *Injector) Review(r *http.Request, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+func (in *Injector) Review(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 	resp := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
 	if req.Resource != podResource || req.SubResource != "" || req.Operation != admissionv1.Create {
 		in.reviews.WithLabelValues(resultSkipped).Inc()
@@ -77,7 +78,7 @@ func (in *Injector) Review(r *http.Request, req *admissionv1.AdmissionRequest) *
 		log.Warn("decode pod", "error", err)
 		return deny(resp, http.StatusBadRequest, fmt.Sprintf("injector: decode pod: %v", err))
 	}
-	ops, err := in.Patch(r.Context(), &pod)
+	ops, err := in.Patch(ctx, &pod)
 	var refused *RefusedError
 	switch {
 	case errors.As(err, &refused):

@@ -19,9 +19,17 @@ import (
 
 func reviewFor(t *testing.T, p *corev1.Pod) []byte {
 	t.Helper()
-	raw, err := json.Marshal(p)
+	b, err := reviewBytes(p)
 	require.NoError(t, err)
-	b, err := json.Marshal(admissionv1.AdmissionReview{
+	return b
+}
+
+func reviewBytes(p *corev1.Pod) ([]byte, error) {
+	raw, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Request: &admissionv1.AdmissionRequest{
 			UID:       types.UID("uid-1"),
@@ -32,8 +40,6 @@ func reviewFor(t *testing.T, p *corev1.Pod) []byte {
 			Object:    runtime.RawExtension{Raw: raw},
 		},
 	})
-	require.NoError(t, err)
-	return b
 }
 
 func postReview(t *testing.T, h http.Handler, body []byte) *httptest.ResponseRecorder {
