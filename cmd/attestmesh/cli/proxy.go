@@ -1,17 +1,9 @@
 package cli
 
 import (
-	"context"
-	"crypto"
-	"fmt"
-
 	"github.com/spf13/cobra"
 
-	"github.com/attestmesh/attestmesh/attest/measure"
-	"github.com/attestmesh/attestmesh/controlplane/attestation"
-	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 	"github.com/attestmesh/attestmesh/proxy"
-	"github.com/attestmesh/attestmesh/proxy/identity"
 )
 
 func newProxyCmd() *cobra.Command {
@@ -50,7 +42,7 @@ The admin endpoint (--admin-addr) serves /ready, /config_dump and /metrics.
 				return err
 			}
 			defer client.Close()
-			a, err := sidecarAttestor(client, wf.configID)
+			a, err := proxy.AttestationAttestor(client, wf.configID)
 			if err != nil {
 				return err
 			}
@@ -66,25 +58,4 @@ The admin endpoint (--admin-addr) serves /ready, /config_dump and /metrics.
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long open connections may drain on SIGTERM")
 	f.BoolVar(&bootstrap, "envoy-bootstrap", false, "print a bootstrap for a real Envoy and exit")
 	return cmd
-}
-
-// sidecarAttestor attests as ROLE_SIDECAR with the measurement of this executable.
-func sidecarAttestor(c *attestation.Client, configID string) (proxy.Attestor, error) {
-	m, err := measure.Self()
-	if err != nil {
-		return nil, fmt.Errorf("proxy: %w", err)
-	}
-	return attestorFunc(func(ctx context.Context, key crypto.Signer) (*identity.Identity, error) {
-		res, err := c.Attest(ctx, configID, attestationpb.Role_ROLE_SIDECAR, key, attestation.Evidence{MREnclave: m})
-		if err != nil {
-			return nil, err
-		}
-		return &identity.Identity{SVID: res.SVID, Bundle: res.Bundle, XDSAddr: res.XDSAddr}, nil
-	}), nil
-}
-
-type attestorFunc func(ctx context.Context, key crypto.Signer) (*identity.Identity, error)
-
-func (f attestorFunc) Attest(ctx context.Context, key crypto.Signer) (*identity.Identity, error) {
-	return f(ctx, key)
 }
