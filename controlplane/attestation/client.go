@@ -137,7 +137,7 @@ func (c *Client) Attest(ctx context.Context, configID string, role attestationpb
 		ConfigId: configID, Role: role, Nonce: nr.GetNonce(), Quote: quote, Csr: csrDER,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("attestation of %s refused: %s", configID, describe(err))
+		return nil, fmt.Errorf("attestation: %s", describe(err))
 	}
 	return decodeResult(resp)
 }
