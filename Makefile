@@ -25,7 +25,7 @@ test: ## run every unit and integration test with the race detector
 .PHONY: lint
 lint: ## gofmt check and golangci-lint (pinned in go.mod as a tool)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) tool golangci-lint run $(PKGS)
+	$(GO) tool golangci-lint run --build-tags e2e,e2e_k8s $(PKGS)
 
 # Every parser of untrusted bytes, as package:FuzzTarget.
 FUZZ_TARGETS := ./attest/dcap:FuzzParseQuote ./attest/dcap:FuzzVerify ./attest/sim:FuzzDecodeQuoteRequest \
