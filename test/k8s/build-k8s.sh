@@ -90,6 +90,10 @@ if [ ! -x "$OUT/kube-apiserver" ]; then
     done
   } > go.mod
   go mod tidy
-  go build -trimpath -o "$OUT/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  # The version that `make` would stamp in (discovery reports it; Helm checks kubeVersion).
+  minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  pkg=k8s.io/component-base/version
+  go build -trimpath -ldflags "-X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
+    -o "$OUT/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
 fi
 echo "kube-apiserver and etcd in $OUT"

@@ -109,7 +109,11 @@ func TestKubernetes(t *testing.T) {
 	t.Run("not opted in: unchanged", func(t *testing.T) {
 		p := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "plain", Annotations: map[string]string{"team": "records"}},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "redis", Image: "redis:7", Command: []string{"/usr/bin/redis-server"}, Args: []string{"--port", "6379"}}}},
+			Spec: corev1.PodSpec{
+				// Without a token volume, the API server adds none: any volume would be the injector's.
+				AutomountServiceAccountToken: ptr(false),
+				Containers:                   []corev1.Container{{Name: "redis", Image: "redis:7", Command: []string{"/usr/bin/redis-server"}, Args: []string{"--port", "6379"}}},
+			},
 		}
 		got, err := client.CoreV1().Pods(appNamespace).Create(ctx, p, metav1.CreateOptions{})
 		require.NoError(t, err)
