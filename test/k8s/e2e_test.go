@@ -10,23 +10,15 @@ package k8s_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"errors"
-	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"helm.sh/helm/v3/pkg/action"
@@ -44,8 +36,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/attestmesh/attestmesh/attest/fspf"
-	"github.com/attestmesh/attestmesh/charts"
-	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/injector"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
 	"github.com/attestmesh/attestmesh/controlplane/session"
@@ -62,29 +52,32 @@ const (
 func TestKubernetes(t *testing.T) {
 	bin := binaries(t)
 	m, sessions := exampleSessions(t)
-	url, caPEM := startWebhook(t, sessions)
+	attestmesh := buildAttestmesh(t)
+	cp := startControlPlane(t, attestmesh)
 	c := startCluster(t, bin)
 	client, err := kubernetes.NewForConfig(c.rest)
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 
-	// 1. helm install charts/attestmesh, the webhook pointed at the injector on this host. No
-	// caBundle in the values: the control plane patches its CA in, with the chart's RBAC.
-	cp := helmInstall(t, c, cpNamespace, "attestmesh", filepath.Join("..", "..", "charts", "attestmesh"), map[string]any{
+	// 1. helm install charts/attestmesh, the webhook pointed at the control plane on this
+	// host. No caBundle in the values: the control plane patches its CA in, with the chart's
+	// RBAC (done here with a token of the chart's ServiceAccount, as the control plane does
+	// in a pod).
+	cpRel := helmInstall(t, c, cpNamespace, "attestmesh", filepath.Join("..", "..", "charts", "attestmesh"), map[string]any{
 		"image":   map[string]any{"repository": "ghcr.io/attestmesh/attestmesh", "tag": "e2e"},
-		"webhook": map[string]any{"url": url},
+		"webhook": map[string]any{"url": cp.webhookURL},
 		"store":   map[string]any{"key": map[string]any{"keepOnUninstall": false}},
 	})
-	cpObjects := requireAllExist(t, c, cp)
+	cpObjects := requireAllExist(t, c, cpRel)
 	assert.Contains(t, cpObjects, "MutatingWebhookConfiguration/attestmesh-system-attestmesh-injector")
 	assert.Contains(t, cpObjects, "StatefulSet/attestmesh")
 	assert.Contains(t, cpObjects, "ClusterRole/attestmesh-system-attestmesh-injector")
-	patchCABundleAsControlPlane(ctx, t, c, client, caPEM)
+	patchCABundleAsControlPlane(ctx, t, c, client, cp.caPEM)
 
-	// 2. The example's chart, as `attestmesh apply` writes it, installs too.
-	appDir := filepath.Join(t.TempDir(), "helm")
-	require.NoError(t, charts.WriteAppChart(m, appDir, charts.AppChartOptions{}))
+	// 2. `attestmesh apply -f mesh.yaml` uploads the example's sessions and writes its chart;
+	// `helm install flaskredis target/helm` installs it.
+	appDir := cp.apply(t, m)
 	_, err = client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNamespace}}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	// No controller manager here: create the namespace's default ServiceAccount ourselves.
@@ -152,7 +145,7 @@ func TestKubernetes(t *testing.T) {
 
 	// 4. helm uninstall removes everything it installed.
 	helmUninstall(t, c, appNamespace, "flaskredis", app)
-	helmUninstall(t, c, cpNamespace, "attestmesh", cp)
+	helmUninstall(t, c, cpNamespace, "attestmesh", cpRel)
 }
 
 // patchCABundleAsControlPlane does what the control plane does at start, with a token of the
@@ -221,47 +214,6 @@ func exampleSessions(t *testing.T) (*mesh.Mesh, map[string]*session.Session) {
 		out[s.Name] = s
 	}
 	return m, out
-}
-
-// startWebhook serves the injector on 127.0.0.1 over TLS with a certificate from a control
-// plane CA, and returns its URL and the CA (the chart's caBundle).
-func startWebhook(t *testing.T, sessions map[string]*session.Session) (string, []byte) {
-	t.Helper()
-	auth, err := ca.NewAuthority(ca.AuthorityConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("attestmesh.local")})
-	require.NoError(t, err)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	cert, err := auth.IssueServerCert(key.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
-	require.NoError(t, err)
-
-	in, err := injector.New(injector.Config{
-		Image: image, AttestAddr: attestAddr, LASAddr: lasAddr, CAPEM: auth.BundlePEM(),
-		Sessions: injector.SessionDirs(func(_ context.Context, name string) (*session.Session, error) {
-			if s, ok := sessions[name]; ok {
-				return s, nil
-			}
-			return nil, fmt.Errorf("no session %q: %w", name, injector.ErrUnknownConfigID)
-		}),
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	})
-	require.NoError(t, err)
-	mux := http.NewServeMux()
-	mux.Handle("POST "+injector.Path, in)
-	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}},
-	})
-	require.NoError(t, err)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		assert.NoError(t, srv.Shutdown(ctx))
-		assert.ErrorIs(t, <-done, http.ErrServerClosed)
-	})
-	return "https://" + l.Addr().String() + injector.Path, auth.BundlePEM()
 }
 
 func helmConfig(t *testing.T, c *cluster, namespace string) *action.Configuration {
