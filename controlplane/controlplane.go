@@ -10,6 +10,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -235,6 +236,8 @@ func Run(ctx context.Context, cfg Config) error {
 	xdsSrv, err := xds.New(xds.Config{
 		Logger: log, Metrics: reg, Addr: cfg.XDSAddr,
 		TLS: &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: serverTLS.get, ClientCAs: clientCAs, ClientAuth: tls.RequireAndVerifyClientCert},
+		// Streams open only once Run serves, after feed is set.
+		OnPeer: func(id spiffeid.ID, chain []*x509.Certificate) { feed.peer(id, chain) },
 	})
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)

@@ -48,6 +48,11 @@ type Config struct {
 	Addr string
 	// Metrics is where the server registers its metrics; not registered when nil.
 	Metrics prometheus.Registerer
+	// OnPeer, when set, is called for every stream that opens, with its node's SPIFFE ID and
+	// the certificate chain it presented (the leaf first, verified against the trust bundle).
+	// A control plane that restarted learns from it the SVIDs of sidecars that attested
+	// before, so that it can publish their snapshots again. It must not block.
+	OnPeer func(id spiffeid.ID, chain []*x509.Certificate)
 }
 
 // Server is the ADS (state of the world and delta) server. The node of a stream is the
@@ -60,6 +65,7 @@ type Server struct {
 	addr    string
 	cache   cache.SnapshotCache
 	metrics *metrics
+	onPeer  func(spiffeid.ID, []*x509.Certificate)
 
 	mu       sync.Mutex // serializes Update; guards bundle and services
 	bundle   *bundleState
@@ -109,6 +115,7 @@ func New(cfg Config) (*Server, error) {
 		addr:      addr,
 		cache:     cache.NewSnapshotCache(true, cache.IDHash{}, slogAdapter{logger.With("component", "go-control-plane")}),
 		metrics:   m,
+		onPeer:    cfg.OnPeer,
 		services:  make(map[spiffeid.ID]*serviceState),
 		streams:   make(map[streamKey]*streamState),
 		published: make(map[string]time.Time),
@@ -227,11 +234,12 @@ func (s *Server) callbacks() server.Callbacks {
 	}
 }
 
-// peerID returns the SPIFFE ID of the verified client certificate of the stream.
-func peerID(ctx context.Context) (spiffeid.ID, string, error) {
+// peerID returns the SPIFFE ID of the verified client certificate of the stream, the peer's
+// address and the chain it presented.
+func peerID(ctx context.Context) (spiffeid.ID, string, []*x509.Certificate, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return spiffeid.ID{}, "", errors.New("xds: no peer on the stream")
+		return spiffeid.ID{}, "", nil, errors.New("xds: no peer on the stream")
 	}
 	addr := ""
 	if p.Addr != nil {
@@ -239,20 +247,20 @@ func peerID(ctx context.Context) (spiffeid.ID, string, error) {
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok {
-		return spiffeid.ID{}, addr, errors.New("xds: stream is not over TLS")
+		return spiffeid.ID{}, addr, nil, errors.New("xds: stream is not over TLS")
 	}
 	if len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return spiffeid.ID{}, addr, errors.New("xds: client presented no verified certificate")
+		return spiffeid.ID{}, addr, nil, errors.New("xds: client presented no verified certificate")
 	}
 	id, err := x509svid.IDFromCert(info.State.VerifiedChains[0][0])
 	if err != nil {
-		return spiffeid.ID{}, addr, fmt.Errorf("xds: client certificate is not an X.509-SVID: %w", err)
+		return spiffeid.ID{}, addr, nil, fmt.Errorf("xds: client certificate is not an X.509-SVID: %w", err)
 	}
-	return id, addr, nil
+	return id, addr, info.State.PeerCertificates, nil
 }
 
 func (s *Server) onStreamOpen(ctx context.Context, key streamKey) error {
-	id, addr, err := peerID(ctx)
+	id, addr, chain, err := peerID(ctx)
 	if err != nil {
 		s.metrics.refused.WithLabelValues(refusedNoSVID).Inc()
 		s.log.Warn("xds: stream refused", "peer", addr, "reason", err.Error())
@@ -263,6 +271,9 @@ func (s *Server) onStreamOpen(ctx context.Context, key streamKey) error {
 	s.streamsMu.Unlock()
 	s.metrics.connected.Inc()
 	s.log.Info("xds: sidecar connected", "node", id.String(), "peer", addr, "stream", key.id, "delta", key.delta)
+	if s.onPeer != nil {
+		s.onPeer(id, chain)
+	}
 	return nil
 }
 
