@@ -329,3 +329,36 @@ func TestWriteAppChartRefuses(t *testing.T) {
 		})
 	}
 }
+
+func TestControlPlaneNotes(t *testing.T) {
+	ch, err := loader.Load("attestmesh")
+	require.NoError(t, err)
+	tests := []struct {
+		name   string
+		values map[string]any
+		want   []string
+		not    []string
+	}{
+		{"defaults", nil,
+			[]string{"SIMULATION MODE", "get mutatingwebhookconfiguration attestmesh-system-rel-attestmesh-injector", "refused", "Back up the store key"},
+			[]string{"curl -sk"}},
+		{"cert-manager, own key", map[string]any{"certManager": map[string]any{"enabled": true}, "store": map[string]any{"key": map[string]any{"existingSecret": "k"}}},
+			[]string{"curl -sk https://127.0.0.1:8081/v1/ca"},
+			[]string{"get mutatingwebhookconfiguration", "Back up the store key"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vals, err := chartutil.ToRenderValues(ch, tt.values, chartutil.ReleaseOptions{Name: "rel", Namespace: "attestmesh-system", IsInstall: true}, nil)
+			require.NoError(t, err)
+			files, err := engine.Render(ch, vals)
+			require.NoError(t, err)
+			notes := files["attestmesh/templates/NOTES.txt"]
+			for _, w := range tt.want {
+				assert.Contains(t, notes, w)
+			}
+			for _, n := range tt.not {
+				assert.NotContains(t, notes, n)
+			}
+		})
+	}
+}
