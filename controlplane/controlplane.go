@@ -69,6 +69,10 @@ type Config struct {
 	// them (e.g. the control plane's Service names); empty means the advertised host.
 	InjectorAttestAddr string
 	InjectorLASAddr    string
+	// WebhookCertFile and WebhookKeyFile, when set, are the webhook's TLS certificate and key
+	// (cert-manager or a user-supplied Secret), reloaded when they change; otherwise the
+	// webhook serves the control plane's own certificate.
+	WebhookCertFile, WebhookKeyFile string
 	// WebhookConfigName, when set and running in a cluster, is the
 	// MutatingWebhookConfiguration whose caBundle the control plane patches with its CA.
 	WebhookConfigName string
@@ -287,10 +291,18 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return err
 		}
+		getCert := serverTLS.get
+		if cfg.WebhookCertFile != "" || cfg.WebhookKeyFile != "" {
+			fc, err := newFileCert(cfg.WebhookCertFile, cfg.WebhookKeyFile)
+			if err != nil {
+				return err
+			}
+			getCert = fc.get
+		}
 		webhookSrv = &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
-			TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: serverTLS.get},
+			TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert},
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		}
 	}

@@ -63,6 +63,8 @@ The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
 	f.StringVar(&cfg.InjectorImage, "injector-image", "", "attestmesh image that the injector adds to pods (empty: no webhook)")
 	f.StringVar(&cfg.InjectorAttestAddr, "injector-attest-addr", "", "attestation API address as pods reach it (default: advertise host)")
 	f.StringVar(&cfg.InjectorLASAddr, "injector-las-addr", "", "LAS address as pods reach it, in simulation (default: advertise host)")
+	f.StringVar(&cfg.WebhookCertFile, "webhook-cert-file", "", "the webhook's TLS certificate (e.g. from cert-manager); default: the control plane's own")
+	f.StringVar(&cfg.WebhookKeyFile, "webhook-key-file", "", "the webhook's TLS key, with --webhook-cert-file")
 	f.StringVar(&cfg.WebhookConfigName, "webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle to patch with the CA when running in a cluster")
 	f.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host name or IP workloads use to reach the control plane (default 127.0.0.1)")
 	f.StringArrayVar(&cfg.ServerNames, "server-name", nil, "extra DNS name for the control plane's certificate (repeatable)")
