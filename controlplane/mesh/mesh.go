@@ -16,14 +16,15 @@
 //	    fspf: {src: app, dst: app.enc} # encrypt src into dst before uploading (optional)
 //	    ports:
 //	      - port: 6379                 # the app listens on its loopback; the sidecar serves
-//	        expose: false              # the mesh on the same port; expose: reachable from
-//	                                   # outside the mesh (TLS passthrough, no client cert)
+//	        expose: false              # the mesh on the same port; expose: the app itself is
+//	                                   # reachable from outside the mesh (it serves its own TLS)
 //	    connects: [{service: redis, port: 6379}]  # appears on the client's 127.0.0.1:6379
 //	    # local_port (optional, default port) moves it: {service: redis, port: 6379, local_port: 16379},
 //	    # for a client of two services that serve the same port, or an app that shares the
 //	    # network namespace of the service it connects to
 //
-// Unknown keys are errors; every error names the field and its line.
+// Unknown keys are errors. Every error names the field; YAML syntax errors and unknown keys
+// also name the line. docs/mesh.md documents every key.
 package mesh
 
 import (
