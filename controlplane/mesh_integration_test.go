@@ -597,12 +597,20 @@ func TestRotationThroughRealControlPlane(t *testing.T) {
 	e.app.exchange(t, itDial(t, e.outbound), "new connection after rotation")
 	e.app.exchange(t, old, "old connection after rotation")
 
-	// The server sidecar presents its current SVID to new handshakes.
-	require.Eventually(t, func() bool {
-		serial, err := e.mtlsExchange(t, e.attestAs(t, "it/client/client"))
+	// The server sidecar presents its current SVID to new handshakes (retried: a rotation may
+	// fall between the handshake and the config dump).
+	var presented, current string
+	for range 20 {
+		var err error
+		presented, err = e.mtlsExchange(t, e.attestAs(t, "it/client/client"))
 		require.NoError(t, err)
-		return serial != first[e.server].Secrets.SVID.Serial && serial == e.server.configDump(t).Secrets.SVID.Serial
-	}, 10*time.Second, 100*time.Millisecond)
+		if current = e.server.configDump(t).Secrets.SVID.Serial; presented == current {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.Equal(t, current, presented, "the server sidecar presents its current SVID")
+	require.NotEqual(t, first[e.server].Secrets.SVID.Serial, presented)
 	assert.Greater(t, e.client.metric(t, "attestmesh_sidecar_svid_expiry_timestamp_seconds"), firstExpiry)
 }
 
