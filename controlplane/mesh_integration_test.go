@@ -641,10 +641,14 @@ func TestControlPlaneOutage(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return scrape(t, e.cp.addrs.Metrics, "attestmesh_xds_connected_sidecars") == 2
 	}, 20*time.Second, 50*time.Millisecond, "the sidecars did not reconnect")
+	// A reconnecting sidecar sends the versions it has; while the configuration is the same the
+	// ADS server rightly sends nothing, and the sidecar still reports itself connected.
+	for _, s := range []*itSidecar{e.server, e.client} {
+		require.Eventually(t, func() bool { return s.configDump(t).XDS.Connected }, 20*time.Second, 50*time.Millisecond,
+			"sidecar %s does not report its re-established stream", s.configID)
+	}
 	// The restarted control plane serves them: a configuration change made after the restart
-	// reaches both, and both ACK it. (A reconnecting sidecar sends the versions it has; while
-	// the configuration is the same, the ADS server rightly has nothing to send, and the
-	// sidecar's config_dump says connected only once a response arrives.)
+	// reaches both, and both ACK it.
 	second, err := proxytest.FreeAddr()
 	require.NoError(t, err)
 	local, err := proxytest.FreeAddr()

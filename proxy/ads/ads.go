@@ -218,6 +218,12 @@ func (c *Client) stream(ctx context.Context, client discoveryv3.AggregatedDiscov
 			return false, fmt.Errorf("ads: subscribe %s: %w", sub.TypeURL, err)
 		}
 	}
+	if len(versions) > 0 {
+		// A reconnect that already holds every version: the control plane answers only
+		// when something changed, so the open, subscribed stream is the connection.
+		c.setConnected(true, nil)
+		c.log.Info("xDS stream re-established", "versions", len(versions))
+	}
 	type received struct {
 		resp *discoveryv3.DiscoveryResponse
 		err  error
