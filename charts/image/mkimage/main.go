@@ -7,7 +7,7 @@ import (
 	"os"
 	"runtime"
 
-	"github.com/attestmesh/attestmesh/internal/image"
+	"github.com/attestmesh/attestmesh/charts/image"
 )
 
 func main() {
