@@ -151,7 +151,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := m.EncryptFSPF(vars, filepath.Join(cfg.StateDir, "fspf")); err != nil {
+	if err := m.EncryptFSPF(vars, filepath.Join(cfg.StateDir, "fspf"), nil); err != nil {
 		return err
 	}
 	for _, s := range m.Services {

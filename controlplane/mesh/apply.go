@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -39,17 +40,36 @@ func FSPFVarPrefix(service string) string {
 	return strings.ToUpper(strings.ReplaceAll(service, "-", "_"))
 }
 
+// FSPFSecret is a protected file system's key and tag, both hex, as a session holds them.
+type FSPFSecret struct{ Key, Tag string }
+
 // EncryptFSPF encrypts every service's fspf src into dst (replacing dst, a build output) and
 // adds the resulting path, key and tag to vars. A non-empty outDir replaces every dst with
 // outDir/<service>.
-func (m *Mesh) EncryptFSPF(vars map[string]string, outDir string) error {
-	for _, s := range m.Services {
+//
+// previous, when set, returns the key and tag that a service's session currently holds: when
+// dst still decrypts with them to exactly the files of src, dst is kept with that key and tag,
+// so that applying an unchanged mesh again changes no session.
+func (m *Mesh) EncryptFSPF(vars map[string]string, outDir string, previous func(s *Service) (FSPFSecret, bool)) error {
+	for i := range m.Services {
+		s := &m.Services[i]
 		if s.FSPF == nil {
 			continue
 		}
 		src, dst := m.path(s.FSPF.Src), m.path(s.FSPF.Dst)
 		if outDir != "" {
 			dst = filepath.Join(outDir, s.Name)
+		}
+		abs, err := filepath.Abs(dst)
+		if err != nil {
+			return fmt.Errorf("mesh: services %s: fspf: %w", s.Name, err)
+		}
+		p := FSPFVarPrefix(s.Name)
+		if previous != nil {
+			if prev, ok := previous(s); ok && sameTree(src, dst, prev) {
+				vars[p+"_FSPF_PATH"], vars[p+"_FSPF_KEY"], vars[p+"_FSPF_TAG"] = abs, prev.Key, prev.Tag
+				continue
+			}
 		}
 		if err := os.RemoveAll(dst); err != nil {
 			return fmt.Errorf("mesh: services %s: fspf: %w", s.Name, err)
@@ -58,16 +78,78 @@ func (m *Mesh) EncryptFSPF(vars map[string]string, outDir string) error {
 		if err != nil {
 			return fmt.Errorf("mesh: services %s: fspf: %w", s.Name, err)
 		}
-		abs, err := filepath.Abs(dst)
-		if err != nil {
-			return fmt.Errorf("mesh: services %s: fspf: %w", s.Name, err)
-		}
-		p := FSPFVarPrefix(s.Name)
-		vars[p+"_FSPF_PATH"] = abs
-		vars[p+"_FSPF_KEY"] = key.Hex()
-		vars[p+"_FSPF_TAG"] = tag.String()
+		vars[p+"_FSPF_PATH"], vars[p+"_FSPF_KEY"], vars[p+"_FSPF_TAG"] = abs, key.Hex(), tag.String()
 	}
 	return nil
+}
+
+// sameTree reports whether the encrypted tree dst decrypts with prev to exactly the regular
+// files (paths and contents) of src.
+func sameTree(src, dst string, prev FSPFSecret) bool {
+	key, err := fspf.ParseKey(prev.Key)
+	if err != nil {
+		return false
+	}
+	tag, err := fspf.ParseTag(prev.Tag)
+	if err != nil {
+		return false
+	}
+	tree, err := fspf.Decrypt(dst, key, tag)
+	if err != nil {
+		return false
+	}
+	defer tree.Wipe()
+	want := map[string][]byte{}
+	for _, f := range tree.Files {
+		want[f.Path] = f.Data
+	}
+	same := true
+	err = filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		w, ok := want[filepath.ToSlash(rel)]
+		if !ok || !bytes.Equal(w, data) {
+			same = false
+			return fs.SkipAll
+		}
+		delete(want, filepath.ToSlash(rel))
+		return nil
+	})
+	return err == nil && same && len(want) == 0
+}
+
+// SessionFSPF returns the previous-key lookup for EncryptFSPF over the management API: the
+// fspf key and tag that each service's current session holds (nothing when the session does
+// not exist yet or the client may not read it).
+func SessionFSPF(ctx context.Context, api SessionAPI) func(s *Service) (FSPFSecret, bool) {
+	return func(s *Service) (FSPFSecret, bool) {
+		i := strings.LastIndexByte(s.ConfigID, '/')
+		if i <= 0 {
+			return FSPFSecret{}, false
+		}
+		cur, err := api.Get(ctx, s.ConfigID[:i])
+		if err != nil {
+			return FSPFSecret{}, false
+		}
+		sess, err := session.Parse([]byte(cur.Session))
+		if err != nil {
+			return FSPFSecret{}, false
+		}
+		svc, ok := sess.Service(s.ConfigID[i+1:])
+		if !ok || svc.FSPFKey == "" {
+			return FSPFSecret{}, false
+		}
+		return FSPFSecret{Key: svc.FSPFKey, Tag: svc.FSPFTag}, true
+	}
 }
 
 func (m *Mesh) path(p string) string {

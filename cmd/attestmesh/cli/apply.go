@@ -36,11 +36,11 @@ runs the application on Kubernetes (see docs/kubernetes.md). --chart-dir "" skip
 			if err != nil {
 				return err
 			}
-			if err := m.EncryptFSPF(vars, ""); err != nil {
-				return err
-			}
 			c, err := cf.client()
 			if err != nil {
+				return err
+			}
+			if err := m.EncryptFSPF(vars, "", mesh.SessionFSPF(cmd.Context(), c)); err != nil {
 				return err
 			}
 			changes, err := m.Apply(cmd.Context(), c, vars, cmd.OutOrStdout())

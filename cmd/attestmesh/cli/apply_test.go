@@ -15,7 +15,9 @@ import (
 )
 
 // TestApplyExample applies the example mesh to a real management API: both sessions are
-// created (exporter first), the code is encrypted, and the chart is written.
+// created (exporter first), the code is encrypted, and the chart is written; applying again
+// changes nothing (the encrypted code is kept with its key), and a changed source file
+// re-encrypts the code and updates only the session that holds its key.
 func TestApplyExample(t *testing.T) {
 	for _, bin := range []string{"/usr/bin/redis-server", "/usr/bin/python3"} {
 		if _, err := os.Stat(bin); err != nil {
@@ -48,4 +50,20 @@ func TestApplyExample(t *testing.T) {
 	enc, err := os.ReadFile(filepath.Join(dir, "app.enc", "rest_api.py"))
 	require.NoError(t, err)
 	assert.NotContains(t, string(enc), string(plain[:40]), "the code is encrypted")
+
+	out.Reset()
+	code = cli.Run(context.Background(), args, &out, &errb)
+	require.Equal(t, 0, code, errb.String())
+	assert.Contains(t, out.String(), "session flask-redis/redis unchanged")
+	assert.Contains(t, out.String(), "session flask-redis/flask unchanged")
+	again, err := os.ReadFile(filepath.Join(dir, "app.enc", "rest_api.py"))
+	require.NoError(t, err)
+	assert.Equal(t, enc, again, "unchanged code keeps its encryption")
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "app", "rest_api.py"), append(plain, []byte("\n# changed\n")...), 0o600))
+	out.Reset()
+	code = cli.Run(context.Background(), args, &out, &errb)
+	require.Equal(t, 0, code, errb.String())
+	assert.Contains(t, out.String(), "session flask-redis/redis unchanged")
+	assert.Contains(t, out.String(), "session flask-redis/flask updated")
 }
