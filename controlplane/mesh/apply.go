@@ -103,25 +103,27 @@ func sameTree(src, dst string, prev FSPFSecret) bool {
 	for _, f := range tree.Files {
 		want[f.Path] = f.Data
 	}
+	root, err := os.OpenRoot(src)
+	if err != nil {
+		return false
+	}
+	defer root.Close()
+	fsys := root.FS()
 	same := true
-	err = filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+	err = fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		rel, err := filepath.Rel(src, path)
+		data, err := fs.ReadFile(fsys, p)
 		if err != nil {
 			return err
 		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		w, ok := want[filepath.ToSlash(rel)]
+		w, ok := want[p]
 		if !ok || !bytes.Equal(w, data) {
 			same = false
 			return fs.SkipAll
 		}
-		delete(want, filepath.ToSlash(rel))
+		delete(want, p)
 		return nil
 	})
 	return err == nil && same && len(want) == 0
