@@ -33,6 +33,9 @@ const (
 	// maxQuoteSize and maxCSRSize bound what a caller can make the control plane parse.
 	maxQuoteSize = 64 << 10
 	maxCSRSize   = 16 << 10
+	// maxConfigIDSize bounds a config ID (kept with every outstanding nonce): a session name
+	// of at most 200 bytes, '/', a service name of at most 200 bytes.
+	maxConfigIDSize = 401
 )
 
 // Config configures the attestation service.
@@ -86,6 +89,9 @@ func NewServer(cfg Config) *Server {
 
 // SplitConfigID splits "session/service" at its last '/'; a session name may itself hold '/'.
 func SplitConfigID(configID string) (sessionName, service string, err error) {
+	if len(configID) > maxConfigIDSize {
+		return "", "", fmt.Errorf("%w: config ID is %d bytes, at most %d", refuse(ReasonMalformed), len(configID), maxConfigIDSize)
+	}
 	i := strings.LastIndexByte(configID, '/')
 	if i <= 0 || i == len(configID)-1 {
 		return "", "", fmt.Errorf("%w: config ID %q: want SESSION/SERVICE", refuse(ReasonMalformed), configID)
