@@ -23,7 +23,7 @@ func newInstallCmd() *cobra.Command {
 	var cfg installConfig
 	cmd := &cobra.Command{
 		Use:   "install DEST",
-		Short: "copy this executable to DEST (and the pinned CA to --ca-file): the injector's init container",
+		Short: "Copy this executable to DEST (and the pinned CA to --ca-file): the injector's init container",
 		Long: `install copies the running attestmesh executable to DEST, mode 0755. The sidecar
 injector's init container runs it to hand the static binary to the app container through an
 in-memory volume, where it becomes the launcher (attestmesh launch).
