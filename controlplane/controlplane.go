@@ -260,13 +260,24 @@ func Run(ctx context.Context, cfg Config) error {
 	attestationpb.RegisterAttestationServer(grpcSrv, attestSvc)
 
 	mgmtHandler := mgmt.NewHandler(casSvc, bundlePEM, log)
-	mgmtHandler.ValidateMesh = func(name string, doc []byte) error {
+	mgmtHandler.ValidateMesh = func(name string, doc []byte, client cas.Client) error {
 		reg, m, err := mesh.ParseRegistration(doc)
 		if err != nil {
 			return err
 		}
 		if m.Name != name {
 			return fmt.Errorf("the path names mesh %q but the document names %q", name, m.Name)
+		}
+		// The mesh configures the sidecars of every config ID it names: only a client that
+		// may update each of their sessions may register it.
+		for _, s := range m.Services {
+			sessName, _, err := attestation.SplitConfigID(s.ConfigID)
+			if err != nil {
+				return fmt.Errorf("mesh service %q: %w", s.Name, err)
+			}
+			if err := casSvc.MayUpdate(context.Background(), sessName, client); err != nil {
+				return err
+			}
 		}
 		svcs, err := reg.XDSServices(m, td)
 		if err != nil {

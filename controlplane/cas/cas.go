@@ -292,6 +292,19 @@ func (c *CAS) List(ctx context.Context, client Client) ([]*Info, error) {
 	return out, nil
 }
 
+// MayUpdate returns nil when client may update session name (its update policy), else why
+// not. A mesh registration, which configures the session's sidecars, needs it.
+func (c *CAS) MayUpdate(ctx context.Context, name string, client Client) error {
+	_, rec, s, err := c.load(ctx, name)
+	if err != nil {
+		return err
+	}
+	if err := allowed(s.AccessPolicy.Update, rec.Creator, client); err != nil {
+		return errorf(CodeForbidden, nil, "session %q refuses this client: %v", name, err)
+	}
+	return nil
+}
+
 // Count returns the number of stored sessions.
 func (c *CAS) Count(ctx context.Context) (int, error) {
 	kvs, err := c.store.List(ctx, sessionPrefix)

@@ -33,8 +33,9 @@ const MaxDocumentSize = 1 << 20
 
 // Handler serves the management API.
 type Handler struct {
-	// ValidateMesh checks a mesh registration before it is stored; nil accepts any.
-	ValidateMesh func(name string, doc []byte) error
+	// ValidateMesh checks a mesh registration from client before it is stored; nil accepts
+	// any. A CAS error it returns (e.g. CodeForbidden) keeps its code.
+	ValidateMesh func(name string, doc []byte, client cas.Client) error
 
 	cas    *cas.CAS
 	bundle []byte
@@ -165,7 +166,11 @@ func (h *Handler) putMesh(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	if h.ValidateMesh != nil {
-		if err := h.ValidateMesh(name, doc); err != nil {
+		if err := h.ValidateMesh(name, doc, client(r)); err != nil {
+			if cas.CodeOf(err) != 0 {
+				h.fail(w, r, err)
+				return
+			}
 			h.fail(w, r, &cas.Error{Code: cas.CodeInvalid, Msg: "invalid mesh registration", Err: err})
 			return
 		}

@@ -1,0 +1,79 @@
+package controlplane_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/attestmesh/attestmesh/controlplane/mesh"
+	"github.com/attestmesh/attestmesh/controlplane/mgmt"
+	"github.com/attestmesh/attestmesh/controlplane/store"
+)
+
+// A mesh registration configures the sidecars of every config ID it names (their listeners and
+// the peers they admit): only a client allowed to update each named session may register it.
+func TestPutMeshNeedsUpdateRightsOnItsSessions(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "store.key")
+	_, err := store.GenerateKeyFile(keyFile)
+	require.NoError(t, err)
+	cp := start(t, filepath.Join(t.TempDir(), "data"), keyFile)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	owner := cp.client(t, t.TempDir())
+	stranger := cp.client(t, t.TempDir())
+	for _, s := range [][2]string{{"victim/db", "db"}, {"victim/api", "api"}} {
+		_, err := owner.Create(ctx, itSession(s[0], s[1]))
+		require.NoError(t, err)
+	}
+	_, err = stranger.Create(ctx, itSession("evil/x", "x"))
+	require.NoError(t, err)
+
+	reg := func(name, serverID, clientID string) []byte {
+		doc, err := (&mesh.Registration{
+			Mesh: fmt.Sprintf(`name: %s
+sessions: [unused.yaml]
+services:
+  - name: server
+    config_id: %s
+    binary: /bin/true
+    ports: [{port: 6379}]
+  - name: client
+    config_id: %s
+    binary: /bin/true
+    connects: [{service: server, port: 6379, local_port: 16379}]
+`, name, serverID, clientID),
+			Endpoints: map[string]string{"server": "127.0.0.2", "client": "127.0.0.3"},
+		}).Marshal()
+		require.NoError(t, err)
+		return doc
+	}
+	tests := []struct {
+		name   string
+		client *mgmt.Client
+		mesh   string
+		doc    []byte
+		status int
+		msg    string
+	}{
+		{"stranger lets itself into the victim's db", stranger, "evil", reg("evil", "victim/db/db", "evil/x/x"), http.StatusForbidden, `session "victim/db"`},
+		{"stranger names an unknown session", stranger, "evil2", reg("evil2", "nosuch/db", "evil/x/x"), http.StatusNotFound, `session "nosuch" does not exist`},
+		{"owner of every session", owner, "good", reg("good", "victim/db/db", "victim/api/api"), 0, ""},
+	}
+	for _, tt := range tests {
+		err := tt.client.PutMesh(ctx, tt.mesh, tt.doc)
+		if tt.status == 0 {
+			require.NoError(t, err, tt.name)
+			continue
+		}
+		var apiErr *mgmt.APIError
+		require.ErrorAs(t, err, &apiErr, tt.name)
+		assert.Equal(t, tt.status, apiErr.Status, tt.name)
+		assert.Contains(t, apiErr.Msg, tt.msg, tt.name)
+	}
+}
