@@ -260,7 +260,7 @@ func Run(ctx context.Context, cfg Config) error {
 	attestationpb.RegisterAttestationServer(grpcSrv, attestSvc)
 
 	mgmtHandler := mgmt.NewHandler(casSvc, bundlePEM, log)
-	mgmtHandler.ValidateMesh = func(name string, doc []byte, client cas.Client) error {
+	mgmtHandler.ValidateMesh = func(ctx context.Context, name string, doc []byte, client cas.Client) error {
 		reg, m, err := mesh.ParseRegistration(doc)
 		if err != nil {
 			return err
@@ -275,7 +275,7 @@ func Run(ctx context.Context, cfg Config) error {
 			if err != nil {
 				return fmt.Errorf("mesh service %q: %w", s.Name, err)
 			}
-			if err := casSvc.MayUpdate(context.Background(), sessName, client); err != nil {
+			if err := casSvc.MayUpdate(ctx, sessName, client); err != nil {
 				return err
 			}
 		}

@@ -16,6 +16,7 @@
 package mgmt
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,7 +36,7 @@ const MaxDocumentSize = 1 << 20
 type Handler struct {
 	// ValidateMesh checks a mesh registration from client before it is stored; nil accepts
 	// any. A CAS error it returns (e.g. CodeForbidden) keeps its code.
-	ValidateMesh func(name string, doc []byte, client cas.Client) error
+	ValidateMesh func(ctx context.Context, name string, doc []byte, client cas.Client) error
 
 	cas    *cas.CAS
 	bundle []byte
@@ -166,7 +167,7 @@ func (h *Handler) putMesh(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	if h.ValidateMesh != nil {
-		if err := h.ValidateMesh(name, doc, client(r)); err != nil {
+		if err := h.ValidateMesh(r.Context(), name, doc, client(r)); err != nil {
 			if cas.CodeOf(err) != 0 {
 				h.fail(w, r, err)
 				return
