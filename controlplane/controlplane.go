@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -261,7 +262,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	mgmtHandler := mgmt.NewHandler(casSvc, bundlePEM, log)
 	mgmtHandler.ValidateMesh = func(ctx context.Context, name string, doc []byte, client cas.Client) error {
-		reg, m, err := mesh.ParseRegistration(doc)
+		_, m, err := mesh.ParseRegistration(doc)
 		if err != nil {
 			return err
 		}
@@ -279,11 +280,18 @@ func Run(ctx context.Context, cfg Config) error {
 				return err
 			}
 		}
-		svcs, err := reg.XDSServices(m, td)
+		// The mesh must also fit with the meshes already registered (no config ID or
+		// address claimed twice): otherwise the feed would have to leave it out.
+		others, err := casSvc.Meshes(ctx)
 		if err != nil {
 			return err
 		}
-		return (&xds.Mesh{TrustDomain: td, Services: svcs}).Validate()
+		others = slices.DeleteFunc(others, func(o cas.Mesh) bool { return o.Name == name })
+		_, skipped := buildModel(td, append(others, cas.Mesh{Name: name, Doc: doc}))
+		if err := skipped[name]; err != nil {
+			return fmt.Errorf("mesh %q does not fit with the registered meshes: %w", name, err)
+		}
+		return nil
 	}
 	mgmtSrv := &http.Server{
 		Handler:           mgmtHandler,

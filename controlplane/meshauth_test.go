@@ -77,3 +77,39 @@ services:
 		assert.Contains(t, apiErr.Msg, tt.msg, tt.name)
 	}
 }
+
+// A mesh that claims a config ID another registered mesh already configures is refused at
+// registration, saying with which, and the first mesh stays served.
+func TestPutMeshRefusesConflictWithRegisteredMesh(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "store.key")
+	_, err := store.GenerateKeyFile(keyFile)
+	require.NoError(t, err)
+	cp := start(t, filepath.Join(t.TempDir(), "data"), keyFile)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	owner := cp.client(t, t.TempDir())
+	for _, s := range [][2]string{{"app/db", "db"}, {"app/api", "api"}} {
+		_, err := owner.Create(ctx, itSession(s[0], s[1]))
+		require.NoError(t, err)
+	}
+	reg := func(name, serverIP string) []byte {
+		doc, err := (&mesh.Registration{
+			Mesh: "name: " + name + "\nsessions: [unused.yaml]\nservices:\n" +
+				"  - name: server\n    config_id: app/db/db\n    binary: /bin/true\n    ports: [{port: 6379}]\n" +
+				"  - name: client\n    config_id: app/api/api\n    binary: /bin/true\n    connects: [{service: server, port: 6379, local_port: 16379}]\n",
+			Endpoints: map[string]string{"server": serverIP, "client": "127.0.0.3"},
+		}).Marshal()
+		require.NoError(t, err)
+		return doc
+	}
+	require.NoError(t, owner.PutMesh(ctx, "first", reg("first", "127.0.0.2")))
+	err = owner.PutMesh(ctx, "second", reg("second", "127.0.0.4"))
+	var apiErr *mgmt.APIError
+	require.ErrorAs(t, err, &apiErr)
+	assert.Equal(t, http.StatusBadRequest, apiErr.Status)
+	assert.Contains(t, apiErr.Msg, `mesh "second" does not fit with the registered meshes`)
+	assert.Contains(t, apiErr.Msg, `is also the id of service "first.server"`)
+
+	// Re-registering the same mesh (an update) does not conflict with itself.
+	require.NoError(t, owner.PutMesh(ctx, "first", reg("first", "127.0.0.5")))
+}

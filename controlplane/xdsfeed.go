@@ -3,7 +3,7 @@ package controlplane
 import (
 	"context"
 	"crypto/x509"
-	"fmt"
+	"slices"
 	"log/slog"
 	"sync"
 	"time"
@@ -93,17 +93,10 @@ func (f *feed) rebuild(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	model := &xds.Mesh{TrustDomain: f.authority.TrustDomain()}
-	for _, m := range meshes {
-		reg, parsed, err := mesh.ParseRegistration(m.Doc)
-		if err != nil {
-			return fmt.Errorf("controlplane: mesh %q: %w", m.Name, err)
-		}
-		svcs, err := reg.XDSServices(parsed, model.TrustDomain)
-		if err != nil {
-			return fmt.Errorf("controlplane: mesh %q: %w", m.Name, err)
-		}
-		model.Services = append(model.Services, svcs...)
+	model, skipped := buildModel(f.authority.TrustDomain(), meshes)
+	for name, err := range skipped {
+		// One broken or conflicting mesh must not stop the others' updates.
+		f.log.ErrorContext(ctx, "mesh left out of the xDS configuration", "mesh", name, "error", err.Error())
 	}
 	f.mu.Lock()
 	svids := make(map[spiffeid.ID][]*x509.Certificate, len(f.svids))
@@ -118,4 +111,31 @@ func (f *feed) rebuild(ctx context.Context) error {
 	}
 	f.log.DebugContext(ctx, "xDS snapshots updated", "services", len(model.Services), "svids", len(svids), "took", time.Since(start).String())
 	return nil
+}
+
+// buildModel merges the registered meshes into one xDS model, in the order given. A mesh that does
+// not parse, or that conflicts with the meshes before it (a config ID or a port claimed
+// twice), is left out and reported in skipped; the others are kept.
+func buildModel(td spiffeid.TrustDomain, meshes []cas.Mesh) (*xds.Mesh, map[string]error) {
+	model := &xds.Mesh{TrustDomain: td}
+	skipped := map[string]error{}
+	for _, m := range meshes {
+		reg, parsed, err := mesh.ParseRegistration(m.Doc)
+		if err != nil {
+			skipped[m.Name] = err
+			continue
+		}
+		svcs, err := reg.XDSServices(parsed, td)
+		if err != nil {
+			skipped[m.Name] = err
+			continue
+		}
+		candidate := &xds.Mesh{TrustDomain: td, Services: append(slices.Clone(model.Services), svcs...)}
+		if err := candidate.Validate(); err != nil {
+			skipped[m.Name] = err
+			continue
+		}
+		model = candidate
+	}
+	return model, skipped
 }
