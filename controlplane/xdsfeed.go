@@ -3,8 +3,8 @@ package controlplane
 import (
 	"context"
 	"crypto/x509"
-	"slices"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
