@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/attestmesh/attestmesh/attest/dcap"
 	"github.com/attestmesh/attestmesh/attest/measure"
@@ -257,7 +258,13 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	grpcSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
 		MinVersion: tls.VersionTLS13, GetCertificate: serverTLS.get,
-	})))
+	})),
+		// Attestation is two small unary calls: bound what one caller can hold open.
+		grpc.ConnectionTimeout(10*time.Second),
+		grpc.MaxRecvMsgSize(1<<20),
+		grpc.MaxConcurrentStreams(64),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 2 * time.Minute}),
+	)
 	attestationpb.RegisterAttestationServer(grpcSrv, attestSvc)
 
 	mgmtHandler := mgmt.NewHandler(casSvc, bundlePEM, log)
@@ -296,6 +303,9 @@ func Run(ctx context.Context, cfg Config) error {
 	mgmtSrv := &http.Server{
 		Handler:           mgmtHandler,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		TLSConfig: &tls.Config{
 			MinVersion: tls.VersionTLS12, GetCertificate: serverTLS.get,
 			// Clients are identified by their (typically self-signed) certificate's key;
@@ -321,6 +331,9 @@ func Run(ctx context.Context, cfg Config) error {
 		webhookSrv = &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
 			TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert},
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		}
@@ -328,6 +341,9 @@ func Run(ctx context.Context, cfg Config) error {
 	metricsSrv := &http.Server{
 		Handler:           promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 	}
 
 	addrs := Addrs{Mgmt: mgmtLn.Addr().String(), Attest: attestLn.Addr().String(), XDS: xdsLn.Addr().String(), Metrics: metricsLn.Addr().String(), BundlePEM: bundlePEM}
