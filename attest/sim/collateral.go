@@ -100,7 +100,7 @@ func (p *Platform) tcbLevels(now time.Time) []tcbLevel {
 		AdvisoryIDs: p.advisoryIDs,
 	}
 	var levels []tcbLevel
-	if p.tcbStatus == TCBOutOfDate || p.tcbStatus == TCBOutOfDateConfigurationNeeded {
+	if p.tcbStatus == dcap.TCBOutOfDate || p.tcbStatus == dcap.TCBOutOfDateConfigurationNeeded {
 		newer := p.ext.CPUSVN
 		for i := range newer {
 			if newer[i] < 255 {
@@ -110,7 +110,7 @@ func (p *Platform) tcbLevels(now time.Time) []tcbLevel {
 		levels = append(levels, tcbLevel{
 			TCB:       tcbLevelTCB{SGXTCBComponents: components(newer), PCESVN: int(p.ext.PCESVN) + 1},
 			TCBDate:   pcsTime(now.Truncate(24 * time.Hour)),
-			TCBStatus: TCBUpToDate,
+			TCBStatus: dcap.TCBUpToDate,
 		})
 	}
 	levels = append(levels, own)
@@ -118,7 +118,7 @@ func (p *Platform) tcbLevels(now time.Time) []tcbLevel {
 		levels = append(levels, tcbLevel{
 			TCB:         tcbLevelTCB{SGXTCBComponents: components(p.ext.CPUSVN), PCESVN: int(p.ext.PCESVN) - 1},
 			TCBDate:     pcsTime(now.Add(-365 * 24 * time.Hour).Truncate(24 * time.Hour)),
-			TCBStatus:   TCBOutOfDate,
+			TCBStatus:   dcap.TCBOutOfDate,
 			AdvisoryIDs: []string{"INTEL-SA-00000"},
 		})
 	}
@@ -183,7 +183,7 @@ func (p *Platform) Collateral(now time.Time) (dcap.Collateral, error) {
 		TCBLevels: []qeTCBLevel{{
 			TCB:       qeTCB{ISVSVN: QEISVSVN},
 			TCBDate:   pcsTime(now.Add(-30 * 24 * time.Hour).Truncate(24 * time.Hour)),
-			TCBStatus: TCBUpToDate,
+			TCBStatus: dcap.TCBUpToDate,
 		}},
 	})
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/attestmesh/attestmesh/attest/dcap"
 )
 
 // signedBody returns the raw bytes of the signed member and checks the signature with key.
@@ -48,11 +50,11 @@ func TestCollateral(t *testing.T) {
 		ownLevel   int
 		advisories []string
 	}{
-		{"up to date", PlatformOptions{}, []string{TCBUpToDate, TCBOutOfDate}, 0, nil},
-		{"out of date", PlatformOptions{TCBStatus: TCBOutOfDate, AdvisoryIDs: []string{"INTEL-SA-00586", "INTEL-SA-00614"}},
-			[]string{TCBUpToDate, TCBOutOfDate, TCBOutOfDate}, 1, []string{"INTEL-SA-00586", "INTEL-SA-00614"}},
-		{"sw hardening", PlatformOptions{TCBStatus: TCBSWHardeningNeeded, AdvisoryIDs: []string{"INTEL-SA-00615"}},
-			[]string{TCBSWHardeningNeeded, TCBOutOfDate}, 0, []string{"INTEL-SA-00615"}},
+		{"up to date", PlatformOptions{}, []string{dcap.TCBUpToDate, dcap.TCBOutOfDate}, 0, nil},
+		{"out of date", PlatformOptions{TCBStatus: dcap.TCBOutOfDate, AdvisoryIDs: []string{"INTEL-SA-00586", "INTEL-SA-00614"}},
+			[]string{dcap.TCBUpToDate, dcap.TCBOutOfDate, dcap.TCBOutOfDate}, 1, []string{"INTEL-SA-00586", "INTEL-SA-00614"}},
+		{"sw hardening", PlatformOptions{TCBStatus: dcap.TCBSWHardeningNeeded, AdvisoryIDs: []string{"INTEL-SA-00615"}},
+			[]string{dcap.TCBSWHardeningNeeded, dcap.TCBOutOfDate}, 0, []string{"INTEL-SA-00615"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -15,22 +15,13 @@ import (
 	"math/big"
 	"slices"
 	"time"
-)
 
-// TCB statuses of Intel's TCB Info that a simulated platform can be given.
-const (
-	TCBUpToDate                          = "UpToDate"
-	TCBSWHardeningNeeded                 = "SWHardeningNeeded"
-	TCBConfigurationNeeded               = "ConfigurationNeeded"
-	TCBConfigurationAndSWHardeningNeeded = "ConfigurationAndSWHardeningNeeded"
-	TCBOutOfDate                         = "OutOfDate"
-	TCBOutOfDateConfigurationNeeded      = "OutOfDateConfigurationNeeded"
-	TCBRevoked                           = "Revoked"
+	"github.com/attestmesh/attestmesh/attest/dcap"
 )
 
 var tcbStatuses = []string{
-	TCBUpToDate, TCBSWHardeningNeeded, TCBConfigurationNeeded, TCBConfigurationAndSWHardeningNeeded,
-	TCBOutOfDate, TCBOutOfDateConfigurationNeeded, TCBRevoked,
+	dcap.TCBUpToDate, dcap.TCBSWHardeningNeeded, dcap.TCBConfigurationNeeded, dcap.TCBConfigurationAndSWHardeningNeeded,
+	dcap.TCBOutOfDate, dcap.TCBOutOfDateConfigurationNeeded, dcap.TCBRevoked,
 }
 
 // Defaults of a simulated platform. The TCB components and PCESVN are those of a real
@@ -89,7 +80,7 @@ func NewPlatform(rand io.Reader, opts PlatformOptions) (*Platform, error) {
 	}
 	status := opts.TCBStatus
 	if status == "" {
-		status = TCBUpToDate
+		status = dcap.TCBUpToDate
 	}
 	if !slices.Contains(tcbStatuses, status) {
 		return nil, fmt.Errorf("sim: unknown TCB status %q, want one of %v", status, tcbStatuses)

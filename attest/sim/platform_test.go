@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/attestmesh/attestmesh/attest/dcap"
 )
 
 func TestNewPlatformCertificates(t *testing.T) {
@@ -112,7 +114,7 @@ func TestNewPlatformRejectsUnknownTCBStatus(t *testing.T) {
 }
 
 func TestPlatformMarshalRoundTrip(t *testing.T) {
-	p := newPlatform(t, PlatformOptions{TCBStatus: TCBSWHardeningNeeded, AdvisoryIDs: []string{"INTEL-SA-00615"}})
+	p := newPlatform(t, PlatformOptions{TCBStatus: dcap.TCBSWHardeningNeeded, AdvisoryIDs: []string{"INTEL-SA-00615"}})
 	data, err := p.Marshal()
 	require.NoError(t, err)
 	q, err := UnmarshalPlatform(data)
@@ -127,7 +129,7 @@ func TestPlatformMarshalRoundTrip(t *testing.T) {
 	assert.True(t, p.attKey.Equal(q.attKey))
 	assert.Equal(t, p.ext, q.ext)
 	status, adv := q.TCBStatus()
-	assert.Equal(t, TCBSWHardeningNeeded, status)
+	assert.Equal(t, dcap.TCBSWHardeningNeeded, status)
 	assert.Equal(t, []string{"INTEL-SA-00615"}, adv)
 
 	again, err := q.Marshal()

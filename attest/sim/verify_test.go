@@ -42,7 +42,7 @@ func TestQuoteVerifiesWithDCAP(t *testing.T) {
 			assert.Equal(t, tt.r.ISVSVN, id.ISVSVN)
 			assert.Equal(t, tt.r.Debug, id.Debug)
 			assert.Equal(t, dcap.HexBytes(tt.r.ReportData[:]), id.ReportData)
-			assert.Equal(t, TCBUpToDate, id.TCBStatus)
+			assert.Equal(t, dcap.TCBUpToDate, id.TCBStatus)
 			assert.Empty(t, id.AdvisoryIDs)
 			assert.Equal(t, "00514D000000", id.FMSPC)
 		})
@@ -57,11 +57,11 @@ func TestQuoteTCBStatusThroughDCAP(t *testing.T) {
 		status string
 		adv    []string
 	}{
-		{"out of date", PlatformOptions{TCBStatus: TCBOutOfDate, AdvisoryIDs: []string{"INTEL-SA-00586", "INTEL-SA-00614"}},
-			TCBOutOfDate, []string{"INTEL-SA-00586", "INTEL-SA-00614"}},
-		{"sw hardening needed", PlatformOptions{TCBStatus: TCBSWHardeningNeeded, AdvisoryIDs: []string{"INTEL-SA-00615"}},
-			TCBSWHardeningNeeded, []string{"INTEL-SA-00615"}},
-		{"configuration needed", PlatformOptions{TCBStatus: TCBConfigurationNeeded}, TCBConfigurationNeeded, nil},
+		{"out of date", PlatformOptions{TCBStatus: dcap.TCBOutOfDate, AdvisoryIDs: []string{"INTEL-SA-00586", "INTEL-SA-00614"}},
+			dcap.TCBOutOfDate, []string{"INTEL-SA-00586", "INTEL-SA-00614"}},
+		{"sw hardening needed", PlatformOptions{TCBStatus: dcap.TCBSWHardeningNeeded, AdvisoryIDs: []string{"INTEL-SA-00615"}},
+			dcap.TCBSWHardeningNeeded, []string{"INTEL-SA-00615"}},
+		{"configuration needed", PlatformOptions{TCBStatus: dcap.TCBConfigurationNeeded}, dcap.TCBConfigurationNeeded, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

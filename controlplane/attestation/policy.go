@@ -13,11 +13,11 @@ import (
 // tcbTolerance maps a TCB status other than UpToDate to the tolerance that accepts it. A status
 // that needs several tolerances lists them all.
 var tcbTolerance = map[string][]session.Tolerance{
-	"SWHardeningNeeded":                 {session.TolerateSoftwareHardeningNeeded},
-	"ConfigurationNeeded":               {session.TolerateInsecureConfiguration},
-	"ConfigurationAndSWHardeningNeeded": {session.TolerateInsecureConfiguration, session.TolerateSoftwareHardeningNeeded},
-	"OutOfDate":                         {session.TolerateOutdatedTCB},
-	"OutOfDateConfigurationNeeded":      {session.TolerateOutdatedTCB, session.TolerateInsecureConfiguration},
+	dcap.TCBSWHardeningNeeded:                 {session.TolerateSoftwareHardeningNeeded},
+	dcap.TCBConfigurationNeeded:               {session.TolerateInsecureConfiguration},
+	dcap.TCBConfigurationAndSWHardeningNeeded: {session.TolerateInsecureConfiguration, session.TolerateSoftwareHardeningNeeded},
+	dcap.TCBOutOfDate:                         {session.TolerateOutdatedTCB},
+	dcap.TCBOutOfDateConfigurationNeeded:      {session.TolerateOutdatedTCB, session.TolerateInsecureConfiguration},
 }
 
 // CheckPlatform applies the session's tolerances to the platform: the DEBUG attribute and the
@@ -26,7 +26,7 @@ func CheckPlatform(id *dcap.Identity, pol session.AttestationPolicy) error {
 	if id.Debug && !pol.Tolerates(session.TolerateDebugMode) {
 		return fmt.Errorf("%w: the enclave runs in debug mode and the session does not tolerate %q (security.attestation.tolerate)", refuse(ReasonDebug), session.TolerateDebugMode)
 	}
-	if id.TCBStatus == "UpToDate" {
+	if id.TCBStatus == dcap.TCBUpToDate {
 		return nil
 	}
 	need, ok := tcbTolerance[id.TCBStatus]
