@@ -2,7 +2,6 @@ package controlplane_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -125,24 +124,6 @@ func startWith(t *testing.T, cfg controlplane.Config) *running {
 	return r
 }
 
-// lockedBuffer collects log output from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // itApp is the server app: redis-server when installed (ECHO command), else an echo server.
 type itApp struct {
 	port  uint32
@@ -158,7 +139,7 @@ func startApp(t *testing.T) *itApp {
 		_, p, _ := net.SplitHostPort(addr)
 		cmd := exec.Command(path, "--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", //nolint:gosec,noctx // the test's own redis, stopped in Cleanup
 			"--dir", t.TempDir(), "--protected-mode", "yes")
-		var out lockedBuffer
+		var out proxytest.SyncBuffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		require.NoError(t, cmd.Start())
 		stopped := make(chan struct{})
@@ -221,7 +202,7 @@ func (a *itApp) exchange(t *testing.T, c net.Conn, msg string) {
 type itSidecar struct {
 	configID string
 	admin    string
-	logs     *lockedBuffer
+	logs     *proxytest.SyncBuffer
 	stop     func()
 }
 
@@ -292,7 +273,7 @@ func (e *itEnv) startSidecar(t *testing.T, configID string) *itSidecar {
 	require.NoError(t, err)
 	att, err := proxy.AttestationAttestor(e.ac, configID)
 	require.NoError(t, err)
-	s := &itSidecar{configID: configID, admin: admin, logs: &lockedBuffer{}}
+	s := &itSidecar{configID: configID, admin: admin, logs: &proxytest.SyncBuffer{}}
 	cfg := proxy.Config{
 		ConfigID: configID, TrustDomain: itTrustDomain, AdminAddr: admin, Attestor: att,
 		Logger:       slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

@@ -35,6 +35,8 @@ import (
 	"github.com/attestmesh/attestmesh/attest/measure"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/local"
+
+	"github.com/attestmesh/attestmesh/proxy/proxytest"
 )
 
 // The test's own bridge and subnet, apart from `attestmesh up`'s defaults (amup0,
@@ -83,7 +85,7 @@ type mesh struct {
 	caCerts []*x509.Certificate // the mesh CA
 	bin     string
 	binMR   measure.MREnclave
-	out     *syncBuffer
+	out     *proxytest.SyncBuffer
 
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -106,7 +108,7 @@ func startMesh(ctx context.Context, t *testing.T, bin string) *mesh {
 	t.Cleanup(func() { sweep(t, stateDir, bin) })
 
 	upCtx, cancel := context.WithCancel(ctx)
-	m := &mesh{bin: bin, binMR: binMR, out: &syncBuffer{}, cancel: cancel, done: make(chan struct{})}
+	m := &mesh{bin: bin, binMR: binMR, out: &proxytest.SyncBuffer{}, cancel: cancel, done: make(chan struct{})}
 	ready := make(chan *local.Info, 1)
 	go func() {
 		defer close(m.done)
@@ -541,22 +543,4 @@ func serial() *big.Int {
 		panic(err)
 	}
 	return n
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
@@ -24,31 +23,13 @@ import (
 
 const td = "attestmesh.local"
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // sidecar is one running sidecar under test.
 type sidecar struct {
 	id       spiffeid.ID
 	attestor *proxytest.Attestor
 	reg      *prometheus.Registry
 	admin    string
-	logs     *syncBuffer
+	logs     *proxytest.SyncBuffer
 	stop     func()
 }
 
@@ -129,7 +110,7 @@ func (m *mesh) start(tb testing.TB, id spiffeid.ID, ttl time.Duration) *sidecar 
 		attestor: &proxytest.Attestor{CA: m.ca, ID: id, TTL: ttl},
 		reg:      prometheus.NewRegistry(),
 		admin:    adminAddr,
-		logs:     &syncBuffer{},
+		logs:     &proxytest.SyncBuffer{},
 	}
 	cfg := proxy.Config{
 		ConfigID:          id.Path()[1:],

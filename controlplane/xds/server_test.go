@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,25 +27,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+
+	"github.com/attestmesh/attestmesh/proxy/proxytest"
 )
-
-// syncBuffer collects the server's log for assertions.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // adsEnv is a Server serving on 127.0.0.1 with a test CA, and client certificates for the
 // seed mesh's services and one without a SPIFFE ID.
@@ -57,7 +39,7 @@ type adsEnv struct {
 	ca     *testCA
 	roots  *x509.CertPool
 	reg    *prometheus.Registry
-	logs   *syncBuffer
+	logs   *proxytest.SyncBuffer
 	leaves map[spiffeid.ID]*x509.Certificate
 	certs  map[string]tls.Certificate // "flask", "redis", "no-spiffe-id"
 }
@@ -71,7 +53,7 @@ func startADS(t *testing.T) *adsEnv {
 	roots.AddCert(ca.cert)
 	srvLeaf, srvKey := ca.issue(t, spiffeid.RequireFromPath(td, "/attestmesh/controlplane"), "xds.attestmesh.local", from, until)
 	e := &adsEnv{
-		ca: ca, roots: roots, reg: prometheus.NewRegistry(), logs: &syncBuffer{},
+		ca: ca, roots: roots, reg: prometheus.NewRegistry(), logs: &proxytest.SyncBuffer{},
 		leaves: map[spiffeid.ID]*x509.Certificate{}, certs: map[string]tls.Certificate{},
 	}
 	for name, id := range map[string]spiffeid.ID{"flask": flaskID, "redis": redisID} {
