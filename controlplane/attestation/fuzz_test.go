@@ -18,7 +18,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/cas"
-	"github.com/attestmesh/attestmesh/controlplane/store"
+	"github.com/attestmesh/attestmesh/controlplane/store/storetest"
 )
 
 // FuzzAttestRequest decodes arbitrary bytes as an AttestRequest, as the gRPC server does, and
@@ -27,16 +27,8 @@ import (
 // for its (already consumed) nonce.
 func FuzzAttestRequest(f *testing.F) {
 	ctx := context.Background()
-	bolt, err := store.OpenBolt(store.BoltConfig{Dir: f.TempDir()})
-	require.NoError(f, err)
-	var key store.Key
-	_, err = rand.Read(key[:])
-	require.NoError(f, err)
-	st, err := store.Encrypted(ctx, bolt, key)
-	require.NoError(f, err)
-	f.Cleanup(func() { _ = st.Close() })
-	c := cas.New(cas.Config{Store: st})
-	_, err = c.Create(ctx, []byte("name: fz\nversion: \"0.3\"\nsecurity:\n  attestation:\n    mode: simulation\nservices:\n  - name: s\n    mrenclaves: [\""+hexOf(pythonMR)+"\"]\n"), cas.Client{ID: "x"})
+	c := cas.New(cas.Config{Store: storetest.Open(f)})
+	_, err := c.Create(ctx, []byte("name: fz\nversion: \"0.3\"\nsecurity:\n  attestation:\n    mode: simulation\nservices:\n  - name: s\n    mrenclaves: [\""+hexOf(pythonMR)+"\"]\n"), cas.Client{ID: "x"})
 	require.NoError(f, err)
 	auth, err := ca.NewAuthority(ca.AuthorityConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("attestmesh.local")})
 	require.NoError(f, err)

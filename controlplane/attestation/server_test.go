@@ -30,7 +30,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/cas"
 	"github.com/attestmesh/attestmesh/controlplane/session"
-	"github.com/attestmesh/attestmesh/controlplane/store"
+	"github.com/attestmesh/attestmesh/controlplane/store/storetest"
 )
 
 // platformQuotes quotes directly on a simulated platform: the LAS is a thin HTTP wrapper over
@@ -57,17 +57,8 @@ var (
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ctx := context.Background()
-	bolt, err := store.OpenBolt(store.BoltConfig{Dir: t.TempDir()})
-	require.NoError(t, err)
-	var key store.Key
-	_, err = rand.Read(key[:])
-	require.NoError(t, err)
-	st, err := store.Encrypted(ctx, bolt, key)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-
-	f := &fixture{reg: prometheus.NewRegistry(), cas: cas.New(cas.Config{Store: st}), sidecar: [32]byte{9, 9}}
+	f := &fixture{reg: prometheus.NewRegistry(), cas: cas.New(cas.Config{Store: storetest.Open(t)}), sidecar: [32]byte{9, 9}}
+	var err error
 	f.auth, err = ca.NewAuthority(ca.AuthorityConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("attestmesh.local")})
 	require.NoError(t, err)
 	f.platform, err = sim.NewPlatform(rand.Reader, sim.PlatformOptions{})

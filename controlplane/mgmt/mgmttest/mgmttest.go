@@ -3,7 +3,6 @@
 package mgmttest
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -19,7 +18,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/cas"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
-	"github.com/attestmesh/attestmesh/controlplane/store"
+	"github.com/attestmesh/attestmesh/controlplane/store/storetest"
 )
 
 // Server is a running management API.
@@ -33,15 +32,7 @@ type Server struct {
 // Start starts a management API for the test; it stops when the test ends.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	bolt, err := store.OpenBolt(store.BoltConfig{Dir: tb.TempDir()})
-	require.NoError(tb, err)
-	var key store.Key
-	_, err = rand.Read(key[:])
-	require.NoError(tb, err)
-	st, err := store.Encrypted(context.Background(), bolt, key)
-	require.NoError(tb, err)
-	tb.Cleanup(func() { _ = st.Close() })
-
+	st := storetest.Open(tb)
 	auth, err := ca.NewAuthority(ca.AuthorityConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("test.local")})
 	require.NoError(tb, err)
 	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
