@@ -30,11 +30,11 @@ package mesh
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -160,7 +160,7 @@ func Parse(data []byte) (*Mesh, error) {
 	if !appName.MatchString(doc.Name) {
 		bad("name: %q must be a DNS label of at most 53 characters ([a-z0-9-])", doc.Name)
 	}
-	for _, name := range mapsKeys(doc.Variables) {
+	for _, name := range slices.Sorted(maps.Keys(doc.Variables)) {
 		n := doc.Variables[name]
 		if !varName.MatchString(name) {
 			bad("line %d: variables.%s: not a variable name", n.Line, name)
@@ -237,7 +237,7 @@ func Parse(data []byte) (*Mesh, error) {
 				local[conn.ListenPort()] = j
 			}
 			if !known[c.Service] {
-				bad("services[%d].connects[%d].service: unknown service %q (known: %s)", i, j, c.Service, strings.Join(mapsKeys(known), ", "))
+				bad("services[%d].connects[%d].service: unknown service %q (known: %s)", i, j, c.Service, strings.Join(slices.Sorted(maps.Keys(known)), ", "))
 				continue
 			}
 			if c.Service == s.Name {
@@ -267,15 +267,6 @@ func Parse(data []byte) (*Mesh, error) {
 		return nil, fmt.Errorf("mesh: %d problem(s):\n  %s", len(problems), strings.Join(problems, "\n  "))
 	}
 	return m, nil
-}
-
-func mapsKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 var varRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)`)
