@@ -38,7 +38,10 @@ type Bolt struct {
 	path string
 }
 
-var _ Backend = (*Bolt)(nil)
+var (
+	_ Backend = (*Bolt)(nil)
+	_ Engine  = (*Bolt)(nil)
+)
 
 // OpenBolt opens (or creates) the store file under cfg.Dir. A file locked by another process
 // (another control plane on the same data dir) fails after cfg.LockTimeout with a clear error.
@@ -153,20 +156,59 @@ func (b *Bolt) CompareAndSwap(ctx context.Context, key string, old, newVal []byt
 	if err := checkKey(ctx, key); err != nil {
 		return err
 	}
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		bkt := tx.Bucket(boltBucket)
-		cur, ok := lookup(bkt, key)
-		switch {
-		case old == nil && ok:
-			return fmt.Errorf("%w: %q already exists", ErrConflict, key)
-		case old != nil && !ok:
-			return fmt.Errorf("%w: %q does not exist", ErrConflict, key)
-		case old != nil && !bytes.Equal(cur, old):
-			return fmt.Errorf("%w: %q holds another value", ErrConflict, key)
+	return wrapBolt("compare-and-swap", key, b.apply([]Cond{{Key: key, Value: old}}, []Write{{Key: key, Value: newVal}}))
+}
+
+// Apply implements Engine: one bbolt read-write transaction, fsynced on commit.
+func (b *Bolt) Apply(ctx context.Context, conds []Cond, writes []Write) error {
+	for _, c := range conds {
+		if err := checkKey(ctx, c.Key); err != nil {
+			return err
 		}
-		return bkt.Put([]byte(key), bytes.Clone(newVal))
+	}
+	for _, w := range writes {
+		if err := checkKey(ctx, w.Key); err != nil {
+			return err
+		}
+	}
+	return wrapBolt("apply", "", b.apply(conds, writes))
+}
+
+func (b *Bolt) apply(conds []Cond, writes []Write) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bkt := tx.Bucket(boltBucket)
+		for _, c := range conds {
+			if err := holds(bkt, c); err != nil {
+				return err
+			}
+		}
+		for _, w := range writes {
+			var err error
+			if w.Value == nil {
+				err = bkt.Delete([]byte(w.Key))
+			} else {
+				err = bkt.Put([]byte(w.Key), bytes.Clone(w.Value))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	})
-	return wrapBolt("compare-and-swap", key, err)
+}
+
+// holds checks one condition inside a transaction.
+func holds(bkt *bolt.Bucket, c Cond) error {
+	cur, ok := lookup(bkt, c.Key)
+	switch {
+	case c.Value == nil && ok:
+		return fmt.Errorf("%w: %q already exists", ErrConflict, c.Key)
+	case c.Value != nil && !ok:
+		return fmt.Errorf("%w: %q does not exist", ErrConflict, c.Key)
+	case c.Value != nil && !bytes.Equal(cur, c.Value):
+		return fmt.Errorf("%w: %q holds another value", ErrConflict, c.Key)
+	}
+	return nil
 }
 
 // Delete implements Backend.
@@ -216,6 +258,9 @@ func (b *Bolt) Close() error {
 func wrapBolt(op, key string, err error) error {
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) {
 		return err
+	}
+	if key == "" {
+		return fmt.Errorf("store: %s: %w", op, err)
 	}
 	return fmt.Errorf("store: %s %q: %w", op, key, err)
 }

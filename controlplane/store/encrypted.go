@@ -5,9 +5,14 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 )
 
 // KeyVersion is the version byte that starts every sealed record. It names the key that sealed the
@@ -21,31 +26,99 @@ const reservedPrefix = "\x00attestmesh/"
 // checkRecord holds the key check value: a known plaintext sealed under the key.
 const checkRecord = reservedPrefix + "store-key-check"
 
+// stateRecord holds the sealed state: the store's generation and the digest of its records.
+const stateRecord = reservedPrefix + "state"
+
 var checkPlaintext = []byte("attestmesh store key check v1")
 
 // aadPrefix domain-separates the additional authenticated data of store records.
 const aadPrefix = "attestmesh/store/v1\x00"
 
-// EncryptedBackend seals every value with AES-256-GCM before it reaches the underlying Backend.
+// digestLabel derives the key of the record digest from the store key.
+const digestLabel = "attestmesh/store/v1 record digest"
+
+// maxRetries bounds how often a write retries when only the sealed state moved under it (another
+// replica wrote in between).
+const maxRetries = 64
+
+// Options configure Open.
+type Options struct {
+	// Anchor keeps the store's generation outside the data directory, so that an older copy of
+	// the store put back in place is refused. Nil disables the check.
+	Anchor Anchor
+	// AllowRollback opens a store that is older than its anchor (a backup restored on purpose):
+	// its generation is then raised past the anchor's, so the next start is normal again.
+	AllowRollback bool
+	// Logger receives what the store reports (an anchor that could not be raised, a restore
+	// that was allowed); nil discards.
+	Logger *slog.Logger
+}
+
+// EncryptedBackend seals every value with AES-256-GCM before it reaches the underlying Engine.
 // Each write uses a fresh random 96-bit nonce; the record's key name and the key version are bound
 // as additional authenticated data, so a value moved to another key name, or changed by a single
 // bit, fails to open. Key names stay in plaintext. A sealed record is
 //
 //	KeyVersion (1 byte) || nonce (12 bytes) || ciphertext || GCM tag (16 bytes)
 //
-// EncryptedBackend is safe for concurrent use as far as the underlying Backend is.
+// Beside the records it keeps a sealed state, written in the same atomic batch as every record:
+// a generation that grows with every write, and a digest, the XOR of HMAC-SHA-256 (under a key
+// derived from the store key) of every record's name and sealed bytes. Open recomputes the
+// digest, so records removed, changed back or copied in from another copy of the store are
+// refused, and compares the generation with the Anchor, so that a whole older copy is refused
+// too (see Options).
+//
+// EncryptedBackend is safe for concurrent use as far as the underlying Engine is; writes of one
+// EncryptedBackend are serialized.
 type EncryptedBackend struct {
-	inner Backend
-	aead  cipher.AEAD
+	inner  Engine
+	aead   cipher.AEAD
+	macKey []byte
+	opts   Options
+	log    *slog.Logger
+
+	mu       sync.Mutex // serializes writes; guards state and stateRaw
+	state    sealedState
+	stateRaw []byte // the sealed state record as read or last written; nil when absent
 }
 
 var _ Backend = (*EncryptedBackend)(nil)
 
-// Encrypted wraps b so that every value is sealed under key. It checks the key against the check
-// value stored by the first Encrypted on this backend and fails with ErrWrongKey when the store was
-// sealed with another key; on an empty backend it stores the check value. It refuses a non-empty
-// backend that has no check value (plaintext or foreign data).
-func Encrypted(ctx context.Context, b Backend, key Key) (*EncryptedBackend, error) {
+// sealedState is the plaintext of the state record.
+type sealedState struct {
+	Generation uint64
+	Digest     [sha256.Size]byte
+}
+
+func (s sealedState) marshal() []byte {
+	b := make([]byte, 8, 8+len(s.Digest))
+	binary.BigEndian.PutUint64(b, s.Generation)
+	return append(b, s.Digest[:]...)
+}
+
+func unmarshalState(b []byte) (sealedState, error) {
+	var s sealedState
+	if len(b) != 8+len(s.Digest) {
+		return s, fmt.Errorf("store: sealed state of %d bytes, want %d: %w", len(b), 8+len(s.Digest), ErrCorrupt)
+	}
+	s.Generation = binary.BigEndian.Uint64(b)
+	copy(s.Digest[:], b[8:])
+	return s, nil
+}
+
+// Encrypted wraps b so that every value is sealed under key; it is Open without an anchor.
+func Encrypted(ctx context.Context, b Engine, key Key) (*EncryptedBackend, error) {
+	return Open(ctx, b, key, Options{})
+}
+
+// Open wraps b so that every value is sealed under key. It checks the key against the check
+// value stored by the first Open of this store and fails with ErrWrongKey when the store was
+// sealed with another key; on an empty engine it stores the check value. It refuses a non-empty
+// engine that has no check value (plaintext or foreign data). It then checks the sealed state:
+// records that do not match its digest fail with ErrCorrupt, and a generation older than the
+// anchor's fails with ErrRollback unless opts.AllowRollback. A store written by a version
+// without the sealed state gets one.
+func Open(ctx context.Context, b Engine, key Key, opts Options) (*EncryptedBackend, error) {
 	if err := checkNonZero(key); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -57,8 +130,20 @@ func Encrypted(ctx context.Context, b Backend, key Key) (*EncryptedBackend, erro
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	e := &EncryptedBackend{inner: b, aead: aead}
+	mac := hmac.New(sha256.New, key[:])
+	mac.Write([]byte(digestLabel))
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &EncryptedBackend{inner: b, aead: aead, macKey: mac.Sum(nil), opts: opts, log: log}
 	if err := e.checkKey(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.loadState(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.checkAnchor(ctx); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -85,7 +170,7 @@ func (e *EncryptedBackend) checkKey(ctx context.Context) error {
 			return fmt.Errorf("store: the store holds %d records but no key check value: refusing to use it "+
 				"(it was not written by attestmesh's encrypted store)", len(existing))
 		}
-		err = e.inner.CompareAndSwap(ctx, checkRecord, nil, e.seal(checkRecord, checkPlaintext))
+		err = e.inner.Apply(ctx, []Cond{{Key: checkRecord}}, []Write{{Key: checkRecord, Value: e.seal(checkRecord, checkPlaintext)}})
 		if err == nil {
 			return nil
 		}
@@ -95,6 +180,127 @@ func (e *EncryptedBackend) checkKey(ctx context.Context) error {
 		// Another opener initialized the store at the same time: check against its value.
 	}
 	return errors.New("store: key check value keeps changing")
+}
+
+// loadState reads the sealed state and checks the records against its digest. The state and
+// the records are read again when the state moved in between (another replica wrote).
+func (e *EncryptedBackend) loadState(ctx context.Context) error {
+	for range maxRetries {
+		raw, st, err := e.readState(ctx)
+		if err != nil {
+			return err
+		}
+		records, err := e.inner.List(ctx, "")
+		if err != nil {
+			return fmt.Errorf("store: list: %w", err)
+		}
+		var digest [sha256.Size]byte
+		n := 0
+		for _, kv := range records {
+			if strings.HasPrefix(kv.Key, reservedPrefix) {
+				continue
+			}
+			e.fold(&digest, kv.Key, kv.Value)
+			n++
+		}
+		again, _, err := e.readState(ctx)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(raw, again) {
+			continue
+		}
+		if raw == nil {
+			// A new store, or one written before the sealed state existed: start it.
+			st = sealedState{Digest: digest}
+			if n > 0 {
+				st.Generation = 1
+				e.log.InfoContext(ctx, "store: sealed state created for an existing store", "records", n)
+			}
+			sealed := e.seal(stateRecord, st.marshal())
+			err := e.inner.Apply(ctx, []Cond{{Key: stateRecord}}, []Write{{Key: stateRecord, Value: sealed}})
+			if errors.Is(err, ErrConflict) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("store: write sealed state: %w", err)
+			}
+			e.state, e.stateRaw = st, sealed
+			return nil
+		}
+		if digest != st.Digest {
+			return fmt.Errorf("store: the %d records do not match the store's sealed state (generation %d): records were changed, "+
+				"removed or copied in from another copy of the store: %w", n, st.Generation, ErrCorrupt)
+		}
+		e.state, e.stateRaw = st, raw
+		return nil
+	}
+	return errors.New("store: the sealed state keeps changing while it is checked")
+}
+
+func (e *EncryptedBackend) readState(ctx context.Context) ([]byte, sealedState, error) {
+	raw, err := e.inner.Get(ctx, stateRecord)
+	if errors.Is(err, ErrNotFound) {
+		return nil, sealedState{}, nil
+	}
+	if err != nil {
+		return nil, sealedState{}, fmt.Errorf("store: read sealed state: %w", err)
+	}
+	pt, err := e.open(stateRecord, raw)
+	if err != nil {
+		return nil, sealedState{}, err
+	}
+	st, err := unmarshalState(pt)
+	return raw, st, err
+}
+
+// checkAnchor compares the generation with the anchor's and raises the anchor.
+func (e *EncryptedBackend) checkAnchor(ctx context.Context) error {
+	if e.opts.Anchor == nil {
+		return nil
+	}
+	anchored, err := e.opts.Anchor.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("store: rollback anchor %s (choose its place with --store-anchor): %w", e.opts.Anchor, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state.Generation < anchored {
+		if !e.opts.AllowRollback {
+			return fmt.Errorf("%w: the store is at generation %d, but %s recorded generation %d: this is an older copy of the store "+
+				"(a restored backup or volume snapshot), and using it would silently undo what was written since, such as revocations "+
+				"and access-policy changes; if you restored it on purpose, start once with --allow-store-rollback",
+				ErrRollback, e.state.Generation, e.opts.Anchor, anchored)
+		}
+		e.log.WarnContext(ctx, "store: opening an older copy of the store, as --allow-store-rollback says",
+			"generation", e.state.Generation, "anchored_generation", anchored, "anchor", e.opts.Anchor.String())
+		if err := e.commitLocked(ctx, nil, nil, anchored+1); err != nil {
+			return err
+		}
+	}
+	if err := e.opts.Anchor.Raise(ctx, e.state.Generation); err != nil {
+		return fmt.Errorf("store: rollback anchor %s (choose its place with --store-anchor): %w", e.opts.Anchor, err)
+	}
+	return nil
+}
+
+// Generation returns the store's generation: the number of writes since it was created (or
+// since it got its sealed state).
+func (e *EncryptedBackend) Generation() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.state.Generation
+}
+
+func (e *EncryptedBackend) fold(d *[sha256.Size]byte, key string, sealed []byte) {
+	m := hmac.New(sha256.New, e.macKey)
+	var n [binary.MaxVarintLen64]byte
+	m.Write(n[:binary.PutUvarint(n[:], uint64(len(key)))])
+	m.Write([]byte(key))
+	m.Write(sealed)
+	for i, b := range m.Sum(nil) {
+		d[i] ^= b
+	}
 }
 
 func aad(key string) []byte {
@@ -150,29 +356,68 @@ func (e *EncryptedBackend) Get(ctx context.Context, key string) ([]byte, error) 
 
 // Put implements Backend.
 func (e *EncryptedBackend) Put(ctx context.Context, key string, val []byte) error {
-	if err := userKey(key); err != nil {
-		return err
-	}
-	return e.inner.Put(ctx, key, e.seal(key, val))
+	return e.write(ctx, key, nil, false, val)
 }
 
 // CompareAndSwap implements Backend. Sealed values carry random nonces, so it opens the current
-// record, compares plaintexts, and then swaps on the exact sealed bytes it read: a concurrent
-// writer in between makes the underlying compare fail with ErrConflict.
+// record and compares plaintexts, then writes on the condition that the exact sealed bytes it
+// read are still there: a concurrent writer in between makes it fail with ErrConflict.
 func (e *EncryptedBackend) CompareAndSwap(ctx context.Context, key string, old, newVal []byte) error {
+	return e.write(ctx, key, old, true, newVal)
+}
+
+// Delete implements Backend.
+func (e *EncryptedBackend) Delete(ctx context.Context, key string) error {
+	return e.write(ctx, key, nil, false, nil)
+}
+
+// write sets key to val (deletes it when val is nil), when compare is set only if its plaintext
+// equals old (nil: absent), together with the next sealed state, in one batch.
+func (e *EncryptedBackend) write(ctx context.Context, key string, old []byte, compare bool, val []byte) error {
 	if err := userKey(key); err != nil {
 		return err
 	}
-	sealedNew := e.seal(key, newVal)
-	if old == nil {
-		return e.inner.CompareAndSwap(ctx, key, nil, sealedNew)
+	var sealedNew []byte
+	if val != nil {
+		sealedNew = e.seal(key, val)
 	}
-	raw, err := e.inner.Get(ctx, key)
-	if errors.Is(err, ErrNotFound) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for range maxRetries {
+		raw, err := e.inner.Get(ctx, key)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			raw = nil
+		case err != nil:
+			return err
+		}
+		if compare {
+			if err := e.compare(key, raw, old); err != nil {
+				return err
+			}
+		}
+		err = e.commitLocked(ctx, []Cond{{Key: key, Value: raw}}, []Write{{Key: key, Value: sealedNew}}, e.state.Generation+1)
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+		// The record or the sealed state moved: read both again; a changed record fails the
+		// comparison above on the next round.
+		if _, err := e.reloadStateLocked(ctx); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: %q: the store kept changing under this write", ErrConflict, key)
+}
+
+// compare checks the current sealed record raw against the expected plaintext old.
+func (e *EncryptedBackend) compare(key string, raw, old []byte) error {
+	switch {
+	case old == nil && raw != nil:
+		return fmt.Errorf("%w: %q already exists", ErrConflict, key)
+	case old != nil && raw == nil:
 		return fmt.Errorf("%w: %q does not exist", ErrConflict, key)
-	}
-	if err != nil {
-		return err
+	case old == nil:
+		return nil
 	}
 	cur, err := e.open(key, raw)
 	if err != nil {
@@ -181,15 +426,55 @@ func (e *EncryptedBackend) CompareAndSwap(ctx context.Context, key string, old, 
 	if !bytes.Equal(cur, old) {
 		return fmt.Errorf("%w: %q holds another value", ErrConflict, key)
 	}
-	return e.inner.CompareAndSwap(ctx, key, raw, sealedNew)
+	return nil
 }
 
-// Delete implements Backend.
-func (e *EncryptedBackend) Delete(ctx context.Context, key string) error {
-	if err := userKey(key); err != nil {
+// commitLocked applies writes on conds and on the current sealed state, with the next state at
+// generation gen, then raises the anchor.
+func (e *EncryptedBackend) commitLocked(ctx context.Context, conds []Cond, writes []Write, gen uint64) error {
+	next := sealedState{Generation: gen, Digest: e.state.Digest}
+	for i, w := range writes {
+		if conds != nil && conds[i].Value != nil {
+			e.fold(&next.Digest, w.Key, conds[i].Value)
+		}
+		if w.Value != nil {
+			e.fold(&next.Digest, w.Key, w.Value)
+		}
+	}
+	sealed := e.seal(stateRecord, next.marshal())
+	conds = append(conds, Cond{Key: stateRecord, Value: e.stateRaw})
+	writes = append(writes, Write{Key: stateRecord, Value: sealed})
+	if err := e.inner.Apply(ctx, conds, writes); err != nil {
 		return err
 	}
-	return e.inner.Delete(ctx, key)
+	e.state, e.stateRaw = next, sealed
+	if e.opts.Anchor != nil {
+		// The write is durable; an anchor that lags only narrows what a rollback check sees
+		// until the next write raises it.
+		if err := e.opts.Anchor.Raise(context.WithoutCancel(ctx), gen); err != nil {
+			e.log.ErrorContext(ctx, "store: the rollback anchor could not be raised; retried at the next write",
+				"anchor", e.opts.Anchor.String(), "generation", gen, "error", err.Error())
+		}
+	}
+	return nil
+}
+
+// reloadStateLocked reads the sealed state again (another writer moved it).
+func (e *EncryptedBackend) reloadStateLocked(ctx context.Context) (bool, error) {
+	raw, st, err := e.readState(ctx)
+	if err != nil {
+		return false, err
+	}
+	if raw == nil {
+		return false, fmt.Errorf("store: the sealed state disappeared: %w", ErrCorrupt)
+	}
+	if st.Generation < e.state.Generation {
+		return false, fmt.Errorf("%w: the sealed state went back from generation %d to %d while the store was open",
+			ErrRollback, e.state.Generation, st.Generation)
+	}
+	changed := !bytes.Equal(raw, e.stateRaw)
+	e.state, e.stateRaw = st, raw
+	return changed, nil
 }
 
 // List implements Backend. Any record that fails to open fails the whole List.
@@ -212,5 +497,5 @@ func (e *EncryptedBackend) List(ctx context.Context, prefix string) ([]KV, error
 	return out, nil
 }
 
-// Close implements Backend; it closes the underlying backend.
+// Close implements Backend; it closes the underlying engine.
 func (e *EncryptedBackend) Close() error { return e.inner.Close() }

@@ -15,8 +15,12 @@ var ErrConflict = errors.New("store: conflict")
 var ErrWrongKey = errors.New("store: wrong store key (the data dir was sealed with another key)")
 
 // ErrCorrupt is returned when a sealed record fails authentication: it was changed, truncated, or
-// moved under another key name.
+// moved under another key name; or when the records do not match the store's sealed state digest.
 var ErrCorrupt = errors.New("store: record failed authentication")
+
+// ErrRollback is returned by Open when the store's generation is older than the generation its
+// anchor recorded: an older copy of the store was put back.
+var ErrRollback = errors.New("store: rolled back")
 
 // KV is one record returned by List.
 type KV struct {
@@ -41,7 +45,8 @@ type Backend interface {
 	Put(ctx context.Context, key string, val []byte) error
 	// CompareAndSwap sets key to newVal only if its current value equals old. A nil old means
 	// the key must not exist; a non-nil old (even empty) means it must exist with that value.
-	// When the condition fails it returns an error wrapping ErrConflict and changes nothing.
+	// A nil newVal deletes the key. When the condition fails it returns an error wrapping
+	// ErrConflict and changes nothing.
 	CompareAndSwap(ctx context.Context, key string, old, newVal []byte) error
 	// Delete removes key. Deleting a missing key is not an error.
 	Delete(ctx context.Context, key string) error
@@ -49,4 +54,35 @@ type Backend interface {
 	List(ctx context.Context, prefix string) ([]KV, error)
 	// Close releases the backend. Operations after Close fail.
 	Close() error
+}
+
+// Engine is the durable key-value engine under the encrypted store: the embedded bbolt file
+// (Bolt) or, for several replicas, etcd. Besides reads it offers one write primitive, an atomic
+// conditional batch, which the encrypted layer uses to keep its sealed state (generation and
+// digest) in step with every record it writes.
+//
+// Concurrency contract: as Backend's.
+type Engine interface {
+	// Get returns the value of key, or an error wrapping ErrNotFound.
+	Get(ctx context.Context, key string) ([]byte, error)
+	// List returns every record whose key starts with prefix, in ascending key order.
+	List(ctx context.Context, prefix string) ([]KV, error)
+	// Apply checks every condition and, only if all hold, applies every write, atomically and
+	// durably. A failed condition returns an error wrapping ErrConflict and changes nothing.
+	Apply(ctx context.Context, conds []Cond, writes []Write) error
+	// Close releases the engine. Operations after Close fail.
+	Close() error
+}
+
+// Cond is a condition of Engine.Apply: Key holds exactly Value; a nil Value means Key must not
+// exist (a non-nil empty Value means it exists and is empty).
+type Cond struct {
+	Key   string
+	Value []byte
+}
+
+// Write is a write of Engine.Apply: set Key to Value, or delete Key when Value is nil.
+type Write struct {
+	Key   string
+	Value []byte
 }
