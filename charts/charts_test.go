@@ -122,6 +122,7 @@ func TestControlPlaneChart(t *testing.T) {
 			want: []string{
 				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
 				"ConfigMap/rel-attestmesh-dashboard", "MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector",
+				"Role/rel-attestmesh-store-anchor", "RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation",
 				"Secret/rel-attestmesh-store-key", "Service/rel-attestmesh", "Service/rel-attestmesh-headless",
 				"ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
 			},
@@ -131,6 +132,7 @@ func TestControlPlaneChart(t *testing.T) {
 				c := ss.Spec.Template.Spec.Containers[0]
 				assert.Equal(t, "ghcr.io/attestmesh/attestmesh:0.1.0", c.Image)
 				for _, a := range []string{"--simulation", "--store-key-file=/etc/attestmesh/store-key/store-key",
+					"--store-anchor=kubernetes-secret:attestmesh-system/rel-attestmesh-store-generation",
 					"--webhook-addr=:9443", "--webhook-config-name=attestmesh-system-rel-attestmesh-injector",
 					"--injector-attest-addr=rel-attestmesh.attestmesh-system.svc:18765",
 					"--injector-las-addr=rel-attestmesh.attestmesh-system.svc:18766"} {
@@ -162,6 +164,14 @@ func TestControlPlaneChart(t *testing.T) {
 				assert.Equal(t, injector.Path, *w.ClientConfig.Service.Path)
 				assert.Contains(t, w.MatchConditions[0].Expression, injector.AnnotationConfigID)
 
+				anchorRole := decode[rbacv1.Role](t, find(t, objs, "Role", "rel-attestmesh-store-anchor"))
+				assert.Equal(t, []rbacv1.PolicyRule{{
+					APIGroups: []string{""}, Resources: []string{"secrets"},
+					ResourceNames: []string{"rel-attestmesh-store-generation"}, Verbs: []string{"get", "patch"},
+				}}, anchorRole.Rules, "least privilege: the anchor Secret only")
+				anchor := decode[corev1.Secret](t, find(t, objs, "Secret", "rel-attestmesh-store-generation"))
+				assert.Equal(t, "keep", anchor.Annotations["helm.sh/resource-policy"])
+
 				sec := decode[corev1.Secret](t, find(t, objs, "Secret", "rel-attestmesh-store-key"))
 				assert.Len(t, sec.Data["store-key"], 64, "32 bytes, hex")
 				assert.Equal(t, "keep", sec.Annotations["helm.sh/resource-policy"])
@@ -173,7 +183,7 @@ func TestControlPlaneChart(t *testing.T) {
 				"simulation":       map[string]any{"enabled": false},
 				"hardware":         map[string]any{"collateralConfigMap": "intel-collateral", "lasAddr": "127.0.0.1:18766"},
 				"webhook":          map[string]any{"caBundle": pem, "url": "https://127.0.0.1:9443/inject", "failurePolicy": "Ignore"},
-				"store":            map[string]any{"key": map[string]any{"existingSecret": "my-key"}},
+				"store":            map[string]any{"key": map[string]any{"existingSecret": "my-key"}, "anchor": map[string]any{"enabled": false}},
 				"grafanaDashboard": map[string]any{"enabled": false},
 				"serviceMonitor":   map[string]any{"enabled": true},
 			},
@@ -194,6 +204,7 @@ func TestControlPlaneChart(t *testing.T) {
 				assert.NotContains(t, c.Args, "--simulation")
 				assert.Contains(t, c.Args, "--injector-las-addr=127.0.0.1:18766")
 				assert.Contains(t, c.Args, "--collateral-dir=/etc/attestmesh/collateral")
+				assert.Contains(t, c.Args, "--store-anchor=none")
 				assert.False(t, *ss.Spec.Template.Spec.AutomountServiceAccountToken, "no API access needed")
 				assert.Equal(t, "my-key", ss.Spec.Template.Spec.Volumes[0].Secret.SecretName)
 			},
@@ -203,7 +214,8 @@ func TestControlPlaneChart(t *testing.T) {
 			values: map[string]any{"certManager": map[string]any{"enabled": true}, "grafanaDashboard": map[string]any{"enabled": false}},
 			want: []string{
 				"Certificate/rel-attestmesh-webhook", "Issuer/rel-attestmesh-selfsigned",
-				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "Secret/rel-attestmesh-store-key",
+				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "Role/rel-attestmesh-store-anchor",
+				"RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation", "Secret/rel-attestmesh-store-key",
 				"Service/rel-attestmesh", "Service/rel-attestmesh-headless", "ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
 			},
 			check: func(t *testing.T, objs []object) {

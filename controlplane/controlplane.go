@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/kube"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 	"github.com/attestmesh/attestmesh/controlplane/store"
@@ -55,8 +57,22 @@ type Config struct {
 	StoreKeyFile string // empty: ATTESTMESH_STORE_KEY
 	// StoreKey, when set, is the store key itself (for `attestmesh up`, which keeps it in
 	// memory only); it takes precedence over StoreKeyFile.
-	StoreKey    *store.Key
-	TrustDomain string
+	StoreKey *store.Key
+	// StoreAnchor keeps the store's generation outside the data directory, so that an older
+	// copy of the store put back in place is refused: a file path, or
+	// "kubernetes-secret:NAMESPACE/NAME" for a Secret the control plane may get and patch.
+	// Empty: the file "<store key file>.generation" when the key comes from a file; none (and a
+	// warning) when it comes from the environment. "none" disables the check.
+	StoreAnchor string
+	// AllowStoreRollback opens a store older than its anchor (a backup restored on purpose).
+	AllowStoreRollback bool
+	TrustDomain        string
+	// Limits bound what one client can make the CAS store and compute.
+	Limits cas.Limits
+	// ClientRate and ClientBurst bound the management API requests of each client identity (and
+	// of each address without one); zero takes mgmt's defaults, a negative rate none.
+	ClientRate  float64
+	ClientBurst int
 
 	MgmtAddr    string // management API (HTTPS)
 	AttestAddr  string // attestation API (gRPC over TLS)
@@ -126,15 +142,20 @@ func Run(ctx context.Context, cfg Config) error {
 	} else if key, err = store.LoadKey(store.KeyConfig{File: cfg.StoreKeyFile, DataDir: cfg.DataDir}); err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
+	anchor, err := storeAnchor(cfg, log)
+	if err != nil {
+		return err
+	}
 	bolt, err := store.OpenBolt(store.BoltConfig{Dir: cfg.DataDir})
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
 	defer bolt.Close()
-	st, err := store.Encrypted(ctx, bolt, key)
+	st, err := store.Open(ctx, bolt, key, store.Options{Anchor: anchor, AllowRollback: cfg.AllowStoreRollback, Logger: log.With("subsystem", "store")})
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
+	log.Info("store open", "generation", st.Generation(), "rollback_anchor", anchorName(anchor))
 
 	authority, err := loadOrCreateAuthority(ctx, st, td)
 	if err != nil {
@@ -152,7 +173,7 @@ func Run(ctx context.Context, cfg Config) error {
 	metrics := newMetrics(reg)
 
 	var feed *feed
-	casSvc := cas.New(cas.Config{Store: st, Logger: log.With("subsystem", "cas"), OnChange: func(string) {
+	casSvc := cas.New(cas.Config{Store: st, Limits: cfg.Limits, MeshSessions: mesh.RegistrationSessions, Logger: log.With("subsystem", "cas"), OnChange: func(string) {
 		metrics.sessionsChanged()
 		if feed != nil {
 			feed.changed()
@@ -248,7 +269,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
-	feed = newFeed(casSvc, authority, xdsSrv, log)
+	feed = newFeed(casSvc, authority, xdsSrv, metrics, log)
 
 	attestSvc := attestation.NewServer(attestation.Config{
 		CAS: casSvc, Authority: authority, Verifier: verifier, Logger: log,
@@ -267,8 +288,7 @@ func Run(ctx context.Context, cfg Config) error {
 	)
 	attestationpb.RegisterAttestationServer(grpcSrv, attestSvc)
 
-	mgmtHandler := mgmt.NewHandler(casSvc, bundlePEM, log)
-	mgmtHandler.ValidateMesh = func(ctx context.Context, name string, doc []byte, client cas.Client) error {
+	validateMesh := func(ctx context.Context, name string, doc []byte, client cas.Client) error {
 		_, m, err := mesh.ParseRegistration(doc)
 		if err != nil {
 			return err
@@ -276,19 +296,10 @@ func Run(ctx context.Context, cfg Config) error {
 		if m.Name != name {
 			return fmt.Errorf("the path names mesh %q but the document names %q", name, m.Name)
 		}
-		// The mesh configures the sidecars of every config ID it names: only a client that
-		// may update each of their sessions may register it.
-		for _, s := range m.Services {
-			sessName, _, err := attestation.SplitConfigID(s.ConfigID)
-			if err != nil {
-				return fmt.Errorf("mesh service %q: %w", s.Name, err)
-			}
-			if err := casSvc.MayUpdate(ctx, sessName, client); err != nil {
-				return err
-			}
-		}
-		// The mesh must also fit with the meshes already registered (no config ID or
-		// address claimed twice): otherwise the feed would have to leave it out.
+		// The mesh configures the sidecars of every config ID it names: the CAS lets only a
+		// client that may update each of their sessions register it (PutMesh). It must also
+		// fit with the meshes already registered (no config ID or address claimed twice):
+		// otherwise the feed would have to leave it out.
 		others, err := casSvc.Meshes(ctx)
 		if err != nil {
 			return err
@@ -300,6 +311,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return nil
 	}
+	mgmtHandler := mgmt.NewHandler(mgmt.Config{
+		CAS: casSvc, BundlePEM: bundlePEM, ValidateMesh: validateMesh,
+		ClientRate: cfg.ClientRate, ClientBurst: cfg.ClientBurst, Registerer: reg, Logger: log,
+	})
 	mgmtSrv := &http.Server{
 		Handler:           mgmtHandler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -415,6 +430,42 @@ func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener, useTLS bo
 		_ = srv.Shutdown(sctx)
 		return nil
 	}
+}
+
+// storeAnchor returns the store's rollback anchor from cfg (nil: none).
+func storeAnchor(cfg Config, log *slog.Logger) (store.Anchor, error) {
+	const secretPrefix = "kubernetes-secret:" //nolint:gosec // G101: a scheme name, not a credential
+	switch a := cfg.StoreAnchor; {
+	case a == "none":
+		log.Warn("store rollback check disabled (--store-anchor none): an older copy of the store put back in place would go unnoticed")
+		return nil, nil
+	case strings.HasPrefix(a, secretPrefix):
+		ns, name, ok := strings.Cut(strings.TrimPrefix(a, secretPrefix), "/")
+		if !ok || ns == "" || name == "" {
+			return nil, fmt.Errorf("controlplane: --store-anchor %q: want kubernetes-secret:NAMESPACE/NAME", a)
+		}
+		api, err := kube.InCluster()
+		if err != nil {
+			return nil, fmt.Errorf("controlplane: --store-anchor %q: %w", a, err)
+		}
+		return &kube.SecretAnchor{API: api, Namespace: ns, Name: name}, nil
+	case a != "":
+		return &store.FileAnchor{Path: a}, nil
+	case cfg.StoreKeyFile != "" && cfg.StoreKey == nil:
+		return &store.FileAnchor{Path: cfg.StoreKeyFile + ".generation"}, nil
+	default:
+		if cfg.StoreKey == nil {
+			log.Warn("store rollback check off: the store key comes from the environment, so there is no place beside it for the store's generation; give --store-anchor FILE (outside --data-dir)")
+		}
+		return nil, nil
+	}
+}
+
+func anchorName(a store.Anchor) string {
+	if a == nil {
+		return "none"
+	}
+	return a.String()
 }
 
 func loadOrCreateAuthority(ctx context.Context, st store.Backend, td spiffeid.TrustDomain) (*ca.Authority, error) {

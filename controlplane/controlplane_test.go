@@ -141,6 +141,8 @@ func TestLaunchedAppSeesInjectedFiles(t *testing.T) {
 	docs[1] = []byte(flask)
 
 	owner := cp.client(t, t.TempDir())
+	_, err = owner.Create(ctx, []byte("name: t\nversion: \"0.3\"\n"))
+	require.NoError(t, err, "namespace t")
 	for _, d := range docs {
 		_, err := owner.Create(ctx, d)
 		require.NoError(t, err)
@@ -213,6 +215,8 @@ func TestRestartKeepsCAAndSecrets(t *testing.T) {
 
 	first := start(t, dir, keyFile)
 	c := first.client(t, idDir)
+	_, err = c.Create(ctx, []byte("name: r\nversion: \"0.3\"\n"))
+	require.NoError(t, err, "namespace r")
 	for _, d := range exampleDocs(t, vars) {
 		_, err := c.Create(ctx, d)
 		require.NoError(t, err)
@@ -281,6 +285,8 @@ func TestWebhookServedByControlPlane(t *testing.T) {
 	defer func() { cancel(); assert.NoError(t, <-done) }()
 
 	c := (&running{addrs: addrs}).client(t, t.TempDir())
+	_, err = c.Create(ctx, []byte("name: web\nversion: \"0.3\"\n"))
+	require.NoError(t, err, "namespace web")
 	_, err = c.Create(ctx, []byte("name: web/app\nversion: \"0.3\"\nservices:\n  - name: svc\n    mrenclaves: [\""+strings.Repeat("a", 64)+"\"]\n    image_name: img\nimages:\n  - name: img\n    injection_files:\n      - path: /tls/x.pem\n        content: hello\n"))
 	require.NoError(t, err)
 

@@ -242,6 +242,8 @@ func newITEnv(t *testing.T, svidTTL time.Duration) *itEnv {
 	defer cancel()
 	e.ownerDir = t.TempDir()
 	owner := e.cp.client(t, e.ownerDir)
+	_, err = owner.Create(ctx, []byte("name: it\nversion: \"0.3\"\n"))
+	require.NoError(t, err, "namespace it")
 	for _, s := range [][2]string{{"it/server", "server"}, {"it/client", "client"}, {"it/intruder", "intruder"}} {
 		_, err := owner.Create(ctx, itSession(s[0], s[1]))
 		require.NoError(t, err)

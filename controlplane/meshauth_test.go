@@ -27,6 +27,10 @@ func TestPutMeshNeedsUpdateRightsOnItsSessions(t *testing.T) {
 	defer cancel()
 	owner := cp.client(t, t.TempDir())
 	stranger := cp.client(t, t.TempDir())
+	_, err = owner.Create(ctx, []byte("name: victim\nversion: \"0.3\"\n"))
+	require.NoError(t, err)
+	_, err = stranger.Create(ctx, []byte("name: evil\nversion: \"0.3\"\n"))
+	require.NoError(t, err)
 	for _, s := range [][2]string{{"victim/db", "db"}, {"victim/api", "api"}} {
 		_, err := owner.Create(ctx, itSession(s[0], s[1]))
 		require.NoError(t, err)
@@ -61,8 +65,10 @@ services:
 		status int
 		msg    string
 	}{
-		{"stranger lets itself into the victim's db", stranger, "evil", reg("evil", "victim/db/db", "evil/x/x"), http.StatusForbidden, `session "victim/db"`},
-		{"stranger names an unknown session", stranger, "evil2", reg("evil2", "nosuch/db", "evil/x/x"), http.StatusNotFound, `session "nosuch" does not exist`},
+		// The stranger may not read the victim's sessions: it learns only "not found or not
+		// permitted", as for a session that does not exist.
+		{"stranger lets itself into the victim's db", stranger, "evil", reg("evil", "victim/db/db", "evil/x/x"), http.StatusNotFound, `session "victim/db" not found or not permitted`},
+		{"stranger names an unknown session", stranger, "evil2", reg("evil2", "nosuch/db", "evil/x/x"), http.StatusNotFound, `session "nosuch" not found or not permitted`},
 		{"owner of every session", owner, "good", reg("good", "victim/db/db", "victim/api/api"), 0, ""},
 	}
 	for _, tt := range tests {
@@ -88,6 +94,8 @@ func TestPutMeshRefusesConflictWithRegisteredMesh(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	owner := cp.client(t, t.TempDir())
+	_, err = owner.Create(ctx, []byte("name: app\nversion: \"0.3\"\n"))
+	require.NoError(t, err)
 	for _, s := range [][2]string{{"app/db", "db"}, {"app/api", "api"}} {
 		_, err := owner.Create(ctx, itSession(s[0], s[1]))
 		require.NoError(t, err)

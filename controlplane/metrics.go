@@ -12,7 +12,17 @@ import (
 type metrics struct {
 	sessions      prometheus.Gauge
 	countSessions func()
+	// meshes counts the registered meshes by whether the xDS feed serves them; excluded
+	// counts each rebuild that leaves one out, by why.
+	meshes   *prometheus.GaugeVec
+	excluded *prometheus.CounterVec
 }
+
+// Reasons for leaving a registered mesh out of the xDS configuration.
+const (
+	excludedUnauthorized = "registrant_lost_rights"
+	excludedInvalid      = "invalid_or_conflicting"
+)
 
 // sessionsChanged recounts the sessions after a change.
 func (m *metrics) sessionsChanged() {
@@ -28,7 +38,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Sessions stored in the control plane.",
 		}),
 	}
-	reg.MustRegister(m.sessions)
+	m.meshes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "attestmesh_mesh_registrations",
+		Help: "Registered meshes by state: active (in the xDS configuration) or excluded.",
+	}, []string{"state"})
+	m.excluded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "attestmesh_mesh_exclusions_total",
+		Help: "xDS rebuilds that left a registered mesh out, by reason: registrant_lost_rights, invalid_or_conflicting.",
+	}, []string{"reason"})
+	reg.MustRegister(m.sessions, m.meshes, m.excluded)
 	return m
 }
 

@@ -15,6 +15,8 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/cas"
 	"github.com/attestmesh/attestmesh/controlplane/injector"
 	"github.com/attestmesh/attestmesh/controlplane/session"
+
+	"github.com/attestmesh/attestmesh/controlplane/kube"
 )
 
 // newWebhook builds the sidecar-injector webhook over the CAS's sessions.
@@ -49,7 +51,7 @@ func newWebhook(cfg Config, c *cas.CAS, bundlePEM []byte, las *sim.LAS, reg prom
 // patchCABundle puts the control plane's CA into the webhook configuration's caBundle, when
 // running in a cluster, retrying until it succeeds or ctx ends.
 func patchCABundle(ctx context.Context, name string, bundlePEM []byte, log *slog.Logger) error {
-	api, err := injector.InClusterAPIServer()
+	api, err := kube.InCluster()
 	if err != nil {
 		log.Warn("not patching the webhook's caBundle: not running in a cluster", "error", err.Error())
 		return nil

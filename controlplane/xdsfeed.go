@@ -24,14 +24,15 @@ type feed struct {
 	authority *ca.Authority
 	xds       *xds.Server
 	log       *slog.Logger
+	metrics   *metrics
 
 	mu    sync.Mutex
 	svids map[spiffeid.ID][]*x509.Certificate
 	kick  chan struct{}
 }
 
-func newFeed(c *cas.CAS, a *ca.Authority, x *xds.Server, log *slog.Logger) *feed {
-	return &feed{cas: c, authority: a, xds: x, log: log.With("subsystem", "xds-feed"),
+func newFeed(c *cas.CAS, a *ca.Authority, x *xds.Server, m *metrics, log *slog.Logger) *feed {
+	return &feed{cas: c, authority: a, xds: x, metrics: m, log: log.With("subsystem", "xds-feed"),
 		svids: map[spiffeid.ID][]*x509.Certificate{}, kick: make(chan struct{}, 1)}
 }
 
@@ -89,15 +90,35 @@ func (f *feed) Run(ctx context.Context) error {
 
 func (f *feed) rebuild(ctx context.Context) error {
 	start := time.Now()
-	meshes, err := f.cas.Meshes(ctx)
+	registered, err := f.cas.Meshes(ctx)
 	if err != nil {
 		return err
+	}
+	// A registration speaks for its registrant only while the registrant may still update
+	// every session it names: checked again at every rebuild, so that taking someone's
+	// update rights away also takes their sidecar configuration away.
+	meshes := registered[:0:0]
+	unauthorized := 0
+	for _, m := range registered {
+		if err := f.cas.MeshAuthorized(ctx, m); err != nil {
+			if cas.CodeOf(err) == 0 {
+				return err
+			}
+			unauthorized++
+			f.metrics.excluded.WithLabelValues(excludedUnauthorized).Inc()
+			f.log.WarnContext(ctx, "mesh left out of the xDS configuration: its registrant lost the rights it needs", "mesh", m.Name, "reason", err.Error())
+			continue
+		}
+		meshes = append(meshes, m)
 	}
 	model, skipped := buildModel(f.authority.TrustDomain(), meshes)
 	for name, err := range skipped {
 		// One broken or conflicting mesh must not stop the others' updates.
+		f.metrics.excluded.WithLabelValues(excludedInvalid).Inc()
 		f.log.ErrorContext(ctx, "mesh left out of the xDS configuration", "mesh", name, "error", err.Error())
 	}
+	f.metrics.meshes.WithLabelValues("active").Set(float64(len(meshes) - len(skipped)))
+	f.metrics.meshes.WithLabelValues("excluded").Set(float64(unauthorized + len(skipped)))
 	f.mu.Lock()
 	svids := make(map[spiffeid.ID][]*x509.Certificate, len(f.svids))
 	for id, c := range f.svids {

@@ -351,6 +351,7 @@ services:
     mrenclaves: [%s]
     command: /bin/true
 `, m.binMR.Hex())
+	m.namespace(ctx, t, "e2e")
 	_, err := m.info.Client.Create(ctx, []byte(doc))
 	require.NoError(t, err)
 
@@ -366,6 +367,16 @@ services:
 	require.Equal(t, "spiffe://attestmesh.local/e2e/intruder/intruder", res.ID.String())
 	assert.Equal(t, "simulation", res.TEE)
 	return &x509svid.SVID{ID: res.ID, Certificates: res.SVID, PrivateKey: key}
+}
+
+// namespace creates the namespace session name for the test's own sessions, once.
+func (m *mesh) namespace(ctx context.Context, t *testing.T, name string) {
+	t.Helper()
+	if _, err := m.info.Client.Get(ctx, name); err == nil {
+		return
+	}
+	_, err := m.info.Client.Create(ctx, []byte("name: "+name+"\nversion: \"0.3\"\n"))
+	require.NoError(t, err, "namespace %s", name)
 }
 
 // clientTLS is an mTLS client configuration that presents svid and accepts only the Redis
@@ -440,6 +451,7 @@ security:
     tolerate: [debug-mode, hyperthreading, outdated-tcb, software-hardening-needed]
 services:
 ` + service("good", pyMR.Hex(), pristine) + service("tampered", pyMR.Hex(), tampered) + service("unlisted", redisMR.Hex(), pristine)
+	m.namespace(ctx, t, "e2e")
 	_, err = m.info.Client.Create(ctx, []byte(doc))
 	require.NoError(t, err)
 

@@ -105,6 +105,10 @@ func (f *fixture) createExample(t *testing.T, mode string, mutate func(string) s
 		"REDIS_MRENCLAVE": hexOf(redisMR), "PYTHON_MRENCLAVE": hexOf(pythonMR),
 		"API_FSPF_PATH": "/app", "API_FSPF_KEY": strings.Repeat("c", 64), "API_FSPF_TAG": strings.Repeat("d", 64),
 	}
+	if _, err := f.cas.Get(context.Background(), "demo", f.owner); err != nil {
+		_, err = f.cas.Create(context.Background(), []byte("name: demo\nversion: \"0.3\"\n"), f.owner)
+		require.NoError(t, err, "namespace demo")
+	}
 	for _, file := range []string{"redis-session.yaml", "flask-session.yaml"} {
 		raw, err := os.ReadFile(filepath.Join("..", "..", "examples", "flask-redis", file))
 		require.NoError(t, err)

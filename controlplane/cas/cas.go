@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/attestmesh/attestmesh/controlplane/session"
@@ -34,18 +35,33 @@ type Code int
 // Error codes.
 const (
 	CodeInvalid         Code = iota + 1 // the document is malformed or breaks a rule
-	CodeNotFound                        // no such session or secret
+	CodeNotFound                        // no such session or secret, or one the client may not see
 	CodeForbidden                       // the client is not allowed by the access policy
 	CodeConflict                        // the session exists already, or changed concurrently
 	CodeUnauthenticated                 // the request carries no client certificate
+	CodeLimit                           // a limit (Error.Limit says which) was reached
+)
+
+// Limit names a limit for error messages and metric labels (a closed set).
+type Limit string
+
+// Limits that a request can reach.
+const (
+	LimitDocumentSize      Limit = "document_size"
+	LimitSecrets           Limit = "secrets"
+	LimitGeneratedBytes    Limit = "generated_bytes"
+	LimitKeyGeneration     Limit = "key_generation"
+	LimitSessionsPerClient Limit = "sessions_per_client"
+	LimitRate              Limit = "rate"
 )
 
 // Error is a CAS refusal with its class and a message that says precisely why. Messages never
-// contain secret values.
+// contain secret values, nor anything about a session that the client may not read.
 type Error struct {
-	Code Code
-	Msg  string
-	Err  error // the underlying error, if any (e.g. *session.Error with every problem)
+	Code  Code
+	Limit Limit // for CodeLimit
+	Msg   string
+	Err   error // the underlying error, if any (e.g. *session.Error with every problem)
 }
 
 func (e *Error) Error() string {
@@ -61,6 +77,10 @@ func errorf(code Code, wrapped error, format string, args ...any) error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, args...), Err: wrapped}
 }
 
+func limitf(limit Limit, format string, args ...any) error {
+	return &Error{Code: CodeLimit, Limit: limit, Msg: fmt.Sprintf(format, args...)}
+}
+
 // CodeOf returns the Code of a CAS error, or 0 for other errors (internal failures).
 func CodeOf(err error) Code {
 	var e *Error
@@ -68,6 +88,22 @@ func CodeOf(err error) Code {
 		return e.Code
 	}
 	return 0
+}
+
+// LimitOf returns the Limit that a CodeLimit error reached, "" for other errors.
+func LimitOf(err error) Limit {
+	var e *Error
+	if errors.As(err, &e) && e.Code == CodeLimit {
+		return e.Limit
+	}
+	return ""
+}
+
+// notVisible is the one answer for a session that does not exist or that the client may not
+// read: the two are indistinguishable to the client, so that nobody learns another owner's
+// session names, secrets or export targets.
+func notVisible(name string) error {
+	return errorf(CodeNotFound, nil, "session %q not found or not permitted", name)
 }
 
 // Client is the authenticated caller of the management API: the public key of its TLS client
@@ -87,9 +123,47 @@ func ClientFromCert(cert *x509.Certificate) Client {
 	return Client{ID: hex.EncodeToString(sum[:])}
 }
 
+// Limits bound what one client can make the CAS store and compute. Zero fields take the
+// defaults.
+type Limits struct {
+	// MaxSecrets bounds the secrets of one session (DefaultMaxSecrets).
+	MaxSecrets int
+	// MaxGeneratedBytes bounds the secret material kept for one session: ascii and binary
+	// values, keys and certificates (DefaultMaxGeneratedBytes).
+	MaxGeneratedBytes int
+	// MaxNewRSAKeys bounds the RSA keys one create or update may generate: each costs up to a
+	// second of CPU (DefaultMaxNewRSAKeys).
+	MaxNewRSAKeys int
+	// MaxSessionsPerClient bounds the sessions one client identity may create
+	// (DefaultMaxSessionsPerClient).
+	MaxSessionsPerClient int
+}
+
+// Default limits.
+const (
+	DefaultMaxSecrets           = 128
+	DefaultMaxGeneratedBytes    = 1 << 20
+	DefaultMaxNewRSAKeys        = 4
+	DefaultMaxSessionsPerClient = 1000
+)
+
+func (l Limits) withDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxSecrets, DefaultMaxSecrets)
+	def(&l.MaxGeneratedBytes, DefaultMaxGeneratedBytes)
+	def(&l.MaxNewRSAKeys, DefaultMaxNewRSAKeys)
+	def(&l.MaxSessionsPerClient, DefaultMaxSessionsPerClient)
+	return l
+}
+
 // Config configures a CAS.
 type Config struct {
 	Store  store.Backend
+	Limits Limits
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
@@ -98,21 +172,27 @@ type Config struct {
 	// OnChange, when set, is called after a session was created or updated (for metrics and
 	// xDS updates). It must not block.
 	OnChange func(name string)
+	// MeshSessions reads the sessions that a mesh registration configures; required for the
+	// mesh operations.
+	MeshSessions MeshSessions
 }
 
 // CAS keeps sessions and their secrets. Safe for concurrent use: every write is an atomic
 // compare-and-swap on the session's record.
 type CAS struct {
 	store    store.Backend
+	limits   Limits
 	log      *slog.Logger
 	now      func() time.Time
 	rand     io.Reader
 	onChange func(string)
+
+	meshSessionsOf MeshSessions
 }
 
 // New returns a CAS over cfg.Store.
 func New(cfg Config) *CAS {
-	c := &CAS{store: cfg.Store, log: cfg.Logger, now: cfg.Now, rand: cfg.Rand, onChange: cfg.OnChange}
+	c := &CAS{store: cfg.Store, limits: cfg.Limits.withDefaults(), log: cfg.Logger, now: cfg.Now, rand: cfg.Rand, onChange: cfg.OnChange, meshSessionsOf: cfg.MeshSessions}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -164,7 +244,10 @@ func parse(raw []byte) (*session.Session, error) {
 	return s, nil
 }
 
-// Create stores a new session, generating its secrets. The client becomes its CREATOR.
+// Create stores a new session, generating its secrets. The client becomes its CREATOR. A
+// session "a/b" lives in the namespace of session "a": a must exist and its
+// access_policy.create_sessions must allow the client (SCONE's namespaces), so that nobody can
+// take a name that another owner's exports point to.
 func (c *CAS) Create(ctx context.Context, raw []byte, client Client) (*Info, error) {
 	if client.ID == "" {
 		return nil, errorf(CodeUnauthenticated, nil, "creating a session needs a client certificate")
@@ -176,10 +259,16 @@ func (c *CAS) Create(ctx context.Context, raw []byte, client Client) (*Info, err
 	if err := session.CheckCreate(s); err != nil {
 		return nil, errorf(CodeInvalid, err, "cannot create session %q", s.Name)
 	}
-	if err := session.CheckImports(s, c.lookupFunc(ctx)); err != nil {
+	if err := c.mayCreateIn(ctx, s.Name, client); err != nil {
+		return nil, err
+	}
+	if err := session.CheckImports(s, c.lookupFunc(ctx, client)); err != nil {
 		return nil, errorf(CodeInvalid, err, "cannot create session %q", s.Name)
 	}
-	secrets, changed, err := generate(s, nil, c.now(), c.rand)
+	if err := c.checkQuota(ctx, client); err != nil {
+		return nil, err
+	}
+	secrets, changed, err := c.generate(ctx, s, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +291,63 @@ func (c *CAS) Create(ctx context.Context, raw []byte, client Client) (*Info, err
 	return info, nil
 }
 
+// Namespace returns the namespace session of a session name ("a/b" for "a/b/c") and whether
+// it has one (a top-level name has none).
+func Namespace(name string) (string, bool) {
+	i := strings.LastIndexByte(name, '/')
+	if i <= 0 {
+		return "", false
+	}
+	return name[:i], true
+}
+
+// mayCreateIn checks the namespace rule for creating session name.
+func (c *CAS) mayCreateIn(ctx context.Context, name string, client Client) error {
+	ns, ok := Namespace(name)
+	if !ok {
+		return nil
+	}
+	_, rec, nsSession, err := c.load(ctx, ns)
+	if err != nil && CodeOf(err) != CodeNotFound {
+		return err
+	}
+	readable := err == nil && allowed(nsSession.AccessPolicy.Read, rec.Creator, client) == nil
+	if err == nil && allowed(nsSession.AccessPolicy.CreateSessions, rec.Creator, client) == nil {
+		return nil
+	}
+	c.log.InfoContext(ctx, "session creation refused by its namespace", "session", name, "namespace", ns, "namespace_exists", err == nil)
+	switch {
+	case readable:
+		return errorf(CodeForbidden, nil, "cannot create session %q: namespace session %q does not let this client create sessions in it "+
+			"(its access_policy.create_sessions is %s)", name, ns, describePolicy(nsSession.AccessPolicy.CreateSessions))
+	default:
+		return errorf(CodeForbidden, nil, "cannot create session %q: its namespace session %q does not exist or does not let this client "+
+			"create sessions in it: create session %q first (attestmesh apply and up do), or ask its owner to add you to its access_policy.create_sessions",
+			name, ns, ns)
+	}
+}
+
+// checkQuota refuses a create once the client has created MaxSessionsPerClient sessions.
+func (c *CAS) checkQuota(ctx context.Context, client Client) error {
+	kvs, err := c.store.List(ctx, sessionPrefix)
+	if err != nil {
+		return fmt.Errorf("cas: list sessions: %w", err)
+	}
+	n := 0
+	for _, kv := range kvs {
+		var owner struct {
+			Creator string `json:"creator"`
+		}
+		if json.Unmarshal(kv.Value, &owner) == nil && owner.Creator == client.ID {
+			n++
+		}
+	}
+	if n >= c.limits.MaxSessionsPerClient {
+		return limitf(LimitSessionsPerClient, "this client has created %d sessions, the most one client may create (--max-sessions-per-client)", n)
+	}
+	return nil
+}
+
 // Update replaces a session. The client must be allowed by the current session's update
 // policy, and the document's predecessor must be the current hash. Keys and ascii/binary
 // values are kept; certificates are re-issued from the same keys.
@@ -215,18 +361,24 @@ func (c *CAS) Update(ctx context.Context, raw []byte, client Client) (*Info, err
 	}
 	curRaw, cur, curSession, err := c.load(ctx, s.Name)
 	if err != nil {
+		if CodeOf(err) == CodeNotFound {
+			return nil, notVisible(s.Name)
+		}
 		return nil, err
 	}
 	if err := allowed(curSession.AccessPolicy.Update, cur.Creator, client); err != nil {
+		if allowed(curSession.AccessPolicy.Read, cur.Creator, client) != nil {
+			return nil, notVisible(s.Name)
+		}
 		return nil, errorf(CodeForbidden, nil, "update of session %q refused: %v", s.Name, err)
 	}
 	if err := session.CheckUpdate(s, curSession, cur.Hash); err != nil {
 		return nil, errorf(CodeConflict, err, "cannot update session %q", s.Name)
 	}
-	if err := session.CheckImports(s, c.lookupFunc(ctx)); err != nil {
+	if err := session.CheckImports(s, c.lookupFunc(ctx, client)); err != nil {
 		return nil, errorf(CodeInvalid, err, "cannot update session %q", s.Name)
 	}
-	secrets, changed, err := generate(s, cur.Secrets, c.now(), c.rand)
+	secrets, changed, err := c.generate(ctx, s, cur.Secrets)
 	if err != nil {
 		return nil, err
 	}
@@ -261,10 +413,14 @@ func (c *CAS) Get(ctx context.Context, name string, client Client) (*Info, error
 	}
 	_, rec, s, err := c.load(ctx, name)
 	if err != nil {
+		if CodeOf(err) == CodeNotFound {
+			return nil, notVisible(name)
+		}
 		return nil, err
 	}
 	if err := allowed(s.AccessPolicy.Read, rec.Creator, client); err != nil {
-		return nil, errorf(CodeForbidden, nil, "read of session %q refused: %v", name, err)
+		c.log.InfoContext(ctx, "session read refused", "session", name, "reason", err.Error())
+		return nil, notVisible(name)
 	}
 	return rec.info(name, true), nil
 }
@@ -297,9 +453,15 @@ func (c *CAS) List(ctx context.Context, client Client) ([]*Info, error) {
 func (c *CAS) MayUpdate(ctx context.Context, name string, client Client) error {
 	_, rec, s, err := c.load(ctx, name)
 	if err != nil {
+		if CodeOf(err) == CodeNotFound {
+			return notVisible(name)
+		}
 		return err
 	}
 	if err := allowed(s.AccessPolicy.Update, rec.Creator, client); err != nil {
+		if allowed(s.AccessPolicy.Read, rec.Creator, client) != nil {
+			return notVisible(name)
+		}
 		return errorf(CodeForbidden, nil, "session %q refuses this client: %v", name, err)
 	}
 	return nil
@@ -335,7 +497,9 @@ func (c *CAS) PublicValue(ctx context.Context, name, secret string) ([]byte, err
 
 // Lookup returns a session's policy and its secret values, imports resolved against the
 // exporting sessions as they are now. It is for the attestation service: no access policy
-// applies, the caller has attested.
+// applies, the caller has attested. An import that the exporter no longer grants (no longer
+// exported to this session or to this exact document, or a hardware exporter and a session
+// that accepts simulation) fails with an *ImportError.
 func (c *CAS) Lookup(ctx context.Context, name string) (*session.Session, session.Values, error) {
 	_, rec, s, err := c.load(ctx, name)
 	if err != nil {
@@ -345,7 +509,7 @@ func (c *CAS) Lookup(ctx context.Context, name string) (*session.Session, sessio
 	for i := range s.Secrets {
 		def := &s.Secrets[i]
 		if def.Import != nil {
-			v, err := c.imported(ctx, s.Name, def)
+			v, err := c.imported(ctx, s, rec.Hash, def)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -361,31 +525,66 @@ func (c *CAS) Lookup(ctx context.Context, name string) (*session.Session, sessio
 	return s, vals, nil
 }
 
+// ImportError is an import that its exporter does not grant (any more): the attestation
+// service refuses the workload with its own reason.
+type ImportError struct {
+	Importer, Exporter, Secret string
+	Why                        string
+}
+
+func (e *ImportError) Error() string {
+	return fmt.Sprintf("cas: session %q imports secret %q from session %q: %s", e.Importer, e.Secret, e.Exporter, e.Why)
+}
+
 // imported resolves an import against the exporting session's current record, checking again
-// that the secret is still exported to the importer.
-func (c *CAS) imported(ctx context.Context, importer string, def *session.Secret) (session.Value, error) {
+// what CheckImports checked at create and update, since the exporter may have changed since:
+// the secret is still exported to the importer (and to its exact document where the export pins
+// session_hash), and the modes fit. A certificate comes with its private key only where the
+// exporter exports the certificate's private_key secret to the importer as well.
+func (c *CAS) imported(ctx context.Context, importer *session.Session, importerHash string, def *session.Secret) (session.Value, error) {
+	refuse := func(why string) error {
+		return &ImportError{Importer: importer.Name, Exporter: def.Import.Session, Secret: def.Import.Secret, Why: why}
+	}
 	_, rec, from, err := c.load(ctx, def.Import.Session)
+	if CodeOf(err) == CodeNotFound {
+		return session.Value{}, refuse("the exporting session does not exist")
+	}
 	if err != nil {
-		return session.Value{}, fmt.Errorf("cas: session %q imports %q from session %q: %w", importer, def.Import.Secret, def.Import.Session, err)
+		return session.Value{}, fmt.Errorf("cas: session %q imports %q from session %q: %w", importer.Name, def.Import.Secret, def.Import.Session, err)
 	}
 	exp, ok := from.Secret(def.Import.Secret)
-	if !ok || !exp.ExportedTo(importer) {
-		return session.Value{}, errorf(CodeForbidden, nil, "session %q imports secret %q from session %q, which no longer exports it to %q", importer, def.Import.Secret, def.Import.Session, importer)
+	switch {
+	case !ok:
+		return session.Value{}, refuse("the exporting session has no such secret")
+	case !exp.ExportedTo(importer.Name, importerHash):
+		return session.Value{}, refuse("the secret is not exported to this session (or not to this version of it: session_hash)")
+	case exp.Import != nil:
+		return session.Value{}, refuse("the secret is itself imported and cannot be imported again")
 	}
-	if exp.Import != nil {
-		return c.imported(ctx, from.Name, exp)
+	if err := session.CheckImportMode(from, importer); err != nil {
+		return session.Value{}, refuse(strings.TrimPrefix(err.Error(), "session: "))
 	}
 	st, ok := rec.Secrets[exp.Name]
 	if !ok {
 		return session.Value{}, fmt.Errorf("cas: session %q: secret %q missing from the stored record", from.Name, exp.Name)
 	}
-	return st.value(), nil
+	v := st.value()
+	if v.Kind.IsCertificate() && !session.KeyExported(from, exp, importer.Name, importerHash) {
+		v.KeyPEM = nil
+	}
+	return v, nil
 }
 
-func (c *CAS) lookupFunc(ctx context.Context) func(string) (*session.Session, bool) {
+// lookupFunc is CheckImports' view of the exporting sessions for client: a session the client
+// may not read (or that does not exist) is reported as not readable, so that its problems say
+// only "not found or not permitted".
+func (c *CAS) lookupFunc(ctx context.Context, client Client) session.Lookup {
 	return func(name string) (*session.Session, bool) {
-		_, _, s, err := c.load(ctx, name)
-		return s, err == nil
+		_, rec, s, err := c.load(ctx, name)
+		if err != nil {
+			return nil, false
+		}
+		return s, allowed(s.AccessPolicy.Read, rec.Creator, client) == nil
 	}
 }
 

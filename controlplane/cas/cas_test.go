@@ -89,9 +89,26 @@ func newFixture(t *testing.T) *fixture {
 	require.NoError(t, err)
 	f.st = openStore(t, f.dir, f.key)
 	t.Cleanup(func() { _ = f.st.Close() })
-	f.cas = cas.New(cas.Config{Store: f.st})
+	f.cas = cas.New(cas.Config{Store: f.st, MeshSessions: meshSessions})
 	f.owner, _ = client(t)
+	f.namespace(t, "demo", f.owner)
 	return f
+}
+
+// namespace creates a namespace session (one that only names who may create sessions in it).
+func (f *fixture) namespace(t *testing.T, name string, owner cas.Client, createSessions ...string) {
+	t.Helper()
+	doc := "name: " + name + "\nversion: \"0.3\"\n"
+	if len(createSessions) > 0 {
+		doc += "access_policy:\n  create_sessions: [" + strings.Join(createSessions, ", ") + "]\n"
+	}
+	_, err := f.cas.Create(context.Background(), []byte(doc), owner)
+	require.NoError(t, err)
+}
+
+// meshSessions reads a test mesh document: one session name per line.
+func meshSessions(doc []byte) ([]string, error) {
+	return strings.Fields(string(doc)), nil
 }
 
 func (f *fixture) createExample(t *testing.T) {
@@ -224,10 +241,16 @@ func TestCreateRefusals(t *testing.T) {
 	assert.Contains(t, err.Error(), "not exported to")
 
 	// Creating twice is a conflict.
-	_, err = f.cas.Create(ctx, example(t, "redis-session.yaml", vars), other)
+	_, err = f.cas.Create(ctx, example(t, "redis-session.yaml", vars), f.owner)
 	require.Error(t, err)
 	assert.Equal(t, cas.CodeConflict, cas.CodeOf(err))
 	assert.Contains(t, err.Error(), "already exists")
+
+	// Another client may not create sessions in this owner's namespace.
+	_, err = f.cas.Create(ctx, example(t, "redis-session.yaml", vars), other)
+	require.Error(t, err)
+	assert.Equal(t, cas.CodeForbidden, cas.CodeOf(err))
+	assert.Contains(t, err.Error(), `its namespace session "demo" does not exist or does not let this client create sessions in it`)
 
 	// Create with a predecessor is refused.
 	doc := append([]byte("predecessor: "+strings.Repeat("0", 64)+"\n"), example(t, "redis-session.yaml", map[string]string{
@@ -269,14 +292,18 @@ func TestUpdateKeepsKeysReissuesCertificates(t *testing.T) {
 	assert.Equal(t, cas.CodeConflict, cas.CodeOf(err))
 	assert.Contains(t, err.Error(), "predecessor is stale: got "+strings.Repeat("1", 64)+", current is "+cur.Hash)
 
+	// Another client may neither update nor read it, and is told no more than
+	// "not found or not permitted".
 	other, _ := client(t)
 	_, err = f.cas.Update(ctx, withPredecessor(doc, cur.Hash), other)
 	require.Error(t, err)
-	assert.Equal(t, cas.CodeForbidden, cas.CodeOf(err))
-	assert.Contains(t, err.Error(), "is not in the access policy [CREATOR]")
+	assert.Equal(t, cas.CodeNotFound, cas.CodeOf(err))
+	require.EqualError(t, err, `cas: session "demo/redis" not found or not permitted`)
 
 	_, err = f.cas.Get(ctx, redisName, other)
-	assert.Equal(t, cas.CodeForbidden, cas.CodeOf(err))
+	assert.Equal(t, cas.CodeNotFound, cas.CodeOf(err))
+	_, err = f.cas.Get(ctx, "demo/nothing", other)
+	require.EqualError(t, err, `cas: session "demo/nothing" not found or not permitted`, "missing and unreadable read the same")
 
 	info, err := f.cas.Update(ctx, withPredecessor(doc, cur.Hash), f.owner)
 	require.NoError(t, err)
@@ -358,14 +385,14 @@ func TestListHonoursReadPolicy(t *testing.T) {
 	ctx := context.Background()
 	list, err := f.cas.List(ctx, f.owner)
 	require.NoError(t, err)
-	require.Len(t, list, 2)
+	require.Len(t, list, 3, "demo, demo/redis, demo/flask")
 	other, _ := client(t)
 	list, err = f.cas.List(ctx, other)
 	require.NoError(t, err)
 	assert.Empty(t, list)
 	n, err := f.cas.Count(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, 2, n)
+	assert.Equal(t, 3, n)
 }
 
 func TestAccessPolicyCertificateAndAny(t *testing.T) {
@@ -381,11 +408,12 @@ func TestAccessPolicyCertificateAndAny(t *testing.T) {
 	_, err = f.cas.Get(ctx, "acl", reader)
 	require.NoError(t, err, "the certificate in the read policy may read")
 	_, err = f.cas.Get(ctx, "acl", f.owner)
-	assert.Equal(t, cas.CodeForbidden, cas.CodeOf(err), "the creator is not in the read policy")
+	assert.Equal(t, cas.CodeNotFound, cas.CodeOf(err), "the creator is not in the read policy")
 
 	cur, err := f.cas.Get(ctx, "acl", reader)
 	require.NoError(t, err)
-	_, err = f.cas.Update(ctx, withPredecessor([]byte(doc), cur.Hash), f.owner)
+	_, err = f.cas.Update(ctx, withPredecessor([]byte(doc), cur.Hash), reader)
 	require.Error(t, err)
+	assert.Equal(t, cas.CodeForbidden, cas.CodeOf(err), "a reader who may not update is told why")
 	assert.Contains(t, err.Error(), "the access policy is NONE")
 }

@@ -1,6 +1,7 @@
 package cas
 
 import (
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
@@ -36,6 +37,7 @@ func (s storedSecret) value() session.Value {
 
 // generator materialises a session's secrets, keeping what the update rules keep.
 type generator struct {
+	ctx  context.Context
 	s    *session.Session
 	prev map[string]storedSecret
 	now  time.Time
@@ -47,18 +49,73 @@ type generator struct {
 	changed []string
 }
 
-// generate returns the secrets of s. With prev (an update), private keys and ascii/binary
-// values are kept when their definition still fits, and every certificate is re-issued from
-// its (kept) key. It returns the names of the secrets that were generated or re-issued.
-func generate(s *session.Session, prev map[string]storedSecret, now time.Time, r io.Reader) (map[string]storedSecret, []string, error) {
+// generate returns the secrets of s within the CAS's limits (checked before anything is
+// generated, and the stored size again after). With prev (an update), private keys and
+// ascii/binary values are kept when their definition still fits, and every certificate is
+// re-issued from its (kept) key. It returns the names of the secrets that were generated or
+// re-issued. Generation stops when ctx is done.
+func (c *CAS) generate(ctx context.Context, s *session.Session, prev map[string]storedSecret) (map[string]storedSecret, []string, error) {
+	if err := c.checkLimits(s, prev); err != nil {
+		return nil, nil, err
+	}
+	out, changed, err := generate(ctx, s, prev, c.now(), c.rand)
+	if err != nil {
+		return nil, nil, err
+	}
+	total := 0
+	for _, v := range out {
+		total += len(v.Bytes) + len(v.KeyPEM) + len(v.CertPEM) + len(v.ChainPEM)
+	}
+	if total > c.limits.MaxGeneratedBytes {
+		return nil, nil, limitf(LimitGeneratedBytes, "session %q: its secrets take %d bytes, at most %d are kept per session", s.Name, total, c.limits.MaxGeneratedBytes)
+	}
+	return out, changed, nil
+}
+
+// checkLimits refuses, before any work, a session with too many secrets, too many declared
+// value bytes or too many new RSA keys.
+func (c *CAS) checkLimits(s *session.Session, prev map[string]storedSecret) error {
+	if n := len(s.Secrets); n > c.limits.MaxSecrets {
+		return limitf(LimitSecrets, "session %q has %d secrets, at most %d are allowed per session", s.Name, n, c.limits.MaxSecrets)
+	}
+	declared, newRSA := 0, 0
+	for i := range s.Secrets {
+		def := &s.Secrets[i]
+		switch {
+		case def.Import != nil:
+		case def.Kind == session.KindASCII || def.Kind == session.KindBinary:
+			declared += max(def.EffectiveSize(), len(def.Value))
+		case def.Kind == session.KindPrivateKey:
+			alg := def.EffectiveAlgorithm()
+			p, kept := prev[def.Name]
+			if (alg == session.AlgorithmRSA2048 || alg == session.AlgorithmRSA3072) && (!kept || p.Kind != def.Kind || p.Algorithm != alg) {
+				newRSA++
+			}
+		}
+	}
+	if declared > c.limits.MaxGeneratedBytes {
+		return limitf(LimitGeneratedBytes, "session %q: its ascii and binary secrets take %d bytes, at most %d are kept per session", s.Name, declared, c.limits.MaxGeneratedBytes)
+	}
+	if newRSA > c.limits.MaxNewRSAKeys {
+		return limitf(LimitKeyGeneration, "session %q needs %d new RSA keys, at most %d are generated per request (create the session in steps, or use P-256 keys)",
+			s.Name, newRSA, c.limits.MaxNewRSAKeys)
+	}
+	return nil
+}
+
+// generate returns the secrets of s; see CAS.generate.
+func generate(ctx context.Context, s *session.Session, prev map[string]storedSecret, now time.Time, r io.Reader) (map[string]storedSecret, []string, error) {
 	if r == nil {
 		r = rand.Reader
 	}
 	g := &generator{
-		s: s, prev: prev, now: now, rand: r,
+		ctx: ctx, s: s, prev: prev, now: now, rand: r,
 		out: map[string]storedSecret{}, keys: map[string]crypto.Signer{}, certs: map[string]*x509.Certificate{},
 	}
 	for i := range s.Secrets {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, fmt.Errorf("cas: generating the secrets of %q: %w", s.Name, err)
+		}
 		def := &s.Secrets[i]
 		if def.Import != nil {
 			continue
@@ -147,6 +204,9 @@ func (g *generator) keepOrGenerate(name string, kind session.Kind, alg session.A
 	}
 	caAlg, err := ca.ParseAlgorithm(string(alg))
 	if err != nil {
+		return nil, nil, fmt.Errorf("cas: secret %q: %w", name, err)
+	}
+	if err := g.ctx.Err(); err != nil {
 		return nil, nil, fmt.Errorf("cas: secret %q: %w", name, err)
 	}
 	key, err := ca.GenerateKey(caAlg)

@@ -11,6 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+
+	"github.com/attestmesh/attestmesh/controlplane/kube"
 )
 
 // fakeAPIServer serves one MutatingWebhookConfiguration and applies JSON patches to it.
@@ -59,7 +61,7 @@ func TestPatchCABundle(t *testing.T) {
 		{"name":"other.attestmesh.io","clientConfig":{"caBundle":"b2xk"}}]}`)}
 	srv := httptest.NewServer(fake)
 	defer srv.Close()
-	api := &APIServer{URL: srv.URL, Token: "tok", Client: srv.Client()}
+	api := &kube.APIServer{URL: srv.URL, Token: "tok", Client: srv.Client()}
 
 	require.NoError(t, PatchCABundle(t.Context(), api, "mwc", []byte(testCA)))
 	var got struct {
@@ -83,24 +85,24 @@ func TestPatchCABundle(t *testing.T) {
 
 	tests := []struct {
 		name string
-		api  *APIServer
+		api  *kube.APIServer
 		mwc  string
 		want string
 	}{
 		{"not found", api, "nosuch", "404 Not Found"},
-		{"unauthorized", &APIServer{URL: srv.URL, Token: "bad", Client: srv.Client()}, "mwc", "401 Unauthorized: Unauthorized"},
+		{"unauthorized", &kube.APIServer{URL: srv.URL, Token: "bad", Client: srv.Client()}, "mwc", "401 Unauthorized: Unauthorized"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := PatchCABundle(t.Context(), tt.api, tt.mwc, []byte(testCA))
 			require.ErrorContains(t, err, tt.want)
-			assert.ErrorContains(t, err, "injector: GET")
+			assert.ErrorContains(t, err, "kube: GET")
 		})
 	}
 }
 
 func TestInClusterAPIServerOutsideACluster(t *testing.T) {
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
-	_, err := InClusterAPIServer()
+	_, err := kube.InCluster()
 	require.ErrorContains(t, err, "not in a Kubernetes pod")
 }

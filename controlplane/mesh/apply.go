@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/attestmesh/attestmesh/attest/fspf"
@@ -170,6 +171,7 @@ func (m *Mesh) Apply(ctx context.Context, api SessionAPI, vars map[string]string
 		return nil, err
 	}
 	var changes []Change
+	parsed := make([]*session.Session, len(docs))
 	for i, doc := range docs {
 		s, err := session.Parse(doc)
 		if err != nil {
@@ -178,6 +180,15 @@ func (m *Mesh) Apply(ctx context.Context, api SessionAPI, vars map[string]string
 		if s.Predecessor != "" {
 			return changes, fmt.Errorf("mesh: %s: a template must not set predecessor: apply sets it", m.Sessions[i])
 		}
+		parsed[i] = s
+	}
+	nsChanges, err := ensureNamespaces(ctx, api, parsed, out)
+	changes = append(changes, nsChanges...)
+	if err != nil {
+		return changes, err
+	}
+	for i, doc := range docs {
+		s := parsed[i]
 		ch, err := applyOne(ctx, api, s.Name, doc)
 		if err != nil {
 			return changes, fmt.Errorf("mesh: session %s (%s): %w", s.Name, m.Sessions[i], err)
@@ -189,6 +200,51 @@ func (m *Mesh) Apply(ctx context.Context, api SessionAPI, vars map[string]string
 		default:
 			fmt.Fprintf(out, "session %s %s (hash %.12s; secrets generated or re-issued: %s)\n", ch.Session, ch.Action, ch.Hash, orNone(ch.Secrets))
 		}
+	}
+	return changes, nil
+}
+
+// NamespaceDocument is the session that Apply creates for a namespace that does not exist yet:
+// it holds nothing, and only its creator may read or update it or create sessions in it.
+func NamespaceDocument(name string) []byte {
+	return fmt.Appendf(nil, "# The namespace of the sessions named %s/...: only its creator may create sessions in it.\n"+
+		"name: %s\nversion: \"0.3\"\naccess_policy:\n  read: [CREATOR]\n  update: [CREATOR]\n  create_sessions: [CREATOR]\n", name, name)
+}
+
+// ensureNamespaces creates, outermost first, every namespace session that the sessions need
+// ("a" and "a/b" for "a/b/c") and that does not exist yet, owned by the caller.
+func ensureNamespaces(ctx context.Context, api SessionAPI, sessions []*session.Session, out io.Writer) ([]Change, error) {
+	var need []string
+	for _, s := range sessions {
+		parts := strings.Split(s.Name, "/")
+		for i := 1; i < len(parts); i++ {
+			ns := strings.Join(parts[:i], "/")
+			if !slices.Contains(need, ns) && !slices.ContainsFunc(sessions, func(x *session.Session) bool { return x.Name == ns }) {
+				need = append(need, ns)
+			}
+		}
+	}
+	slices.SortStableFunc(need, func(a, b string) int { return strings.Count(a, "/") - strings.Count(b, "/") })
+	var changes []Change
+	for _, ns := range need {
+		_, err := api.Get(ctx, ns)
+		var ae *mgmt.APIError
+		switch {
+		case err == nil:
+			continue
+		case !errors.As(err, &ae) || ae.Status != http.StatusNotFound:
+			return changes, fmt.Errorf("mesh: namespace session %s: %w", ns, err)
+		}
+		resp, err := api.Create(ctx, NamespaceDocument(ns))
+		if errors.As(err, &ae) && ae.Status == http.StatusConflict {
+			return changes, fmt.Errorf("mesh: namespace session %s exists and belongs to another client: ask its owner to let you "+
+				"create sessions in it (its access_policy.create_sessions), or name the sessions in a namespace of your own", ns)
+		}
+		if err != nil {
+			return changes, fmt.Errorf("mesh: namespace session %s: %w", ns, err)
+		}
+		changes = append(changes, Change{Session: ns, Action: "created", Hash: resp.Hash})
+		fmt.Fprintf(out, "namespace %s created (hash %.12s; only you may create sessions in it)\n", ns, resp.Hash)
 	}
 	return changes, nil
 }

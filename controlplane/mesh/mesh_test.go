@@ -95,7 +95,10 @@ func TestApplyCreatesUpdatesAndSkips(t *testing.T) {
 	var out bytes.Buffer
 	changes, err := m.Apply(ctx, api, vars, &out)
 	require.NoError(t, err)
-	require.Len(t, changes, 2)
+	require.Len(t, changes, 3)
+	assert.Equal(t, mesh.Change{Session: "flask-redis", Action: "created", Hash: changes[0].Hash}, changes[0], "the namespace comes first")
+	assert.Contains(t, out.String(), "namespace flask-redis created")
+	changes = changes[1:]
 	assert.Equal(t, "created", changes[0].Action)
 	assert.Equal(t, "flask-redis/redis", changes[0].Session)
 	assert.Equal(t, "created", changes[1].Action)
@@ -114,11 +117,12 @@ func TestApplyCreatesUpdatesAndSkips(t *testing.T) {
 	assert.ElementsMatch(t, []string{"redis", "redis_client_cert", "redis_ca_cert"}, changes[0].Secrets)
 	assert.Equal(t, "unchanged", changes[1].Action)
 
-	// Another client cannot apply over sessions it did not create.
+	// Another client cannot apply over sessions it did not create: it cannot even see them,
+	// nor take their namespace.
 	vars["REDIS_MRENCLAVE"] = strings.Repeat("f", 64)
 	_, err = m.Apply(ctx, srv.Client(t, true), vars, &out)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "access policy")
+	assert.Contains(t, err.Error(), "namespace session flask-redis exists and belongs to another client")
 }
 
 // TestLocalPortMovesTheOutboundListener: a client of two services that serve the same port

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -47,6 +48,26 @@ func ParseRegistration(doc []byte) (*Registration, *Mesh, error) {
 		}
 	}
 	return &r, m, nil
+}
+
+// RegistrationSessions returns the sessions whose sidecars a registration configures (those of
+// its services' config IDs), each once, in the mesh's order: what the CAS checks rights on.
+func RegistrationSessions(doc []byte) ([]string, error) {
+	_, m, err := ParseRegistration(doc)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range m.Services {
+		i := strings.LastIndexByte(s.ConfigID, '/')
+		if i <= 0 {
+			return nil, fmt.Errorf("mesh: service %q: config ID %q: want SESSION/SERVICE", s.Name, s.ConfigID)
+		}
+		if name := s.ConfigID[:i]; !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
 }
 
 // XDSServices converts a registered mesh into the xDS model. Service names are qualified with

@@ -147,6 +147,11 @@ func (c *Client) PutMesh(ctx context.Context, name string, doc []byte) error {
 	return c.do(ctx, http.MethodPut, "/v1/meshes/"+name, doc, nil)
 }
 
+// DeleteMesh removes a mesh registration.
+func (c *Client) DeleteMesh(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/meshes/"+name, nil, nil)
+}
+
 // LoadOrCreateIdentity loads the client identity (client.crt, client.key) from dir, creating a
 // self-signed ECDSA P-256 identity there (key mode 0600) on first use, as SCONE's CLI does.
 // The control plane knows a client by its public key: keep the key to keep access to the

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -20,6 +21,7 @@ import (
 )
 
 type env struct {
+	srv   *mgmttest.Server
 	url   string
 	roots *x509.CertPool
 	owner *mgmt.Client
@@ -30,7 +32,10 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	srv := mgmttest.Start(t)
-	return &env{url: srv.URL, roots: srv.Roots, owner: srv.Client(t, true), other: srv.Client(t, true), anon: srv.Client(t, false)}
+	e := &env{srv: srv, url: srv.URL, roots: srv.Roots, owner: srv.Client(t, true), other: srv.Client(t, true), anon: srv.Client(t, false)}
+	_, err := e.owner.Create(t.Context(), []byte("name: ns\nversion: \"0.3\"\n"))
+	require.NoError(t, err, "the owner's namespace")
+	return e
 }
 
 func exampleDoc(t *testing.T, file string) []byte {
@@ -81,13 +86,13 @@ func TestManagementAPI(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, got.Session, "api_ca_cert")
 	_, err = e.other.Get(ctx, "ns/flask")
-	requireAPIError(t, err, http.StatusForbidden, "access policy")
+	requireAPIError(t, err, http.StatusNotFound, `session "ns/flask" not found or not permitted`)
 	_, err = e.owner.Get(ctx, "ns/nope")
-	requireAPIError(t, err, http.StatusNotFound, `session "ns/nope" does not exist`)
+	requireAPIError(t, err, http.StatusNotFound, `session "ns/nope" not found or not permitted`)
 
 	list, err := e.owner.List(ctx)
 	require.NoError(t, err)
-	assert.Len(t, list, 2)
+	assert.Len(t, list, 3)
 	list, err = e.other.List(ctx)
 	require.NoError(t, err)
 	assert.Empty(t, list)
@@ -111,7 +116,7 @@ func TestManagementAPI(t *testing.T) {
 	_, err = e.owner.Update(ctx, "ns/flask", upd)
 	requireAPIError(t, err, http.StatusBadRequest, `the path names session "ns/flask" but the document names "ns/redis"`)
 	_, err = e.other.Update(ctx, "ns/redis", upd)
-	requireAPIError(t, err, http.StatusForbidden, "not in the access policy")
+	requireAPIError(t, err, http.StatusNotFound, "not found or not permitted")
 	updated, err := e.owner.Update(ctx, "ns/redis", upd)
 	require.NoError(t, err)
 	assert.NotEqual(t, created.Hash, updated.Hash)
@@ -138,4 +143,83 @@ func TestCAEndpointAndIdentityReuse(t *testing.T) {
 	st, err := os.Stat(filepath.Join(dir, "client.key"))
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+}
+
+func TestRefusalsAreCounted(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	_, err := e.other.Get(ctx, "ns")
+	requireAPIError(t, err, http.StatusNotFound, "not found or not permitted")
+	_, err = e.other.Create(ctx, []byte("name: ns/x\nversion: \"0.3\"\n"))
+	requireAPIError(t, err, http.StatusForbidden, `namespace session "ns"`)
+	_, err = e.owner.Create(ctx, []byte(strings.Repeat("#", mgmt.MaxDocumentSize+1)))
+	requireAPIError(t, err, http.StatusRequestEntityTooLarge, "document larger than 1048576 bytes")
+
+	got := counts(t, e.srv.Metrics)
+	assert.InDelta(t, 1, got["get_session/not_found"], 0)
+	assert.InDelta(t, 1, got["create_session/forbidden"], 0)
+	assert.InDelta(t, 1, got["create_session/limit_document_size"], 0)
+	assert.InDelta(t, 1, got["create_session/ok"], 0, "the namespace")
+}
+
+// An anonymous flood is answered 429 after its burst, counted, and leaves the clients with an
+// identity (and other addresses) their own budget.
+func TestRateLimitPerClient(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	limited := 0
+	for range mgmt.DefaultClientBurst + 20 {
+		_, err := e.anon.Public(ctx, "ns", "nothing")
+		var ae *mgmt.APIError
+		require.ErrorAs(t, err, &ae)
+		if ae.Status == http.StatusTooManyRequests {
+			limited++
+			assert.Contains(t, ae.Msg, "too many requests from this client")
+		}
+	}
+	assert.Positive(t, limited, "the flood was limited")
+	_, err := e.owner.Get(ctx, "ns")
+	require.NoError(t, err, "a client with its own identity keeps its budget")
+	assert.Positive(t, counts(t, e.srv.Metrics)["get_public/limit_rate"])
+}
+
+func TestDeleteMesh(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	_, err := e.owner.Create(ctx, exampleDoc(t, "redis-session.yaml"))
+	require.NoError(t, err)
+	reg := []byte(`{"mesh": "name: m\nsessions: [s.yaml]\nservices:\n  - {name: redis, config_id: ns/redis/redis, binary: /bin/true, ports: [{port: 6379}]}\n",` +
+		`"endpoints": {"redis": "10.0.0.2"}}`)
+	require.NoError(t, e.owner.PutMesh(ctx, "m", reg))
+	err = e.other.PutMesh(ctx, "m", reg)
+	requireAPIError(t, err, http.StatusNotFound, `it configures the sidecars of session "ns/redis"`)
+	err = e.other.DeleteMesh(ctx, "m")
+	requireAPIError(t, err, http.StatusForbidden, "registered by another client")
+	require.NoError(t, e.owner.DeleteMesh(ctx, "m"))
+	err = e.owner.DeleteMesh(ctx, "m")
+	requireAPIError(t, err, http.StatusNotFound, `mesh "m" is not registered`)
+	ms, err := e.srv.CAS.Meshes(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, ms)
+}
+
+// counts returns attestmesh_management_requests_total by "operation/result".
+func counts(t *testing.T, g prometheus.Gatherer) map[string]float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "attestmesh_management_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			out[labels["operation"]+"/"+labels["result"]] += m.GetCounter().GetValue()
+		}
+	}
+	return out
 }

@@ -10,9 +10,13 @@
 //	GET  /v1/public/{session}/{secret}   public certificate (PEM), no auth     200
 //	GET  /v1/ca                          the control plane's CA bundle (PEM)   200
 //	PUT  /v1/meshes/{name}               register a mesh (JSON, see mesh.Registration) 204
+//	DELETE /v1/meshes/{name}             remove a mesh registration            204
 //
 // Session names may contain '/'. Every refusal is a 4xx with a JSON body {"error": "..."} that
-// says why; internal failures are a 500 that names no internal state.
+// says why, and is counted by reason in attestmesh_management_requests_total; internal failures
+// are a 500 that names no internal state. A session the client may not read is "not found or not
+// permitted", whether it exists or not. Each client identity (and each address, for requests
+// without one) has its own request rate; past it, requests get 429.
 package mgmt
 
 import (
@@ -22,45 +26,127 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/ratelimit"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 )
 
 // MaxDocumentSize bounds an uploaded session document.
 const MaxDocumentSize = 1 << 20
 
-// Handler serves the management API.
-type Handler struct {
+// Config configures the management API.
+type Config struct {
+	CAS *cas.CAS
+	// BundlePEM is the control plane's CA bundle, served at /v1/ca.
+	BundlePEM []byte
 	// ValidateMesh checks a mesh registration from client before it is stored; nil accepts
 	// any. A CAS error it returns (e.g. CodeForbidden) keeps its code.
 	ValidateMesh func(ctx context.Context, name string, doc []byte, client cas.Client) error
-
-	cas    *cas.CAS
-	bundle []byte
-	log    *slog.Logger
-	mux    *http.ServeMux
+	// ClientRate and ClientBurst bound each client identity's requests (per second; defaults
+	// DefaultClientRate and DefaultClientBurst); requests without a client certificate are
+	// bounded the same way per source address. A negative rate disables the limit.
+	ClientRate  float64
+	ClientBurst int
+	// Registerer receives the metrics; nil registers none.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 }
 
-// NewHandler returns the management API over c; bundlePEM is served at /v1/ca.
-func NewHandler(c *cas.CAS, bundlePEM []byte, log *slog.Logger) *Handler {
+// Default request rates.
+const (
+	DefaultClientRate  = 20
+	DefaultClientBurst = 100
+)
+
+// Handler serves the management API.
+type Handler struct {
+	cfg      Config
+	cas      *cas.CAS
+	log      *slog.Logger
+	mux      *http.ServeMux
+	limiter  *ratelimit.Limiter
+	requests *prometheus.CounterVec
+}
+
+// NewHandler returns the management API.
+func NewHandler(cfg Config) *Handler {
+	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cas: c, bundle: bundlePEM, log: log.With("subsystem", "mgmt"), mux: http.NewServeMux()}
-	h.mux.HandleFunc("POST /v1/sessions", h.create)
-	h.mux.HandleFunc("PUT /v1/sessions/{name...}", h.update)
-	h.mux.HandleFunc("GET /v1/sessions/{name...}", h.get)
-	h.mux.HandleFunc("GET /v1/sessions", h.list)
-	h.mux.HandleFunc("GET /v1/public/{path...}", h.public)
-	h.mux.HandleFunc("GET /v1/ca", h.ca)
-	h.mux.HandleFunc("PUT /v1/meshes/{name}", h.putMesh)
+	if cfg.ClientRate == 0 {
+		cfg.ClientRate = DefaultClientRate
+	}
+	if cfg.ClientBurst == 0 {
+		cfg.ClientBurst = DefaultClientBurst
+	}
+	h := &Handler{
+		cfg: cfg, cas: cfg.CAS, log: log.With("subsystem", "mgmt"), mux: http.NewServeMux(),
+		limiter: ratelimit.New(ratelimit.Config{Rate: cfg.ClientRate, Burst: cfg.ClientBurst}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "attestmesh_management_requests_total",
+			Help: "Management API requests by operation and result: ok, or the refusal's reason (invalid, not_found, forbidden, conflict, unauthenticated, limit_<limit>, internal).",
+		}, []string{"operation", "result"}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(h.requests)
+	}
+	route := func(pattern, op string, f func(http.ResponseWriter, *http.Request)) {
+		h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			r = r.WithContext(withOperation(r.Context(), op))
+			if !h.limiter.Allow(rateKey(r)) {
+				w.Header().Set("Retry-After", "1")
+				h.fail(w, r, &cas.Error{Code: cas.CodeLimit, Limit: cas.LimitRate, Msg: fmt.Sprintf(
+					"too many requests from this client: at most %g per second (bursts of %d); retry later", cfg.ClientRate, cfg.ClientBurst)})
+				return
+			}
+			f(w, r)
+		})
+	}
+	route("POST /v1/sessions", "create_session", h.create)
+	route("PUT /v1/sessions/{name...}", "update_session", h.update)
+	route("GET /v1/sessions/{name...}", "get_session", h.get)
+	route("GET /v1/sessions", "list_sessions", h.list)
+	route("GET /v1/public/{path...}", "get_public", h.public)
+	route("GET /v1/ca", "get_ca", h.ca)
+	route("PUT /v1/meshes/{name}", "put_mesh", h.putMesh)
+	route("DELETE /v1/meshes/{name}", "delete_mesh", h.deleteMesh)
 	return h
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+type operationKey struct{}
+
+func withOperation(ctx context.Context, op string) context.Context {
+	return context.WithValue(ctx, operationKey{}, op)
+}
+
+func operationOf(r *http.Request) string {
+	if op, ok := r.Context().Value(operationKey{}).(string); ok {
+		return op
+	}
+	return "unknown"
+}
+
+// rateKey is whom a request counts against: its client identity, or, without one, its source
+// address.
+func rateKey(r *http.Request) string {
+	if c := client(r); c.ID != "" {
+		return "client:" + c.ID
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return "addr:" + host
+}
 
 // SessionResponse is the JSON answer for session operations.
 type SessionResponse struct {
@@ -80,7 +166,7 @@ func readDoc(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, &cas.Error{Code: cas.CodeInvalid, Msg: fmt.Sprintf("session document larger than %d bytes", MaxDocumentSize)}
+			return nil, &cas.Error{Code: cas.CodeLimit, Limit: cas.LimitDocumentSize, Msg: fmt.Sprintf("document larger than %d bytes", MaxDocumentSize)}
 		}
 		return nil, &cas.Error{Code: cas.CodeInvalid, Msg: "reading the request body: " + err.Error()}
 	}
@@ -88,6 +174,10 @@ func readDoc(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 		return nil, &cas.Error{Code: cas.CodeInvalid, Msg: "empty request body: send the session YAML"}
 	}
 	return body, nil
+}
+
+func (h *Handler) ok(r *http.Request) {
+	h.requests.WithLabelValues(operationOf(r), "ok").Inc()
 }
 
 func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
@@ -101,6 +191,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	h.ok(r)
 	writeJSON(w, http.StatusCreated, SessionResponse{Info: *info})
 }
 
@@ -121,6 +212,7 @@ func (h *Handler) update(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	h.ok(r)
 	writeJSON(w, http.StatusOK, SessionResponse{Info: *info})
 }
 
@@ -130,6 +222,7 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	h.ok(r)
 	writeJSON(w, http.StatusOK, SessionResponse{Info: *info, Session: string(info.Document)})
 }
 
@@ -139,6 +232,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	h.ok(r)
 	writeJSON(w, http.StatusOK, infos)
 }
 
@@ -154,6 +248,7 @@ func (h *Handler) public(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	h.ok(r)
 	w.Header().Set("Content-Type", "application/x-pem-file")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	_, _ = w.Write(pem) //nolint:gosec // a PEM certificate from the store, served as application/x-pem-file with nosniff
@@ -166,8 +261,8 @@ func (h *Handler) putMesh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	if h.ValidateMesh != nil {
-		if err := h.ValidateMesh(r.Context(), name, doc, client(r)); err != nil {
+	if h.cfg.ValidateMesh != nil {
+		if err := h.cfg.ValidateMesh(r.Context(), name, doc, client(r)); err != nil {
 			if cas.CodeOf(err) != 0 {
 				h.fail(w, r, err)
 				return
@@ -180,12 +275,23 @@ func (h *Handler) putMesh(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	h.ok(r)
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (h *Handler) ca(w http.ResponseWriter, _ *http.Request) {
+func (h *Handler) deleteMesh(w http.ResponseWriter, r *http.Request) {
+	if err := h.cas.DeleteMesh(r.Context(), r.PathValue("name"), client(r)); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.ok(r)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) ca(w http.ResponseWriter, r *http.Request) {
+	h.ok(r)
 	w.Header().Set("Content-Type", "application/x-pem-file")
-	_, _ = w.Write(h.bundle)
+	_, _ = w.Write(h.cfg.BundlePEM)
 }
 
 // statusOf is the one place that maps CAS errors to HTTP status codes.
@@ -201,8 +307,37 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case cas.CodeUnauthenticated:
 		return http.StatusUnauthorized
+	case cas.CodeLimit:
+		switch cas.LimitOf(err) {
+		case cas.LimitRate:
+			return http.StatusTooManyRequests
+		case cas.LimitSessionsPerClient:
+			return http.StatusForbidden
+		default:
+			return http.StatusRequestEntityTooLarge
+		}
 	default:
 		return http.StatusInternalServerError
+	}
+}
+
+// reasonOf is the metric label of a refusal (a closed set).
+func reasonOf(err error) string {
+	switch cas.CodeOf(err) {
+	case cas.CodeInvalid:
+		return "invalid"
+	case cas.CodeNotFound:
+		return "not_found"
+	case cas.CodeForbidden:
+		return "forbidden"
+	case cas.CodeConflict:
+		return "conflict"
+	case cas.CodeUnauthenticated:
+		return "unauthenticated"
+	case cas.CodeLimit:
+		return "limit_" + string(cas.LimitOf(err))
+	default:
+		return "internal"
 	}
 }
 
@@ -212,6 +347,7 @@ type ErrorResponse struct {
 }
 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	h.requests.WithLabelValues(operationOf(r), reasonOf(err)).Inc()
 	code := statusOf(err)
 	msg := err.Error()
 	if code == http.StatusInternalServerError {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -42,48 +43,96 @@ func CheckUpdate(s, current *Session, currentHash string) error {
 	return p.err()
 }
 
+// Lookup finds an exporting session for CheckImports: nil when it does not exist. readable
+// says whether the importer's author may read it; for a session they may not read, problems
+// say only "not found or not permitted" until the session is shown to export the secret to
+// the importer, so that nobody learns another owner's secret names or export targets.
+type Lookup func(name string) (exporter *Session, readable bool)
+
 // CheckImports checks every import of s against the exporting sessions that lookup returns:
-// the session exists, holds the secret, exports it to s (export: [{session: <s.Name>}]), and
-// its kind matches the kind s gives, if any. It then completes the checks that Validate left
-// open for imports without a kind: issuer, private_key and placeholder formats.
-func CheckImports(s *Session, lookup func(name string) (*Session, bool)) error {
+// the session exists, holds the secret, exports it to s (export: [{session: <s.Name>}], and,
+// where the export pins session_hash, to exactly this document: s.DocHash()), the secret is
+// not itself imported, its kind matches the kind s gives, if any, and a hardware-mode exporter
+// does not hand it to a session that accepts simulated quotes. It then completes the checks that
+// Validate left open for imports without a kind: issuer, private_key and placeholder formats,
+// and refuses a placeholder that needs the private key of an imported certificate whose
+// private_key secret is not exported to s (a certificate export carries the certificate and
+// its chain only).
+func CheckImports(s *Session, lookup Lookup) error {
 	p := &problems{s: s}
 	v := validator{s: s, p: p}
 	kinds := v.localKinds()
 	resolved := map[string]bool{}
+	noKey := map[string]string{}
 	for i := range s.Secrets {
 		sec := &s.Secrets[i]
 		if sec.Import == nil {
 			continue
 		}
 		sp := index("secrets", i) + ".import"
-		from, ok := lookup(sec.Import.Session)
-		if !ok || from == nil {
-			p.add(sp+".session", "unknown session %q: secret %q imports from it", truncate(sec.Import.Session, 80), sec.Name)
+		from, readable := lookup(sec.Import.Session)
+		hidden := func() {
+			p.add(sp+".session", "secret %q imports %q from session %q: not found or not permitted "+
+				"(the exporting session must exist and export %q to session %q)",
+				sec.Name, truncate(sec.Import.Secret, 60), truncate(sec.Import.Session, 80), truncate(sec.Import.Secret, 60), s.Name)
+		}
+		if from == nil {
+			if readable {
+				p.add(sp+".session", "unknown session %q: secret %q imports from it", truncate(sec.Import.Session, 80), sec.Name)
+			} else {
+				hidden()
+			}
 			continue
 		}
 		src, ok := from.Secret(sec.Import.Secret)
 		if !ok {
+			if !readable {
+				hidden()
+				continue
+			}
 			p.add(sp+".secret", "session %q has no secret %q (known: %s)", from.Name, truncate(sec.Import.Secret, 60),
 				quoteList(validator{s: from}.secretNames()))
 			continue
 		}
-		if !src.ExportedTo(s.Name) {
-			to := make([]string, 0, len(src.Export))
-			for _, e := range src.Export {
-				to = append(to, e.Session)
+		if !src.ExportedTo(s.Name, s.DocHash()) {
+			switch named := src.exportNamed(s.Name); {
+			case !readable:
+				hidden()
+			case len(named) > 0:
+				p.add(sp+".secret", "secret %q of session %q is exported to session %q only with session_hash %s; this document's hash is %s",
+					src.Name, from.Name, s.Name, named[0].SessionHash, s.DocHash())
+			default:
+				to := make([]string, 0, len(src.Export))
+				for _, e := range src.Export {
+					to = append(to, e.Session)
+				}
+				p.add(sp+".secret", "secret %q of session %q is not exported to session %q (exported to: %s)",
+					src.Name, from.Name, s.Name, quoteList(to))
 			}
-			p.add(sp+".secret", "secret %q of session %q is not exported to session %q (exported to: %s)",
-				src.Name, from.Name, s.Name, quoteList(to))
 			continue
 		}
+		// From here on the exporter has chosen to give this secret to s: saying more about it
+		// tells s nothing it may not know.
 		if src.Import != nil || src.Kind == "" {
 			p.add(sp+".secret", "secret %q of session %q is itself imported and cannot be imported again", src.Name, from.Name)
+			continue
+		}
+		if err := CheckImportMode(from, s); err != nil {
+			p.add(sp+".session", "%s", strings.TrimPrefix(err.Error(), "session: "))
 			continue
 		}
 		if sec.Kind != "" && sec.Kind != src.Kind {
 			p.add(index("secrets", i)+".kind", "secret %q of session %q is %s, not %s", src.Name, from.Name, src.Kind, sec.Kind)
 			continue
+		}
+		if src.Kind.IsCertificate() && !KeyExported(from, src, s.Name, s.DocHash()) {
+			if src.PrivateKey == "" {
+				noKey[sec.Name] = fmt.Sprintf("needs the private key of certificate %q of session %q, whose key is implicit and never leaves it "+
+					"(give the certificate a private_key secret and export that one to %q too)", src.Name, from.Name, s.Name)
+			} else {
+				noKey[sec.Name] = fmt.Sprintf("needs the private key of certificate %q of session %q, but its private_key secret %q is not exported to %q "+
+					"(a certificate export carries the certificate and its chain only)", src.Name, from.Name, src.PrivateKey, s.Name)
+			}
 		}
 		if sec.Kind == "" && kinds[sec.Name] == "" {
 			kinds[sec.Name] = src.Kind
@@ -91,7 +140,32 @@ func CheckImports(s *Session, lookup func(name string) (*Session, bool)) error {
 		}
 	}
 	v.references(kinds, func(name string) bool { return resolved[name] })
+	v.keyPlaceholders(noKey)
 	return p.err()
+}
+
+// CheckImportMode refuses an import from a hardware-mode exporter into a session that accepts
+// simulated quotes: the simulated platform signs any measurement, so the secret would reach
+// whoever can ask it. The error names both sessions and modes.
+func CheckImportMode(exporter, importer *Session) error {
+	from, to := exporter.Security.Attestation.Mode, importer.Security.Attestation.Mode
+	if from == ModeHardware && to == ModeSimulation {
+		return fmt.Errorf("session: session %q (security.attestation.mode: %s) exports to session %q, which accepts simulated quotes "+
+			"(security.attestation.mode: %s): a workload attested only by the simulated platform would receive a hardware session's secret",
+			exporter.Name, from, importer.Name, to)
+	}
+	return nil
+}
+
+// KeyExported reports whether the private key of certificate secret cert (of session
+// exporter) goes with it to importer (whose document has hash docHash): only when the
+// certificate names its private_key secret and that secret is exported to the importer too.
+func KeyExported(exporter *Session, cert *Secret, importer, docHash string) bool {
+	if cert.PrivateKey == "" {
+		return false
+	}
+	key, ok := exporter.Secret(cert.PrivateKey)
+	return ok && key.Import == nil && key.ExportedTo(importer, docHash)
 }
 
 // Check validates sessions together, as `attestmesh session check` does: each one alone
@@ -108,7 +182,7 @@ func Check(sessions []*Session) []error {
 	lookup := func(name string) (*Session, bool) {
 		i, ok := byName[name]
 		if !ok {
-			return nil, false
+			return nil, true
 		}
 		return sessions[i], true
 	}

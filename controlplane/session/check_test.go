@@ -10,14 +10,23 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/session"
 )
 
-func lookupIn(sessions ...*session.Session) func(string) (*session.Session, bool) {
+func lookupIn(sessions ...*session.Session) session.Lookup {
 	return func(name string) (*session.Session, bool) {
 		for _, s := range sessions {
 			if s.Name == name {
 				return s, true
 			}
 		}
-		return nil, false
+		return nil, true
+	}
+}
+
+// unreadable is a Lookup for an author who may read none of the sessions.
+func unreadable(sessions ...*session.Session) session.Lookup {
+	in := lookupIn(sessions...)
+	return func(name string) (*session.Session, bool) {
+		s, _ := in(name)
+		return s, false
 	}
 }
 
@@ -35,14 +44,14 @@ func TestCheckImports(t *testing.T) {
 	tests := []struct {
 		name   string
 		edit   func(redis, flask *session.Session)
-		lookup func(redis *session.Session) func(string) (*session.Session, bool)
+		lookup func(redis *session.Session) session.Lookup
 		field  string
 		line   int
 		msg    string
 	}{
 		{
 			name:   "unknown session",
-			lookup: func(*session.Session) func(string) (*session.Session, bool) { return lookupIn() },
+			lookup: func(*session.Session) session.Lookup { return lookupIn() },
 			field:  "secrets[4].import.session", line: 71,
 			msg: `unknown session "flask-redis/redis": secret "redis_client_key" imports from it`,
 		},
@@ -77,6 +86,61 @@ func TestCheckImports(t *testing.T) {
 			},
 			field: "images[0].injection_files[4].content", line: 52,
 			msg: `placeholder $$SCONE::redis_client_key.key$$: format "privatekey" needs an x509 or x509-ca secret, this one is private-key`,
+		},
+		{
+			name:   "an exporter the author may not read: unknown session",
+			lookup: func(*session.Session) session.Lookup { return unreadable() },
+			field:  "secrets[4].import.session", line: 71,
+			msg: `secret "redis_client_key" imports "redis_client_key" from session "flask-redis/redis": not found or not permitted ` +
+				`(the exporting session must exist and export "redis_client_key" to session "flask-redis/flask")`,
+		},
+		{
+			name:   "an exporter the author may not read: its secret names stay hidden",
+			edit:   func(_, f *session.Session) { f.Secrets[6].Import.Secret = "redis_ca" },
+			lookup: func(r *session.Session) session.Lookup { return unreadable(r) },
+			field:  "secrets[6].import.session", line: 79,
+			msg: `secret "redis_ca_cert" imports "redis_ca" from session "flask-redis/redis": not found or not permitted ` +
+				`(the exporting session must exist and export "redis_ca" to session "flask-redis/flask")`,
+		},
+		{
+			name:   "an exporter the author may not read: its export targets stay hidden",
+			edit:   func(r, _ *session.Session) { r.Secrets[5].Export[0].Session = "someone/else" },
+			lookup: func(r *session.Session) session.Lookup { return unreadable(r) },
+			field:  "secrets[6].import.session", line: 79,
+			msg: `secret "redis_ca_cert" imports "redis_ca_cert" from session "flask-redis/redis": not found or not permitted ` +
+				`(the exporting session must exist and export "redis_ca_cert" to session "flask-redis/flask")`,
+		},
+		{
+			name:  "session_hash pins another document",
+			edit:  func(r, _ *session.Session) { r.Secrets[5].Export[0].SessionHash = strings.Repeat("ab", 32) },
+			field: "secrets[6].import.secret", line: 80,
+			msg: `secret "redis_ca_cert" of session "flask-redis/redis" is exported to session "flask-redis/flask" only with session_hash ` + strings.Repeat("ab", 32) + `; this document's hash is `,
+		},
+		{
+			name:  "hardware exporter, simulation importer",
+			edit:  func(r, _ *session.Session) { r.Security.Attestation.Mode = session.ModeHardware },
+			field: "secrets[4].import.session", line: 71,
+			msg: `session "flask-redis/redis" (security.attestation.mode: hardware) exports to session "flask-redis/flask", which accepts ` +
+				`simulated quotes (security.attestation.mode: simulation): a workload attested only by the simulated platform would receive a hardware session's secret`,
+		},
+		{
+			name: "the key of a certificate whose private_key is not exported",
+			edit: func(_, f *session.Session) {
+				f.Images[0].InjectionFiles[2].Content = "$$SCONE::redis_ca_cert.key$$"
+			},
+			field: "images[0].injection_files[2].content", line: 48,
+			msg: `placeholder $$SCONE::redis_ca_cert.key$$ needs the private key of certificate "redis_ca_cert" of session "flask-redis/redis", ` +
+				`but its private_key secret "redis_ca_key" is not exported to "flask-redis/flask" (a certificate export carries the certificate and its chain only)`,
+		},
+		{
+			name: "the key of a certificate with an implicit key",
+			edit: func(r, f *session.Session) {
+				r.Secrets[5].PrivateKey = ""
+				f.Images[0].InjectionFiles[2].Content = "$$SCONE::redis_ca_cert:privatekey$$"
+			},
+			field: "images[0].injection_files[2].content", line: 48,
+			msg: `placeholder $$SCONE::redis_ca_cert:privatekey$$ needs the private key of certificate "redis_ca_cert" of session "flask-redis/redis", ` +
+				`whose key is implicit and never leaves it (give the certificate a private_key secret and export that one to "flask-redis/flask" too)`,
 		},
 		{
 			name: "issuer resolved to a key",

@@ -37,7 +37,7 @@ func Parse(data []byte) (*Session, error) {
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return nil, errors.New("session: more than one YAML document; give one session per document")
 	}
-	s := &Session{lines: map[string]int{}}
+	s := &Session{lines: map[string]int{}, docHash: Hash(data)}
 	d := &decoder{s: s, p: &problems{s: s}}
 	doc := &root
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
@@ -54,6 +54,9 @@ func Parse(data []byte) (*Session, error) {
 	}
 	if len(s.AccessPolicy.Update) == 0 {
 		s.AccessPolicy.Update = []string{PolicyCreator}
+	}
+	if len(s.AccessPolicy.CreateSessions) == 0 {
+		s.AccessPolicy.CreateSessions = []string{PolicyCreator}
 	}
 	if s.Security.Attestation.Mode == "" {
 		s.Security.Attestation.Mode = ModeHardware
@@ -275,8 +278,9 @@ func (d *decoder) session(n *yaml.Node) {
 		"predecessor": d.hex(&s.Predecessor),
 		"access_policy": func(path string, v *yaml.Node) {
 			d.mapping(v, path, map[string]field{
-				"read":   d.strList(&s.AccessPolicy.Read, false),
-				"update": d.strList(&s.AccessPolicy.Update, false),
+				"read":            d.strList(&s.AccessPolicy.Read, false),
+				"update":          d.strList(&s.AccessPolicy.Update, false),
+				"create_sessions": d.strList(&s.AccessPolicy.CreateSessions, false),
 			})
 		},
 		"services": func(path string, v *yaml.Node) {
@@ -314,6 +318,7 @@ func (d *decoder) session(n *yaml.Node) {
 								a.Tolerate = append(a.Tolerate, Tolerance(t))
 							}
 						},
+						"ignore_advisories": d.strList(&a.IgnoreAdvisories, false),
 					})
 				},
 			})
@@ -349,6 +354,12 @@ func (d *decoder) service(n *yaml.Node, path string, svc *Service) {
 		"fspf_path":   d.str(&svc.FSPFPath),
 		"fspf_key":    d.hex(&svc.FSPFKey),
 		"fspf_tag":    d.hex(&svc.FSPFTag),
+		"sidecar": func(path string, v *yaml.Node) {
+			svc.Sidecar = &SidecarPolicy{}
+			d.mapping(v, path, map[string]field{
+				"mrenclaves": d.strList(&svc.Sidecar.MREnclaves, true),
+			})
+		},
 	})
 }
 
@@ -392,7 +403,7 @@ func (d *decoder) secret(n *yaml.Node, path string, sec *Secret) {
 			d.seq(v, path, func(_ int, ip string, e *yaml.Node) {
 				sec.Export = append(sec.Export, Export{})
 				x := &sec.Export[len(sec.Export)-1]
-				d.mapping(e, ip, map[string]field{"session": d.str(&x.Session)})
+				d.mapping(e, ip, map[string]field{"session": d.str(&x.Session), "session_hash": d.hex(&x.SessionHash)})
 			})
 		},
 		"export_public": d.boolean(&sec.ExportPublic),

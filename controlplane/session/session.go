@@ -12,6 +12,7 @@ package session
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,13 +45,22 @@ type Session struct {
 
 	// lines maps a field path ("secrets[3].issuer") to its line in the document.
 	lines map[string]int
+	// docHash is Hash of the document Parse read; "" for sessions built in code.
+	docHash string
 }
 
-// AccessPolicy decides who may read and who may update a session. Each entry is
-// PolicyCreator, PolicyAny, PolicyNone or a PEM-encoded client certificate.
+// DocHash returns the Hash of the document that Parse read this session from: what an
+// export's session_hash pins. It is "" for a session that was not parsed.
+func (s *Session) DocHash() string { return s.docHash }
+
+// AccessPolicy decides who may read and who may update a session, and who may create sessions
+// in its namespace: a session named "a/b" can be created only by a client that session "a"'s
+// CreateSessions allows (as SCONE's namespaces). Each entry is PolicyCreator, PolicyAny,
+// PolicyNone or a PEM-encoded client certificate. Parse fills CREATOR for every list left out.
 type AccessPolicy struct {
-	Read   []string
-	Update []string
+	Read           []string
+	Update         []string
+	CreateSessions []string // YAML key create_sessions
 }
 
 // Service is one workload of a session, identified as spiffe://<td>/<session>/<service>.
@@ -70,6 +80,17 @@ type Service struct {
 	FSPFPath    string // absolute path of the protected file system's metadata
 	FSPFKey     string // 64 hex characters (256-bit key)
 	FSPFTag     string // hex
+	// Sidecar says which sidecar enclaves may carry this service's identity. Nil means the
+	// control plane's default: in simulation mode its own build's measurement; in hardware
+	// mode no sidecar at all.
+	Sidecar *SidecarPolicy
+}
+
+// SidecarPolicy lists the measurements of the sidecar enclaves that a service accepts (YAML
+// key "sidecar" of a service). A sidecar receives the service's SVID only when its quote
+// shows one of them and it presents a grant from an attested app of the service.
+type SidecarPolicy struct {
+	MREnclaves []string // 64 lowercase hex characters each
 }
 
 // AttestationVariant is one accepted enclave identity. A quote matches the variant when it
@@ -165,9 +186,19 @@ type Secret struct {
 	Import       *Import  // the secret comes from another session
 }
 
-// Export exports a secret to another session.
+// Export exports a secret to another session. With SessionHash set, only the importing
+// session's document with exactly that hash (Hash) may import it: the export pins the
+// importer's policy, so that nobody who can create or update a session of that name can
+// take the secret with a policy of their own.
 type Export struct {
-	Session string
+	Session     string
+	SessionHash string // YAML key session_hash; 64 lowercase hex characters, optional
+}
+
+// Allows reports whether the export lets session name, whose document has hash docHash,
+// import the secret.
+func (e Export) Allows(name, docHash string) bool {
+	return e.Session == name && (e.SessionHash == "" || strings.EqualFold(e.SessionHash, docHash))
 }
 
 // Import takes a secret that another session exports to this one.
@@ -253,7 +284,14 @@ type Security struct {
 type AttestationPolicy struct {
 	Mode     Mode        // hardware (default) or simulation
 	Tolerate []Tolerance // platform weaknesses accepted anyway
+	// IgnoreAdvisories lists the Intel security advisories (INTEL-SA-NNNNN) accepted on a
+	// platform whose TCB level names them; "*" accepts every advisory. YAML key
+	// ignore_advisories.
+	IgnoreAdvisories []string
 }
+
+// AdvisoryWildcard in ignore_advisories accepts every advisory.
+const AdvisoryWildcard = "*"
 
 // Mode says which TEE evidence a session accepts.
 type Mode string
@@ -276,18 +314,36 @@ const (
 	TolerateHyperthreading          Tolerance = "hyperthreading"
 	TolerateSoftwareHardeningNeeded Tolerance = "software-hardening-needed"
 	TolerateInsecureConfiguration   Tolerance = "insecure-configuration"
+	TolerateInsecureIGPU            Tolerance = "insecure-igpu"
 )
 
 // Tolerances lists every tolerance.
 var Tolerances = []Tolerance{
 	TolerateDebugMode, TolerateOutdatedTCB, TolerateHyperthreading,
-	TolerateSoftwareHardeningNeeded, TolerateInsecureConfiguration,
+	TolerateSoftwareHardeningNeeded, TolerateInsecureConfiguration, TolerateInsecureIGPU,
+}
+
+// AdvisoriesOf lists, for the tolerances that stand for a platform configuration, the Intel
+// security advisories they accept: hyperthreading accepts L1TF (INTEL-SA-00161) and MDS
+// (INTEL-SA-00233), whose mitigation is to disable hyperthreading; insecure-igpu accepts the
+// integrated-graphics advisory INTEL-SA-00219. A TCB level whose configuration problem
+// consists only of advisories accepted this way needs no insecure-configuration. The other
+// tolerances accept a TCB status (see the attestation policy), never an advisory: every
+// advisory must be accepted by one of these tolerances or by ignore_advisories.
+var AdvisoriesOf = map[Tolerance][]string{
+	TolerateHyperthreading: {"INTEL-SA-00161", "INTEL-SA-00233"},
+	TolerateInsecureIGPU:   {"INTEL-SA-00219"},
 }
 
 // Tolerates reports whether the session accepts the weakness t.
 func (p AttestationPolicy) Tolerates(t Tolerance) bool {
-	for _, x := range p.Tolerate {
-		if x == t {
+	return slices.Contains(p.Tolerate, t)
+}
+
+// IgnoresAdvisory reports whether ignore_advisories accepts the advisory id ("*" accepts all).
+func (p AttestationPolicy) IgnoresAdvisory(id string) bool {
+	for _, a := range p.IgnoreAdvisories {
+		if a == AdvisoryWildcard || strings.EqualFold(a, id) {
 			return true
 		}
 	}
@@ -324,14 +380,26 @@ func (s *Session) Secret(name string) (*Secret, bool) {
 	return nil, false
 }
 
-// ExportedTo reports whether the secret is exported to the named session.
-func (s *Secret) ExportedTo(session string) bool {
+// ExportedTo reports whether the secret is exported to the named session whose document has
+// hash docHash (a session_hash pin must match it).
+func (s *Secret) ExportedTo(session, docHash string) bool {
 	for _, e := range s.Export {
-		if e.Session == session {
+		if e.Allows(session, docHash) {
 			return true
 		}
 	}
 	return false
+}
+
+// exportNamed returns the export entries that name session, pinned or not.
+func (s *Secret) exportNamed(session string) []Export {
+	var out []Export
+	for _, e := range s.Export {
+		if e.Session == session {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // line returns the document line of a field path, or of its closest parent that has one;

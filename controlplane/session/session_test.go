@@ -37,7 +37,8 @@ func TestExamplesParseValidateAndCheck(t *testing.T) {
 	for _, name := range []string{"redis_client_key", "redis_client_cert", "redis_ca_cert"} {
 		sec, ok := redis.Secret(name)
 		require.True(t, ok, name)
-		assert.True(t, sec.ExportedTo(flaskName), name)
+		assert.True(t, sec.ExportedTo(flaskName, flask.DocHash()), name)
+		assert.False(t, sec.ExportedTo("someone/else", flask.DocHash()), name)
 	}
 
 	caCert, ok := flask.Secret("api_ca_cert")
@@ -142,6 +143,38 @@ var refusals = []struct {
 
 	{name: "unknown mode", doc: "security:\n  attestation:\n    mode: emulation\n", field: "security.attestation.mode", line: 8, msg: `unknown mode "emulation": want hardware or simulation`},
 	{name: "unknown tolerance", doc: "security:\n  attestation:\n    tolerate: [debug]\n", field: "security.attestation.tolerate[0]", line: 8, msg: `unknown tolerance "debug" (known: debug-mode, outdated-tcb`},
+	{name: "bad advisory", doc: "security:\n  attestation:\n    ignore_advisories: [INTEL-SA-00615, SA-1]\n", field: "security.attestation.ignore_advisories[1]", line: 8, msg: `"SA-1": want an Intel advisory ID like INTEL-SA-00615, or "*" for every advisory`},
+	{name: "bad create_sessions entry", doc: "access_policy:\n  create_sessions: [EVERYONE]\n", field: "access_policy.create_sessions[0]", line: 7, msg: "want CREATOR, ANY, NONE or one PEM certificate"},
+	{name: "bad session_hash", doc: "secrets:\n  - {name: a, kind: ascii, export: [{session: o, session_hash: abc}]}\n", field: "secrets[0].export[0].session_hash", line: 7, msg: "want the 64 hex characters of the importing session's hash"},
+	{name: "sidecar without measurements", doc: "    sidecar: {}\n", field: "services[0].sidecar.mrenclaves", line: 6, msg: "required: the measurements of the sidecar enclaves"},
+	{name: "sidecar measurement not hex", doc: "    sidecar: {mrenclaves: [xyz]}\n", field: "services[0].sidecar.mrenclaves[0]", line: 6, msg: `want 64 hex characters, got "xyz"`},
+}
+
+func TestParseNewPolicyKeys(t *testing.T) {
+	hash := strings.Repeat("AB", 32)
+	doc := base + "    sidecar: {mrenclaves: [" + strings.Repeat("C", 64) + "]}\n" +
+		"access_policy:\n  create_sessions: [ANY]\n" +
+		"security:\n  attestation:\n    tolerate: [hyperthreading]\n    ignore_advisories: [INTEL-SA-00615, \"*\"]\n" +
+		"secrets:\n  - {name: a, kind: ascii, export: [{session: o/p, session_hash: " + hash + "}]}\n"
+	s, err := session.Parse([]byte(doc))
+	require.NoError(t, err)
+	require.NoError(t, s.Validate())
+	assert.Equal(t, session.Hash([]byte(doc)), s.DocHash())
+	assert.Equal(t, []string{session.PolicyAny}, s.AccessPolicy.CreateSessions)
+	assert.Equal(t, []string{strings.Repeat("c", 64)}, s.Services[0].Sidecar.MREnclaves, "lowercased")
+	assert.True(t, s.Security.Attestation.IgnoresAdvisory("INTEL-SA-99999"), "* ignores every advisory")
+	exp := s.Secrets[0].Export[0]
+	pinned := strings.ToLower(hash)
+	assert.Equal(t, pinned, exp.SessionHash)
+	assert.True(t, exp.Allows("o/p", strings.ToLower(hash)))
+	assert.False(t, exp.Allows("o/p", strings.Repeat("cd", 32)), "a pinned export refuses another document of that name")
+	assert.False(t, exp.Allows("o/q", strings.ToLower(hash)))
+
+	def, err := session.Parse([]byte(base))
+	require.NoError(t, err)
+	assert.Equal(t, []string{session.PolicyCreator}, def.AccessPolicy.CreateSessions, "create_sessions defaults to CREATOR")
+	assert.Nil(t, def.Services[0].Sidecar)
+	assert.False(t, def.Security.Attestation.IgnoresAdvisory("INTEL-SA-00615"))
 }
 
 func TestParseAndValidateRefusals(t *testing.T) {

@@ -97,6 +97,7 @@ func (v validator) header() {
 	}
 	v.policy("access_policy.read", s.AccessPolicy.Read)
 	v.policy("access_policy.update", s.AccessPolicy.Update)
+	v.policy("access_policy.create_sessions", s.AccessPolicy.CreateSessions)
 }
 
 func (v validator) policy(field string, entries []string) {
@@ -174,6 +175,12 @@ func (v validator) services() {
 			v.absPath(sp+".pwd", svc.Pwd)
 		}
 		v.fspf(sp, svc)
+		if svc.Sidecar != nil {
+			if len(svc.Sidecar.MREnclaves) == 0 {
+				v.p.add(sp+".sidecar.mrenclaves", "required: the measurements of the sidecar enclaves that may carry this service's identity")
+			}
+			v.mrenclaves(sp+".sidecar.mrenclaves", svc.Sidecar.MREnclaves)
+		}
 	}
 }
 
@@ -278,6 +285,9 @@ func (v validator) secrets() {
 				v.p.add(ep, "%s", strings.TrimPrefix(err.Error(), "session: "))
 			} else if e.Session == v.s.Name {
 				v.p.add(ep, "a session cannot export to itself")
+			}
+			if e.SessionHash != "" && !isHex(e.SessionHash, 64) {
+				v.p.add(index(sp+".export", j)+".session_hash", "want the 64 hex characters of the importing session's hash")
 			}
 		}
 		if sec.ExportPublic && !sec.Kind.IsCertificate() && sec.Import == nil {
@@ -542,6 +552,39 @@ func (v validator) references(kinds map[string]Kind, report func(name string) bo
 	}
 }
 
+// eachText calls f for every text that may hold placeholders: commands, environment values
+// and injection file contents, with their field paths.
+func (v validator) eachText(f func(field, text string)) {
+	for i, svc := range v.s.Services {
+		sp := index("services", i)
+		f(sp+".command", svc.Command)
+		for _, k := range slices.Sorted(maps.Keys(svc.Environment)) {
+			f(join(sp+".environment", k), svc.Environment[k])
+		}
+	}
+	for i, img := range v.s.Images {
+		for j, file := range img.InjectionFiles {
+			f(index(index("images", i)+".injection_files", j)+".content", file.Content)
+		}
+	}
+}
+
+// keyPlaceholders refuses placeholders for the private key of an imported certificate that
+// comes without it; noKey maps such secrets to the reason.
+func (v validator) keyPlaceholders(noKey map[string]string) {
+	if len(noKey) == 0 {
+		return
+	}
+	v.eachText(func(field, text string) {
+		phs, _ := scan(text)
+		for _, ph := range phs {
+			if why := noKey[ph.name]; why != "" && ph.format == FormatPrivateKey {
+				v.p.add(field, "placeholder %s %s", ph.text, why)
+			}
+		}
+	})
+}
+
 func (v validator) security() {
 	a := v.s.Security.Attestation
 	switch a.Mode {
@@ -554,4 +597,23 @@ func (v validator) security() {
 			v.p.add(index("security.attestation.tolerate", i), "unknown tolerance %q (known: %s)", truncate(string(t), 40), quoteList(Tolerances))
 		}
 	}
+	for i, id := range a.IgnoreAdvisories {
+		if id != AdvisoryWildcard && !isAdvisoryID(id) {
+			v.p.add(index("security.attestation.ignore_advisories", i), "%q: want an Intel advisory ID like INTEL-SA-00615, or \"*\" for every advisory", truncate(id, 40))
+		}
+	}
+}
+
+// isAdvisoryID accepts Intel security advisory IDs: INTEL-SA- followed by five digits.
+func isAdvisoryID(id string) bool {
+	rest, ok := strings.CutPrefix(strings.ToUpper(id), "INTEL-SA-")
+	if !ok || len(rest) != 5 {
+		return false
+	}
+	for _, c := range rest {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }

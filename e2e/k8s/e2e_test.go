@@ -37,6 +37,7 @@ import (
 
 	"github.com/attestmesh/attestmesh/attest/fspf"
 	"github.com/attestmesh/attestmesh/controlplane/injector"
+	"github.com/attestmesh/attestmesh/controlplane/kube"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 )
@@ -159,7 +160,7 @@ func patchCABundleAsControlPlane(ctx context.Context, t *testing.T, c *cluster, 
 	require.NoError(t, err)
 	tlsCfg, err := rest.TLSConfigFor(c.rest)
 	require.NoError(t, err)
-	api := &injector.APIServer{URL: c.rest.Host, Token: tr.Status.Token, Client: &http.Client{
+	api := &kube.APIServer{URL: c.rest.Host, Token: tr.Status.Token, Client: &http.Client{
 		Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg},
 	}}
 	const mwc = "attestmesh-system-attestmesh-injector"

@@ -78,6 +78,16 @@ app.kubernetes.io/component: controlplane
 {{- default (printf "%s-store-key" (include "attestmesh.fullname" .)) .Values.store.key.existingSecret }}
 {{- end }}
 
+{{/* The Secret holding the store's generation (its rollback anchor). */}}
+{{- define "attestmesh.storeAnchorSecret" -}}
+{{- printf "%s-store-generation" (include "attestmesh.fullname" .) }}
+{{- end }}
+
+{{/* "true" when the control plane talks to the API server: its webhook's caBundle, its store's anchor. */}}
+{{- define "attestmesh.usesAPI" -}}
+{{- if or (include "attestmesh.patchCABundle" .) .Values.store.anchor.enabled }}true{{ end }}
+{{- end }}
+
 {{/* The Secret with the webhook's serving certificate, if any. */}}
 {{- define "attestmesh.webhookTLSSecret" -}}
 {{- if .Values.certManager.enabled }}

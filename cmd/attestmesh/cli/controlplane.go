@@ -9,6 +9,8 @@ import (
 
 	"github.com/attestmesh/attestmesh/attest/sim"
 	"github.com/attestmesh/attestmesh/controlplane"
+	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 )
 
 func newLogger(level string) *slog.Logger {
@@ -37,6 +39,8 @@ CA, and serves:
 
 The store key (32 bytes, hex) comes from --store-key-file or $ATTESTMESH_STORE_KEY; it must
 not live inside --data-dir. Create one with:  head -c32 /dev/urandom | xxd -p -c64 > key; chmod 600 key
+Every write raises the store's generation, kept beside the key (--store-anchor): a store.db
+older than it (a restored backup) is refused until --allow-store-rollback says it is wanted.
 
 --simulation enables the simulated SGX platform and its local attestation service (LAS) on
 --las-addr: quotes it signs are accepted only by sessions with
@@ -54,6 +58,15 @@ The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/attestmesh", "directory of the embedded encrypted store")
 	f.StringVar(&cfg.StoreKeyFile, "store-key-file", "", "file holding the store key (else $ATTESTMESH_STORE_KEY)")
+	f.StringVar(&cfg.StoreAnchor, "store-anchor", "", "where the store's generation is kept, outside --data-dir, so that an older copy of the store is refused: "+
+		"a file, or kubernetes-secret:NAMESPACE/NAME (default: <store key file>.generation; none disables the check)")
+	f.BoolVar(&cfg.AllowStoreRollback, "allow-store-rollback", false, "open a store older than its anchor once (a backup restored on purpose)")
+	f.IntVar(&cfg.Limits.MaxSecrets, "max-secrets-per-session", cas.DefaultMaxSecrets, "most secrets one session may hold")
+	f.IntVar(&cfg.Limits.MaxGeneratedBytes, "max-session-bytes", cas.DefaultMaxGeneratedBytes, "most bytes of secret material kept per session")
+	f.IntVar(&cfg.Limits.MaxNewRSAKeys, "max-new-rsa-keys", cas.DefaultMaxNewRSAKeys, "most RSA keys one create or update may generate")
+	f.IntVar(&cfg.Limits.MaxSessionsPerClient, "max-sessions-per-client", cas.DefaultMaxSessionsPerClient, "most sessions one client identity may create")
+	f.Float64Var(&cfg.ClientRate, "client-rate", mgmt.DefaultClientRate, "management API requests per second per client identity (and per address without one); negative: unlimited")
+	f.IntVar(&cfg.ClientBurst, "client-burst", mgmt.DefaultClientBurst, "management API request burst per client identity")
 	f.StringVar(&cfg.TrustDomain, "trust-domain", "attestmesh.local", "SPIFFE trust domain")
 	f.StringVar(&cfg.MgmtAddr, "mgmt-addr", ":8081", "management API listen address")
 	f.StringVar(&cfg.AttestAddr, "attest-addr", ":18765", "attestation API listen address")

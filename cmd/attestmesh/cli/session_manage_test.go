@@ -29,6 +29,12 @@ func TestSessionCreateGetListUpdate(t *testing.T) {
 	doc := filepath.Join(t.TempDir(), "s.yaml")
 	require.NoError(t, os.WriteFile(doc, []byte("name: $NAME\nversion: \"0.3\"\nsecrets:\n  - name: pw\n    kind: ascii\n"), 0o600))
 
+	code, _, errOut := run("session", "create", "-f", doc, "--var", "NAME=team/app")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, `its namespace session "team" does not exist or does not let this client create sessions in it`)
+	code, _, errOut = run("session", "create", "-f", doc, "--var", "NAME=team")
+	require.Equal(t, 0, code, errOut)
+
 	code, out, errOut := run("session", "create", "-f", doc, "--var", "NAME=team/app")
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, `"name": "team/app"`)
@@ -45,7 +51,7 @@ func TestSessionCreateGetListUpdate(t *testing.T) {
 
 	code, out, errOut = run("session", "list")
 	require.Equal(t, 0, code, errOut)
-	assert.True(t, strings.HasPrefix(out, "team/app\t"+hash+"\t"), out)
+	assert.Contains(t, out, "\nteam/app\t"+hash+"\t", out)
 
 	code, _, errOut = run("session", "update", "-f", doc, "--var", "NAME=team/app")
 	assert.Equal(t, 1, code)
@@ -59,5 +65,5 @@ func TestSessionCreateGetListUpdate(t *testing.T) {
 
 	code, _, errOut = run("session", "get", "team/none")
 	assert.Equal(t, 1, code)
-	assert.Contains(t, errOut, `session "team/none" does not exist (HTTP 404)`)
+	assert.Contains(t, errOut, `session "team/none" not found or not permitted (HTTP 404)`)
 }

@@ -12,11 +12,13 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/mesh"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 	"github.com/attestmesh/attestmesh/controlplane/store/storetest"
 )
@@ -27,6 +29,7 @@ type Server struct {
 	Roots     *x509.CertPool
 	CAS       *cas.CAS
 	Authority *ca.Authority
+	Metrics   *prometheus.Registry
 }
 
 // Start starts a management API for the test; it stops when the test ends.
@@ -40,8 +43,9 @@ func Start(tb testing.TB) *Server {
 	srvCert, err := auth.IssueServerCert(srvKey.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 0)
 	require.NoError(tb, err)
 
-	c := cas.New(cas.Config{Store: st})
-	srv := httptest.NewUnstartedServer(mgmt.NewHandler(c, auth.BundlePEM(), nil))
+	c := cas.New(cas.Config{Store: st, MeshSessions: mesh.RegistrationSessions})
+	reg := prometheus.NewRegistry()
+	srv := httptest.NewUnstartedServer(mgmt.NewHandler(mgmt.Config{CAS: c, BundlePEM: auth.BundlePEM(), Registerer: reg}))
 	srv.TLS = &tls.Config{
 		Certificates: []tls.Certificate{{Certificate: [][]byte{srvCert.Raw}, PrivateKey: srvKey}},
 		ClientAuth:   tls.RequestClientCert,
@@ -51,7 +55,7 @@ func Start(tb testing.TB) *Server {
 	tb.Cleanup(srv.Close)
 	roots := x509.NewCertPool()
 	roots.AddCert(auth.Bundle()[0])
-	return &Server{URL: srv.URL, Roots: roots, CAS: c, Authority: auth}
+	return &Server{URL: srv.URL, Roots: roots, CAS: c, Authority: auth, Metrics: reg}
 }
 
 // Client returns a client with a fresh identity, or none when withIdentity is false.
