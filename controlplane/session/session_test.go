@@ -163,12 +163,11 @@ func TestParseNewPolicyKeys(t *testing.T) {
 	assert.Equal(t, []string{session.PolicyAny}, s.AccessPolicy.CreateSessions)
 	assert.Equal(t, []string{strings.Repeat("c", 64)}, s.Services[0].Sidecar.MREnclaves, "lowercased")
 	assert.True(t, s.Security.Attestation.IgnoresAdvisory("INTEL-SA-99999"), "* ignores every advisory")
-	exp := s.Secrets[0].Export[0]
-	pinned := strings.ToLower(hash)
-	assert.Equal(t, pinned, exp.SessionHash)
-	assert.True(t, exp.Allows("o/p", strings.ToLower(hash)))
-	assert.False(t, exp.Allows("o/p", strings.Repeat("cd", 32)), "a pinned export refuses another document of that name")
-	assert.False(t, exp.Allows("o/q", strings.ToLower(hash)))
+	export := s.Secrets[0].Export[0]
+	assert.Equal(t, strings.ToLower(hash), export.SessionHash)
+	assert.True(t, export.Allows("o/p", strings.ToLower(hash)))
+	assert.False(t, export.Allows("o/p", strings.Repeat("cd", 32)), "a pinned export refuses another document of that name")
+	assert.False(t, export.Allows("o/q", strings.ToLower(hash)))
 
 	def, err := session.Parse([]byte(base))
 	require.NoError(t, err)
