@@ -49,6 +49,8 @@ import (
 const (
 	keyAuthority = "controlplane/authority"
 	keyPlatform  = "controlplane/sim-platform"
+	// keyAttestationMAC keys the attestation API's stateless nonces and sidecar grants.
+	keyAttestationMAC = "controlplane/attestation-mac-key"
 )
 
 // Config is the control plane's configuration; the `attestmesh controlplane` flags fill it.
@@ -201,6 +203,10 @@ func Run(ctx context.Context, cfg Config) error {
 			Collateral: attestation.CollateralFunc(func(context.Context, string) (dcap.Collateral, error) {
 				return platform.Collateral(time.Now())
 			}),
+			SkipRevocation: !platform.HasCRLs(),
+		}
+		if !platform.HasCRLs() {
+			log.Warn("the simulated platform was created by an older version and has no CRLs: revocation is not checked in simulation")
 		}
 		las, err = sim.NewLAS(sim.LASConfig{Platform: platform, Logger: log, Addr: cfg.LASAddr})
 		if err != nil {
@@ -271,12 +277,19 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	feed = newFeed(casSvc, authority, xdsSrv, metrics, log)
 
-	attestSvc := attestation.NewServer(attestation.Config{
-		CAS: casSvc, Authority: authority, Verifier: verifier, Logger: log,
+	macKey, err := loadOrCreateSecret(ctx, st, keyAttestationMAC, 32)
+	if err != nil {
+		return err
+	}
+	attestSvc, err := attestation.NewServer(attestation.Config{
+		CAS: casSvc, Authority: authority, Verifier: verifier, Logger: log, MACKey: macKey,
 		Metrics: attestation.NewMetrics(reg), SVIDTTL: cfg.SVIDTTL, XDSAddress: xdsAddr,
 		SidecarMREnclaves: [][32]byte{sidecarMeasure},
 		OnSVID:            feed.svid,
 	})
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
 	grpcSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
 		MinVersion: tls.VersionTLS13, GetCertificate: serverTLS.get,
 	})),
@@ -492,6 +505,36 @@ func loadOrCreateAuthority(ctx context.Context, st store.Backend, td spiffeid.Tr
 		return nil, fmt.Errorf("controlplane: store CA: %w", err)
 	}
 	return a, nil
+}
+
+// loadOrCreateSecret returns the random secret of n bytes stored under key, creating it on the
+// first start (sealed by the store like everything else; the first writer wins when several
+// control planes start at once).
+func loadOrCreateSecret(ctx context.Context, st store.Backend, key string, n int) ([]byte, error) {
+	for range 2 {
+		b, err := st.Get(ctx, key)
+		if err == nil {
+			if len(b) != n {
+				return nil, fmt.Errorf("controlplane: stored %s is %d bytes, want %d", key, len(b), n)
+			}
+			return b, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("controlplane: read %s: %w", key, err)
+		}
+		b = make([]byte, n)
+		if _, err := rand.Read(b); err != nil {
+			return nil, fmt.Errorf("controlplane: %w", err)
+		}
+		err = st.CompareAndSwap(ctx, key, nil, b)
+		if err == nil {
+			return b, nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return nil, fmt.Errorf("controlplane: store %s: %w", key, err)
+		}
+	}
+	return nil, fmt.Errorf("controlplane: %s keeps changing", key)
 }
 
 func loadOrCreatePlatform(ctx context.Context, st store.Backend) (*sim.Platform, error) {

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,6 +31,7 @@ import (
 	"github.com/attestmesh/attestmesh/attest/sim"
 	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/attestmesh/attestmesh/controlplane/attestation"
+	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
 	"github.com/attestmesh/attestmesh/controlplane/store"
@@ -63,9 +65,13 @@ const (
 )
 
 // itSession is a one-service session in simulation mode.
+// itAppMR is the measurement the test sessions accept for their apps.
+var itAppMR = [32]byte{0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
+	0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab}
+
 func itSession(name, service string) []byte {
 	return []byte(fmt.Sprintf("name: %s\nversion: \"0.3\"\nsecurity:\n  attestation:\n    mode: simulation\nservices:\n  - name: %s\n    mrenclaves: [%q]\n",
-		name, service, strings.Repeat("ab", 32)))
+		name, service, hex.EncodeToString(itAppMR[:])))
 }
 
 // itMesh: the client connects to the server on each port of ports (server port -> the
@@ -269,11 +275,29 @@ func newITEnv(t *testing.T, svidTTL time.Duration) *itEnv {
 	return e
 }
 
+// appGrants gets a sidecar grant as the app's launcher does: it attests as the app of configID
+// (the sessions accept the measurement itAppMR) and hands over the grant it receives.
+func (e *itEnv) appGrants(configID string) proxy.GrantSource {
+	return func(ctx context.Context) ([]byte, error) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		res, err := e.ac.Attest(ctx, attestation.Request{
+			ConfigID: configID, Role: attestationpb.Role_ROLE_APP, Key: key, Evidence: attestation.Evidence{MREnclave: itAppMR},
+		})
+		if err != nil {
+			return nil, err
+		}
+		return res.SidecarGrant, nil
+	}
+}
+
 func (e *itEnv) startSidecar(t *testing.T, configID string) *itSidecar {
 	t.Helper()
 	admin, err := proxytest.FreeAddr()
 	require.NoError(t, err)
-	att, err := proxy.AttestationAttestor(e.ac, configID)
+	att, err := proxy.AttestationAttestor(e.ac, configID, e.appGrants(configID), nil)
 	require.NoError(t, err)
 	s := &itSidecar{configID: configID, admin: admin, logs: &proxytest.SyncBuffer{}}
 	cfg := proxy.Config{
@@ -412,7 +436,7 @@ func (e *itEnv) attestAs(t *testing.T, configID string) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	att, err := proxy.AttestationAttestor(e.ac, configID)
+	att, err := proxy.AttestationAttestor(e.ac, configID, e.appGrants(configID), nil)
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()

@@ -360,9 +360,18 @@ services:
 	})
 	require.NoError(t, err)
 	defer client.Close()
+	// The intruder's app attests (the session accepts the attestmesh binary for it), and its
+	// sidecar presents the grant it receives: a real, attested identity, just not one that the
+	// mesh lets reach Redis.
+	appKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	app, err := client.Attest(ctx, attestation.Request{ConfigID: "e2e/intruder/intruder", Role: attestationpb.Role_ROLE_APP,
+		Key: appKey, Evidence: attestation.Evidence{MREnclave: m.binMR}})
+	require.NoError(t, err)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	res, err := client.Attest(ctx, "e2e/intruder/intruder", attestationpb.Role_ROLE_SIDECAR, key, attestation.Evidence{MREnclave: m.binMR})
+	res, err := client.Attest(ctx, attestation.Request{ConfigID: "e2e/intruder/intruder", Role: attestationpb.Role_ROLE_SIDECAR,
+		Key: key, Evidence: attestation.Evidence{MREnclave: m.binMR}, SidecarGrant: app.SidecarGrant})
 	require.NoError(t, err)
 	require.Equal(t, "spiffe://attestmesh.local/e2e/intruder/intruder", res.ID.String())
 	assert.Equal(t, "simulation", res.TEE)
@@ -465,13 +474,15 @@ services:
 			"refusing to start the application",
 			"fspf: tree does not match its manifest: rest_api.py",
 		}},
+		// The launcher is told what it presented; what the session allows stays in the
+		// control plane's log.
 		{"DifferentPythonBinary", "good", otherPython, []string{
 			"attestation of \"e2e/launch/good\" refused",
-			fmt.Sprintf("mrenclave mismatch: got %s, session allows [%s]", otherMR.Hex(), pyMR.Hex()),
+			fmt.Sprintf(`attestation refused (mrenclave_mismatch): mrenclave %s is not accepted by service \"good\"`, otherMR.Hex()),
 		}},
 		{"BinaryNotInSession", "unlisted", python, []string{
 			"attestation of \"e2e/launch/unlisted\" refused",
-			fmt.Sprintf("mrenclave mismatch: got %s, session allows [%s]", pyMR.Hex(), redisMR.Hex()),
+			fmt.Sprintf(`attestation refused (mrenclave_mismatch): mrenclave %s is not accepted by service \"unlisted\"`, pyMR.Hex()),
 		}},
 		// The control: the same session and code, the right binary, starts.
 		{"Control", "good", python, nil},
@@ -494,9 +505,14 @@ services:
 			for _, w := range tc.want {
 				assert.Contains(t, stderr, w)
 			}
+			assert.NotContains(t, stderr, "session allows", "the launcher is not told the allowed measurements")
 			assert.NoFileExists(t, marker(tc.service), "the app must not start")
 		})
 	}
+	cpLog, err := os.ReadFile(filepath.Join(m.info.StateDir, "controlplane.log"))
+	require.NoError(t, err)
+	assert.Contains(t, string(cpLog), fmt.Sprintf("mrenclave mismatch: got %s, session allows [%s]", otherMR.Hex(), pyMR.Hex()),
+		"the control plane's log holds the details")
 }
 
 // flaskFSPF reads the flask service's fspf key, tag and path from its session.

@@ -15,6 +15,13 @@ type Collateral struct {
 	TCBInfo      []byte // {"tcbInfo":{...},"signature":"..."}
 	QEIdentity   []byte // {"enclaveIdentity":{...},"signature":"..."}
 	TCBSignChain []byte // PEM: TCB signing cert, then root
+	// PCKCRL is the CRL of the CA that issued the PCK certificate (Intel's PCK Processor or
+	// Platform CA), DER or PEM, as Intel PCS serves it (GET /sgx/certification/v4/pckcrl?ca=...).
+	PCKCRL []byte
+	// RootCACRL is the root CA's CRL (DER or PEM; Intel publishes the SGX Root CA's at
+	// https://certificates.trustedservices.intel.com/IntelSGXRootCA.der), which revokes the
+	// intermediate CAs and TCB signing certificates.
+	RootCACRL []byte
 }
 
 // Options control verification.
@@ -29,6 +36,9 @@ type Options struct {
 	// the next version, not when this one stops being true), as oasis-core's
 	// TCBValidityPeriod does; a value shorter than 30 days tightens, a longer one relaxes.
 	CollateralMaxAge time.Duration
+	// SkipRevocation verifies without the CRLs. Only for offline checks of quotes whose CRLs
+	// are not at hand (public test vectors): a revoked PCK certificate or CA then passes.
+	SkipRevocation bool
 }
 
 // Identity is the verified content of a quote.

@@ -48,6 +48,11 @@ const (
 	ReasonTCBUnknown Reason = "tcb_unknown"
 	// ReasonTCBRevoked: the platform's or the QE's TCB level is Revoked.
 	ReasonTCBRevoked Reason = "tcb_revoked"
+	// ReasonCertRevoked: a CRL revokes the PCK certificate, its CA or the TCB signing
+	// certificate.
+	ReasonCertRevoked Reason = "cert_revoked"
+	// ReasonCRL: a CRL is missing, malformed, not signed by its CA or out of date.
+	ReasonCRL Reason = "crl"
 	// ReasonUnknown is what ReasonOf returns for a non-nil error that carries no Reason.
 	ReasonUnknown Reason = "unknown"
 )

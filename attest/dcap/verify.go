@@ -10,7 +10,7 @@ import (
 )
 
 var (
-	pckChain = chainSpec{
+	pckChainSpec = chainSpec{
 		name:   "PCK certificate chain",
 		roles:  []string{"PCK certificate", "PCK intermediate CA certificate"},
 		reason: ReasonPCKChain,
@@ -36,6 +36,9 @@ var (
 //     attestation key;
 //  6. the TCB signing chain ends in opts.Root and is valid at opts.Now, and it signs the QE
 //     Identity and the TCB Info, both fresh (see Options.CollateralMaxAge);
+//     6a. unless Options.SkipRevocation, the root CA's CRL (signed by the root, current) revokes
+//     neither the PCK certificate's CA nor the TCB signing certificate, and the PCK CA's CRL
+//     (signed by that CA, current) does not revoke the PCK certificate;
 //  7. the QE report matches the QE Identity (MRSIGNER, ISVPRODID, masked MISCSELECT and
 //     ATTRIBUTES) and its ISVSVN gives the QE's TCB status;
 //  8. the PCK certificate's FMSPC and PCE ID match the TCB Info, and its TCB (16 component
@@ -67,7 +70,7 @@ func Verify(quote []byte, c Collateral, opts Options) (*Identity, error) {
 	if err != nil {
 		return nil, fail(ReasonPCKChain, "quote: PCK certificate chain: %v", err)
 	}
-	pck, err := verifyChain(certs, opts.Root, now, pckChain)
+	pck, err := verifyChain(certs, opts.Root, now, pckChainSpec)
 	if err != nil {
 		return nil, err
 	}
@@ -110,6 +113,11 @@ func Verify(quote []byte, c Collateral, opts Options) (*Identity, error) {
 	tcbKey, ok := p256Key(tcbCert)
 	if !ok {
 		return nil, fail(ReasonCollateralSignature, "TCB signing chain: TCB signing certificate %q: public key is %T, want ECDSA P-256", tcbCert.Subject, tcbCert.PublicKey)
+	}
+	if !opts.SkipRevocation {
+		if err := checkRevocation(c, certs, tcbCert, opts.Root, now); err != nil {
+			return nil, err
+		}
 	}
 	qeID, err := openQEIdentity(c.QEIdentity, tcbKey)
 	if err != nil {

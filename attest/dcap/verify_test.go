@@ -25,7 +25,7 @@ const (
 
 func TestVerifyValidQuote(t *testing.T) {
 	v := loadVectors(t)
-	id, err := Verify(v.quote, v.collateral(), Options{Root: IntelRoot(), Now: time.Unix(validAt, 0)})
+	id, err := Verify(v.quote, v.collateral(), Options{Root: IntelRoot(), Now: time.Unix(validAt, 0), SkipRevocation: true})
 	require.NoError(t, err)
 	assert.Equal(t, wantMREnclave, id.MREnclave.String())
 	assert.Equal(t, wantMRSigner, id.MRSigner.String())
@@ -53,9 +53,17 @@ func TestVerifyKnownAnswers(t *testing.T) {
 		quote    []byte
 		coll     func(*Collateral)
 		opts     Options
+		crls     bool // check revocation (the public vectors come without CRLs)
 		wantErr  Reason
 		contains string
 	}{
+		{
+			name:     "valid, but no CRLs to check revocation with",
+			opts:     Options{Now: time.Unix(validAt, 0)},
+			crls:     true,
+			wantErr:  ReasonCRL,
+			contains: "dcap: root CA CRL: not present in the collateral (revocation cannot be checked)",
+		},
 		{
 			name:    "valid at the reference time",
 			opts:    Options{Now: time.Unix(validAt, 0)},
@@ -203,6 +211,7 @@ func TestVerifyKnownAnswers(t *testing.T) {
 			if opts.Root == nil && tt.wantErr != ReasonConfig {
 				opts.Root = IntelRoot()
 			}
+			opts.SkipRevocation = !tt.crls
 			id, err := Verify(quote, c, opts)
 			if tt.wantErr == "" {
 				require.NoError(t, err)
@@ -269,7 +278,7 @@ func TestVerifyMutations(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m := bytes.Clone(v.quote)
 			m[tt.offset] ^= 0x01
-			id, err := Verify(m, v.collateral(), Options{Root: IntelRoot(), Now: time.Unix(validAt, 0)})
+			id, err := Verify(m, v.collateral(), Options{Root: IntelRoot(), Now: time.Unix(validAt, 0), SkipRevocation: true})
 			require.Error(t, err)
 			assert.Nil(t, id)
 			assert.Equal(t, tt.want, ReasonOf(err), "error: %v", err)
@@ -521,7 +530,7 @@ func newTestCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
 		NotAfter:              time.Unix(1<<33, 0),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	require.NoError(t, err)

@@ -51,7 +51,7 @@ func (c Client) Quote(ctx context.Context, r Report) ([]byte, error) {
 	return quote, nil
 }
 
-// Collateral fetches the platform's current TCB Info, QE Identity and TCB signing chain.
+// Collateral fetches the platform's current TCB Info, QE Identity, TCB signing chain and CRLs.
 func (c Client) Collateral(ctx context.Context) (dcap.Collateral, error) {
 	var resp collateralResponse
 	if err := c.do(ctx, http.MethodGet, "/v1/collateral", nil, &resp); err != nil {
@@ -62,6 +62,7 @@ func (c Client) Collateral(ctx context.Context) (dcap.Collateral, error) {
 	}
 	return dcap.Collateral{
 		TCBInfo: []byte(resp.TCBInfo), QEIdentity: []byte(resp.QEIdentity), TCBSignChain: []byte(resp.TCBSignChain),
+		RootCACRL: resp.RootCACRL, PCKCRL: resp.PCKCRL,
 	}, nil
 }
 

@@ -145,8 +145,9 @@ func (p *Platform) sign(field string, body []byte) ([]byte, error) {
 
 // Collateral returns the platform's TCB Info (v3) and QE Identity (v2) as Intel PCS v4 serves
 // them, issued at now minus a minute and valid for 30 days, both signed by the platform's TCB
-// signing key, with the TCB signing chain (TCB signing certificate, then root) in PEM. The
-// platform's TCB level has the status given in PlatformOptions; the QE is up to date.
+// signing key, with the TCB signing chain (TCB signing certificate, then root) in PEM and the
+// CRLs of the root and PCK CAs (DER). The platform's TCB level has the status given in
+// PlatformOptions; the QE is up to date.
 func (p *Platform) Collateral(now time.Time) (dcap.Collateral, error) {
 	now = now.UTC().Truncate(time.Second)
 	issue, next := pcsTime(now.Add(-collateralBackdate)), pcsTime(now.Add(collateralValidity))
@@ -200,5 +201,5 @@ func (p *Platform) Collateral(now time.Time) (dcap.Collateral, error) {
 			return dcap.Collateral{}, fmt.Errorf("sim: encode TCB signing chain: %w", err)
 		}
 	}
-	return dcap.Collateral{TCBInfo: tcbInfo, QEIdentity: qeIdentity, TCBSignChain: chain.Bytes()}, nil
+	return dcap.Collateral{TCBInfo: tcbInfo, QEIdentity: qeIdentity, TCBSignChain: chain.Bytes(), RootCACRL: p.rootCRL, PCKCRL: p.pckCRL}, nil
 }

@@ -224,6 +224,8 @@ type collateralResponse struct {
 	TCBInfo      string `json:"tcb_info"`
 	QEIdentity   string `json:"qe_identity"`
 	TCBSignChain string `json:"tcb_sign_chain"`
+	RootCACRL    []byte `json:"root_ca_crl,omitempty"` // DER, base64 in JSON
+	PCKCRL       []byte `json:"pck_crl,omitempty"`
 }
 
 type errorResponse struct {
@@ -343,6 +345,7 @@ func (l *LAS) handleCollateral(w http.ResponseWriter, r *http.Request) {
 	l.log.Debug("collateral served", "remote", r.RemoteAddr)
 	l.writeJSON(w, http.StatusOK, collateralResponse{
 		TCBInfo: string(c.TCBInfo), QEIdentity: string(c.QEIdentity), TCBSignChain: string(c.TCBSignChain),
+		RootCACRL: c.RootCACRL, PCKCRL: c.PCKCRL,
 	})
 }
 

@@ -56,16 +56,20 @@ type PlatformOptions struct {
 	AdvisoryIDs []string
 	// SMTEnabled sets the SMTEnabled (hyperthreading) flag of the PCK configuration.
 	SMTEnabled bool
+	// RevokedPCK makes the PCK CA's CRL list the platform's own PCK certificate, as Intel's
+	// does for a platform whose key leaked: to test that revocation is checked.
+	RevokedPCK bool
 	// Now is the creation time of the certificates; zero means time.Now().
 	Now time.Time
 }
 
-// Platform is a simulated SGX platform: its certificate hierarchy, its PCK key, its TCB
-// signing key and its quoting enclave's attestation key. The root and intermediate CA keys
-// are discarded once the certificates are issued. A Platform is immutable and safe for
-// concurrent use.
+// Platform is a simulated SGX platform: its certificate hierarchy and the CRLs of its two CAs,
+// its PCK key, its TCB signing key and its quoting enclave's attestation key. The root and
+// intermediate CA keys are discarded once the certificates and CRLs are issued (the CRLs are
+// valid as long as the CAs). A Platform is immutable and safe for concurrent use.
 type Platform struct {
 	root, pckCA, pck, tcbSigning *x509.Certificate
+	rootCRL, pckCRL              []byte // DER; nil for a platform saved before CRLs existed
 	pckKey, tcbKey, attKey       *ecdsa.PrivateKey
 	ext                          *pckExtension
 	tcbStatus                    string
@@ -174,8 +178,33 @@ func NewPlatform(rand io.Reader, opts PlatformOptions) (*Platform, error) {
 	}, p.root, p.tcbKey, rootKey); err != nil {
 		return nil, err
 	}
+	crl := func(issuer *x509.Certificate, key *ecdsa.PrivateKey, revoked ...*x509.Certificate) ([]byte, error) {
+		tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: notBefore, NextUpdate: now.Add(rootValidity)}
+		for _, c := range revoked {
+			tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: notBefore})
+		}
+		der, err := x509.CreateRevocationList(cryptorand.Reader, tmpl, issuer, key)
+		if err != nil {
+			return nil, fmt.Errorf("sim: CRL of %s: %w", issuer.Subject.CommonName, err)
+		}
+		return der, nil
+	}
+	if p.rootCRL, err = crl(p.root, rootKey); err != nil {
+		return nil, err
+	}
+	var revoked []*x509.Certificate
+	if opts.RevokedPCK {
+		revoked = append(revoked, p.pck)
+	}
+	if p.pckCRL, err = crl(p.pckCA, caKey, revoked...); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
+
+// HasCRLs reports whether the platform has its CAs' CRLs (a platform saved by a version from
+// before CRLs has none, and its quotes can only be verified without revocation).
+func (p *Platform) HasCRLs() bool { return p.rootCRL != nil && p.pckCRL != nil }
 
 // Root returns the platform's simulated root CA, the certificate a verifier pins to accept
 // this platform's quotes.
@@ -190,6 +219,7 @@ func (p *Platform) TCBStatus() (string, []string) { return p.tcbStatus, slices.C
 // PEM block types and roles of a marshalled Platform.
 const (
 	pemCertificate = "CERTIFICATE"
+	pemCRL         = "X509 CRL"
 	pemPrivateKey  = "PRIVATE KEY"
 	pemParams      = "ATTESTMESH SIM PLATFORM"
 	pemRoleHeader  = "Role"
@@ -199,6 +229,8 @@ const (
 	rolePCK         = "pck"
 	roleTCBSigning  = "tcb-signing"
 	roleAttestation = "attestation"
+	roleRootCRL     = "root-crl"
+	rolePCKCRL      = "pck-crl"
 
 	paramsVersion = 1
 )
@@ -223,6 +255,17 @@ func (p *Platform) Marshal() ([]byte, error) {
 	}{{roleRoot, p.root}, {rolePCKCA, p.pckCA}, {rolePCK, p.pck}, {roleTCBSigning, p.tcbSigning}} {
 		if err := pem.Encode(&buf, &pem.Block{Type: pemCertificate, Headers: map[string]string{pemRoleHeader: c.role}, Bytes: c.cert.Raw}); err != nil {
 			return nil, fmt.Errorf("sim: encode %s certificate: %w", c.role, err)
+		}
+	}
+	for _, c := range []struct {
+		role string
+		der  []byte
+	}{{roleRootCRL, p.rootCRL}, {rolePCKCRL, p.pckCRL}} {
+		if c.der == nil {
+			continue
+		}
+		if err := pem.Encode(&buf, &pem.Block{Type: pemCRL, Headers: map[string]string{pemRoleHeader: c.role}, Bytes: c.der}); err != nil {
+			return nil, fmt.Errorf("sim: encode %s: %w", c.role, err)
 		}
 	}
 	for _, k := range []struct {
@@ -256,6 +299,7 @@ func UnmarshalPlatform(data []byte) (*Platform, error) {
 	}
 	certs := map[string]*x509.Certificate{}
 	keys := map[string]*ecdsa.PrivateKey{}
+	crls := map[string]*x509.RevocationList{}
 	var params *platformParams
 	rest := data
 	for {
@@ -275,6 +319,18 @@ func UnmarshalPlatform(data []byte) (*Platform, error) {
 				return nil, fmt.Errorf("sim: platform bundle: %q certificate: %w", role, err)
 			}
 			certs[role] = c
+		case pemCRL:
+			if role != roleRootCRL && role != rolePCKCRL {
+				return nil, fmt.Errorf("sim: platform bundle: unexpected CRL role %q", role)
+			}
+			if crls[role] != nil {
+				return nil, fmt.Errorf("sim: platform bundle: duplicate %q", role)
+			}
+			crl, err := x509.ParseRevocationList(b.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("sim: platform bundle: %q: %w", role, err)
+			}
+			crls[role] = crl
 		case pemPrivateKey:
 			if keys[role] != nil {
 				return nil, fmt.Errorf("sim: platform bundle: duplicate %q key", role)
@@ -327,6 +383,9 @@ func UnmarshalPlatform(data []byte) (*Platform, error) {
 	if len(certs) != 4 || len(keys) != 3 {
 		return nil, errors.New("sim: platform bundle: unexpected certificate or key roles")
 	}
+	if (crls[roleRootCRL] == nil) != (crls[rolePCKCRL] == nil) {
+		return nil, errors.New("sim: platform bundle: one CRL without the other")
+	}
 	p := &Platform{
 		root: certs[roleRoot], pckCA: certs[rolePCKCA], pck: certs[rolePCK], tcbSigning: certs[roleTCBSigning],
 		pckKey: keys[rolePCK], tcbKey: keys[roleTCBSigning], attKey: keys[roleAttestation],
@@ -341,6 +400,18 @@ func UnmarshalPlatform(data []byte) (*Platform, error) {
 		if err := link.child.CheckSignatureFrom(link.parent); err != nil {
 			return nil, fmt.Errorf("sim: platform bundle: %q certificate not signed by its issuer: %w", link.name, err)
 		}
+	}
+	if crls[roleRootCRL] != nil {
+		for _, c := range []struct {
+			role   string
+			crl    *x509.RevocationList
+			issuer *x509.Certificate
+		}{{roleRootCRL, crls[roleRootCRL], p.root}, {rolePCKCRL, crls[rolePCKCRL], p.pckCA}} {
+			if err := c.crl.CheckSignatureFrom(c.issuer); err != nil {
+				return nil, fmt.Errorf("sim: platform bundle: %q not signed by its CA: %w", c.role, err)
+			}
+		}
+		p.rootCRL, p.pckCRL = crls[roleRootCRL].Raw, crls[rolePCKCRL].Raw
 	}
 	for _, pair := range []struct {
 		name string

@@ -177,7 +177,7 @@ func TestUnmarshalPlatformRejects(t *testing.T) {
 	require.NoError(t, err)
 	blocks := bundleBlocks(t, data)
 	otherBlocks := bundleBlocks(t, otherData)
-	require.Len(t, blocks, 8)
+	require.Len(t, blocks, 10, "4 certificates, 2 CRLs, 3 keys, parameters")
 
 	without := func(i int) []byte {
 		bs := append([]*pem.Block{}, blocks[:i]...)
@@ -195,16 +195,18 @@ func TestUnmarshalPlatformRejects(t *testing.T) {
 	}{
 		{"empty", nil, "parameters missing"},
 		{"no root", without(0), `"root" certificate missing`},
-		{"no attestation key", without(6), `"attestation" key missing`},
-		{"no parameters", without(7), "parameters missing"},
+		{"no attestation key", without(8), `"attestation" key missing`},
+		{"no parameters", without(9), "parameters missing"},
+		{"one CRL without the other", without(4), "one CRL without the other"},
+		{"foreign CRL", replaced(5, otherBlocks[5]), `"pck-crl" not signed by its CA`},
 		{"duplicate block", append(bytes.Clone(data), pem.EncodeToMemory(blocks[1])...), "duplicate"},
 		{"unknown block", append(bytes.Clone(data), pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: []byte{1}})...), "unexpected PEM block"},
 		{"trailing garbage", append(bytes.Clone(data), "garbage"...), "trailing data"},
 		{"foreign root", replaced(0, otherBlocks[0]), "not signed by its issuer"},
-		{"foreign PCK key", replaced(4, otherBlocks[4]), `"pck" key does not match`},
-		{"bad parameters", replaced(7, &pem.Block{Type: pemParams, Bytes: []byte(`{"version":1,"tcb_status":"UpToDate","x":1}`)}), "unknown field"},
-		{"bad status", replaced(7, &pem.Block{Type: pemParams, Bytes: []byte(`{"version":1,"tcb_status":"Great"}`)}), "unknown TCB status"},
-		{"bad version", replaced(7, &pem.Block{Type: pemParams, Bytes: []byte(`{"version":2,"tcb_status":"UpToDate"}`)}), "version 2"},
+		{"foreign PCK key", replaced(6, otherBlocks[6]), `"pck" key does not match`},
+		{"bad parameters", replaced(9, &pem.Block{Type: pemParams, Bytes: []byte(`{"version":1,"tcb_status":"UpToDate","x":1}`)}), "unknown field"},
+		{"bad status", replaced(9, &pem.Block{Type: pemParams, Bytes: []byte(`{"version":1,"tcb_status":"Great"}`)}), "unknown TCB status"},
+		{"bad version", replaced(9, &pem.Block{Type: pemParams, Bytes: []byte(`{"version":2,"tcb_status":"UpToDate"}`)}), "version 2"},
 		{"oversized", make([]byte, maxPlatformSize+1), "more than"},
 	}
 	for _, tt := range tests {
@@ -215,6 +217,21 @@ func TestUnmarshalPlatformRejects(t *testing.T) {
 			assert.Contains(t, err.Error(), "sim: ")
 		})
 	}
+}
+
+// A platform saved before CRLs existed still loads; it has no CRLs to offer.
+func TestUnmarshalPlatformWithoutCRLs(t *testing.T) {
+	p := newPlatform(t, PlatformOptions{})
+	data, err := p.Marshal()
+	require.NoError(t, err)
+	blocks := bundleBlocks(t, data)
+	old, err := UnmarshalPlatform(encodeBlocks(append(append([]*pem.Block{}, blocks[:4]...), blocks[6:]...)))
+	require.NoError(t, err)
+	assert.False(t, old.HasCRLs())
+	assert.True(t, p.HasCRLs())
+	c, err := old.Collateral(time.Now())
+	require.NoError(t, err)
+	assert.Nil(t, c.PCKCRL)
 }
 
 func FuzzUnmarshalPlatform(f *testing.F) {

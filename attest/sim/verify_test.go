@@ -149,3 +149,22 @@ func TestUnmarshalledPlatformQuotesVerify(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, dcap.HexBytes((&[32]byte{5})[:]), id.MREnclave)
 }
+
+// A platform whose PCK certificate its CA revoked: the verifier refuses its quotes for that
+// reason, and accepts them only when told to skip revocation.
+func TestRevokedPCKRefused(t *testing.T) {
+	p := newPlatform(t, PlatformOptions{RevokedPCK: true})
+	now := time.Now()
+	c, err := p.Collateral(now)
+	require.NoError(t, err)
+	q, err := p.Quote(Report{MREnclave: [32]byte{1}})
+	require.NoError(t, err)
+	_, err = dcap.Verify(q, c, dcap.Options{Root: p.Root(), Now: now})
+	require.Error(t, err)
+	assert.Equal(t, dcap.ReasonCertRevoked, dcap.ReasonOf(err))
+	assert.Contains(t, err.Error(), `PCK certificate chain: PCK certificate "CN=attestmesh simulated SGX PCK Certificate`)
+	assert.Contains(t, err.Error(), "is revoked by the PCK CA CRL since")
+
+	_, err = dcap.Verify(q, c, dcap.Options{Root: p.Root(), Now: now, SkipRevocation: true})
+	require.NoError(t, err)
+}

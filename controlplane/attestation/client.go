@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -54,15 +55,30 @@ type Evidence struct {
 	Debug     bool
 }
 
+// Request is one attestation: who asks (config ID and role), the key that the evidence binds
+// (the CSR is made from it; it never leaves the workload) and what the enclave claims. A sidecar
+// adds its proof: the grant that its app's launcher handed it (first SVID) or the SVID it holds
+// (renewal).
+type Request struct {
+	ConfigID     string
+	Role         attestationpb.Role
+	Key          crypto.Signer
+	Evidence     Evidence
+	SidecarGrant []byte
+	CurrentSVID  []*x509.Certificate
+}
+
 // Result is what a successful attestation returns.
 type Result struct {
-	SVID     []*x509.Certificate
-	Bundle   []*x509.Certificate
-	ID       spiffeid.ID
-	TEE      string
-	XDSAddr  string
-	Config   *attestationpb.ServiceConfig // ROLE_APP only
-	Response *attestationpb.AttestResponse
+	SVID    []*x509.Certificate
+	Bundle  []*x509.Certificate
+	ID      spiffeid.ID
+	TEE     string
+	XDSAddr string
+	Config  *attestationpb.ServiceConfig // ROLE_APP only
+	// SidecarGrant (ROLE_APP only) is for the sidecar beside the app (see proxy/grant).
+	SidecarGrant []byte
+	Response     *attestationpb.AttestResponse
 }
 
 // Dial connects to the attestation API over TLS, authorizing the server as the control plane
@@ -106,9 +122,11 @@ func bundleTrustDomain(bundle []*x509.Certificate) (spiffeid.TrustDomain, error)
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
 
-// Attest runs the whole exchange for key: nonce, CSR, quote over SHA-256(SPKI) || nonce, and
-// the Attest call. The returned error carries the control plane's reason verbatim.
-func (c *Client) Attest(ctx context.Context, configID string, role attestationpb.Role, key crypto.Signer, ev Evidence) (*Result, error) {
+// Attest runs the whole exchange for r.Key: nonce, CSR, quote over SHA-256(SPKI) || nonce, and
+// the Attest call. The returned error carries the control plane's reason verbatim (see
+// RefusalReason).
+func (c *Client) Attest(ctx context.Context, r Request) (*Result, error) {
+	configID, key, ev := r.ConfigID, r.Key, r.Evidence
 	nr, err := c.api.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: configID})
 	if err != nil {
 		return nil, fmt.Errorf("attestation: get nonce: %s", describe(err))
@@ -133,13 +151,45 @@ func (c *Client) Attest(ctx context.Context, configID string, role attestationpb
 	if err != nil {
 		return nil, fmt.Errorf("attestation: get quote: %w", err)
 	}
-	resp, err := c.api.Attest(ctx, &attestationpb.AttestRequest{
-		ConfigId: configID, Role: role, Nonce: nr.GetNonce(), Quote: quote, Csr: csrDER,
-	})
+	req := &attestationpb.AttestRequest{
+		ConfigId: configID, Role: r.Role, Nonce: nr.GetNonce(), Quote: quote, Csr: csrDER, SidecarGrant: r.SidecarGrant,
+	}
+	for _, cert := range r.CurrentSVID {
+		req.CurrentSvid = append(req.CurrentSvid, cert.Raw)
+	}
+	resp, err := c.api.Attest(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("attestation: %s", describe(err))
+		return nil, &RefusedError{Status: status.Convert(err)}
 	}
 	return decodeResult(resp)
+}
+
+// RefusedError is the control plane's answer to an Attest call that did not succeed.
+type RefusedError struct{ Status *status.Status }
+
+func (e *RefusedError) Error() string {
+	return "attestation: " + e.Status.Code().String() + ": " + e.Status.Message()
+}
+
+// RefusalReason returns the reason code of a refusal ("sidecar_grant", "mrenclave_mismatch",
+// ...) from an error of Client.Attest, "" when err is no refusal.
+func RefusalReason(err error) Reason {
+	var re *RefusedError
+	if !errors.As(err, &re) {
+		return ReasonNone
+	}
+	msg := re.Status.Message()
+	const prefix = "attestation refused ("
+	i := strings.Index(msg, prefix)
+	if i < 0 {
+		return ReasonNone
+	}
+	rest := msg[i+len(prefix):]
+	j := strings.IndexByte(rest, ')')
+	if j < 0 {
+		return ReasonNone
+	}
+	return Reason(rest[:j])
 }
 
 func describe(err error) string {
@@ -176,5 +226,6 @@ func decodeResult(resp *attestationpb.AttestResponse) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("attestation: response spiffe_id: %w", err)
 	}
-	return &Result{SVID: svid, Bundle: bundle, ID: id, TEE: resp.GetTee(), XDSAddr: resp.GetXdsAddress(), Config: resp.GetConfig(), Response: resp}, nil
+	return &Result{SVID: svid, Bundle: bundle, ID: id, TEE: resp.GetTee(), XDSAddr: resp.GetXdsAddress(), Config: resp.GetConfig(),
+		SidecarGrant: resp.GetSidecarGrant(), Response: resp}, nil
 }

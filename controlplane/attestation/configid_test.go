@@ -17,7 +17,8 @@ import (
 // ID longer than any valid one (session name at most 200, service at most 200) is refused, so
 // that a caller cannot make the control plane hold megabytes per nonce.
 func TestGetNonceBoundsConfigID(t *testing.T) {
-	s := NewServer(Config{})
+	s, err := NewServer(Config{MACKey: make([]byte, 32)})
+	require.NoError(t, err)
 	tests := []struct {
 		name     string
 		configID string

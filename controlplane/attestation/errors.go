@@ -2,6 +2,7 @@ package attestation
 
 import (
 	"errors"
+	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -29,6 +30,10 @@ const (
 	ReasonDebug               Reason = "debug_not_tolerated"
 	ReasonTCB                 Reason = "tcb_not_tolerated"
 	ReasonSidecarMeasurement  Reason = "sidecar_measurement"
+	ReasonSidecarGrant        Reason = "sidecar_grant"
+	ReasonImport              Reason = "import_refused"
+	ReasonRevoked             Reason = "revoked"
+	ReasonRateLimited         Reason = "rate_limited"
 	ReasonInternal            Reason = "internal"
 )
 
@@ -58,10 +63,28 @@ func refuse(reason Reason) *Refusal {
 		code = codes.NotFound
 	case ReasonInternal:
 		code = codes.Internal
-	case ReasonNonceCapacity:
+	case ReasonNonceCapacity, ReasonRateLimited:
 		code = codes.ResourceExhausted
 	}
 	return &Refusal{Reason: reason, Code: code}
+}
+
+// Denial is a refusal whose detail (what the policy allows) is for the control plane's log
+// only: the caller is told Public, which says what failed without the allowed values.
+type Denial struct {
+	*Refusal
+	Public string
+	Detail string
+}
+
+func (d *Denial) Error() string { return d.Refusal.Error() + ": " + d.Detail }
+
+// Unwrap returns the Refusal, so that ReasonOf and errors.As see it.
+func (d *Denial) Unwrap() error { return d.Refusal }
+
+// deny returns a Denial for reason: public for the caller, the formatted detail for the log.
+func deny(reason Reason, public, format string, args ...any) error {
+	return &Denial{Refusal: refuse(reason), Public: public, Detail: fmt.Sprintf(format, args...)}
 }
 
 // ReasonOf returns the refusal reason carried by err, ReasonInternal for an unclassified error
@@ -78,14 +101,16 @@ func ReasonOf(err error) Reason {
 }
 
 // toStatus is the one place that maps attestation errors to gRPC status codes. Internal errors
-// are not described to the caller (they may name internal state); refusals are, precisely.
+// are not described to the caller (they may name internal state); refusals are, with the
+// reason code and what failed, but a Denial keeps what the policy allows for the log.
 func toStatus(err error) error {
 	var r *Refusal
-	if errors.As(err, &r) {
-		if r.Code == codes.Internal {
-			return status.Error(codes.Internal, "attestation: internal error (see control-plane log)")
-		}
-		return status.Error(r.Code, err.Error())
+	if !errors.As(err, &r) || r.Code == codes.Internal {
+		return status.Error(codes.Internal, "attestation: internal error (see control-plane log)")
 	}
-	return status.Error(codes.Internal, "attestation: internal error (see control-plane log)")
+	var d *Denial
+	if errors.As(err, &d) {
+		return status.Error(r.Code, d.Refusal.Error()+": "+d.Public)
+	}
+	return status.Error(r.Code, err.Error())
 }

@@ -34,10 +34,11 @@ func FuzzAttestRequest(f *testing.F) {
 	require.NoError(f, err)
 	platform, err := sim.NewPlatform(rand.Reader, sim.PlatformOptions{})
 	require.NoError(f, err)
-	srv := attestation.NewServer(attestation.Config{CAS: c, Authority: auth, Verifier: &attestation.Verifier{
+	srv, err := attestation.NewServer(attestation.Config{CAS: c, Authority: auth, MACKey: make([]byte, 32), PeerRate: -1, Verifier: &attestation.Verifier{
 		Simulation: attestation.TrustAnchor{Root: platform.Root(), Collateral: attestation.CollateralFunc(
 			func(context.Context, string) (dcap.Collateral, error) { return platform.Collateral(time.Now()) })},
 	}})
+	require.NoError(f, err)
 
 	nr, err := srv.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: "fz/s"})
 	require.NoError(f, err)

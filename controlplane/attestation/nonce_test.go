@@ -1,6 +1,7 @@
 package attestation
 
 import (
+	"bytes"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,7 +25,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 func TestNonces(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	n := NewNonces(time.Minute, clock.Now)
+	n := NewNonces([]byte("nonce key of at least 32 bytes.."), time.Minute, 0, clock.Now)
 
 	nonce, exp, err := n.Issue("s/svc")
 	require.NoError(t, err)
@@ -33,6 +34,8 @@ func TestNonces(t *testing.T) {
 	other, _, err := n.Issue("s/svc")
 	require.NoError(t, err)
 	assert.NotEqual(t, nonce, other, "two nonces must differ")
+	forged, _, err := NewNonces([]byte("another key, also of 32 bytes..."), time.Minute, 0, clock.Now).Issue("s/svc")
+	require.NoError(t, err)
 
 	tests := []struct {
 		name     string
@@ -43,12 +46,12 @@ func TestNonces(t *testing.T) {
 		msg      string
 	}{
 		{"wrong length", "s/svc", nonce[:5], 0, ReasonNonceInvalid, "nonce is 5 bytes, want 32"},
-		{"never issued", "s/svc", make([]byte, 32), 0, ReasonNonceInvalid, "not issued by this control plane"},
-		{"other config ID", "s/other", nonce[:], 0, ReasonNonceInvalid, `issued for config ID "s/svc", not "s/other"`},
+		{"never issued", "s/svc", make([]byte, 32), 0, ReasonNonceInvalid, `not issued by this control plane for config ID "s/svc"`},
+		{"other config ID", "s/other", nonce[:], 0, ReasonNonceInvalid, `not issued by this control plane for config ID "s/other"`},
 		{"first use", "s/svc", nonce[:], 0, ReasonNone, ""},
 		{"replay", "s/svc", nonce[:], 0, ReasonNonceReplayed, "already used"},
 		{"expired", "s/svc", other[:], time.Minute, ReasonNonceExpired, "expired at"},
-		{"expired is gone", "s/svc", other[:], 0, ReasonNonceInvalid, "not issued"},
+		{"another key", "s/svc", forged[:], 0, ReasonNonceInvalid, "not issued by this control plane"},
 	}
 	for _, tt := range tests {
 		clock.Advance(tt.advance)
@@ -64,7 +67,7 @@ func TestNonces(t *testing.T) {
 }
 
 func TestNoncesConcurrentConsumeOnlyOneWins(t *testing.T) {
-	n := NewNonces(time.Minute, nil)
+	n := NewNonces([]byte("nonce key of at least 32 bytes.."), time.Minute, 0, nil)
 	nonce, _, err := n.Issue("a/b")
 	require.NoError(t, err)
 	var wins atomic.Int32
@@ -78,6 +81,75 @@ func TestNoncesConcurrentConsumeOnlyOneWins(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Equal(t, int32(1), wins.Load())
+}
+
+// Issuing keeps no state: any number of nonces costs nothing; only consumed ones are kept,
+// until they expire, and a full replay cache refuses (never forgets an unexpired nonce).
+func TestNonceFloodKeepsNoState(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	n := NewNonces([]byte("nonce key of at least 32 bytes.."), time.Minute, 4, clock.Now)
+	for range 1 << 16 {
+		_, _, err := n.Issue("s/svc")
+		require.NoError(t, err)
+	}
+	assert.Zero(t, n.used.len(), "issuing stores nothing")
+
+	var issued [][NonceSize]byte
+	for range 5 {
+		nonce, _, err := n.Issue("s/svc")
+		require.NoError(t, err)
+		issued = append(issued, nonce)
+	}
+	for _, nonce := range issued[:4] {
+		require.NoError(t, n.Consume("s/svc", nonce[:]))
+	}
+	err := n.Consume("s/svc", issued[4][:])
+	assert.Equal(t, ReasonNonceCapacity, ReasonOf(err), "%v", err)
+	clock.Advance(time.Minute)
+	fresh, _, err := n.Issue("s/svc")
+	require.NoError(t, err)
+	require.NoError(t, n.Consume("s/svc", fresh[:]), "expired entries make room")
+}
+
+func TestGrants(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	g := NewGrants([]byte("grant key of at least 32 bytes.."), 5*time.Minute, 0, clock.Now)
+	a, err := g.Issue("s/svc")
+	require.NoError(t, err)
+	b, err := g.Issue("s/svc")
+	require.NoError(t, err)
+	c, err := g.Issue("s/svc")
+	require.NoError(t, err)
+	forged, err := NewGrants([]byte("another key, also of 32 bytes..."), 5*time.Minute, 0, clock.Now).Issue("s/svc")
+	require.NoError(t, err)
+	tampered := bytes.Clone(a)
+	tampered[len(grantMagic)+8] ^= 1
+	tests := []struct {
+		name     string
+		configID string
+		grant    []byte
+		advance  time.Duration
+		msg      string
+	}{
+		{"redeemed", "s/svc", a, 0, ""},
+		{"twice", "s/svc", a, 0, "the sidecar grant was used already"},
+		{"another service", "s/other", b, 0, `the sidecar grant is for config ID "s/svc", not "s/other"`},
+		{"another key", "s/svc", forged, 0, "not issued by this control plane"},
+		{"tampered", "s/svc", tampered, 0, "not issued by this control plane"},
+		{"garbage", "s/svc", []byte("grant"), 0, "the sidecar grant is malformed"},
+		{"expired", "s/svc", c, 5 * time.Minute, "the sidecar grant expired at"},
+	}
+	for _, tt := range tests {
+		clock.Advance(tt.advance)
+		err := g.Redeem(tt.configID, tt.grant)
+		if tt.msg == "" {
+			require.NoError(t, err, tt.name)
+			continue
+		}
+		require.Error(t, err, tt.name)
+		assert.Equal(t, ReasonSidecarGrant, ReasonOf(err), tt.name)
+		assert.Contains(t, err.Error(), tt.msg, tt.name)
+	}
 }
 
 func TestReasonOf(t *testing.T) {

@@ -65,14 +65,45 @@ func TestCheckPlatform(t *testing.T) {
 		{"hardening refused", dcap.Identity{TCBStatus: "SWHardeningNeeded"}, tol(session.TolerateOutdatedTCB), ReasonTCB, `needs "software-hardening-needed"`},
 		{"both needed, one given", dcap.Identity{TCBStatus: "OutOfDateConfigurationNeeded"}, tol(session.TolerateOutdatedTCB), ReasonTCB, `needs "insecure-configuration"`},
 		{"unknown status", dcap.Identity{TCBStatus: "Revoked"}, tol(session.Tolerances...), ReasonTCB, "never tolerated"},
+
+		// SCONE's tolerances map to statuses and advisories: a status tolerance never accepts an
+		// advisory by itself; hyperthreading and insecure-igpu accept theirs, and with them the
+		// ConfigurationNeeded they cause; ignore_advisories accepts the rest.
+		{"hyperthreading alone accepts an HT-only configuration level",
+			dcap.Identity{TCBStatus: "ConfigurationNeeded", AdvisoryIDs: []string{"INTEL-SA-00161", "INTEL-SA-00233"}}, tol(session.TolerateHyperthreading), ReasonNone, ""},
+		{"insecure-configuration alone does not accept hyperthreading advisories",
+			dcap.Identity{TCBStatus: "ConfigurationNeeded", AdvisoryIDs: []string{"INTEL-SA-00161"}}, tol(session.TolerateInsecureConfiguration),
+			ReasonTCB, "advisory INTEL-SA-00161 is neither ignored (security.attestation.ignore_advisories) nor accepted by a tolerance"},
+		{"hyperthreading does not cover another configuration advisory",
+			dcap.Identity{TCBStatus: "ConfigurationNeeded", AdvisoryIDs: []string{"INTEL-SA-00161", "INTEL-SA-00289"}}, tol(session.TolerateHyperthreading),
+			ReasonTCB, `needs "insecure-configuration"`},
+		{"insecure-igpu",
+			dcap.Identity{TCBStatus: "ConfigurationNeeded", AdvisoryIDs: []string{"INTEL-SA-00219"}}, tol(session.TolerateInsecureIGPU), ReasonNone, ""},
+		{"software hardening with advisories, tolerated but not ignored",
+			dcap.Identity{TCBStatus: "SWHardeningNeeded", AdvisoryIDs: []string{"INTEL-SA-00615", "INTEL-SA-00657"}}, tol(session.TolerateSoftwareHardeningNeeded),
+			ReasonTCB, "advisory INTEL-SA-00615 is neither ignored"},
+		{"software hardening with its advisories ignored",
+			dcap.Identity{TCBStatus: "SWHardeningNeeded", AdvisoryIDs: []string{"INTEL-SA-00615", "INTEL-SA-00657"}},
+			session.AttestationPolicy{Tolerate: []session.Tolerance{session.TolerateSoftwareHardeningNeeded}, IgnoreAdvisories: []string{"INTEL-SA-00615", "intel-sa-00657"}},
+			ReasonNone, ""},
+		{"ignoring an advisory does not tolerate the status",
+			dcap.Identity{TCBStatus: "SWHardeningNeeded", AdvisoryIDs: []string{"INTEL-SA-00615"}}, session.AttestationPolicy{IgnoreAdvisories: []string{"*"}},
+			ReasonTCB, `needs "software-hardening-needed"`},
+		{"every advisory ignored with *",
+			dcap.Identity{TCBStatus: "OutOfDateConfigurationNeeded", AdvisoryIDs: []string{"INTEL-SA-00586", "INTEL-SA-00161"}},
+			session.AttestationPolicy{Tolerate: []session.Tolerance{session.TolerateOutdatedTCB, session.TolerateInsecureConfiguration}, IgnoreAdvisories: []string{"*"}},
+			ReasonNone, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := CheckPlatform(&tt.id, tt.pol)
-			assert.Equal(t, tt.reason, ReasonOf(err))
+			assert.Equal(t, tt.reason, ReasonOf(err), "%v", err)
 			if tt.reason != ReasonNone {
 				require.Error(t, err)
 				assert.Contains(t, err.Error(), tt.msg)
+				st := toStatus(err)
+				assert.NotContains(t, st.Error(), "security.attestation", "the caller learns the status, not the session's tolerances")
+				assert.Contains(t, st.Error(), string(tt.reason))
 			}
 		})
 	}

@@ -2,27 +2,41 @@
 // 18765): a workload asks for a nonce, binds it and its CSR's public key into a quote's
 // REPORTDATA, and sends quote and CSR; the control plane verifies the quote against the
 // session's policy and answers with an X.509-SVID, the trust bundle and, for the launcher, the
-// rendered service configuration with its injected files. Every refusal says precisely why, to
-// the caller and in the log, and is counted by reason.
+// rendered service configuration with its injected files and a grant for the sidecar beside it.
+// A sidecar gets its service's SVID only when the session accepts its measurement and it
+// presents such a grant (or, to renew, the SVID it holds). Every refusal is counted by reason
+// and logged with every detail; the caller learns the reason and what failed, never what the
+// policy allows.
 package attestation
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/peer"
 
+	"github.com/attestmesh/attestmesh/attest/dcap"
 	"github.com/attestmesh/attestmesh/attest/sim"
 	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/ratelimit"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 )
 
@@ -45,14 +59,27 @@ type Config struct {
 	Verifier  *Verifier
 	Logger    *slog.Logger
 	Metrics   *Metrics
+	// MACKey keys the stateless nonces and the sidecar grants (at least 32 bytes; control
+	// planes that share it accept each other's). Required.
+	MACKey []byte
 	// NonceTTL is how long a nonce stays valid; zero means DefaultNonceTTL.
 	NonceTTL time.Duration
+	// GrantTTL is how long a sidecar grant stays valid; zero means DefaultGrantTTL.
+	GrantTTL time.Duration
+	// ReplayCapacity bounds the used nonces (and, apart, grants) remembered until they expire;
+	// zero means DefaultReplayCapacity.
+	ReplayCapacity int
+	// PeerRate and PeerBurst bound the Attest calls of each source address (per second;
+	// defaults DefaultPeerRate and DefaultPeerBurst; a negative rate disables the limit).
+	PeerRate  float64
+	PeerBurst int
 	// SVIDTTL is the lifetime of issued SVIDs; zero means DefaultSVIDTTL.
 	SVIDTTL time.Duration
 	// XDSAddress is told to sidecars: where to open ADS.
 	XDSAddress string
-	// SidecarMREnclaves are the measurements accepted for ROLE_SIDECAR (the attestmesh binary
-	// that runs as sidecar). Empty refuses every sidecar.
+	// SidecarMREnclaves are the sidecar measurements a simulation-mode service accepts when its
+	// session names none (services[].sidecar): this control plane's own build. A hardware-mode
+	// service accepts only the sidecars its session names.
 	SidecarMREnclaves [][32]byte
 	// OnSVID, when set, is told about every SVID issued to a sidecar (to publish it over
 	// SDS). It must not block.
@@ -61,21 +88,42 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Default per-address rate of Attest calls.
+const (
+	DefaultPeerRate  = 50
+	DefaultPeerBurst = 200
+)
+
 // Server implements attestationpb.AttestationServer. Safe for concurrent use.
 type Server struct {
 	attestationpb.UnimplementedAttestationServer
 	cfg    Config
 	nonces *Nonces
+	grants *Grants
+	peers  *ratelimit.Limiter
+	verify chan struct{} // bounds concurrent quote verifications
 	log    *slog.Logger
 }
 
 // NewServer returns the attestation service.
-func NewServer(cfg Config) *Server {
+func NewServer(cfg Config) (*Server, error) {
+	if len(cfg.MACKey) < 32 {
+		return nil, fmt.Errorf("attestation: MACKey is %d bytes, want at least 32", len(cfg.MACKey))
+	}
 	if cfg.NonceTTL == 0 {
 		cfg.NonceTTL = DefaultNonceTTL
 	}
+	if cfg.GrantTTL == 0 {
+		cfg.GrantTTL = DefaultGrantTTL
+	}
 	if cfg.SVIDTTL == 0 {
 		cfg.SVIDTTL = DefaultSVIDTTL
+	}
+	if cfg.PeerRate == 0 {
+		cfg.PeerRate = DefaultPeerRate
+	}
+	if cfg.PeerBurst == 0 {
+		cfg.PeerBurst = DefaultPeerBurst
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -84,7 +132,22 @@ func NewServer(cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, nonces: NewNonces(cfg.NonceTTL, cfg.Now), log: log.With("subsystem", "attestation")}
+	nonceKey, grantKey := subKey(cfg.MACKey, "nonce"), subKey(cfg.MACKey, "grant")
+	return &Server{
+		cfg:    cfg,
+		nonces: NewNonces(nonceKey, cfg.NonceTTL, cfg.ReplayCapacity, cfg.Now),
+		grants: NewGrants(grantKey, cfg.GrantTTL, cfg.ReplayCapacity, cfg.Now),
+		peers:  ratelimit.New(ratelimit.Config{Rate: cfg.PeerRate, Burst: cfg.PeerBurst}),
+		verify: make(chan struct{}, 4*runtime.GOMAXPROCS(0)),
+		log:    log.With("subsystem", "attestation"),
+	}, nil
+}
+
+// subKey derives the key of one use from the MAC key.
+func subKey(key []byte, use string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("attestmesh attestation " + use))
+	return m.Sum(nil)
 }
 
 // SplitConfigID splits "session/service" at its last '/'; a session name may itself hold '/'.
@@ -99,7 +162,8 @@ func SplitConfigID(configID string) (sessionName, service string, err error) {
 	return configID[:i], configID[i+1:], nil
 }
 
-// GetNonce implements attestationpb.AttestationServer.
+// GetNonce implements attestationpb.AttestationServer. It stores nothing: nonces are
+// stateless (see Nonces), so no number of calls exhausts anything.
 func (s *Server) GetNonce(_ context.Context, req *attestationpb.GetNonceRequest) (*attestationpb.GetNonceResponse, error) {
 	if _, _, err := SplitConfigID(req.GetConfigId()); err != nil {
 		return nil, toStatus(err)
@@ -121,11 +185,32 @@ func (s *Server) Attest(ctx context.Context, req *attestationpb.AttestRequest) (
 		s.cfg.Metrics.observe(reason, tee, role, s.cfg.Now().Sub(start))
 	}
 	if err != nil {
-		s.log.WarnContext(ctx, "attestation refused", "config_id", req.GetConfigId(), "role", role, "reason", string(reason), "tee", string(tee), "error", err.Error())
+		s.log.WarnContext(ctx, "attestation refused", "config_id", truncate(req.GetConfigId(), maxConfigIDSize), "role", role, "reason", string(reason),
+			"tee", string(tee), "peer", peerHost(ctx), "error", err.Error())
 		return nil, toStatus(err)
 	}
 	s.log.InfoContext(ctx, "attestation succeeded", "config_id", req.GetConfigId(), "role", role, "spiffe_id", resp.GetSpiffeId(), "tee", string(tee))
 	return resp, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// peerHost is the source address of a call, the key of its rate limit.
+func peerHost(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return "unknown"
+	}
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return p.Addr.String()
+	}
+	return host
 }
 
 func roleLabel(r attestationpb.Role) string {
@@ -140,17 +225,28 @@ func roleLabel(r attestationpb.Role) string {
 }
 
 func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (*attestationpb.AttestResponse, ca.TEE, error) {
+	sidecar := req.GetRole() == attestationpb.Role_ROLE_SIDECAR
 	switch {
-	case req.GetRole() != attestationpb.Role_ROLE_APP && req.GetRole() != attestationpb.Role_ROLE_SIDECAR:
+	case req.GetRole() != attestationpb.Role_ROLE_APP && !sidecar:
 		return nil, "", fmt.Errorf("%w: role must be ROLE_APP or ROLE_SIDECAR", refuse(ReasonMalformed))
 	case len(req.GetQuote()) == 0 || len(req.GetQuote()) > maxQuoteSize:
 		return nil, "", fmt.Errorf("%w: quote is %d bytes, want 1..%d", refuse(ReasonMalformed), len(req.GetQuote()), maxQuoteSize)
 	case len(req.GetCsr()) == 0 || len(req.GetCsr()) > maxCSRSize:
 		return nil, "", fmt.Errorf("%w: CSR is %d bytes, want 1..%d", refuse(ReasonMalformed), len(req.GetCsr()), maxCSRSize)
+	case !sidecar && (len(req.GetSidecarGrant()) > 0 || len(req.GetCurrentSvid()) > 0):
+		return nil, "", fmt.Errorf("%w: sidecar_grant and current_svid are for ROLE_SIDECAR only", refuse(ReasonMalformed))
+	case sidecar && len(req.GetSidecarGrant()) > 0 && len(req.GetCurrentSvid()) > 0:
+		return nil, "", fmt.Errorf("%w: give sidecar_grant or current_svid, not both", refuse(ReasonMalformed))
+	case len(req.GetCurrentSvid()) > 8:
+		return nil, "", fmt.Errorf("%w: current_svid holds %d certificates, at most 8", refuse(ReasonMalformed), len(req.GetCurrentSvid()))
 	}
 	sessName, svcName, err := SplitConfigID(req.GetConfigId())
 	if err != nil {
 		return nil, "", err
+	}
+	if !s.peers.Allow(peerHost(ctx)) {
+		return nil, "", fmt.Errorf("%w: too many attestations from this address: at most %g per second (bursts of %d)",
+			refuse(ReasonRateLimited), s.cfg.PeerRate, s.cfg.PeerBurst)
 	}
 	// The nonce is consumed first: whatever happens next, this evidence cannot be replayed.
 	if err := s.nonces.Consume(req.GetConfigId(), req.GetNonce()); err != nil {
@@ -158,14 +254,19 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 	}
 	sess, vals, err := s.cfg.CAS.Lookup(ctx, sessName)
 	if err != nil {
-		if cas.CodeOf(err) == cas.CodeNotFound {
-			return nil, "", fmt.Errorf("%w: %w", refuse(ReasonUnknownSession), err)
+		var ie *cas.ImportError
+		switch {
+		case cas.CodeOf(err) == cas.CodeNotFound:
+			return nil, "", fmt.Errorf("%w: session %q does not exist", refuse(ReasonUnknownSession), sessName)
+		case errors.As(err, &ie):
+			return nil, "", deny(ReasonImport, "the session imports a secret that its exporter does not grant (any more)", "%s", ie.Error())
 		}
 		return nil, "", err
 	}
 	svc, ok := sess.Service(svcName)
 	if !ok {
-		return nil, "", fmt.Errorf("%w: session %q has no service %q (services: %s)", refuse(ReasonUnknownService), sessName, svcName, serviceNames(sess))
+		return nil, "", deny(ReasonUnknownService, fmt.Sprintf("session %q has no service %q", sessName, svcName),
+			"session %q has no service %q (services: %s)", sessName, svcName, serviceNames(sess))
 	}
 	csr, err := ca.ParseCSR(req.GetCsr())
 	if err != nil {
@@ -173,7 +274,7 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 	}
 
 	mode := sess.Security.Attestation.Mode
-	id, tee, err := s.cfg.Verifier.Verify(ctx, req.GetQuote(), mode)
+	id, tee, err := s.verifyQuote(ctx, req.GetQuote(), mode)
 	if err != nil {
 		return nil, tee, err
 	}
@@ -185,18 +286,21 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 	if err := CheckPlatform(id, sess.Security.Attestation); err != nil {
 		return nil, tee, err
 	}
-	if req.GetRole() == attestationpb.Role_ROLE_SIDECAR {
-		if err := s.checkSidecar(id.MREnclave); err != nil {
+	spiffeID, err := spiffeid.FromSegments(s.cfg.Authority.TrustDomain(), append(strings.Split(sessName, "/"), svcName)...)
+	if err != nil {
+		return nil, tee, fmt.Errorf("%w: config ID %q is not a valid SPIFFE path: %w", refuse(ReasonMalformed), req.GetConfigId(), err)
+	}
+	if sidecar {
+		if err := s.checkSidecar(id.MREnclave, sess, svc); err != nil {
+			return nil, tee, err
+		}
+		if err := s.checkSidecarProof(req, csr, spiffeID); err != nil {
 			return nil, tee, err
 		}
 	} else if err := CheckService(id, svc); err != nil {
 		return nil, tee, err
 	}
 
-	spiffeID, err := spiffeid.FromSegments(s.cfg.Authority.TrustDomain(), append(strings.Split(sessName, "/"), svcName)...)
-	if err != nil {
-		return nil, tee, fmt.Errorf("%w: config ID %q is not a valid SPIFFE path: %w", refuse(ReasonMalformed), req.GetConfigId(), err)
-	}
 	chain, err := s.cfg.Authority.IssueSVID(csr, spiffeID, s.cfg.SVIDTTL, tee)
 	if err != nil {
 		return nil, tee, fmt.Errorf("%w: %w", refuse(ReasonCSRInvalid), err)
@@ -215,7 +319,7 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 	for _, c := range s.cfg.Authority.Bundle() {
 		resp.TrustBundle = append(resp.TrustBundle, c.Raw)
 	}
-	if req.GetRole() == attestationpb.Role_ROLE_SIDECAR {
+	if sidecar {
 		if s.cfg.OnSVID != nil {
 			s.cfg.OnSVID(spiffeID, chain)
 		}
@@ -226,20 +330,80 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 		return nil, tee, fmt.Errorf("attestation: render %s: %w", req.GetConfigId(), err)
 	}
 	resp.Config = renderedConfig(rs)
+	if resp.SidecarGrant, err = s.grants.Issue(req.GetConfigId()); err != nil {
+		return nil, tee, err
+	}
 	return resp, tee, nil
 }
 
-func (s *Server) checkSidecar(mre []byte) error {
-	for _, m := range s.cfg.SidecarMREnclaves {
-		if slices.Equal(m[:], mre) {
-			return nil
+// verifyQuote verifies a quote, at most a few at a time: the rest wait their turn.
+func (s *Server) verifyQuote(ctx context.Context, quote []byte, mode session.Mode) (*dcap.Identity, ca.TEE, error) {
+	select {
+	case s.verify <- struct{}{}:
+		defer func() { <-s.verify }()
+	case <-ctx.Done():
+		return nil, "", fmt.Errorf("%w: %w", refuse(ReasonMalformed), ctx.Err())
+	}
+	return s.cfg.Verifier.Verify(ctx, quote, mode)
+}
+
+// checkSidecar checks a sidecar's measurement against what the service accepts: its session's
+// services[].sidecar.mrenclaves, or, in a simulation-mode session that names none, this control
+// plane's own build. A hardware-mode service that names none accepts no sidecar.
+func (s *Server) checkSidecar(mre []byte, sess *session.Session, svc *session.Service) error {
+	got := hex.EncodeToString(mre)
+	var allowed []string
+	switch {
+	case svc.Sidecar != nil:
+		allowed = svc.Sidecar.MREnclaves
+	case sess.Security.Attestation.Mode == session.ModeSimulation:
+		for _, m := range s.cfg.SidecarMREnclaves {
+			allowed = append(allowed, hex.EncodeToString(m[:]))
 		}
+	default:
+		return deny(ReasonSidecarMeasurement, fmt.Sprintf("service %q accepts no sidecar: a hardware-mode session must name its sidecars' "+
+			"measurements (services[].sidecar.mrenclaves)", svc.Name),
+			"service %q of hardware-mode session %q names no sidecar measurement (services[].sidecar.mrenclaves); got %s", svc.Name, sess.Name, got)
 	}
-	allowed := make([]string, len(s.cfg.SidecarMREnclaves))
-	for i, m := range s.cfg.SidecarMREnclaves {
-		allowed[i] = hex.EncodeToString(m[:])
+	if slices.Contains(allowed, got) {
+		return nil
 	}
-	return fmt.Errorf("%w: sidecar mrenclave mismatch: got %s, control plane allows [%s]", refuse(ReasonSidecarMeasurement), hex.EncodeToString(mre), strings.Join(allowed, ", "))
+	return deny(ReasonSidecarMeasurement, fmt.Sprintf("sidecar mrenclave %s is not accepted for service %q", got, svc.Name),
+		"sidecar mrenclave mismatch: got %s, service %q allows [%s]", got, svc.Name, strings.Join(allowed, ", "))
+}
+
+// checkSidecarProof checks that a sidecar speaks for an attested app of its service: a grant
+// that the app's launcher handed over (its first SVID), or the SVID it holds, for the same
+// identity and the same key (a renewal).
+func (s *Server) checkSidecarProof(req *attestationpb.AttestRequest, csr *x509.CertificateRequest, want spiffeid.ID) error {
+	if grant := req.GetSidecarGrant(); len(grant) > 0 {
+		return s.grants.Redeem(req.GetConfigId(), grant)
+	}
+	ders := req.GetCurrentSvid()
+	if len(ders) == 0 {
+		return fmt.Errorf("%w: a sidecar needs the grant that an attested app of %s handed it, or, to renew, the SVID it holds",
+			refuse(ReasonSidecarGrant), req.GetConfigId())
+	}
+	certs := make([]*x509.Certificate, 0, len(ders))
+	for i, der := range ders {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("%w: current_svid[%d]: %w", refuse(ReasonSidecarGrant), i, err)
+		}
+		certs = append(certs, c)
+	}
+	bundle := x509bundle.FromX509Authorities(s.cfg.Authority.TrustDomain(), s.cfg.Authority.Bundle())
+	got, _, err := x509svid.Verify(certs, bundle, x509svid.WithTime(s.cfg.Now()))
+	if err != nil {
+		return fmt.Errorf("%w: current_svid does not verify: %w", refuse(ReasonSidecarGrant), err)
+	}
+	if got != want {
+		return fmt.Errorf("%w: current_svid is for %s, not %s", refuse(ReasonSidecarGrant), got, want)
+	}
+	if !bytes.Equal(certs[0].RawSubjectPublicKeyInfo, csr.RawSubjectPublicKeyInfo) {
+		return fmt.Errorf("%w: current_svid holds another key than the CSR: a renewal keeps the key", refuse(ReasonSidecarGrant))
+	}
+	return nil
 }
 
 func serviceNames(s *session.Session) string {

@@ -1,6 +1,7 @@
 package attestation_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -8,10 +9,14 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +36,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/cas"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 	"github.com/attestmesh/attestmesh/controlplane/store/storetest"
+	"github.com/attestmesh/attestmesh/proxy/proxytest"
 )
 
 // platformQuotes quotes directly on a simulated platform: the LAS is a thin HTTP wrapper over
@@ -48,6 +54,14 @@ type fixture struct {
 	cas      *cas.CAS
 	owner    cas.Client
 	sidecar  [32]byte
+	log      *proxytest.SyncBuffer
+}
+
+// fixtureOptions change what newFixtureWith sets up.
+type fixtureOptions struct {
+	platform  sim.PlatformOptions
+	peerRate  float64
+	peerBurst int
 }
 
 var (
@@ -57,11 +71,16 @@ var (
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{reg: prometheus.NewRegistry(), cas: cas.New(cas.Config{Store: storetest.Open(t)}), sidecar: [32]byte{9, 9}}
+	return newFixtureWith(t, fixtureOptions{})
+}
+
+func newFixtureWith(t *testing.T, opts fixtureOptions) *fixture {
+	t.Helper()
+	f := &fixture{reg: prometheus.NewRegistry(), cas: cas.New(cas.Config{Store: storetest.Open(t)}), sidecar: [32]byte{9, 9}, log: &proxytest.SyncBuffer{}}
 	var err error
 	f.auth, err = ca.NewAuthority(ca.AuthorityConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("attestmesh.local")})
 	require.NoError(t, err)
-	f.platform, err = sim.NewPlatform(rand.Reader, sim.PlatformOptions{})
+	f.platform, err = sim.NewPlatform(rand.Reader, opts.platform)
 	require.NoError(t, err)
 	f.owner = cas.Client{ID: "owner"}
 
@@ -69,10 +88,12 @@ func newFixture(t *testing.T) *fixture {
 		Simulation: attestation.TrustAnchor{Root: f.platform.Root(), Collateral: attestation.CollateralFunc(
 			func(context.Context, string) (dcap.Collateral, error) { return f.platform.Collateral(time.Now()) })},
 	}
-	srv := attestation.NewServer(attestation.Config{
-		CAS: f.cas, Authority: f.auth, Verifier: verifier, Metrics: attestation.NewMetrics(f.reg),
+	srv, err := attestation.NewServer(attestation.Config{
+		CAS: f.cas, Authority: f.auth, Verifier: verifier, Metrics: attestation.NewMetrics(f.reg), MACKey: bytes.Repeat([]byte{7}, 32),
 		SVIDTTL: 10 * time.Minute, XDSAddress: "127.0.0.1:18000", SidecarMREnclaves: [][32]byte{f.sidecar},
+		PeerRate: opts.peerRate, PeerBurst: opts.peerBurst, Logger: slog.New(slog.NewTextHandler(f.log, nil)),
 	})
+	require.NoError(t, err)
 	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	cert, err := f.auth.IssueServerCert(srvKey.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 0)
@@ -142,8 +163,9 @@ func TestAttestAppReceivesConfigAndSVID(t *testing.T) {
 	f := newFixture(t)
 	f.createExample(t, "simulation", nil)
 	key := newKey(t)
-	res, err := f.client.Attest(context.Background(), "demo/flask/flask_restapi", attestationpb.Role_ROLE_APP, key, attestation.Evidence{MREnclave: pythonMR})
+	res, err := f.client.Attest(context.Background(), app("demo/flask/flask_restapi", key, pythonMR))
 	require.NoError(t, err)
+	assert.NotEmpty(t, res.SidecarGrant, "an attested app gets a grant for its sidecar")
 
 	assert.Equal(t, "spiffe://attestmesh.local/demo/flask/flask_restapi", res.ID.String())
 	assert.Equal(t, "simulation", res.TEE)
@@ -161,6 +183,21 @@ func TestAttestAppReceivesConfigAndSVID(t *testing.T) {
 	assert.Equal(t, "/app", res.Config.GetDir())
 
 	assert.InDelta(t, 1, f.counter(t, "ok", "", "simulation", "app"), 0)
+}
+
+func app(configID string, key crypto.Signer, mr [32]byte) attestation.Request {
+	return attestation.Request{ConfigID: configID, Role: attestationpb.Role_ROLE_APP, Key: key, Evidence: attestation.Evidence{MREnclave: mr}}
+}
+
+func sidecar(configID string, key crypto.Signer, mr [32]byte) attestation.Request {
+	return attestation.Request{ConfigID: configID, Role: attestationpb.Role_ROLE_SIDECAR, Key: key, Evidence: attestation.Evidence{MREnclave: mr}}
+}
+
+type request = attestation.Request
+
+func withGrantOf(r request, g []byte) request {
+	r.SidecarGrant = g
+	return r
 }
 
 func mustMarshalKey(t *testing.T, k crypto.Signer) []byte {
@@ -201,18 +238,21 @@ func TestAttestRefusals(t *testing.T) {
 		role     attestationpb.Role
 		ev       attestation.Evidence
 		reason   attestation.Reason
-		msg      string
+		msg      string // what the caller is told
+		logged   string // what only the log says (the policy's allowed values)
 	}{
 		{
 			name: "wrong mrenclave", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_APP,
 			ev: attestation.Evidence{MREnclave: redisMR}, reason: attestation.ReasonMREnclave,
-			msg: "mrenclave mismatch: got " + hexOf(redisMR) + ", session allows [" + hexOf(pythonMR) + "]",
+			msg:    "attestation refused (mrenclave_mismatch): mrenclave " + hexOf(redisMR) + ` is not accepted by service "flask_restapi"`,
+			logged: "session allows [" + hexOf(pythonMR) + "]",
 		},
 		{
 			name: "debug enclave without debug-mode", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_APP,
 			mutate: func(s string) string { return strings.Replace(s, "tolerate: [debug-mode, ", "tolerate: [", 1) },
 			ev:     attestation.Evidence{MREnclave: pythonMR, Debug: true}, reason: attestation.ReasonDebug,
-			msg: `the enclave runs in debug mode and the session does not tolerate "debug-mode"`,
+			msg:    "attestation refused (debug_not_tolerated): the enclave runs in debug mode, which the session does not tolerate",
+			logged: `the session does not tolerate "debug-mode"`,
 		},
 		{
 			name: "simulated quote for a hardware session", mode: "hardware", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_APP,
@@ -222,7 +262,8 @@ func TestAttestRefusals(t *testing.T) {
 		{
 			name: "unknown service", mode: "simulation", configID: "demo/flask/nope", role: attestationpb.Role_ROLE_APP,
 			ev: attestation.Evidence{MREnclave: pythonMR}, reason: attestation.ReasonUnknownService,
-			msg: `session "demo/flask" has no service "nope" (services: flask_restapi)`,
+			msg:    `attestation refused (unknown_service): session "demo/flask" has no service "nope"`,
+			logged: "(services: flask_restapi)",
 		},
 		{
 			name: "unknown session", mode: "simulation", configID: "demo/other/x", role: attestationpb.Role_ROLE_APP,
@@ -232,19 +273,39 @@ func TestAttestRefusals(t *testing.T) {
 		{
 			name: "sidecar with the app's measurement", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_SIDECAR,
 			ev: attestation.Evidence{MREnclave: pythonMR}, reason: attestation.ReasonSidecarMeasurement,
-			msg: "sidecar mrenclave mismatch: got " + hexOf(pythonMR),
+			msg:    "attestation refused (sidecar_measurement): sidecar mrenclave " + hexOf(pythonMR) + ` is not accepted for service "flask_restapi"`,
+			logged: "allows [" + hexOf([32]byte{9, 9}) + "]",
+		},
+		{
+			name: "sidecar without a grant", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_SIDECAR,
+			ev: attestation.Evidence{MREnclave: [32]byte{9, 9}}, reason: attestation.ReasonSidecarGrant,
+			msg: "a sidecar needs the grant that an attested app of demo/flask/flask_restapi handed it, or, to renew, the SVID it holds",
+		},
+		{
+			name: "import its exporter no longer grants", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_APP,
+			ev: attestation.Evidence{MREnclave: pythonMR}, reason: attestation.ReasonImport,
+			msg:    "attestation refused (import_refused): the session imports a secret that its exporter does not grant (any more)",
+			logged: `session "demo/flask" imports secret "redis_client_key" from session "demo/redis": the secret is not exported to this session`,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t)
 			f.createExample(t, tt.mode, tt.mutate)
-			_, err := f.client.Attest(context.Background(), tt.configID, tt.role, newKey(t), tt.ev)
+			if tt.reason == attestation.ReasonImport {
+				f.stopExporting(t)
+			}
+			_, err := f.client.Attest(context.Background(), attestation.Request{ConfigID: tt.configID, Role: tt.role, Key: newKey(t), Evidence: tt.ev})
 			require.Error(t, err)
+			assert.Equal(t, tt.reason, attestation.RefusalReason(err))
 			assert.Contains(t, err.Error(), tt.msg)
+			if tt.logged != "" {
+				assert.NotContains(t, err.Error(), tt.logged, "the caller is not told what the policy allows")
+				assert.Contains(t, strings.ReplaceAll(f.log.String(), `\"`, `"`), tt.logged, "the log is")
+			}
 			roleLabel := map[attestationpb.Role]string{attestationpb.Role_ROLE_APP: "app", attestationpb.Role_ROLE_SIDECAR: "sidecar"}[tt.role]
 			tee := "simulation"
-			if tt.reason == attestation.ReasonSimulationForbidden || tt.reason == attestation.ReasonUnknownService || tt.reason == attestation.ReasonUnknownSession {
+			if tt.reason == attestation.ReasonSimulationForbidden || tt.reason == attestation.ReasonUnknownService || tt.reason == attestation.ReasonUnknownSession || tt.reason == attestation.ReasonImport {
 				tee = "none"
 			}
 			assert.InDelta(t, 1, f.counter(t, "refused", string(tt.reason), tee, roleLabel), 0, "refusal counted by reason")
@@ -252,13 +313,133 @@ func TestAttestRefusals(t *testing.T) {
 	}
 }
 
-func TestAttestSidecarWithItsMeasurement(t *testing.T) {
+// stopExporting updates the Redis session so that it exports nothing to the Flask session.
+func (f *fixture) stopExporting(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	cur, err := f.cas.Get(ctx, "demo/redis", f.owner)
+	require.NoError(t, err)
+	doc := strings.ReplaceAll(string(cur.Document), "- session: demo/flask", "- session: demo/elsewhere")
+	_, err = f.cas.Update(ctx, append([]byte("predecessor: "+cur.Hash+"\n"), doc...), f.owner)
+	require.NoError(t, err)
+}
+
+// A sidecar gets its service's SVID with its accepted measurement and the grant of an attested
+// app of that service; it renews on the SVID it holds; a grant counts once and for its own
+// service only.
+func TestAttestSidecarNeedsAGrant(t *testing.T) {
 	f := newFixture(t)
 	f.createExample(t, "simulation", nil)
-	res, err := f.client.Attest(context.Background(), "demo/redis/redis", attestationpb.Role_ROLE_SIDECAR, newKey(t), attestation.Evidence{MREnclave: f.sidecar})
+	ctx := context.Background()
+	appRes, err := f.client.Attest(ctx, app("demo/redis/redis", newKey(t), redisMR))
+	require.NoError(t, err)
+
+	wrong := sidecar("demo/flask/flask_restapi", newKey(t), f.sidecar)
+	wrong.SidecarGrant = appRes.SidecarGrant
+	_, err = f.client.Attest(ctx, wrong)
+	require.ErrorContains(t, err, `the sidecar grant is for config ID "demo/redis/redis", not "demo/flask/flask_restapi"`)
+
+	key := newKey(t)
+	req := sidecar("demo/redis/redis", key, f.sidecar)
+	req.SidecarGrant = appRes.SidecarGrant
+	res, err := f.client.Attest(ctx, req)
 	require.NoError(t, err)
 	assert.Nil(t, res.Config, "a sidecar gets no service configuration or secrets")
+	assert.Empty(t, res.SidecarGrant)
 	assert.Equal(t, "127.0.0.1:18000", res.XDSAddr)
+	assert.Equal(t, "spiffe://attestmesh.local/demo/redis/redis", res.ID.String())
+
+	_, err = f.client.Attest(ctx, withGrantOf(sidecar("demo/redis/redis", newKey(t), f.sidecar), appRes.SidecarGrant))
+	require.ErrorContains(t, err, "the sidecar grant was used already")
+
+	renew := sidecar("demo/redis/redis", key, f.sidecar)
+	renew.CurrentSVID = res.SVID
+	renewed, err := f.client.Attest(ctx, renew)
+	require.NoError(t, err, "a renewal shows the SVID it holds, with the same key")
+	assert.NotEqual(t, res.SVID[0].SerialNumber, renewed.SVID[0].SerialNumber)
+
+	stolen := sidecar("demo/redis/redis", newKey(t), f.sidecar)
+	stolen.CurrentSVID = res.SVID
+	_, err = f.client.Attest(ctx, stolen)
+	require.ErrorContains(t, err, "current_svid holds another key than the CSR")
+
+	other := sidecar("demo/flask/flask_restapi", key, f.sidecar)
+	other.CurrentSVID = res.SVID
+	_, err = f.client.Attest(ctx, other)
+	require.ErrorContains(t, err, "current_svid is for spiffe://attestmesh.local/demo/redis/redis, not spiffe://attestmesh.local/demo/flask/flask_restapi")
+	assert.InDelta(t, 4, f.counter(t, "refused", string(attestation.ReasonSidecarGrant), "simulation", "sidecar"), 0)
+}
+
+// A session names its sidecars' measurements: then only those carry the identity (the
+// control plane's own build no longer does).
+func TestAttestSidecarMeasurementFromTheSession(t *testing.T) {
+	f := newFixture(t)
+	mine := [32]byte{1, 1, 1}
+	f.createExample(t, "simulation", func(s string) string {
+		return strings.Replace(s, "    image_name: redis_image\n", "    image_name: redis_image\n    sidecar:\n      mrenclaves: ["+hexOf(mine)+"]\n", 1)
+	})
+	ctx := context.Background()
+	grant := func() []byte {
+		res, err := f.client.Attest(ctx, app("demo/redis/redis", newKey(t), redisMR))
+		require.NoError(t, err)
+		return res.SidecarGrant
+	}
+	_, err := f.client.Attest(ctx, withGrantOf(sidecar("demo/redis/redis", newKey(t), f.sidecar), grant()))
+	assert.Equal(t, attestation.ReasonSidecarMeasurement, attestation.RefusalReason(err), "%v", err)
+	_, err = f.client.Attest(ctx, withGrantOf(sidecar("demo/redis/redis", newKey(t), mine), grant()))
+	require.NoError(t, err)
+}
+
+func TestAttestRevokedPCKRefused(t *testing.T) {
+	f := newFixtureWith(t, fixtureOptions{platform: sim.PlatformOptions{RevokedPCK: true}})
+	f.createExample(t, "simulation", nil)
+	_, err := f.client.Attest(context.Background(), app("demo/redis/redis", newKey(t), redisMR))
+	require.Error(t, err)
+	assert.Equal(t, attestation.ReasonRevoked, attestation.RefusalReason(err))
+	assert.Contains(t, err.Error(), "is revoked by the PCK CA CRL")
+	assert.InDelta(t, 1, f.counter(t, "refused", "revoked", "none", "app"), 0)
+}
+
+// The security review's scenario 5: 65,536 anonymous GetNonce calls leave nothing behind, and
+// a legitimate attestation works right after.
+func TestNonceFloodLeavesAttestationWorking(t *testing.T) {
+	f := newFixture(t)
+	f.createExample(t, "simulation", nil)
+	ctx := context.Background()
+	const flood, workers = 1 << 16, 16
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for w := range workers {
+		wg.Go(func() {
+			for range flood / workers {
+				if _, err := f.raw.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: fmt.Sprintf("flood/%d", w)}); err != nil {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	assert.Zero(t, failed.Load(), "GetNonce never runs out")
+	_, err := f.client.Attest(ctx, app("demo/redis/redis", newKey(t), redisMR))
+	require.NoError(t, err, "a legitimate attestation works after the flood")
+}
+
+// Attest calls from one address beyond its burst are refused and counted; the limit is per
+// address.
+func TestAttestRateLimitPerAddress(t *testing.T) {
+	f := newFixtureWith(t, fixtureOptions{peerRate: 0.01, peerBurst: 3})
+	f.createExample(t, "simulation", nil)
+	ctx := context.Background()
+	limited := 0
+	for range 10 {
+		_, err := f.client.Attest(ctx, app("demo/redis/redis", newKey(t), redisMR))
+		if attestation.RefusalReason(err) == attestation.ReasonRateLimited {
+			limited++
+			assert.Contains(t, err.Error(), "ResourceExhausted")
+		}
+	}
+	assert.GreaterOrEqual(t, limited, 6)
+	assert.InDelta(t, float64(limited), f.counter(t, "refused", "rate_limited", "none", "app"), 0)
 }
 
 // TestAttestReplayAndBinding drives the protocol by hand: a replayed nonce, a quote bound to
@@ -306,7 +487,7 @@ func TestAttestReplayAndBinding(t *testing.T) {
 	quote, csr = evidence(key, nr.GetNonce(), key)
 	_, err = f.raw.Attest(ctx, &attestationpb.AttestRequest{ConfigId: cid, Role: attestationpb.Role_ROLE_APP, Nonce: nr.GetNonce(), Quote: quote, Csr: csr})
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), `nonce was issued for config ID "demo/redis/redis"`)
+	assert.Contains(t, err.Error(), `nonce was not issued by this control plane for config ID "demo/flask/flask_restapi"`)
 
 	// A quote that is not a quote.
 	nr, err = f.raw.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: cid})

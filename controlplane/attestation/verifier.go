@@ -31,9 +31,11 @@ func (f CollateralFunc) Collateral(ctx context.Context, fmspc string) (dcap.Coll
 }
 
 // DirCollateral reads hardware collateral from a directory, as fetched from Intel PCS (or a
-// PCCS) by the operator: tcb_info_<FMSPC>.json (FMSPC in upper-case hex), qe_identity.json and
-// tcb_chain.pem (the TCB-Info-Issuer-Chain). The control plane has no network access to PCS
-// by design: collateral is configuration, refreshed by the operator.
+// PCCS) by the operator: tcb_info_<FMSPC>.json (FMSPC in upper-case hex), qe_identity.json,
+// tcb_chain.pem (the TCB-Info-Issuer-Chain), pck_crl.der or pck_crl.pem (the CRL of the PCK CA
+// that issues the platforms' PCK certificates) and root_ca_crl.der or root_ca_crl.pem (the Intel
+// SGX Root CA's CRL). The control plane has no network access to PCS by design: collateral is
+// configuration, refreshed by the operator.
 type DirCollateral struct{ Dir string }
 
 // Collateral implements CollateralSource.
@@ -56,6 +58,22 @@ func (d DirCollateral) Collateral(_ context.Context, fmspc string) (dcap.Collate
 	if c.TCBSignChain, err = read("tcb_chain.pem"); err != nil {
 		return c, err
 	}
+	either := func(names ...string) ([]byte, error) {
+		for _, n := range names {
+			if b, err := os.ReadFile(filepath.Join(d.Dir, n)); err == nil {
+				return b, nil
+			} else if !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("attestation: collateral: %w", err)
+			}
+		}
+		return nil, fmt.Errorf("attestation: collateral: none of %s in %s: revocation cannot be checked", strings.Join(names, ", "), d.Dir)
+	}
+	if c.PCKCRL, err = either("pck_crl.der", "pck_crl.pem"); err != nil {
+		return c, err
+	}
+	if c.RootCACRL, err = either("root_ca_crl.der", "root_ca_crl.pem"); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
@@ -63,6 +81,9 @@ func (d DirCollateral) Collateral(_ context.Context, fmspc string) (dcap.Collate
 type TrustAnchor struct {
 	Root       *x509.Certificate
 	Collateral CollateralSource
+	// SkipRevocation verifies without CRLs: only for a simulated platform saved before it had
+	// CRLs (a hardware anchor always checks them).
+	SkipRevocation bool
 }
 
 // Verifier verifies quotes for sessions: hardware sessions against the Intel SGX root, and
@@ -97,9 +118,14 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte, mode session.Mode) 
 	check := func(ev TrustAnchor) (*dcap.Identity, error) {
 		c, err := ev.Collateral.Collateral(ctx, fmspc)
 		if err != nil {
-			return nil, err
+			return nil, deny(ReasonQuoteInvalid, "this control plane holds no current collateral for the platform (FMSPC "+fmspc+")",
+				"collateral for FMSPC %s: %v", fmspc, err)
 		}
-		return dcap.Verify(quote, c, dcap.Options{Root: ev.Root, Now: now, CollateralMaxAge: v.CollateralMaxAge})
+		id, err := dcap.Verify(quote, c, dcap.Options{Root: ev.Root, Now: now, CollateralMaxAge: v.CollateralMaxAge, SkipRevocation: ev.SkipRevocation})
+		if dcap.ReasonOf(err) == dcap.ReasonCertRevoked {
+			return nil, fmt.Errorf("%w: %w", refuse(ReasonRevoked), err)
+		}
+		return id, err
 	}
 	switch mode {
 	case session.ModeSimulation:
@@ -107,6 +133,9 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte, mode session.Mode) 
 			return nil, "", fmt.Errorf("%w: the session accepts simulated quotes, but this control plane runs without a simulated platform (start it with --simulation)", refuse(ReasonSimulationForbidden))
 		}
 		id, err := check(v.Simulation)
+		if ReasonOf(err) == ReasonRevoked || ReasonOf(err) == ReasonQuoteInvalid {
+			return nil, "", err
+		}
 		if err != nil {
 			return nil, "", fmt.Errorf("%w: simulated quote: %w", refuse(ReasonQuoteInvalid), err)
 		}
@@ -119,6 +148,9 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte, mode session.Mode) 
 			return nil, "", fmt.Errorf("%w: hardware attestation is not configured on this control plane (no collateral)", refuse(ReasonQuoteInvalid))
 		}
 		id, err := check(v.Hardware)
+		if ReasonOf(err) == ReasonRevoked || ReasonOf(err) == ReasonQuoteInvalid {
+			return nil, "", err
+		}
 		if err != nil {
 			return nil, "", fmt.Errorf("%w: %w", refuse(ReasonQuoteInvalid), err)
 		}

@@ -255,35 +255,38 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	}
 	step("mesh", "registered: %d services, endpoints on the bridge", len(reg.Endpoints))
 
-	// The services, in mesh order: sidecar first (attested, identity, listeners warm), then
-	// the app under the launcher.
+	// The services, in mesh order: the sidecar and the app under the launcher, in the service's
+	// network namespace. The launcher attests the app and hands the sidecar the grant that lets
+	// it attest as the service's sidecar; then the sidecar's listeners warm, and the app serves.
 	var procs []*proc
 	defer func() { stopProcs(procs) }()
 	common := []string{"--attest-addr", info.ControlPlane.Attest, "--ca-file", info.CAFile, "--las-addr", info.ControlPlane.LAS}
 	for _, s := range m.Services {
 		si := info.Services[s.Name]
-		p, err := start(cfg.StateDir, s.Name+"-sidecar", si.Namespace, cfg.Binary,
+		sidecar, err := start(cfg.StateDir, s.Name+"-sidecar", si.Namespace, cfg.Binary,
 			append([]string{"proxy", "--config-id", s.ConfigID, "--admin-addr", si.AdminAddr}, common...)...)
 		if err != nil {
 			return err
 		}
-		procs = append(procs, p)
-		id, err := waitSidecar(ctx, p, si.AdminAddr, timeout)
-		if err != nil {
-			return err
-		}
-		step(s.Name, "sidecar attested: %s; listeners warm (admin http://%s)", id, si.AdminAddr)
-
-		p, err = start(cfg.StateDir, s.Name+"-app", si.Namespace, cfg.Binary,
+		procs = append(procs, sidecar)
+		app, err := start(cfg.StateDir, s.Name+"-app", si.Namespace, cfg.Binary,
 			append(append([]string{"launch", "--config-id", s.ConfigID}, common...), "--", s.Binary)...)
 		if err != nil {
 			return err
 		}
-		procs = append(procs, p)
-		if err := waitApp(ctx, p, si, timeout); err != nil {
+		procs = append(procs, app)
+		id, err := waitSidecar(ctx, sidecar, si.AdminAddr, timeout)
+		if err != nil {
+			if app.exited() {
+				return fmt.Errorf("local: %s: %w (log: %s)%s", app.name, app.exitError(), app.log, tail(app.log))
+			}
 			return err
 		}
-		step(s.Name, "app attested and running: %s (pid %d)", s.Binary, p.cmd.Process.Pid)
+		step(s.Name, "sidecar attested with the app's grant: %s; listeners warm (admin http://%s)", id, si.AdminAddr)
+		if err := waitApp(ctx, app, si, timeout); err != nil {
+			return err
+		}
+		step(s.Name, "app attested and running: %s (pid %d)", s.Binary, app.cmd.Process.Pid)
 	}
 
 	// What the user needs: the exposed endpoints and the exported CAs to trust.
@@ -384,6 +387,16 @@ func start(stateDir, name, ns, binary string, args ...string) (*proc, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// exited reports whether the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // exitError describes how a finished process ended.

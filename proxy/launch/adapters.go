@@ -13,7 +13,9 @@ import (
 // ROLE_APP with the launcher's measurement and returns the rendered service configuration.
 func FromAttestation(c *attestation.Client) Attestor {
 	return AttestorFunc(func(ctx context.Context, req Request) (*Config, error) {
-		res, err := c.Attest(ctx, req.ConfigID, attestationpb.Role_ROLE_APP, req.Key, attestation.Evidence{MREnclave: req.MREnclave})
+		res, err := c.Attest(ctx, attestation.Request{
+			ConfigID: req.ConfigID, Role: attestationpb.Role_ROLE_APP, Key: req.Key, Evidence: attestation.Evidence{MREnclave: req.MREnclave},
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -21,7 +23,7 @@ func FromAttestation(c *attestation.Client) Attestor {
 		if rc == nil {
 			return nil, fmt.Errorf("launch: attestation of %s returned no service configuration", req.ConfigID)
 		}
-		cfg := &Config{Argv: rc.GetArgv(), Env: rc.GetEnv(), Dir: rc.GetDir(), Files: map[string][]byte{}}
+		cfg := &Config{Argv: rc.GetArgv(), Env: rc.GetEnv(), Dir: rc.GetDir(), Files: map[string][]byte{}, SidecarGrant: res.SidecarGrant}
 		for _, f := range rc.GetFiles() {
 			cfg.Files[f.GetPath()] = f.GetContent()
 		}

@@ -1,6 +1,7 @@
 package launch
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -12,10 +13,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/attestmesh/attestmesh/attest/measure"
+	"github.com/attestmesh/attestmesh/proxy/grant"
 )
 
 // Request is what the launcher sends to the control plane: the service it runs as, the
@@ -39,6 +42,17 @@ type Config struct {
 	Files map[string][]byte
 	// FSPF is the protected file system, when the service has one.
 	FSPF *FSPF
+	// SidecarGrant is the grant for the sidecar beside the app (see proxy/grant): Run serves
+	// it, and fresh ones, to the sidecar in the same network namespace while the app runs.
+	SidecarGrant []byte
+}
+
+// wipe overwrites what can be overwritten of a configuration that is not used (best effort).
+func (c *Config) wipe() {
+	for _, b := range c.Files {
+		clear(b)
+	}
+	clear(c.SidecarGrant)
 }
 
 // FSPF locates an encrypted tree and holds what decrypts it. Path is the directory of the
@@ -50,9 +64,11 @@ type FSPF struct {
 }
 
 // Attestor attests the workload and returns its configuration. Implementations are called once
-// per launch and need not be safe for concurrent use. A refusal is returned as an error that
-// says why; it is shown to the operator as is. The launcher owns the returned Config: it
-// overwrites the injection file contents and the fspf key once the application has exited.
+// per launch, and again, never concurrently, for each grant the sidecar beside the app asks for;
+// they need not be safe for concurrent use. A refusal is returned as an error that says why; it
+// is shown to the operator as is. The launcher owns the returned Config: it overwrites the
+// injection file contents once the application has exited (or at once, for a configuration it
+// asked for only to get a grant).
 type Attestor interface {
 	Attest(ctx context.Context, req Request) (*Config, error)
 }
@@ -136,6 +152,8 @@ type Options struct {
 	// Executable is the stage-2 program; os.Executable() when empty. Its main must call
 	// MaybeStage2 first.
 	Executable string
+	// NoGrants does not serve sidecar grants (for an app that has no sidecar).
+	NoGrants bool
 }
 
 // Run measures, attests and starts the application, waits for it and returns its exit code
@@ -174,7 +192,38 @@ func Run(ctx context.Context, opts Options) (int, error) {
 		log.Error("configuration refused; the application is not started", "error", err)
 		return -1, err
 	}
+	if len(cfg.SidecarGrant) > 0 && !opts.NoGrants {
+		gctx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { serveGrants(gctx, log, opts, m, cfg.SidecarGrant) })
+		defer wg.Wait()
+		defer stop()
+	}
 	return start(ctx, log, opts, p)
+}
+
+// serveGrants hands the sidecar beside the app its grant, and a fresh one (by attesting again
+// with the same key and measurement) whenever it asks again, until ctx is done.
+func serveGrants(ctx context.Context, log *slog.Logger, opts Options, m [32]byte, initial []byte) {
+	s := &grant.Server{
+		ConfigID: opts.ConfigID, Initial: initial, Logger: log,
+		Fetch: func(ctx context.Context) ([]byte, error) {
+			cfg, err := opts.Attestor.Attest(ctx, Request{ConfigID: opts.ConfigID, MREnclave: m, Key: opts.Key})
+			if err != nil {
+				return nil, fmt.Errorf("launch: attesting again for a sidecar grant: %w", err)
+			}
+			g := bytes.Clone(cfg.SidecarGrant)
+			cfg.wipe()
+			if len(g) == 0 {
+				return nil, errors.New("launch: the control plane gave no sidecar grant")
+			}
+			log.Info("attested again for a fresh sidecar grant")
+			return g, nil
+		},
+	}
+	if err := s.Run(ctx); err != nil {
+		log.Warn("not serving the sidecar grant: a sidecar beside this app cannot get its identity from it", "error", err.Error())
+	}
 }
 
 func (o Options) withDefaults() (Options, error) {

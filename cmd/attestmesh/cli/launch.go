@@ -51,6 +51,7 @@ func (w *workloadFlags) dial() (*attestation.Client, error) {
 
 func newLaunchCmd() *cobra.Command {
 	var wf workloadFlags
+	var noGrants bool
 	cmd := &cobra.Command{
 		Use:   "launch --config-id SESSION/SERVICE -- BINARY",
 		Short: "Measure BINARY, attest it, and run it with the configuration and files of its session",
@@ -60,7 +61,9 @@ then runs BINARY with the command arguments, environment and working directory o
 session's service (not those of the host). The session's injected files (TLS keys and
 certificates, ...) and the decrypted protected file system appear at their policy paths for
 the app only, on a tmpfs in a private mount namespace: never on disk, invisible to other
-processes. Any failure refuses to start the app, with the reason.
+processes. Any failure refuses to start the app, with the reason. While the app runs, launch
+hands the sidecar beside it (same pod or network namespace) the grant that lets it carry the
+service's identity (--no-sidecar-grant: it has none).
 
 Exit status: the app's; 128+N if signal N killed it; 1 when launch refused to start it.`,
 		Example: `  attestmesh launch --config-id flask-redis/redis/redis --ca-file ca.pem -- /usr/bin/redis-server`,
@@ -77,6 +80,7 @@ Exit status: the app's; 128+N if signal N killed it; 1 when launch refused to st
 				Binary:   args[0],
 				Attestor: launch.FromAttestation(client),
 				Logger:   log,
+				NoGrants: noGrants,
 			})
 			if err != nil {
 				return &exitError{code: 1, err: err}
@@ -88,5 +92,6 @@ Exit status: the app's; 128+N if signal N killed it; 1 when launch refused to st
 		},
 	}
 	wf.register(cmd)
+	cmd.Flags().BoolVar(&noGrants, "no-sidecar-grant", false, "do not hand a grant to a sidecar (the app has none)")
 	return cmd
 }

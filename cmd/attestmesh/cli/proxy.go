@@ -13,13 +13,16 @@ func newProxyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "proxy --config-id SESSION/SERVICE",
 		Short: "Run the sidecar: attest, get an SVID, follow ADS, serve the mTLS tunnels",
-		Long: `proxy is the sidecar of one service. It generates its key in memory, attests to the
-control plane as the service's sidecar (its measurement is that of this attestmesh binary), and
-with the X.509-SVID it receives opens ADS over mTLS to the control plane. It then serves
+		Long: `proxy is the sidecar of one service. It generates its key in memory and attests to the
+control plane as the service's sidecar: its quote shows its measurement (that of this attestmesh
+binary in simulation), and it presents the grant that the service's app, attested by
+'attestmesh launch' in the same pod or network namespace, hands it (it waits for the app until
+then). With the X.509-SVID it receives it opens ADS over mTLS to the control plane. It then serves
 exactly the listeners, clusters and secrets it is sent: inbound listeners that accept only the
 SPIFFE IDs allowed to reach the service and hand connections to the app's loopback, and
 outbound listeners on the app's loopback that carry connections over mTLS to the server's
-sidecar. It re-attests before its SVID expires; established connections are never dropped.
+sidecar. It re-attests before its SVID expires, showing the SVID it holds; established
+connections are never dropped.
 
 The admin endpoint (--admin-addr) serves /ready, /config_dump and /metrics.
 
@@ -42,7 +45,7 @@ The admin endpoint (--admin-addr) serves /ready, /config_dump and /metrics.
 				return err
 			}
 			defer client.Close()
-			a, err := proxy.AttestationAttestor(client, wf.configID)
+			a, err := proxy.AttestationAttestor(client, wf.configID, nil, cfg.Logger)
 			if err != nil {
 				return err
 			}

@@ -3,16 +3,21 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/attestmesh/attestmesh/attest/sim"
 	"github.com/attestmesh/attestmesh/cmd/attestmesh/cli"
 )
 
@@ -30,6 +35,8 @@ func TestQuoteVerify(t *testing.T) {
 		"--tcb-info", file("tcb_info_v3_fmspc_00606A000000.json"),
 		"--tcb-chain", file("tcb_info_v3_fmspc_00606A000000_certs.pem"),
 		"--qe-identity", file("qe_identity_v2.json"),
+		// The public vectors come without Intel's CRLs.
+		"--no-revocation-check",
 	}
 	tests := []struct {
 		name      string
@@ -82,15 +89,17 @@ func TestQuoteVerify(t *testing.T) {
 			assert.Equal(t, tt.wantCode, code, "stderr: %s", stderr.String())
 			if tt.wantCode == 0 {
 				var got struct {
-					MREnclave string `json:"mrenclave"`
-					MRSigner  string `json:"mrsigner"`
-					TCBStatus string `json:"tcb_status"`
+					MREnclave  string `json:"mrenclave"`
+					MRSigner   string `json:"mrsigner"`
+					TCBStatus  string `json:"tcb_status"`
+					Revocation string `json:"revocation"`
 				}
 				require.NoError(t, json.Unmarshal(stdout.Bytes(), &got), "stdout: %s", stdout.String())
 				assert.Equal(t, tt.wantOut, got.MREnclave)
 				assert.Equal(t, "9affcfae47b848ec2caf1c49b4b283531e1cc425f93582b36806e52a43d78d1a", got.MRSigner)
 				assert.Equal(t, "SWHardeningNeeded", got.TCBStatus)
-				assert.Empty(t, stderr.String())
+				assert.Equal(t, "not checked", got.Revocation)
+				assert.Contains(t, stderr.String(), "WARNING: revocation not checked")
 				return
 			}
 			assert.Empty(t, stdout.String())
@@ -99,6 +108,53 @@ func TestQuoteVerify(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The revocation check, on simulated quotes (the same verifier; only the root differs): a
+// platform whose PCK certificate its CA revoked is refused for that reason, and CRLs are
+// required unless --no-revocation-check says otherwise.
+func TestQuoteVerifyRevocation(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, b, 0o600))
+		return p
+	}
+	args := func(prefix string, revoked bool) []string {
+		p, err := sim.NewPlatform(rand.Reader, sim.PlatformOptions{RevokedPCK: revoked})
+		require.NoError(t, err)
+		q, err := p.Quote(sim.Report{MREnclave: [32]byte{1}})
+		require.NoError(t, err)
+		c, err := p.Collateral(time.Now())
+		require.NoError(t, err)
+		return []string{"quote", "verify",
+			"--quote", write(prefix+"quote.bin", q), "--tcb-info", write(prefix+"tcb.json", c.TCBInfo),
+			"--tcb-chain", write(prefix+"chain.pem", c.TCBSignChain), "--qe-identity", write(prefix+"qe.json", c.QEIdentity),
+			"--root", write(prefix+"root.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.Root().Raw})),
+			"--pck-crl", write(prefix+"pck.crl", c.PCKCRL), "--root-ca-crl", write(prefix+"root.crl", c.RootCACRL)}
+	}
+	run := func(a ...string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		code := cli.Run(t.Context(), a, &stdout, &stderr)
+		return code, stdout.String(), stderr.String()
+	}
+	good, revoked := args("good-", false), args("revoked-", true)
+
+	code, out, errOut := run(good...)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, `"revocation": "checked"`)
+
+	code, _, errOut = run(revoked...)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "is revoked by the PCK CA CRL")
+
+	code, _, errOut = run(revoked[:len(revoked)-4]...)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "revocation needs --pck-crl and --root-ca-crl")
+
+	code, _, errOut = run(append(slices.Clone(revoked), "--no-revocation-check")...)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "give the CRLs, or skip revocation, not both")
 }
 
 func TestQuoteVerifyRequiresFlags(t *testing.T) {

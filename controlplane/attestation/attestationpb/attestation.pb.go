@@ -176,12 +176,17 @@ func (x *GetNonceResponse) GetExpiresUnixMs() int64 {
 }
 
 type AttestRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConfigId      string                 `protobuf:"bytes,1,opt,name=config_id,json=configId,proto3" json:"config_id,omitempty"`
-	Role          Role                   `protobuf:"varint,2,opt,name=role,proto3,enum=attestmesh.attestation.v1.Role" json:"role,omitempty"`
-	Nonce         []byte                 `protobuf:"bytes,3,opt,name=nonce,proto3" json:"nonce,omitempty"` // as returned by GetNonce
-	Quote         []byte                 `protobuf:"bytes,4,opt,name=quote,proto3" json:"quote,omitempty"` // Intel SGX DCAP quote v3 (hardware or simulated)
-	Csr           []byte                 `protobuf:"bytes,5,opt,name=csr,proto3" json:"csr,omitempty"`     // PKCS#10, DER; its public key is the one bound in REPORTDATA
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ConfigId string                 `protobuf:"bytes,1,opt,name=config_id,json=configId,proto3" json:"config_id,omitempty"`
+	Role     Role                   `protobuf:"varint,2,opt,name=role,proto3,enum=attestmesh.attestation.v1.Role" json:"role,omitempty"`
+	Nonce    []byte                 `protobuf:"bytes,3,opt,name=nonce,proto3" json:"nonce,omitempty"` // as returned by GetNonce
+	Quote    []byte                 `protobuf:"bytes,4,opt,name=quote,proto3" json:"quote,omitempty"` // Intel SGX DCAP quote v3 (hardware or simulated)
+	Csr      []byte                 `protobuf:"bytes,5,opt,name=csr,proto3" json:"csr,omitempty"`     // PKCS#10, DER; its public key is the one bound in REPORTDATA
+	// ROLE_SIDECAR only, one of the two: the grant that an attested app of the service handed to
+	// this sidecar (AttestResponse.sidecar_grant), for its first SVID; or, to renew, the SVID it
+	// holds (DER, leaf first), whose key must be the CSR's.
+	SidecarGrant  []byte   `protobuf:"bytes,6,opt,name=sidecar_grant,json=sidecarGrant,proto3" json:"sidecar_grant,omitempty"`
+	CurrentSvid   [][]byte `protobuf:"bytes,7,rep,name=current_svid,json=currentSvid,proto3" json:"current_svid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -251,14 +256,31 @@ func (x *AttestRequest) GetCsr() []byte {
 	return nil
 }
 
+func (x *AttestRequest) GetSidecarGrant() []byte {
+	if x != nil {
+		return x.SidecarGrant
+	}
+	return nil
+}
+
+func (x *AttestRequest) GetCurrentSvid() [][]byte {
+	if x != nil {
+		return x.CurrentSvid
+	}
+	return nil
+}
+
 type AttestResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SvidChain     [][]byte               `protobuf:"bytes,1,rep,name=svid_chain,json=svidChain,proto3" json:"svid_chain,omitempty"`       // DER certificates, leaf first
-	TrustBundle   [][]byte               `protobuf:"bytes,2,rep,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"` // DER CA certificates of the trust domain
-	SpiffeId      string                 `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	Tee           string                 `protobuf:"bytes,4,opt,name=tee,proto3" json:"tee,omitempty"`                                 // "sgx" or "simulation"
-	XdsAddress    string                 `protobuf:"bytes,5,opt,name=xds_address,json=xdsAddress,proto3" json:"xds_address,omitempty"` // where the sidecar opens ADS (host:port)
-	Config        *ServiceConfig         `protobuf:"bytes,6,opt,name=config,proto3" json:"config,omitempty"`                           // ROLE_APP only
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	SvidChain   [][]byte               `protobuf:"bytes,1,rep,name=svid_chain,json=svidChain,proto3" json:"svid_chain,omitempty"`       // DER certificates, leaf first
+	TrustBundle [][]byte               `protobuf:"bytes,2,rep,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"` // DER CA certificates of the trust domain
+	SpiffeId    string                 `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Tee         string                 `protobuf:"bytes,4,opt,name=tee,proto3" json:"tee,omitempty"`                                 // "sgx" or "simulation"
+	XdsAddress  string                 `protobuf:"bytes,5,opt,name=xds_address,json=xdsAddress,proto3" json:"xds_address,omitempty"` // where the sidecar opens ADS (host:port)
+	Config      *ServiceConfig         `protobuf:"bytes,6,opt,name=config,proto3" json:"config,omitempty"`                           // ROLE_APP only
+	// ROLE_APP only: a single-use, short-lived grant for the sidecar beside this app (in its pod
+	// or network namespace), which it presents to get the service's SVID.
+	SidecarGrant  []byte `protobuf:"bytes,7,opt,name=sidecar_grant,json=sidecarGrant,proto3" json:"sidecar_grant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -331,6 +353,13 @@ func (x *AttestResponse) GetXdsAddress() string {
 func (x *AttestResponse) GetConfig() *ServiceConfig {
 	if x != nil {
 		return x.Config
+	}
+	return nil
+}
+
+func (x *AttestResponse) GetSidecarGrant() []byte {
+	if x != nil {
+		return x.SidecarGrant
 	}
 	return nil
 }
@@ -532,13 +561,15 @@ const file_controlplane_attestation_attestationpb_attestation_proto_rawDesc = ""
 	"\tconfig_id\x18\x01 \x01(\tR\bconfigId\"P\n" +
 	"\x10GetNonceResponse\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\fR\x05nonce\x12&\n" +
-	"\x0fexpires_unix_ms\x18\x02 \x01(\x03R\rexpiresUnixMs\"\x9f\x01\n" +
+	"\x0fexpires_unix_ms\x18\x02 \x01(\x03R\rexpiresUnixMs\"\xe7\x01\n" +
 	"\rAttestRequest\x12\x1b\n" +
 	"\tconfig_id\x18\x01 \x01(\tR\bconfigId\x123\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x1f.attestmesh.attestation.v1.RoleR\x04role\x12\x14\n" +
 	"\x05nonce\x18\x03 \x01(\fR\x05nonce\x12\x14\n" +
 	"\x05quote\x18\x04 \x01(\fR\x05quote\x12\x10\n" +
-	"\x03csr\x18\x05 \x01(\fR\x03csr\"\xe4\x01\n" +
+	"\x03csr\x18\x05 \x01(\fR\x03csr\x12#\n" +
+	"\rsidecar_grant\x18\x06 \x01(\fR\fsidecarGrant\x12!\n" +
+	"\fcurrent_svid\x18\a \x03(\fR\vcurrentSvid\"\x89\x02\n" +
 	"\x0eAttestResponse\x12\x1d\n" +
 	"\n" +
 	"svid_chain\x18\x01 \x03(\fR\tsvidChain\x12!\n" +
@@ -547,7 +578,8 @@ const file_controlplane_attestation_attestationpb_attestation_proto_rawDesc = ""
 	"\x03tee\x18\x04 \x01(\tR\x03tee\x12\x1f\n" +
 	"\vxds_address\x18\x05 \x01(\tR\n" +
 	"xdsAddress\x12@\n" +
-	"\x06config\x18\x06 \x01(\v2(.attestmesh.attestation.v1.ServiceConfigR\x06config\"\x9e\x02\n" +
+	"\x06config\x18\x06 \x01(\v2(.attestmesh.attestation.v1.ServiceConfigR\x06config\x12#\n" +
+	"\rsidecar_grant\x18\a \x01(\fR\fsidecarGrant\"\x9e\x02\n" +
 	"\rServiceConfig\x12\x12\n" +
 	"\x04argv\x18\x01 \x03(\tR\x04argv\x12C\n" +
 	"\x03env\x18\x02 \x03(\v21.attestmesh.attestation.v1.ServiceConfig.EnvEntryR\x03env\x12\x10\n" +
