@@ -16,6 +16,7 @@ import (
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
@@ -122,6 +123,7 @@ func TestControlPlaneChart(t *testing.T) {
 			want: []string{
 				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
 				"ConfigMap/rel-attestmesh-dashboard", "MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector",
+				"NetworkPolicy/rel-attestmesh-las",
 				"Role/rel-attestmesh-store-anchor", "RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation",
 				"Secret/rel-attestmesh-store-key", "Service/rel-attestmesh", "Service/rel-attestmesh-headless",
 				"ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
@@ -163,6 +165,18 @@ func TestControlPlaneChart(t *testing.T) {
 				require.NotNil(t, w.ClientConfig.Service)
 				assert.Equal(t, injector.Path, *w.ClientConfig.Service.Path)
 				assert.Contains(t, w.MatchConditions[0].Expression, injector.AnnotationConfigID)
+
+				np := decode[networkingv1.NetworkPolicy](t, find(t, objs, "NetworkPolicy", "rel-attestmesh-las"))
+				require.Len(t, np.Spec.Ingress, 2)
+				lasRule := np.Spec.Ingress[1]
+				require.Len(t, lasRule.Ports, 1)
+				assert.Equal(t, "las", lasRule.Ports[0].Port.StrVal)
+				require.Len(t, lasRule.From, 1)
+				assert.Equal(t, map[string]string{injector.LabelInjected: "true"}, lasRule.From[0].PodSelector.MatchLabels, "only injected pods reach the LAS")
+				assert.NotNil(t, lasRule.From[0].NamespaceSelector, "in any namespace")
+				for _, p := range np.Spec.Ingress[0].Ports {
+					assert.NotEqual(t, "las", p.Port.StrVal, "the open rule leaves out the LAS")
+				}
 
 				anchorRole := decode[rbacv1.Role](t, find(t, objs, "Role", "rel-attestmesh-store-anchor"))
 				assert.Equal(t, []rbacv1.PolicyRule{{
@@ -214,7 +228,7 @@ func TestControlPlaneChart(t *testing.T) {
 			values: map[string]any{"certManager": map[string]any{"enabled": true}, "grafanaDashboard": map[string]any{"enabled": false}},
 			want: []string{
 				"Certificate/rel-attestmesh-webhook", "Issuer/rel-attestmesh-selfsigned",
-				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "Role/rel-attestmesh-store-anchor",
+				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "NetworkPolicy/rel-attestmesh-las", "Role/rel-attestmesh-store-anchor",
 				"RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation", "Secret/rel-attestmesh-store-key",
 				"Service/rel-attestmesh", "Service/rel-attestmesh-headless", "ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
 			},

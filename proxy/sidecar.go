@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -139,7 +140,9 @@ type Sidecar struct {
 	metrics *metrics.Metrics
 	creds   *identity.Source
 	mgr     *listener.Manager
-	adsc    *ads.Client
+	// adsc is set once attested; attested says so.
+	adsc     atomic.Pointer[ads.Client]
+	attested atomic.Bool
 }
 
 // New validates cfg, generates the sidecar's key (ECDSA P-256, in memory
@@ -208,18 +211,44 @@ func Run(ctx context.Context, cfg Config) error {
 	return s.Run(ctx)
 }
 
-// Run attests, then follows ADS, serves the admin endpoint and renews the
-// SVID until ctx is done; then it drains the listeners within DrainTimeout.
+// Run serves the admin endpoint, attests (waiting for the app's grant), then follows ADS
+// and renews the SVID until ctx is done; then it drains the listeners within DrainTimeout.
 // A canceled ctx is a clean stop (nil).
 func (s *Sidecar) Run(ctx context.Context) error {
+	adm, err := admin.New(admin.Config{
+		Addr: s.cfg.AdminAddr, Ready: s.ready, ConfigDump: s.ConfigDump, Gatherer: s.reg, Logger: s.log,
+	})
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return adm.Run(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		s.log.Info("shutting down: draining", "deadline", s.cfg.DrainTimeout)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), s.cfg.DrainTimeout)
+		defer cancel()
+		return s.mgr.Shutdown(dctx)
+	})
+	g.Go(func() error { return s.follow(gctx) })
+	err = g.Wait()
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	s.log.Info("sidecar stopped", "error", err)
+	return err
+}
+
+// follow attests, then follows ADS and renews the SVID until ctx is done.
+func (s *Sidecar) follow(ctx context.Context) error {
 	ident, err := s.attest(ctx)
 	if err != nil {
-		_ = s.mgr.Shutdown(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
+	s.attested.Store(true)
 	addr := s.cfg.XDSAddr
 	if ident.XDSAddr != "" {
 		addr = ident.XDSAddr
@@ -232,7 +261,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		return err
 	}
 	s.log.Info("following the control plane", "xds_server", addr, "xds_server_id", serverDesc)
-	s.adsc, err = ads.New(ads.Config{
+	adsc, err := ads.New(ads.Config{
 		Addr:    addr,
 		Node:    s.node(),
 		TLS:     ads.ClientTLS(s.creds, s.creds.AttestedBundle(), authorize),
@@ -250,27 +279,19 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}
-	adm, err := admin.New(admin.Config{
-		Addr: s.cfg.AdminAddr, Ready: s.mgr.Ready, ConfigDump: s.ConfigDump, Gatherer: s.reg, Logger: s.log,
-	})
-	if err != nil {
-		return fmt.Errorf("proxy: %w", err)
-	}
-
+	s.adsc.Store(adsc)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.adsc.Run(gctx) })
-	g.Go(func() error { return adm.Run(gctx) })
+	g.Go(func() error { return adsc.Run(gctx) })
 	g.Go(func() error { return s.renew(gctx) })
-	g.Go(func() error {
-		<-gctx.Done()
-		s.log.Info("shutting down: draining", "deadline", s.cfg.DrainTimeout)
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), s.cfg.DrainTimeout)
-		defer cancel()
-		return s.mgr.Shutdown(dctx)
-	})
-	err = g.Wait()
-	s.log.Info("sidecar stopped", "error", err)
-	return err
+	return g.Wait()
+}
+
+// ready is the admin endpoint's readiness: attested, then the listeners' own.
+func (s *Sidecar) ready() (bool, string) {
+	if !s.attested.Load() {
+		return false, "not attested yet: waiting for the app's launcher to hand over its grant, then for the control plane"
+	}
+	return s.mgr.Ready()
 }
 
 func (s *Sidecar) node() *corev3.Node {
@@ -476,8 +497,8 @@ func (s *Sidecar) ConfigDump() any {
 	out := map[string]any{
 		"node": map[string]string{"id": s.id.String(), "config_id": s.cfg.ConfigID},
 	}
-	if s.adsc != nil {
-		out["xds"] = s.adsc.Status()
+	if c := s.adsc.Load(); c != nil {
+		out["xds"] = c.Status()
 	}
 	var ls []entry
 	for _, st := range s.mgr.Listeners() {

@@ -55,6 +55,10 @@ const (
 	AnnotationContainer = "attestmesh.io/container"
 	// AnnotationInjected marks an injected pod ("true").
 	AnnotationInjected = "attestmesh.io/injected"
+	// LabelInjected marks an injected pod ("true") for selectors: the chart's NetworkPolicy lets
+	// only pods with it reach the simulated platform's LAS. Only the injector may set it: a pod
+	// that carries it already is refused.
+	LabelInjected = "attestmesh.io/injected"
 	// AnnotationOriginalCommand keeps the app container's original command and args, as a
 	// JSON array, for reference: the launcher takes the arguments from the session instead.
 	AnnotationOriginalCommand = "attestmesh.io/original-command"
@@ -183,6 +187,10 @@ type PatchOp struct {
 // already injected, a *RefusedError for a pod that cannot be injected, and another error when
 // the injection directories cannot be looked up.
 func (in *Injector) Patch(ctx context.Context, pod *corev1.Pod) ([]PatchOp, error) {
+	if _, ok := pod.Labels[LabelInjected]; ok {
+		return nil, refuse("the pod carries the label %s itself: only the injector sets it (it lets a pod reach the simulated platform's LAS); "+
+			"remove it and opt in with the %s annotation", LabelInjected, AnnotationConfigID)
+	}
 	ann := pod.Annotations
 	id, ok := ann[AnnotationConfigID]
 	if !ok || ann[AnnotationInjected] == "true" {
@@ -234,6 +242,10 @@ func (in *Injector) patch(pod *corev1.Pod, app int, id string, dirs []string) ([
 	for _, kv := range [][2]string{{AnnotationInjected, "true"}, {AnnotationOriginalCommand, string(original)}} {
 		ops = append(ops, PatchOp{Op: "add", Path: "/metadata/annotations/" + escape(kv[0]), Value: kv[1]})
 	}
+	if pod.Labels == nil {
+		ops = append(ops, PatchOp{Op: "add", Path: "/metadata/labels", Value: map[string]string{}})
+	}
+	ops = append(ops, PatchOp{Op: "add", Path: "/metadata/labels/" + escape(LabelInjected), Value: "true"})
 	// Volumes.
 	volumes := []corev1.Volume{memoryVolume(BinVolume, "256Mi"), memoryVolume(CAVolume, "1Mi")}
 	for i := range dirs {
@@ -353,8 +365,13 @@ func (in *Injector) sidecar(id string) corev1.Container {
 		RestartPolicy:  ptr(corev1.ContainerRestartPolicyAlways),
 		Ports:          []corev1.ContainerPort{{Name: "attestmesh-adm", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP}},
 		ReadinessProbe: probe(3),
-		// The app starts once the sidecar has attested and holds its certificates.
-		StartupProbe:    probe(150),
+		// The app starts once the sidecar runs; the sidecar attests with the grant that the
+		// app's launcher hands it, so it cannot hold the app back until it has attested.
+		StartupProbe: &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(AdminPort)}},
+			PeriodSeconds:    1,
+			FailureThreshold: 60,
+		},
 		Resources:       in.cfg.SidecarResources,
 		VolumeMounts:    []corev1.VolumeMount{{Name: CAVolume, MountPath: CADir, ReadOnly: true}},
 		SecurityContext: restricted(),

@@ -185,9 +185,14 @@ func TestPatchResult(t *testing.T) {
 		assert.Equal(t, corev1.StorageMediumMemory, v.EmptyDir.Medium, v.Name)
 	}
 
-	again, err := in.Patch(t.Context(), got)
-	require.NoError(t, err)
-	assert.Nil(t, again, "an injected pod is left alone")
+	assert.Equal(t, "true", got.Labels[LabelInjected], "the label that lets it reach the LAS")
+	require.NotNil(t, side.StartupProbe)
+	assert.Equal(t, "/healthz", side.StartupProbe.HTTPGet.Path, "the app starts before the sidecar attests: it hands the sidecar its grant")
+
+	// The webhook sees a pod once (reinvocationPolicy: Never): one that arrives with the label
+	// was labelled by its author, not by the injector.
+	_, err = in.Patch(t.Context(), got)
+	require.ErrorContains(t, err, "the pod carries the label attestmesh.io/injected itself")
 }
 
 func TestPatchNothingToDo(t *testing.T) {
@@ -234,6 +239,11 @@ func TestPatchRefused(t *testing.T) {
 			return c
 		}(), withID("flask-redis/redis/redis")),
 			[]string{`mounts volume "certs" at /tls/ca`, "injects files into /tls"}},
+		{"label set by the pod's author", func() *corev1.Pod {
+			p := one(container("a", []string{"/a"}, nil))
+			p.Labels = map[string]string{LabelInjected: "true"}
+			return p
+		}(), []string{"the pod carries the label attestmesh.io/injected itself: only the injector sets it"}},
 		{"sidecar name taken", pod([]corev1.Container{container("a", []string{"/a"}, nil), container(SidecarName, []string{"/p"}, nil)},
 			withID("plain/svc"), annotate(AnnotationContainer, "a")),
 			[]string{`named "attestmesh-proxy"`}},

@@ -68,7 +68,7 @@ func TestKubernetes(t *testing.T) {
 	cpRel := helmInstall(t, c, cpNamespace, "attestmesh", filepath.Join("..", "..", "charts", "attestmesh"), map[string]any{
 		"image":   map[string]any{"repository": "ghcr.io/attestmesh/attestmesh", "tag": "e2e"},
 		"webhook": map[string]any{"url": cp.webhookURL},
-		"store":   map[string]any{"key": map[string]any{"keepOnUninstall": false}},
+		"store":   map[string]any{"key": map[string]any{"keepOnUninstall": false}, "anchor": map[string]any{"keepOnUninstall": false}},
 	})
 	cpObjects := requireAllExist(t, c, cpRel)
 	assert.Contains(t, cpObjects, "MutatingWebhookConfiguration/attestmesh-system-attestmesh-injector")
@@ -165,6 +165,23 @@ func patchCABundleAsControlPlane(ctx context.Context, t *testing.T, c *cluster, 
 	}}
 	const mwc = "attestmesh-system-attestmesh-injector"
 	require.NoError(t, injector.PatchCABundle(ctx, api, mwc, caPEM))
+
+	// The store's rollback anchor, as the control plane keeps it: the chart's Secret, raised
+	// and never lowered, with nothing but get and patch on that one Secret.
+	anchor := &kube.SecretAnchor{API: api, Namespace: cpNamespace, Name: "attestmesh-store-generation"}
+	gen, err := anchor.Load(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, gen, "a fresh install has recorded nothing")
+	require.NoError(t, anchor.Raise(ctx, 41))
+	require.NoError(t, anchor.Raise(ctx, 7), "raising to less is no error")
+	gen, err = anchor.Load(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(41), gen, "and lowers nothing")
+	other := &kube.SecretAnchor{API: api, Namespace: cpNamespace, Name: "attestmesh-store-key"}
+	_, err = other.Load(ctx)
+	var se *kube.StatusError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, http.StatusForbidden, se.Code, "the store key itself is not readable with the control plane's token")
 	got, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, mwc, metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, caPEM, got.Webhooks[0].ClientConfig.CABundle)

@@ -1,5 +1,6 @@
 // Package admin serves the sidecar's admin endpoint (default
-// 127.0.0.1:15000): /ready, /config_dump and /metrics.
+// 127.0.0.1:15000): /healthz (the process serves), /ready (attested, listeners warm),
+// /config_dump and /metrics.
 package admin
 
 import (
@@ -52,6 +53,10 @@ func New(cfg Config) (*Server, error) {
 // Handler returns the admin routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = fmt.Fprintln(w, "ALIVE")
+	})
 	mux.HandleFunc("GET /ready", s.ready)
 	mux.HandleFunc("GET /config_dump", s.configDump)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))

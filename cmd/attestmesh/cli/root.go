@@ -54,6 +54,7 @@ over xDS to sidecars whose SPIFFE identities exist only because attestation succ
 		newMeasureCmd(),
 		newSessionCmd(),
 		newApplyCmd(),
+		newMeshCmd(),
 		newUpCmd(),
 		newControlPlaneCmd(),
 		newLaunchCmd(),

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/attestmesh/attestmesh/cmd/attestmesh/cli"
+	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt/mgmttest"
 )
 
@@ -66,4 +67,37 @@ func TestSessionCreateGetListUpdate(t *testing.T) {
 	code, _, errOut = run("session", "get", "team/none")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut, `session "team/none" not found or not permitted (HTTP 404)`)
+}
+
+func TestMeshDelete(t *testing.T) {
+	srv := mgmttest.Start(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, srv.Authority.BundlePEM(), 0o600))
+	owner, other := t.TempDir(), t.TempDir()
+	run := func(idDir string, args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := cli.Run(t.Context(), append(args, "--controlplane", srv.URL, "--ca-file", caFile, "--identity-dir", idDir), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	doc := filepath.Join(t.TempDir(), "s.yaml")
+	require.NoError(t, os.WriteFile(doc, []byte("name: $NAME\nversion: \"0.3\"\n"), 0o600))
+	for _, name := range []string{"team", "team/db"} {
+		code, _, errOut := run(owner, "session", "create", "-f", doc, "--var", "NAME="+name)
+		require.Equal(t, 0, code, errOut)
+	}
+	id, err := mgmt.LoadOrCreateIdentity(owner)
+	require.NoError(t, err)
+	c, err := mgmt.NewClient(mgmt.ClientConfig{URL: srv.URL, Roots: srv.Roots, Identity: id})
+	require.NoError(t, err)
+	require.NoError(t, c.PutMesh(t.Context(), "m", []byte(`{"mesh": "name: m\nsessions: [s.yaml]\nservices:\n  - {name: db, config_id: team/db/db, binary: /bin/true, ports: [{port: 5432}]}\n", "endpoints": {"db": "10.0.0.2"}}`)))
+
+	code, _, errOut := run(other, "mesh", "delete", "m")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, `mesh "m" was registered by another client, and this client may update none of the sessions it names (HTTP 403)`)
+	code, out, errOut := run(owner, "mesh", "delete", "m")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "mesh m deleted\n", out)
+	code, _, errOut = run(owner, "mesh", "delete", "m")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, `mesh "m" is not registered (HTTP 404)`)
 }
