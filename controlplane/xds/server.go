@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -343,7 +346,10 @@ func (s *Server) onResponse(key streamKey, typeURL string) {
 // in svids, all or nothing: if any snapshot is invalid, nothing is published and the error names
 // the resource and the field. Versions are content hashes per resource type, so a sidecar is sent
 // only the types that changed; services whose inputs did not change keep their snapshot object.
-// Services that left the mesh, or have no SVID, lose their snapshot.
+// A sidecar with an SVID that no service of the mesh names (its mesh was removed, or left out
+// because its registrant lost its rights) gets an empty configuration: no listeners, no
+// clusters, so that what it served before stops at once. Services without an SVID lose their
+// snapshot.
 func (s *Server) Update(m *Mesh, bundle []*x509.Certificate, svids map[spiffeid.ID][]*x509.Certificate) error {
 	if err := m.Validate(); err != nil {
 		return err
@@ -355,11 +361,21 @@ func (s *Server) Update(m *Mesh, bundle []*x509.Certificate, svids map[spiffeid.
 	if err != nil {
 		return err
 	}
-	next := make([]*serviceState, len(m.Services))
+	all := slices.Clone(m.Services)
+	inMesh := make(map[spiffeid.ID]bool, len(all))
+	for _, svc := range all {
+		inMesh[svc.ID] = true
+	}
+	for _, id := range slices.SortedFunc(maps.Keys(svids), func(a, b spiffeid.ID) int { return strings.Compare(a.String(), b.String()) }) {
+		if !inMesh[id] {
+			all = append(all, Service{ID: id}) // serves nothing, connects to nothing
+		}
+	}
+	next := make([]*serviceState, len(all))
 	var g errgroup.Group
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	for i := range m.Services {
-		svc := &m.Services[i]
+	for i := range all {
+		svc := &all[i]
 		chain := svids[svc.ID]
 		if len(chain) == 0 {
 			s.log.Debug("xds: no SVID yet, no snapshot", "node", svc.ID.String())
@@ -379,7 +395,7 @@ func (s *Server) Update(m *Mesh, bundle []*x509.Certificate, svids map[spiffeid.
 		return err
 	}
 
-	services := make(map[spiffeid.ID]*serviceState, len(m.Services))
+	services := make(map[spiffeid.ID]*serviceState, len(all))
 	var changed []*serviceState
 	for _, st := range next {
 		if st == nil {

@@ -321,3 +321,33 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 	}
 	return d.GetGauge().GetValue()
 }
+
+// A sidecar whose service leaves the mesh (its registration was removed, or left out because
+// its registrant lost its rights) is pushed an empty configuration: what it served stops.
+func TestADSServiceLeavingTheMeshGetsNothing(t *testing.T) {
+	e := startADS(t)
+	stream := e.dial(t, "flask")
+	node := flaskID.String()
+	lds, err := fetch(t, stream, request(node, resource.ListenerType))
+	require.NoError(t, err)
+	require.NotEmpty(t, lds.GetResources())
+
+	ack := request(node, resource.ListenerType)
+	ack.VersionInfo, ack.ResponseNonce = lds.GetVersionInfo(), lds.GetNonce()
+	require.NoError(t, stream.Send(ack))
+	require.NoError(t, e.srv.Update(&Mesh{TrustDomain: flaskRedis().TrustDomain}, []*x509.Certificate{e.ca.cert}, e.svids()))
+	got := make(chan *discovery.DiscoveryResponse, 1)
+	go func() {
+		r, _ := stream.Recv()
+		got <- r
+	}()
+	var pushed *discovery.DiscoveryResponse
+	select {
+	case pushed = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing pushed: the sidecar would keep serving the listeners of a mesh it left")
+	}
+	assert.Equal(t, resource.ListenerType, pushed.GetTypeUrl())
+	assert.NotEqual(t, lds.GetVersionInfo(), pushed.GetVersionInfo())
+	assert.Empty(t, pushed.GetResources(), "no listeners left")
+}
