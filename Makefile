@@ -31,7 +31,8 @@ lint: ## gofmt check and golangci-lint (pinned in go.mod as a tool)
 FUZZ_TARGETS := ./attest/dcap:FuzzParseQuote ./attest/dcap:FuzzVerify ./attest/sim:FuzzDecodeQuoteRequest \
 	./attest/sim:FuzzUnmarshalPlatform ./attest/fspf:FuzzDecryptManifest ./controlplane/session:FuzzParse \
 	./controlplane/session:FuzzExpand ./controlplane/session:FuzzSplitCommand ./controlplane/ca:FuzzParseCSR \
-	./controlplane/store:FuzzOpenRecord ./controlplane/attestation:FuzzAttestRequest ./controlplane/injector:FuzzServeHTTP
+	./controlplane/store:FuzzOpenRecord ./controlplane/attestation:FuzzAttestRequest ./controlplane/injector:FuzzServeHTTP \
+	./controlplane/attestation:FuzzRedeem ./attest/dcap:FuzzCheckRevocation
 
 .PHONY: fuzz
 fuzz: ## fuzz every parser of untrusted bytes for FUZZTIME each (default 60s; new inputs minimized for at most 5 s)

@@ -22,7 +22,7 @@ type pki struct {
 	rootKey, caKey        *ecdsa.PrivateKey
 }
 
-func newPKI(t *testing.T) *pki {
+func newPKI(t testing.TB) *pki {
 	t.Helper()
 	p := &pki{}
 	p.root, p.rootKey = newTestCA(t)
@@ -48,7 +48,7 @@ func newPKI(t *testing.T) *pki {
 	return p
 }
 
-func crl(t *testing.T, issuer *x509.Certificate, key *ecdsa.PrivateKey, this, next time.Time, revoked ...*x509.Certificate) []byte {
+func crl(t testing.TB, issuer *x509.Certificate, key *ecdsa.PrivateKey, this, next time.Time, revoked ...*x509.Certificate) []byte {
 	t.Helper()
 	tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: this, NextUpdate: next}
 	for _, c := range revoked {
@@ -111,4 +111,26 @@ func TestCheckRevocation(t *testing.T) {
 			assert.Contains(t, err.Error(), tt.msg)
 		})
 	}
+}
+
+// FuzzCheckRevocation feeds arbitrary CRL bytes to the revocation check: it must never panic
+// and never accept a CRL that its CA did not sign.
+func FuzzCheckRevocation(f *testing.F) {
+	p := newPKI(f)
+	now := time.Unix(1_700_000_000, 0)
+	good := crl(f, p.pckCA, p.caKey, now.Add(-time.Hour), now.Add(time.Hour))
+	root := crl(f, p.root, p.rootKey, now.Add(-time.Hour), now.Add(time.Hour))
+	f.Add(good)
+	f.Add(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: good}))
+	f.Add([]byte("-----BEGIN X509 CRL-----\n-----END X509 CRL-----\n"))
+	chain := []*x509.Certificate{p.pck, p.pckCA, p.root}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		err := checkRevocation(Collateral{PCKCRL: b, RootCACRL: root}, chain, p.tcb, p.root, now)
+		if err == nil {
+			crl, perr := parseCRL("fuzzed", b)
+			if perr != nil || crl.CheckSignatureFrom(p.pckCA) != nil {
+				t.Fatalf("accepted a CRL that does not parse or is not signed by the PCK CA: %v %v", perr, crl)
+			}
+		}
+	})
 }

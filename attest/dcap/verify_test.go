@@ -516,7 +516,7 @@ func realQEIdentity(t *testing.T, v *vectors) *QEIdentity {
 
 // newTestCA makes a self-signed P-256 CA with the Intel root's subject, so that only its key
 // tells it apart.
-func newTestCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
+func newTestCA(t testing.TB) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)

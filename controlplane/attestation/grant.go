@@ -8,6 +8,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -36,6 +37,7 @@ type Grants struct {
 	key  []byte
 	ttl  time.Duration
 	now  func() time.Time
+	rand io.Reader
 	used *replayCache
 }
 
@@ -44,7 +46,7 @@ func NewGrants(key []byte, ttl time.Duration, capacity int, now func() time.Time
 	if now == nil {
 		now = time.Now
 	}
-	return &Grants{key: key, ttl: ttl, now: now, used: newReplayCache(capacity)}
+	return &Grants{key: key, ttl: ttl, now: now, rand: rand.Reader, used: newReplayCache(capacity)}
 }
 
 func (g *Grants) mac(body []byte) []byte {
@@ -59,7 +61,7 @@ func (g *Grants) Issue(configID string) ([]byte, error) {
 	b := make([]byte, grantHeader, grantHeader+len(configID)+sha256.Size)
 	copy(b, grantMagic)
 	binary.BigEndian.PutUint64(b[len(grantMagic):], uint64(g.now().Add(g.ttl).Unix())) //nolint:gosec // a time after 1970
-	if _, err := rand.Read(b[len(grantMagic)+8 : grantHeader]); err != nil {
+	if _, err := io.ReadFull(g.rand, b[len(grantMagic)+8:grantHeader]); err != nil {
 		return nil, fmt.Errorf("attestation: grant: %w", err)
 	}
 	b = append(b, configID...)

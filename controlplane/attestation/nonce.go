@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 )
@@ -35,6 +36,7 @@ type Nonces struct {
 	key  []byte
 	ttl  time.Duration
 	now  func() time.Time
+	rand io.Reader
 	used *replayCache
 }
 
@@ -44,7 +46,7 @@ func NewNonces(key []byte, ttl time.Duration, capacity int, now func() time.Time
 	if now == nil {
 		now = time.Now
 	}
-	return &Nonces{key: key, ttl: ttl, now: now, used: newReplayCache(capacity)}
+	return &Nonces{key: key, ttl: ttl, now: now, rand: rand.Reader, used: newReplayCache(capacity)}
 }
 
 func (n *Nonces) mac(id []byte, configID string) []byte {
@@ -62,7 +64,7 @@ func (n *Nonces) Issue(configID string) ([NonceSize]byte, time.Time, error) {
 	var ms [8]byte
 	binary.BigEndian.PutUint64(ms[:], uint64(now.UnixMilli())) //nolint:gosec // a time after 1970
 	copy(nonce[:nonceTimeSize], ms[8-nonceTimeSize:])
-	if _, err := rand.Read(nonce[nonceTimeSize:nonceIDSize]); err != nil {
+	if _, err := io.ReadFull(n.rand, nonce[nonceTimeSize:nonceIDSize]); err != nil {
 		return nonce, time.Time{}, fmt.Errorf("attestation: nonce: %w", err)
 	}
 	copy(nonce[nonceIDSize:], n.mac(nonce[:nonceIDSize], configID))

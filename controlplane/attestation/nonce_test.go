@@ -156,3 +156,36 @@ func TestReasonOf(t *testing.T) {
 	assert.Equal(t, ReasonNone, ReasonOf(nil))
 	assert.Equal(t, ReasonInternal, ReasonOf(assert.AnError))
 }
+
+// FuzzRedeem feeds arbitrary bytes to the grant and nonce checks, as a sidecar or a caller
+// would: they must never panic, and nothing but what this control plane issued may pass.
+func FuzzRedeem(f *testing.F) {
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	key := []byte("fuzz key of at least thirty-two bytes")
+	g := NewGrants(key, time.Minute, 0, clock.Now)
+	n := NewNonces(key, time.Minute, 0, clock.Now)
+	// The same grant and nonce in every fuzzing process (each one runs this setup).
+	g.rand, n.rand = zeros{}, zeros{}
+	grant, err := g.Issue("s/svc")
+	require.NoError(f, err)
+	nonce, _, err := n.Issue("s/svc")
+	require.NoError(f, err)
+	f.Add(grant)
+	f.Add(nonce[:])
+	f.Add([]byte(grantMagic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if g.Redeem("s/svc", b) == nil && !bytes.Equal(b, grant) {
+			t.Fatalf("a grant this control plane never issued was redeemed: %x", b)
+		}
+		if n.Consume("s/svc", b) == nil && !bytes.Equal(b, nonce[:]) {
+			t.Fatalf("a nonce this control plane never issued was consumed: %x", b)
+		}
+	})
+}
+
+type zeros struct{}
+
+func (zeros) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
+}
