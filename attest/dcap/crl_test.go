@@ -22,13 +22,13 @@ type pki struct {
 	rootKey, caKey        *ecdsa.PrivateKey
 }
 
-func newPKI(t testing.TB) *pki {
-	t.Helper()
+func newPKI(tb testing.TB) *pki {
+	tb.Helper()
 	p := &pki{}
-	p.root, p.rootKey = newTestCA(t)
+	p.root, p.rootKey = newTestCA(tb)
 	issue := func(serial int64, cn string, ca bool, parent *x509.Certificate, signer *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		require.NoError(t, err)
+		require.NoError(tb, err)
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
 			NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<33, 0), IsCA: ca, BasicConstraintsValid: true,
@@ -37,9 +37,9 @@ func newPKI(t testing.TB) *pki {
 			tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-		require.NoError(t, err)
+		require.NoError(tb, err)
 		c, err := x509.ParseCertificate(der)
-		require.NoError(t, err)
+		require.NoError(tb, err)
 		return c, key
 	}
 	p.pckCA, p.caKey = issue(2, "PCK CA", true, p.root, p.rootKey)
@@ -48,14 +48,14 @@ func newPKI(t testing.TB) *pki {
 	return p
 }
 
-func crl(t testing.TB, issuer *x509.Certificate, key *ecdsa.PrivateKey, this, next time.Time, revoked ...*x509.Certificate) []byte {
-	t.Helper()
+func crl(tb testing.TB, issuer *x509.Certificate, key *ecdsa.PrivateKey, this, next time.Time, revoked ...*x509.Certificate) []byte {
+	tb.Helper()
 	tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: this, NextUpdate: next}
 	for _, c := range revoked {
 		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: this})
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, tmpl, issuer, key)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return der
 }
 

@@ -516,10 +516,10 @@ func realQEIdentity(t *testing.T, v *vectors) *QEIdentity {
 
 // newTestCA makes a self-signed P-256 CA with the Intel root's subject, so that only its key
 // tells it apart.
-func newTestCA(t testing.TB) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
+func newTestCA(tb testing.TB) (*x509.Certificate, *ecdsa.PrivateKey) {
+	tb.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1),
 		Subject: pkix.Name{
@@ -533,8 +533,8 @@ func newTestCA(t testing.TB) (*x509.Certificate, *ecdsa.PrivateKey) {
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	c, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return c, key
 }
