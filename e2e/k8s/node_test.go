@@ -33,8 +33,9 @@ const echoImage = "localhost/attestmesh/echo:e2e"
 // TestNode runs a real single-node cluster (node.Start) and checks that pods run and are
 // reachable: a Deployment of a static Go HTTP server and its Service, reached from the host at
 // the pod IP and the ClusterIP; from the pod, the host at NodeIP, the Service itself (hairpin)
-// and the API server through the kubernetes Service; the EndpointSlice follows the pod when it
-// is replaced. Teardown and its leak check (registered by Start) must pass.
+// and the API server through the kubernetes Service; an image that was not imported fails to
+// pull at a closed loopback port; the EndpointSlice follows the pod when it is replaced.
+// Teardown and its leak check (registered by Start) must pass.
 func TestNode(t *testing.T) {
 	began := time.Now()
 	c := node.Start(t, node.Options{})
@@ -93,6 +94,10 @@ func TestNode(t *testing.T) {
 	_, err = cs.CoreV1().Pods(ns).GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
 	require.NoError(t, err, "pod logs through the API server")
 
+	// An image that was not imported is not pulled from anywhere but a closed loopback port.
+	// (A localhost/ reference: should that ever regress, the pull still stays on loopback.)
+	requirePullStaysLocal(ctx, t, cs, ns)
+
 	// Replace the pod: the Deployment's new pod gets a new IP and the EndpointSlice follows.
 	replaced := time.Now()
 	require.NoError(t, cs.CoreV1().Pods(ns).Delete(ctx, pod.Name, metav1.DeleteOptions{}))
@@ -104,6 +109,40 @@ func TestNode(t *testing.T) {
 	waitEndpointSlice(ctx, t, cs, ns, "echo", nextIP, podIP)
 	require.NoError(t, json.Unmarshal([]byte(getEventually(ctx, t, c, svcURL+"/")), &who))
 	assert.Equal(t, next.Name, who.Hostname, "the ClusterIP follows the new pod")
+}
+
+// requirePullStaysLocal creates a pod whose image was never imported and waits for the
+// kubelet's pull to fail at 127.0.0.1:1, where the node's containerd sends every pull.
+func requirePullStaysLocal(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns string) {
+	t.Helper()
+	pod, err := cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "not-imported"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: "x", Image: "localhost/attestmesh/not-imported:e2e", ImagePullPolicy: corev1.PullIfNotPresent,
+		}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var messages []string
+	for {
+		events, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod.Name})
+		if err == nil {
+			messages = messages[:0]
+			for _, e := range events.Items {
+				messages = append(messages, e.Message)
+				if e.Reason == "Failed" && strings.Contains(e.Message, "127.0.0.1:1") {
+					require.NoError(t, cs.CoreV1().Pods(ns).Delete(ctx, pod.Name, metav1.DeleteOptions{}))
+					return
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			require.FailNow(t, "the pull of an image that was not imported did not fail at 127.0.0.1:1", "events: %q", messages)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func echoDeployment() *appsv1.Deployment {

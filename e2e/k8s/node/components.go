@@ -50,9 +50,8 @@ func (c *Cluster) writeConfigs() error {
 		}
 	}
 	for path, content := range map[string]string{
-		c.path("conf", "containerd.toml"): c.containerdConfig(),
-		// Every pull goes to a closed loopback port and fails at once: images are imported.
-		c.path("containerd", "certs.d", "_default", "hosts.toml"): "server = \"http://127.0.0.1:1\"\n",
+		c.path("conf", "containerd.toml"):                         c.containerdConfig(),
+		c.path("containerd", "certs.d", "_default", "hosts.toml"): registryHosts,
 		c.path("cni", "net.d", "10-"+cniNetwork+".conflist"):      c.cniConfig(),
 		c.path("conf", "kubelet.yaml"):                            c.kubeletConfig(),
 		c.path("conf", "kube-proxy.yaml"):                         c.kubeProxyConfig(),
@@ -63,6 +62,16 @@ func (c *Cluster) writeConfigs() error {
 	}
 	return nil
 }
+
+// registryHosts is containerd's hosts.toml for every registry (certs.d/_default): every pull
+// goes to a closed loopback port and fails at once, never to the network; images are
+// imported. containerd 1.6 ignores a hosts.toml without a [host] table (and falls back to the
+// registry's own address), hence the table.
+const registryHosts = `server = "http://127.0.0.1:1"
+
+[host."http://127.0.0.1:1"]
+  capabilities = ["pull", "resolve"]
+`
 
 func (c *Cluster) containerdConfig() string {
 	r := c.root
@@ -263,6 +272,15 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		"--allow-privileged=true",
 		"--token-auth-file="+pki("tokens.csv"),
 		"--client-ca-file="+pki("ca.crt"),
+		// The front proxy: kube-system/extension-apiserver-authentication carries its CA to the
+		// controller manager's and scheduler's delegated authentication (and aggregated APIs).
+		"--requestheader-client-ca-file="+pki("ca.crt"),
+		"--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file="+pki("front-proxy-client.crt"),
+		"--proxy-client-key-file="+pki("front-proxy-client.key"),
 		"--tls-cert-file="+pki("apiserver.crt"),
 		"--tls-private-key-file="+pki("apiserver.key"),
 		"--kubelet-client-certificate="+pki("apiserver-kubelet-client.crt"),

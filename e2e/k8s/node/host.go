@@ -457,9 +457,7 @@ func clean(ctx context.Context, st *runState, anyRoot bool) ([]string, error) {
 			errs = append(errs, err)
 			continue
 		}
-		if r != st.Root {
-			note("directory %s", r)
-		}
+		note("directory %s", r)
 	}
 	return done, errors.Join(errs...)
 }

@@ -135,6 +135,9 @@ func (c *Cluster) writeCredentials() error {
 		[]string{"system:masters"}, false, nil, nil); err != nil {
 		return err
 	}
+	if err := authority.issue(c.path("pki", "front-proxy-client"), "front-proxy-client", nil, false, nil, nil); err != nil {
+		return err
+	}
 	if err := authority.issue(c.path("pki", "kubelet"), c.opts.NodeName, nil, true,
 		[]string{c.opts.NodeName, "localhost"}, []netip.Addr{c.nodeIP, loop}); err != nil {
 		return err
