@@ -45,10 +45,13 @@
 // every table) and the nftables tables iptables-nft made for them, kube-proxy's nfacct counters,
 // and the files the kubelet and containerd leave in /var and /run whatever their configuration
 // (/var/lib/kubelet/device-plugins, /var/lib/cni/results, /var/log/containers,
-// /run/containerd/s); and restores the sysctls it recorded before starting. Then it compares the host with the snapshot it took
-// before starting and fails the test for anything that is left. One cluster runs at a time
-// (flock on /run/attestmesh-k8s-node/lock); Start cleans up after a run that crashed, using the
-// state that run left in /run/attestmesh-k8s-node/state.json, and logs what it removed.
+// /run/containerd/s); and restores the sysctls it recorded before starting. Then it compares
+// the host with the snapshot it took before starting and fails the test for anything that is
+// left. One cluster runs at a time (flock on /run/attestmesh-k8s-node/lock, a file that stays);
+// Start cleans up after a run that crashed, using the state that run left in
+// /run/attestmesh-k8s-node/state.json, and logs what it removed. A system containerd may run
+// beside it (its live shim sockets are left alone), a real kubelet may not: the kubepods
+// cgroups and the KUBE chains would be taken for the harness's.
 //
 // It needs root, and the Debian packages containerd, runc, containernetworking-plugins,
 // iptables, conntrack, nftables, nfacct and iproute2; without them Start skips the test and

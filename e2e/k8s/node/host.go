@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -442,11 +443,13 @@ func clean(ctx context.Context, st *runState, anyRoot bool) ([]string, error) {
 				continue
 			}
 			for _, e := range newTopEntries(before, now) {
-				if err := removeUnmounted(filepath.Join(p, e)); err != nil {
+				removed, err := removeStale(filepath.Join(p, e))
+				if err != nil {
 					errs = append(errs, err)
-					continue
 				}
-				note("%s", filepath.Join(p, e))
+				for _, r := range removed {
+					note("%s", r)
+				}
 			}
 		}
 	}
@@ -541,7 +544,9 @@ func findLeaks(ctx context.Context, st *runState, anyRoot bool) []string {
 				add("%s (did not exist)", p)
 			default:
 				for _, e := range newTopEntries(before, now) {
-					add("%s", filepath.Join(p, e))
+					if stale := staleFiles(filepath.Join(p, e)); len(stale) > 0 {
+						add("%s", filepath.Join(p, e))
+					}
 				}
 			}
 		}
@@ -789,6 +794,63 @@ func removeUnmounted(p string) error {
 		return fmt.Errorf("node: %w", err)
 	}
 	return nil
+}
+
+// liveSocket says whether path is a unix socket that something listens on: another
+// containerd's shim, say (the system's, in /run/containerd/s), not ours to remove; ours have
+// all exited when this is asked.
+func liveSocket(path string) bool {
+	fi, err := os.Lstat(path) //nolint:gosec // a path found under the watched directories
+	if err != nil || fi.Mode()&fs.ModeSocket == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return false
+	}
+	_ = conn.Close()
+	return true
+}
+
+// staleFiles are the files in a tree (or the path itself) that are not live sockets.
+func staleFiles(root string) []string {
+	var out []string
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && !liveSocket(p) {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+// removeStale removes a tree that a cluster left, except live sockets (and the directories
+// that hold them), and never what is mounted in it.
+func removeStale(root string) ([]string, error) {
+	var live bool
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && liveSocket(p) {
+			live = true
+		}
+		return nil
+	})
+	if !live {
+		if err := removeUnmounted(root); err != nil {
+			return nil, err
+		}
+		return []string{root}, nil
+	}
+	stale := staleFiles(root)
+	var errs []error
+	for _, f := range stale {
+		if err := os.Remove(f); err != nil {
+			errs = append(errs, fmt.Errorf("node: %w", err))
+		}
+	}
+	return stale, errors.Join(errs...)
 }
 
 // listTree lists a directory's entries (relative, up to three levels deep), or reports that

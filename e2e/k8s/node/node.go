@@ -172,9 +172,7 @@ func Start(t *testing.T, opts Options) *Cluster {
 		PID: os.Getpid(), Root: c.root, BinDir: opts.BinDir, Bridge: opts.Bridge,
 		PodCIDR: opts.PodCIDR.String(), ServiceCIDR: opts.ServiceCIDR.String(), Snapshot: c.snap,
 	}))
-	if err := c.start(ctx, began); err != nil {
-		require.NoError(t, err)
-	}
+	require.NoError(t, c.start(ctx, began))
 	c.log.Info("cluster ready", "timings", c.timings.String(), "nodeIP", c.nodeIP, "podCIDR", opts.PodCIDR,
 		"apiserver", c.rest.Host, "root", c.root)
 	return c
@@ -327,14 +325,16 @@ func missingPrerequisite() string {
 }
 
 // binaryNames are what build-k8s.sh builds.
-var binaryNames = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"}
+func binaryNames() []string {
+	return []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"}
+}
 
 // ensureBinaries builds the cluster's binaries with build-k8s.sh unless they are in dir; it
 // skips the test, saying why, when they cannot be built.
 func ensureBinaries(t *testing.T, dir string) {
 	t.Helper()
 	var missing []string
-	for _, b := range binaryNames {
+	for _, b := range binaryNames() {
 		if fi, err := os.Stat(filepath.Join(dir, b)); err != nil || !fi.Mode().IsRegular() {
 			missing = append(missing, b)
 		}

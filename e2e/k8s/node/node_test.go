@@ -3,6 +3,7 @@
 package node
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -101,6 +102,34 @@ func TestNewTopEntries(t *testing.T) {
 	before := []string{"results", "results/old"}
 	now := []string{"networks", "networks/attestmesh-node", "networks/attestmesh-node/10.232.0.2", "results", "results/old", "results/attestmesh-node-abc-eth0"}
 	assert.Equal(t, []string{"networks", "results/attestmesh-node-abc-eth0"}, newTopEntries(before, now))
+}
+
+func TestRemoveStaleKeepsLiveSockets(t *testing.T) {
+	dir := t.TempDir()
+	s := filepath.Join(dir, "s")
+	require.NoError(t, os.MkdirAll(s, 0o750))
+	var lc net.ListenConfig
+	live, err := lc.Listen(t.Context(), "unix", filepath.Join(s, "live"))
+	require.NoError(t, err)
+	defer live.Close()
+	gone, err := lc.Listen(t.Context(), "unix", filepath.Join(s, "stale"))
+	require.NoError(t, err)
+	gone.(*net.UnixListener).SetUnlinkOnClose(false)
+	require.NoError(t, gone.Close())
+	require.NoError(t, os.WriteFile(filepath.Join(s, "file"), nil, 0o600))
+
+	assert.ElementsMatch(t, []string{filepath.Join(s, "stale"), filepath.Join(s, "file")}, staleFiles(s))
+	removed, err := removeStale(s)
+	require.NoError(t, err)
+	assert.Len(t, removed, 2)
+	assert.FileExists(t, filepath.Join(s, "live"))
+	assert.Empty(t, staleFiles(s))
+
+	require.NoError(t, live.Close())
+	removed, err = removeStale(s)
+	require.NoError(t, err)
+	assert.Equal(t, []string{s}, removed)
+	assert.NoDirExists(t, s)
 }
 
 func TestRootMatcher(t *testing.T) {
