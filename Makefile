@@ -66,6 +66,6 @@ image: build ## build the attestmesh image without Docker: target/image/oci (OCI
 	$(GO) run ./charts/image/mkimage -binary $(BIN) -ref $(IMAGE) -version $(or $(VERSION),dev) -out target/image
 
 .PHONY: e2e-k8s
-e2e-k8s: ## Helm charts and the injector against a real kube-apiserver + etcd (built once into ~/.cache/attestmesh/k8s)
+e2e-k8s: ## Kubernetes: Helm charts and the injector against a real API server; a real single-node cluster runs pods (root; binaries built once into ~/.cache/attestmesh/k8s)
 	cd e2e/k8s && nice -n 10 ./build-k8s.sh
-	$(GO) test -tags e2e_k8s -count=1 -timeout 20m -v ./e2e/k8s/
+	$(GO) test -tags e2e_k8s -count=1 -timeout 20m -v ./e2e/k8s/...
