@@ -46,10 +46,10 @@ e2e: ## end-to-end test of the Flask and Redis example: real control plane, side
 	$(GO) test -tags e2e -race -count=1 -timeout 15m -v ./e2e/...
 
 .PHONY: proto
-proto: ## regenerate the attestation API from its .proto (buf, protoc-gen-go, protoc-gen-go-grpc)
+proto: ## regenerate the attestation API (attest/attestapi/attestationpb) from its .proto (buf, protoc-gen-go, protoc-gen-go-grpc)
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
-	PATH="$$($(GO) env GOPATH)/bin:$$PATH" $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0 generate --path controlplane/attestation/attestationpb
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0 generate --path attest/attestapi/attestationpb
 
 .PHONY: bench
 bench: ## benchmarks: SVID issuance, xDS fan-out to 1000 nodes, tunnel throughput vs a direct connection

@@ -19,10 +19,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/attest/measure"
 	"github.com/attestmesh/attestmesh/attest/sim"
 	"github.com/attestmesh/attestmesh/controlplane"
-	"github.com/attestmesh/attestmesh/controlplane/attestation"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/injector"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
@@ -150,7 +150,7 @@ func TestLaunchedAppSeesInjectedFiles(t *testing.T) {
 
 	bundle, err := ca.ParseCertsPEM(cp.addrs.BundlePEM)
 	require.NoError(t, err)
-	ac, err := attestation.Dial(attestation.ClientConfig{Addr: cp.addrs.Attest, Bundle: bundle, Quotes: sim.Client{Addr: cp.addrs.LAS}})
+	ac, err := attestapi.Dial(attestapi.ClientConfig{Addr: cp.addrs.Attest, Bundle: bundle, Quotes: sim.Client{Addr: cp.addrs.LAS}})
 	require.NoError(t, err)
 	defer ac.Close()
 	var stderr bytes.Buffer

@@ -28,10 +28,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
+	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
 	"github.com/attestmesh/attestmesh/attest/sim"
 	"github.com/attestmesh/attestmesh/controlplane"
-	"github.com/attestmesh/attestmesh/controlplane/attestation"
-	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
 	"github.com/attestmesh/attestmesh/controlplane/store"
@@ -219,7 +219,7 @@ type itEnv struct {
 	cp       *running
 	ownerDir string // the management client's identity, owner of the sessions and the mesh
 	app      *itApp
-	ac       *attestation.Client
+	ac       *attestapi.Client
 	bundle   []*x509.Certificate
 	inbound  string // the server sidecar's mTLS listener
 	outbound string // where the client app connects
@@ -264,7 +264,7 @@ func newITEnv(t *testing.T, svidTTL time.Duration) *itEnv {
 
 	e.bundle, err = ca.ParseCertsPEM(a.BundlePEM)
 	require.NoError(t, err)
-	e.ac, err = attestation.Dial(attestation.ClientConfig{Addr: a.Attest, Bundle: e.bundle, Quotes: sim.Client{Addr: a.LAS}})
+	e.ac, err = attestapi.Dial(attestapi.ClientConfig{Addr: a.Attest, Bundle: e.bundle, Quotes: sim.Client{Addr: a.LAS}})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = e.ac.Close() }) // after the sidecars stop (cleanups run last first)
 
@@ -283,8 +283,8 @@ func (e *itEnv) appGrants(configID string) proxy.GrantSource {
 		if err != nil {
 			return nil, err
 		}
-		res, err := e.ac.Attest(ctx, attestation.Request{
-			ConfigID: configID, Role: attestationpb.Role_ROLE_APP, Key: key, Evidence: attestation.Evidence{MREnclave: itAppMR},
+		res, err := e.ac.Attest(ctx, attestapi.Request{
+			ConfigID: configID, Role: attestationpb.Role_ROLE_APP, Key: key, Evidence: attestapi.Evidence{MREnclave: itAppMR},
 		})
 		if err != nil {
 			return nil, err

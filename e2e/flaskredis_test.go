@@ -32,10 +32,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
+	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
 	"github.com/attestmesh/attestmesh/attest/measure"
 	"github.com/attestmesh/attestmesh/attest/sim"
-	"github.com/attestmesh/attestmesh/controlplane/attestation"
-	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 )
 
 // What the example names (examples/flask-redis).
@@ -355,7 +355,7 @@ services:
 	_, err := m.info.Client.Create(ctx, []byte(doc))
 	require.NoError(t, err)
 
-	client, err := attestation.Dial(attestation.ClientConfig{
+	client, err := attestapi.Dial(attestapi.ClientConfig{
 		Addr: m.info.ControlPlane.Attest, Bundle: m.caCerts, Quotes: sim.Client{Addr: m.info.ControlPlane.LAS},
 	})
 	require.NoError(t, err)
@@ -365,13 +365,13 @@ services:
 	// mesh lets reach Redis.
 	appKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	app, err := client.Attest(ctx, attestation.Request{ConfigID: "e2e/intruder/intruder", Role: attestationpb.Role_ROLE_APP,
-		Key: appKey, Evidence: attestation.Evidence{MREnclave: m.binMR}})
+	app, err := client.Attest(ctx, attestapi.Request{ConfigID: "e2e/intruder/intruder", Role: attestationpb.Role_ROLE_APP,
+		Key: appKey, Evidence: attestapi.Evidence{MREnclave: m.binMR}})
 	require.NoError(t, err)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	res, err := client.Attest(ctx, attestation.Request{ConfigID: "e2e/intruder/intruder", Role: attestationpb.Role_ROLE_SIDECAR,
-		Key: key, Evidence: attestation.Evidence{MREnclave: m.binMR}, SidecarGrant: app.SidecarGrant})
+	res, err := client.Attest(ctx, attestapi.Request{ConfigID: "e2e/intruder/intruder", Role: attestationpb.Role_ROLE_SIDECAR,
+		Key: key, Evidence: attestapi.Evidence{MREnclave: m.binMR}, SidecarGrant: app.SidecarGrant})
 	require.NoError(t, err)
 	require.Equal(t, "spiffe://attestmesh.local/e2e/intruder/intruder", res.ID.String())
 	assert.Equal(t, "simulation", res.TEE)

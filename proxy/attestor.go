@@ -9,9 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
+	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
 	"github.com/attestmesh/attestmesh/attest/measure"
-	"github.com/attestmesh/attestmesh/controlplane/attestation"
-	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 	"github.com/attestmesh/attestmesh/proxy/grant"
 	"github.com/attestmesh/attestmesh/proxy/identity"
 )
@@ -30,7 +30,7 @@ const grantWait = 30 * time.Second
 // (grants; nil: from the launcher in this network namespace); to renew, the SVID it holds; when
 // that no longer counts (lapsed, or refused), a grant again. Safe for concurrent use as long as
 // c is.
-func AttestationAttestor(c *attestation.Client, configID string, grants GrantSource, log *slog.Logger) (Attestor, error) {
+func AttestationAttestor(c *attestapi.Client, configID string, grants GrantSource, log *slog.Logger) (Attestor, error) {
 	m, err := measure.Self()
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -51,7 +51,7 @@ func AttestationAttestor(c *attestation.Client, configID string, grants GrantSou
 }
 
 type sidecarAttestor struct {
-	c        *attestation.Client
+	c        *attestapi.Client
 	configID string
 	m        [32]byte
 	grants   GrantSource
@@ -62,7 +62,7 @@ type sidecarAttestor struct {
 }
 
 func (a *sidecarAttestor) Attest(ctx context.Context, key crypto.Signer) (*Identity, error) {
-	req := attestation.Request{ConfigID: a.configID, Role: attestationpb.Role_ROLE_SIDECAR, Key: key, Evidence: attestation.Evidence{MREnclave: a.m}}
+	req := attestapi.Request{ConfigID: a.configID, Role: attestationpb.Role_ROLE_SIDECAR, Key: key, Evidence: attestapi.Evidence{MREnclave: a.m}}
 	a.mu.Lock()
 	cur := a.current
 	a.mu.Unlock()
@@ -72,7 +72,7 @@ func (a *sidecarAttestor) Attest(ctx context.Context, key crypto.Signer) (*Ident
 		if err == nil {
 			return a.keep(res), nil
 		}
-		if attestation.RefusalReason(err) != attestation.ReasonSidecarGrant {
+		if attestapi.RefusalReason(err) != attestapi.ReasonSidecarGrant {
 			return nil, err // the sidecar adds "proxy: attest: "
 		}
 		a.log.Warn("the control plane no longer renews on the current SVID; asking the app's launcher for a grant", "error", err.Error())
@@ -90,7 +90,7 @@ func (a *sidecarAttestor) Attest(ctx context.Context, key crypto.Signer) (*Ident
 	return a.keep(res), nil
 }
 
-func (a *sidecarAttestor) keep(res *attestation.Result) *Identity {
+func (a *sidecarAttestor) keep(res *attestapi.Result) *Identity {
 	a.mu.Lock()
 	a.current = res.SVID
 	a.mu.Unlock()

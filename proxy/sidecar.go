@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -28,7 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/attestmesh/attestmesh/controlplane/ca"
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/proxy/admin"
 	"github.com/attestmesh/attestmesh/proxy/ads"
 	"github.com/attestmesh/attestmesh/proxy/identity"
@@ -90,23 +89,11 @@ func (cfg *Config) SPIFFEID() (spiffeid.ID, error) {
 	if err != nil {
 		return spiffeid.ID{}, fmt.Errorf("proxy: trust domain %q: %w", cfg.TrustDomain, err)
 	}
-	session, service, ok := cutLast(cfg.ConfigID)
-	if !ok {
-		return spiffeid.ID{}, fmt.Errorf("proxy: config ID %q: want SESSION/SERVICE", cfg.ConfigID)
-	}
-	id, err := spiffeid.FromSegments(td, append(strings.Split(session, "/"), service)...)
+	id, err := attestapi.SPIFFEID(td, cfg.ConfigID)
 	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("proxy: config ID %q: %w", cfg.ConfigID, err)
+		return spiffeid.ID{}, fmt.Errorf("proxy: %w", err)
 	}
 	return id, nil
-}
-
-func cutLast(s string) (before, after string, ok bool) {
-	i := strings.LastIndexByte(s, '/')
-	if i <= 0 || i == len(s)-1 {
-		return "", "", false
-	}
-	return s[:i], s[i+1:], true
 }
 
 func (cfg *Config) trustDomain() string {
@@ -533,7 +520,7 @@ func (s *Sidecar) ConfigDump() any {
 // teeLabel names the TEE behind an SVID for logs and metric labels: "simulation" marks an
 // identity that rests on the simulated platform.
 func teeLabel(cert *x509.Certificate) string {
-	if t := ca.TEEOf(cert); t != ca.TEEUnknown {
+	if t := attestapi.TEEOf(cert); t != attestapi.TEEUnknown {
 		return string(t)
 	}
 	return "unknown"

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/attest/dcap"
 )
 
@@ -76,7 +77,7 @@ func TestLASQuoteVerifies(t *testing.T) {
 
 			r := Report{
 				MREnclave: sha256.Sum256([]byte("redis")), MRSigner: [32]byte{0xaa}, ISVProdID: 2, ISVSVN: 9, Debug: true,
-				ReportData: BindReportData([]byte("spki"), [32]byte{1, 2, 3}),
+				ReportData: attestapi.BindReportData([]byte("spki"), [32]byte{1, 2, 3}),
 			}
 			q, err := c.Quote(ctx, r)
 			require.NoError(t, err)
@@ -87,7 +88,7 @@ func TestLASQuoteVerifies(t *testing.T) {
 			assert.Equal(t, r.ISVProdID, id.ISVProdID)
 			assert.Equal(t, r.ISVSVN, id.ISVSVN)
 			assert.True(t, id.Debug)
-			require.NoError(t, CheckReportData(id.ReportData, []byte("spki"), [32]byte{1, 2, 3}))
+			require.NoError(t, attestapi.CheckReportData(id.ReportData, []byte("spki"), [32]byte{1, 2, 3}))
 		})
 	}
 }

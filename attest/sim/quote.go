@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"fmt"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/attest/dcap"
 )
 
@@ -33,19 +34,12 @@ const (
 	QEISVSVN    = 8
 )
 
-// Report is what an enclave asks to be quoted. Every field is the caller's claim: simulation
-// signs it as given.
-type Report struct {
-	MREnclave  [32]byte
-	MRSigner   [32]byte
-	ISVProdID  uint16
-	ISVSVN     uint16
-	Debug      bool
-	ReportData [64]byte
-}
+// Report is what an enclave asks to be quoted (attestapi.Report). Every field is the caller's
+// claim: simulation signs it as given.
+type Report = attestapi.Report
 
 // attributes of an ISV enclave: INIT | MODE64BIT, DEBUG when asked; XFRM x87 | SSE.
-func (r *Report) attributes() [16]byte {
+func attributes(r *Report) [16]byte {
 	a := [16]byte{0x05, 0, 0, 0, 0, 0, 0, 0, 0x03}
 	if r.Debug {
 		a[0] |= dcap.AttributeDebug
@@ -73,7 +67,7 @@ func (p *Platform) Quote(r Report) ([]byte, error) {
 	copy(q.Header.UserData[:], p.ext.PlatformInstanceID[:])
 	q.Body = dcap.ReportBody{
 		CPUSVN:     p.ext.CPUSVN,
-		Attributes: r.attributes(),
+		Attributes: attributes(&r),
 		MREnclave:  r.MREnclave,
 		MRSigner:   r.MRSigner,
 		ISVProdID:  r.ISVProdID,

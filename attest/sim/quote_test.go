@@ -13,6 +13,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -61,7 +62,7 @@ func TestQuoteLayout(t *testing.T) {
 		{"zero", Report{}},
 		{"production", Report{
 			MREnclave: sha256.Sum256([]byte("app")), MRSigner: sha256.Sum256([]byte("signer")),
-			ISVProdID: 7, ISVSVN: 3, ReportData: BindReportData([]byte("key"), [32]byte{9}),
+			ISVProdID: 7, ISVSVN: 3, ReportData: attestapi.BindReportData([]byte("key"), [32]byte{9}),
 		}},
 		{"debug max", Report{ISVProdID: 0xffff, ISVSVN: 0xffff, Debug: true, ReportData: [64]byte{63: 0xff}}},
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/attest/dcap"
 )
 
@@ -25,7 +26,7 @@ func TestQuoteVerifiesWithDCAP(t *testing.T) {
 	}{
 		{"production", Report{
 			MREnclave: sha256.Sum256([]byte("flask")), MRSigner: sha256.Sum256([]byte("signer")),
-			ISVProdID: 1, ISVSVN: 2, ReportData: BindReportData([]byte("spki"), [32]byte{7}),
+			ISVProdID: 1, ISVSVN: 2, ReportData: attestapi.BindReportData([]byte("spki"), [32]byte{7}),
 		}},
 		{"debug", Report{MREnclave: [32]byte{1}, MRSigner: [32]byte{2}, ISVProdID: 0xffff, ISVSVN: 0xffff, Debug: true}},
 		{"zero", Report{}},

@@ -10,7 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
+	"github.com/attestmesh/attestmesh/attest/attestapi"
+	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
 )
 
 // GetNonce is unauthenticated and keeps the config ID with every outstanding nonce: a config
@@ -33,12 +34,12 @@ func TestGetNonceBoundsConfigID(t *testing.T) {
 		resp, err := s.GetNonce(context.Background(), &attestationpb.GetNonceRequest{ConfigId: tt.configID})
 		if tt.code == codes.OK {
 			require.NoError(t, err, tt.name)
-			assert.Len(t, resp.GetNonce(), NonceSize, tt.name)
+			assert.Len(t, resp.GetNonce(), attestapi.NonceSize, tt.name)
 			continue
 		}
 		require.Error(t, err, tt.name)
 		assert.Equal(t, tt.code, status.Code(err), tt.name)
-		assert.Contains(t, status.Convert(err).Message(), string(ReasonMalformed), tt.name)
+		assert.Contains(t, status.Convert(err).Message(), string(attestapi.ReasonMalformed), tt.name)
 		assert.Contains(t, status.Convert(err).Message(), tt.msg, tt.name)
 		assert.Less(t, len(status.Convert(err).Message()), 1024, "%s: the refusal must not echo the whole config ID", tt.name)
 	}

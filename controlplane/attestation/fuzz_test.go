@@ -12,10 +12,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
+	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
 	"github.com/attestmesh/attestmesh/attest/dcap"
 	"github.com/attestmesh/attestmesh/attest/sim"
 	"github.com/attestmesh/attestmesh/controlplane/attestation"
-	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/cas"
 	"github.com/attestmesh/attestmesh/controlplane/store/storetest"
@@ -49,7 +50,7 @@ func FuzzAttestRequest(f *testing.F) {
 	require.NoError(f, err)
 	var n [32]byte
 	copy(n[:], nr.GetNonce())
-	quote, err := platform.Quote(sim.Report{MREnclave: pythonMR, ReportData: sim.BindReportData(spki, n)})
+	quote, err := platform.Quote(sim.Report{MREnclave: pythonMR, ReportData: attestapi.BindReportData(spki, n)})
 	require.NoError(f, err)
 	valid := &attestationpb.AttestRequest{ConfigId: "fz/s", Role: attestationpb.Role_ROLE_APP, Nonce: nr.GetNonce(), Quote: quote, Csr: csr}
 	_, err = srv.Attest(ctx, valid) // consumes the nonce: the seed is now a replay

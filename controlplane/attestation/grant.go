@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 )
 
 // DefaultGrantTTL is how long a sidecar grant stays valid: long enough for the sidecar beside
@@ -29,7 +31,7 @@ const (
 	grantMagic    = "amg1"
 	grantMACLabel = "attestmesh sidecar grant v1"
 	grantHeader   = len(grantMagic) + 8 + nonceIDSize
-	maxGrantSize  = grantHeader + maxConfigIDSize + sha256.Size
+	maxGrantSize  = grantHeader + attestapi.MaxConfigIDSize + sha256.Size
 )
 
 // Grants issues and redeems sidecar grants. Safe for concurrent use.
@@ -71,26 +73,26 @@ func (g *Grants) Issue(configID string) ([]byte, error) {
 // Redeem checks that grant was issued for configID, is unexpired and unused, and marks it used.
 func (g *Grants) Redeem(configID string, grant []byte) error {
 	if len(grant) < grantHeader+sha256.Size || len(grant) > maxGrantSize || !bytes.HasPrefix(grant, []byte(grantMagic)) {
-		return fmt.Errorf("%w: the sidecar grant is malformed (%d bytes)", refuse(ReasonSidecarGrant), len(grant))
+		return fmt.Errorf("%w: the sidecar grant is malformed (%d bytes)", refuse(attestapi.ReasonSidecarGrant), len(grant))
 	}
 	body, sum := grant[:len(grant)-sha256.Size], grant[len(grant)-sha256.Size:]
 	if subtle.ConstantTimeCompare(sum, g.mac(body)) != 1 {
-		return fmt.Errorf("%w: the sidecar grant was not issued by this control plane", refuse(ReasonSidecarGrant))
+		return fmt.Errorf("%w: the sidecar grant was not issued by this control plane", refuse(attestapi.ReasonSidecarGrant))
 	}
 	if got := string(body[grantHeader:]); got != configID {
-		return fmt.Errorf("%w: the sidecar grant is for config ID %q, not %q", refuse(ReasonSidecarGrant), got, configID)
+		return fmt.Errorf("%w: the sidecar grant is for config ID %q, not %q", refuse(attestapi.ReasonSidecarGrant), got, configID)
 	}
 	now := g.now()
 	expires := time.Unix(int64(binary.BigEndian.Uint64(body[len(grantMagic):])), 0) //nolint:gosec // written by Issue
 	if !now.Before(expires) {
 		return fmt.Errorf("%w: the sidecar grant expired at %s: restart the app so that its launcher hands over a new one",
-			refuse(ReasonSidecarGrant), expires.UTC().Format(time.RFC3339))
+			refuse(attestapi.ReasonSidecarGrant), expires.UTC().Format(time.RFC3339))
 	}
 	var id [nonceIDSize]byte
 	copy(id[:], body[len(grantMagic)+8:grantHeader])
 	switch g.used.add(id, expires, now) {
 	case replayUsed:
-		return fmt.Errorf("%w: the sidecar grant was used already (each grant gives one sidecar its first SVID)", refuse(ReasonSidecarGrant))
+		return fmt.Errorf("%w: the sidecar grant was used already (each grant gives one sidecar its first SVID)", refuse(attestapi.ReasonSidecarGrant))
 	case replayFull:
 		return fmt.Errorf("%w: too many grants in use; try again shortly", errNonceCapacity)
 	}

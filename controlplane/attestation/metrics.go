@@ -3,13 +3,12 @@ package attestation
 import (
 	"time"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/attestmesh/attestmesh/controlplane/ca"
 )
 
 // Metrics are the attestation service's Prometheus metrics. Every label is bounded: result
-// (ok|refused), reason (the closed Reason set), tee (sgx|simulation|none) and role.
+// (ok|refused), reason (the closed attestapi.Reason set), tee (sgx|simulation|none) and role.
 type Metrics struct {
 	attestations       *prometheus.CounterVec
 	latency            *prometheus.HistogramVec
@@ -37,9 +36,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observe(reason Reason, tee ca.TEE, role string, d time.Duration) {
+func (m *Metrics) observe(reason attestapi.Reason, tee attestapi.TEE, role string, d time.Duration) {
 	result := "ok"
-	if reason != ReasonNone {
+	if reason != attestapi.ReasonNone {
 		result = "refused"
 	}
 	t := string(tee)

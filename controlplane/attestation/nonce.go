@@ -10,10 +10,9 @@ import (
 	"io"
 	"sync"
 	"time"
-)
 
-// NonceSize is the size of a control-plane nonce: the last 32 bytes of REPORTDATA.
-const NonceSize = 32
+	"github.com/attestmesh/attestmesh/attest/attestapi"
+)
 
 // DefaultReplayCapacity bounds the nonces (and, separately, the sidecar grants) remembered as
 // used until they expire: 2^18 entries, about 20 MB at most.
@@ -54,12 +53,12 @@ func (n *Nonces) mac(id []byte, configID string) []byte {
 	m.Write([]byte(nonceMACLabel))
 	m.Write(id)
 	m.Write([]byte(configID))
-	return m.Sum(nil)[:NonceSize-nonceIDSize]
+	return m.Sum(nil)[:attestapi.NonceSize-nonceIDSize]
 }
 
 // Issue returns a fresh nonce for configID and its expiry.
-func (n *Nonces) Issue(configID string) ([NonceSize]byte, time.Time, error) {
-	var nonce [NonceSize]byte
+func (n *Nonces) Issue(configID string) ([attestapi.NonceSize]byte, time.Time, error) {
+	var nonce [attestapi.NonceSize]byte
 	now := n.now()
 	var ms [8]byte
 	binary.BigEndian.PutUint64(ms[:], uint64(now.UnixMilli())) //nolint:gosec // a time after 1970
@@ -80,8 +79,8 @@ func issuedAt(nonce []byte) time.Time {
 // Consume checks that nonce was issued for configID by a holder of the key, is unexpired and
 // unused, and marks it used.
 func (n *Nonces) Consume(configID string, nonce []byte) error {
-	if len(nonce) != NonceSize {
-		return fmt.Errorf("%w: nonce is %d bytes, want %d", errNonceInvalid, len(nonce), NonceSize)
+	if len(nonce) != attestapi.NonceSize {
+		return fmt.Errorf("%w: nonce is %d bytes, want %d", errNonceInvalid, len(nonce), attestapi.NonceSize)
 	}
 	if subtle.ConstantTimeCompare(nonce[nonceIDSize:], n.mac(nonce[:nonceIDSize], configID)) != 1 {
 		return fmt.Errorf("%w: nonce was not issued by this control plane for config ID %q", errNonceInvalid, configID)

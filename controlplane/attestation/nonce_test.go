@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -42,21 +43,21 @@ func TestNonces(t *testing.T) {
 		configID string
 		nonce    []byte
 		advance  time.Duration
-		reason   Reason
+		reason   attestapi.Reason
 		msg      string
 	}{
-		{"wrong length", "s/svc", nonce[:5], 0, ReasonNonceInvalid, "nonce is 5 bytes, want 32"},
-		{"never issued", "s/svc", make([]byte, 32), 0, ReasonNonceInvalid, `not issued by this control plane for config ID "s/svc"`},
-		{"other config ID", "s/other", nonce[:], 0, ReasonNonceInvalid, `not issued by this control plane for config ID "s/other"`},
-		{"first use", "s/svc", nonce[:], 0, ReasonNone, ""},
-		{"replay", "s/svc", nonce[:], 0, ReasonNonceReplayed, "already used"},
-		{"expired", "s/svc", other[:], time.Minute, ReasonNonceExpired, "expired at"},
-		{"another key", "s/svc", forged[:], 0, ReasonNonceInvalid, "not issued by this control plane"},
+		{"wrong length", "s/svc", nonce[:5], 0, attestapi.ReasonNonceInvalid, "nonce is 5 bytes, want 32"},
+		{"never issued", "s/svc", make([]byte, 32), 0, attestapi.ReasonNonceInvalid, `not issued by this control plane for config ID "s/svc"`},
+		{"other config ID", "s/other", nonce[:], 0, attestapi.ReasonNonceInvalid, `not issued by this control plane for config ID "s/other"`},
+		{"first use", "s/svc", nonce[:], 0, attestapi.ReasonNone, ""},
+		{"replay", "s/svc", nonce[:], 0, attestapi.ReasonNonceReplayed, "already used"},
+		{"expired", "s/svc", other[:], time.Minute, attestapi.ReasonNonceExpired, "expired at"},
+		{"another key", "s/svc", forged[:], 0, attestapi.ReasonNonceInvalid, "not issued by this control plane"},
 	}
 	for _, tt := range tests {
 		clock.Advance(tt.advance)
 		err := n.Consume(tt.configID, tt.nonce)
-		if tt.reason == ReasonNone {
+		if tt.reason == attestapi.ReasonNone {
 			require.NoError(t, err, tt.name)
 			continue
 		}
@@ -94,7 +95,7 @@ func TestNonceFloodKeepsNoState(t *testing.T) {
 	}
 	assert.Zero(t, n.used.len(), "issuing stores nothing")
 
-	var issued [][NonceSize]byte
+	var issued [][attestapi.NonceSize]byte
 	for range 5 {
 		nonce, _, err := n.Issue("s/svc")
 		require.NoError(t, err)
@@ -104,7 +105,7 @@ func TestNonceFloodKeepsNoState(t *testing.T) {
 		require.NoError(t, n.Consume("s/svc", nonce[:]))
 	}
 	err := n.Consume("s/svc", issued[4][:])
-	assert.Equal(t, ReasonNonceCapacity, ReasonOf(err), "%v", err)
+	assert.Equal(t, attestapi.ReasonNonceCapacity, ReasonOf(err), "%v", err)
 	clock.Advance(time.Minute)
 	fresh, _, err := n.Issue("s/svc")
 	require.NoError(t, err)
@@ -147,14 +148,14 @@ func TestGrants(t *testing.T) {
 			continue
 		}
 		require.Error(t, err, tt.name)
-		assert.Equal(t, ReasonSidecarGrant, ReasonOf(err), tt.name)
+		assert.Equal(t, attestapi.ReasonSidecarGrant, ReasonOf(err), tt.name)
 		assert.Contains(t, err.Error(), tt.msg, tt.name)
 	}
 }
 
 func TestReasonOf(t *testing.T) {
-	assert.Equal(t, ReasonNone, ReasonOf(nil))
-	assert.Equal(t, ReasonInternal, ReasonOf(assert.AnError))
+	assert.Equal(t, attestapi.ReasonNone, ReasonOf(nil))
+	assert.Equal(t, attestapi.ReasonInternal, ReasonOf(assert.AnError))
 }
 
 // FuzzRedeem feeds arbitrary bytes to the grant and nonce checks, as a sidecar or a caller

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/attest/dcap"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 )
@@ -40,7 +41,7 @@ var tcbParts = map[string][]string{
 // advisory the session lacks.
 func CheckPlatform(id *dcap.Identity, pol session.AttestationPolicy) error {
 	if id.Debug && !pol.Tolerates(session.TolerateDebugMode) {
-		return deny(ReasonDebug, "the enclave runs in debug mode, which the session does not tolerate",
+		return deny(attestapi.ReasonDebug, "the enclave runs in debug mode, which the session does not tolerate",
 			"the enclave runs in debug mode and the session does not tolerate %q (security.attestation.tolerate)", session.TolerateDebugMode)
 	}
 	parts, known := tcbParts[id.TCBStatus]
@@ -50,7 +51,7 @@ func CheckPlatform(id *dcap.Identity, pol session.AttestationPolicy) error {
 	}
 	public := fmt.Sprintf("the platform's TCB status %s%s is not tolerated by the session", id.TCBStatus, advisories)
 	if !known {
-		return deny(ReasonTCB, public, "TCB status %q is never tolerated", id.TCBStatus)
+		return deny(attestapi.ReasonTCB, public, "TCB status %q is never tolerated", id.TCBStatus)
 	}
 	configAccepted := func(a string) bool {
 		for t, ids := range session.AdvisoriesOf {
@@ -74,12 +75,12 @@ func CheckPlatform(id *dcap.Identity, pol session.AttestationPolicy) error {
 			}
 		}
 		if !pol.Tolerates(need) {
-			return deny(ReasonTCB, public, "TCB status %s%s needs %q in security.attestation.tolerate", id.TCBStatus, advisories, need)
+			return deny(attestapi.ReasonTCB, public, "TCB status %s%s needs %q in security.attestation.tolerate", id.TCBStatus, advisories, need)
 		}
 	}
 	for _, a := range id.AdvisoryIDs {
 		if !pol.IgnoresAdvisory(a) && !configAccepted(a) {
-			return deny(ReasonTCB, public, "TCB status %s%s: advisory %s is neither ignored (security.attestation.ignore_advisories) "+
+			return deny(attestapi.ReasonTCB, public, "TCB status %s%s: advisory %s is neither ignored (security.attestation.ignore_advisories) "+
 				"nor accepted by a tolerance", id.TCBStatus, advisories, a)
 		}
 	}
@@ -94,18 +95,18 @@ func CheckService(id *dcap.Identity, svc *session.Service) error {
 		if slices.Contains(svc.MREnclaves, mre) {
 			return nil
 		}
-		return deny(ReasonMREnclave, fmt.Sprintf("mrenclave %s is not accepted by service %q", mre, svc.Name),
+		return deny(attestapi.ReasonMREnclave, fmt.Sprintf("mrenclave %s is not accepted by service %q", mre, svc.Name),
 			"mrenclave mismatch: got %s, session allows [%s]", mre, strings.Join(svc.MREnclaves, ", "))
 	}
 	if len(svc.Attestation) == 0 {
-		return deny(ReasonMREnclave, fmt.Sprintf("service %q accepts no enclave", svc.Name),
+		return deny(attestapi.ReasonMREnclave, fmt.Sprintf("service %q accepts no enclave", svc.Name),
 			"service %q lists no mrenclaves and no attestation variants: nothing is accepted", svc.Name)
 	}
 	var reasons []string
-	lastReason := ReasonMREnclave
+	lastReason := attestapi.ReasonMREnclave
 	for i, v := range svc.Attestation {
 		r, why := matchVariant(id, mre, v)
-		if r == ReasonNone {
+		if r == attestapi.ReasonNone {
 			return nil
 		}
 		lastReason = r
@@ -116,20 +117,20 @@ func CheckService(id *dcap.Identity, svc *session.Service) error {
 		"no attestation variant matches: %s", strings.Join(reasons, "; "))
 }
 
-func matchVariant(id *dcap.Identity, mre string, v session.AttestationVariant) (Reason, string) {
+func matchVariant(id *dcap.Identity, mre string, v session.AttestationVariant) (attestapi.Reason, string) {
 	if len(v.MREnclaves) > 0 && !slices.Contains(v.MREnclaves, mre) {
-		return ReasonMREnclave, fmt.Sprintf("mrenclave mismatch: got %s, variant allows [%s]", mre, strings.Join(v.MREnclaves, ", "))
+		return attestapi.ReasonMREnclave, fmt.Sprintf("mrenclave mismatch: got %s, variant allows [%s]", mre, strings.Join(v.MREnclaves, ", "))
 	}
 	if s := v.Signer; s != nil {
 		mrs := hex.EncodeToString(id.MRSigner)
 		switch {
 		case mrs != s.MRSigner:
-			return ReasonSigner, fmt.Sprintf("mrsigner mismatch: got %s, want %s", mrs, s.MRSigner)
+			return attestapi.ReasonSigner, fmt.Sprintf("mrsigner mismatch: got %s, want %s", mrs, s.MRSigner)
 		case id.ISVProdID != s.ISVProdID:
-			return ReasonSigner, fmt.Sprintf("isvprodid mismatch: got %d, want %d", id.ISVProdID, s.ISVProdID)
+			return attestapi.ReasonSigner, fmt.Sprintf("isvprodid mismatch: got %d, want %d", id.ISVProdID, s.ISVProdID)
 		case id.ISVSVN < s.ISVSVN:
-			return ReasonSigner, fmt.Sprintf("isvsvn too low: got %d, want at least %d", id.ISVSVN, s.ISVSVN)
+			return attestapi.ReasonSigner, fmt.Sprintf("isvsvn too low: got %d, want at least %d", id.ISVSVN, s.ISVSVN)
 		}
 	}
-	return ReasonNone, ""
+	return attestapi.ReasonNone, ""
 }

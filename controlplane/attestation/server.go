@@ -31,9 +31,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/peer"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
+	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
 	"github.com/attestmesh/attestmesh/attest/dcap"
-	"github.com/attestmesh/attestmesh/attest/sim"
-	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/cas"
 	"github.com/attestmesh/attestmesh/controlplane/ratelimit"
@@ -47,9 +47,6 @@ const (
 	// maxQuoteSize and maxCSRSize bound what a caller can make the control plane parse.
 	maxQuoteSize = 64 << 10
 	maxCSRSize   = 16 << 10
-	// maxConfigIDSize bounds a config ID (kept with every outstanding nonce): a session name
-	// of at most 200 bytes, '/', a service name of at most 200 bytes.
-	maxConfigIDSize = 401
 )
 
 // Config configures the attestation service.
@@ -150,22 +147,19 @@ func subKey(key []byte, use string) []byte {
 	return m.Sum(nil)
 }
 
-// SplitConfigID splits "session/service" at its last '/'; a session name may itself hold '/'.
-func SplitConfigID(configID string) (sessionName, service string, err error) {
-	if len(configID) > maxConfigIDSize {
-		return "", "", fmt.Errorf("%w: config ID is %d bytes, at most %d", refuse(ReasonMalformed), len(configID), maxConfigIDSize)
+// splitConfigID is attestapi.SplitConfigID with its error as a malformed-request refusal.
+func splitConfigID(configID string) (sessionName, service string, err error) {
+	sessionName, service, err = attestapi.SplitConfigID(configID)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %w", refuse(attestapi.ReasonMalformed), err)
 	}
-	i := strings.LastIndexByte(configID, '/')
-	if i <= 0 || i == len(configID)-1 {
-		return "", "", fmt.Errorf("%w: config ID %q: want SESSION/SERVICE", refuse(ReasonMalformed), configID)
-	}
-	return configID[:i], configID[i+1:], nil
+	return sessionName, service, nil
 }
 
 // GetNonce implements attestationpb.AttestationServer. It stores nothing: nonces are
 // stateless (see Nonces), so no number of calls exhausts anything.
 func (s *Server) GetNonce(_ context.Context, req *attestationpb.GetNonceRequest) (*attestationpb.GetNonceResponse, error) {
-	if _, _, err := SplitConfigID(req.GetConfigId()); err != nil {
+	if _, _, err := splitConfigID(req.GetConfigId()); err != nil {
 		return nil, toStatus(err)
 	}
 	nonce, exp, err := s.nonces.Issue(req.GetConfigId())
@@ -185,7 +179,7 @@ func (s *Server) Attest(ctx context.Context, req *attestationpb.AttestRequest) (
 		s.cfg.Metrics.observe(reason, tee, role, s.cfg.Now().Sub(start))
 	}
 	if err != nil {
-		s.log.WarnContext(ctx, "attestation refused", "config_id", truncate(req.GetConfigId(), maxConfigIDSize), "role", role, "reason", string(reason),
+		s.log.WarnContext(ctx, "attestation refused", "config_id", truncate(req.GetConfigId(), attestapi.MaxConfigIDSize), "role", role, "reason", string(reason),
 			"tee", string(tee), "peer", peerHost(ctx), "error", err.Error())
 		return nil, toStatus(err)
 	}
@@ -224,29 +218,29 @@ func roleLabel(r attestationpb.Role) string {
 	}
 }
 
-func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (*attestationpb.AttestResponse, ca.TEE, error) {
+func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (*attestationpb.AttestResponse, attestapi.TEE, error) {
 	sidecar := req.GetRole() == attestationpb.Role_ROLE_SIDECAR
 	switch {
 	case req.GetRole() != attestationpb.Role_ROLE_APP && !sidecar:
-		return nil, "", fmt.Errorf("%w: role must be ROLE_APP or ROLE_SIDECAR", refuse(ReasonMalformed))
+		return nil, "", fmt.Errorf("%w: role must be ROLE_APP or ROLE_SIDECAR", refuse(attestapi.ReasonMalformed))
 	case len(req.GetQuote()) == 0 || len(req.GetQuote()) > maxQuoteSize:
-		return nil, "", fmt.Errorf("%w: quote is %d bytes, want 1..%d", refuse(ReasonMalformed), len(req.GetQuote()), maxQuoteSize)
+		return nil, "", fmt.Errorf("%w: quote is %d bytes, want 1..%d", refuse(attestapi.ReasonMalformed), len(req.GetQuote()), maxQuoteSize)
 	case len(req.GetCsr()) == 0 || len(req.GetCsr()) > maxCSRSize:
-		return nil, "", fmt.Errorf("%w: CSR is %d bytes, want 1..%d", refuse(ReasonMalformed), len(req.GetCsr()), maxCSRSize)
+		return nil, "", fmt.Errorf("%w: CSR is %d bytes, want 1..%d", refuse(attestapi.ReasonMalformed), len(req.GetCsr()), maxCSRSize)
 	case !sidecar && (len(req.GetSidecarGrant()) > 0 || len(req.GetCurrentSvid()) > 0):
-		return nil, "", fmt.Errorf("%w: sidecar_grant and current_svid are for ROLE_SIDECAR only", refuse(ReasonMalformed))
+		return nil, "", fmt.Errorf("%w: sidecar_grant and current_svid are for ROLE_SIDECAR only", refuse(attestapi.ReasonMalformed))
 	case sidecar && len(req.GetSidecarGrant()) > 0 && len(req.GetCurrentSvid()) > 0:
-		return nil, "", fmt.Errorf("%w: give sidecar_grant or current_svid, not both", refuse(ReasonMalformed))
+		return nil, "", fmt.Errorf("%w: give sidecar_grant or current_svid, not both", refuse(attestapi.ReasonMalformed))
 	case len(req.GetCurrentSvid()) > 8:
-		return nil, "", fmt.Errorf("%w: current_svid holds %d certificates, at most 8", refuse(ReasonMalformed), len(req.GetCurrentSvid()))
+		return nil, "", fmt.Errorf("%w: current_svid holds %d certificates, at most 8", refuse(attestapi.ReasonMalformed), len(req.GetCurrentSvid()))
 	}
-	sessName, svcName, err := SplitConfigID(req.GetConfigId())
+	sessName, svcName, err := splitConfigID(req.GetConfigId())
 	if err != nil {
 		return nil, "", err
 	}
 	if !s.peers.Allow(peerHost(ctx)) {
 		return nil, "", fmt.Errorf("%w: too many attestations from this address: at most %g per second (bursts of %d)",
-			refuse(ReasonRateLimited), s.cfg.PeerRate, s.cfg.PeerBurst)
+			refuse(attestapi.ReasonRateLimited), s.cfg.PeerRate, s.cfg.PeerBurst)
 	}
 	// The nonce is consumed first: whatever happens next, this evidence cannot be replayed.
 	if err := s.nonces.Consume(req.GetConfigId(), req.GetNonce()); err != nil {
@@ -257,20 +251,20 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 		var ie *cas.ImportError
 		switch {
 		case cas.CodeOf(err) == cas.CodeNotFound:
-			return nil, "", fmt.Errorf("%w: session %q does not exist", refuse(ReasonUnknownSession), sessName)
+			return nil, "", fmt.Errorf("%w: session %q does not exist", refuse(attestapi.ReasonUnknownSession), sessName)
 		case errors.As(err, &ie):
-			return nil, "", deny(ReasonImport, "the session imports a secret that its exporter does not grant (any more)", "%s", ie.Error())
+			return nil, "", deny(attestapi.ReasonImport, "the session imports a secret that its exporter does not grant (any more)", "%s", ie.Error())
 		}
 		return nil, "", err
 	}
 	svc, ok := sess.Service(svcName)
 	if !ok {
-		return nil, "", deny(ReasonUnknownService, fmt.Sprintf("session %q has no service %q", sessName, svcName),
+		return nil, "", deny(attestapi.ReasonUnknownService, fmt.Sprintf("session %q has no service %q", sessName, svcName),
 			"session %q has no service %q (services: %s)", sessName, svcName, serviceNames(sess))
 	}
 	csr, err := ca.ParseCSR(req.GetCsr())
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: %w", refuse(ReasonCSRInvalid), err)
+		return nil, "", fmt.Errorf("%w: %w", refuse(attestapi.ReasonCSRInvalid), err)
 	}
 
 	mode := sess.Security.Attestation.Mode
@@ -278,17 +272,17 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 	if err != nil {
 		return nil, tee, err
 	}
-	var nonce [NonceSize]byte
+	var nonce [attestapi.NonceSize]byte
 	copy(nonce[:], req.GetNonce())
-	if err := sim.CheckReportData(id.ReportData, csr.RawSubjectPublicKeyInfo, nonce); err != nil {
-		return nil, tee, fmt.Errorf("%w: %w", refuse(ReasonReportData), err)
+	if err := attestapi.CheckReportData(id.ReportData, csr.RawSubjectPublicKeyInfo, nonce); err != nil {
+		return nil, tee, fmt.Errorf("%w: %w", refuse(attestapi.ReasonReportData), err)
 	}
 	if err := CheckPlatform(id, sess.Security.Attestation); err != nil {
 		return nil, tee, err
 	}
-	spiffeID, err := spiffeid.FromSegments(s.cfg.Authority.TrustDomain(), append(strings.Split(sessName, "/"), svcName)...)
+	spiffeID, err := attestapi.SPIFFEID(s.cfg.Authority.TrustDomain(), req.GetConfigId())
 	if err != nil {
-		return nil, tee, fmt.Errorf("%w: config ID %q is not a valid SPIFFE path: %w", refuse(ReasonMalformed), req.GetConfigId(), err)
+		return nil, tee, fmt.Errorf("%w: %w", refuse(attestapi.ReasonMalformed), err)
 	}
 	if sidecar {
 		if err := s.checkSidecar(id.MREnclave, sess, svc); err != nil {
@@ -303,7 +297,7 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 
 	chain, err := s.cfg.Authority.IssueSVID(csr, spiffeID, s.cfg.SVIDTTL, tee)
 	if err != nil {
-		return nil, tee, fmt.Errorf("%w: %w", refuse(ReasonCSRInvalid), err)
+		return nil, tee, fmt.Errorf("%w: %w", refuse(attestapi.ReasonCSRInvalid), err)
 	}
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.certificatesIssued.WithLabelValues(string(tee)).Inc()
@@ -337,12 +331,12 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 }
 
 // verifyQuote verifies a quote, at most a few at a time: the rest wait their turn.
-func (s *Server) verifyQuote(ctx context.Context, quote []byte, mode session.Mode) (*dcap.Identity, ca.TEE, error) {
+func (s *Server) verifyQuote(ctx context.Context, quote []byte, mode session.Mode) (*dcap.Identity, attestapi.TEE, error) {
 	select {
 	case s.verify <- struct{}{}:
 		defer func() { <-s.verify }()
 	case <-ctx.Done():
-		return nil, "", fmt.Errorf("%w: %w", refuse(ReasonMalformed), ctx.Err())
+		return nil, "", fmt.Errorf("%w: %w", refuse(attestapi.ReasonMalformed), ctx.Err())
 	}
 	return s.cfg.Verifier.Verify(ctx, quote, mode)
 }
@@ -361,14 +355,14 @@ func (s *Server) checkSidecar(mre []byte, sess *session.Session, svc *session.Se
 			allowed = append(allowed, hex.EncodeToString(m[:]))
 		}
 	default:
-		return deny(ReasonSidecarMeasurement, fmt.Sprintf("service %q accepts no sidecar: a hardware-mode session must name its sidecars' "+
+		return deny(attestapi.ReasonSidecarMeasurement, fmt.Sprintf("service %q accepts no sidecar: a hardware-mode session must name its sidecars' "+
 			"measurements (services[].sidecar.mrenclaves)", svc.Name),
 			"service %q of hardware-mode session %q names no sidecar measurement (services[].sidecar.mrenclaves); got %s", svc.Name, sess.Name, got)
 	}
 	if slices.Contains(allowed, got) {
 		return nil
 	}
-	return deny(ReasonSidecarMeasurement, fmt.Sprintf("sidecar mrenclave %s is not accepted for service %q", got, svc.Name),
+	return deny(attestapi.ReasonSidecarMeasurement, fmt.Sprintf("sidecar mrenclave %s is not accepted for service %q", got, svc.Name),
 		"sidecar mrenclave mismatch: got %s, service %q allows [%s]", got, svc.Name, strings.Join(allowed, ", "))
 }
 
@@ -382,26 +376,26 @@ func (s *Server) checkSidecarProof(req *attestationpb.AttestRequest, csr *x509.C
 	ders := req.GetCurrentSvid()
 	if len(ders) == 0 {
 		return fmt.Errorf("%w: a sidecar needs the grant that an attested app of %s handed it, or, to renew, the SVID it holds",
-			refuse(ReasonSidecarGrant), req.GetConfigId())
+			refuse(attestapi.ReasonSidecarGrant), req.GetConfigId())
 	}
 	certs := make([]*x509.Certificate, 0, len(ders))
 	for i, der := range ders {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return fmt.Errorf("%w: current_svid[%d]: %w", refuse(ReasonSidecarGrant), i, err)
+			return fmt.Errorf("%w: current_svid[%d]: %w", refuse(attestapi.ReasonSidecarGrant), i, err)
 		}
 		certs = append(certs, c)
 	}
 	bundle := x509bundle.FromX509Authorities(s.cfg.Authority.TrustDomain(), s.cfg.Authority.Bundle())
 	got, _, err := x509svid.Verify(certs, bundle, x509svid.WithTime(s.cfg.Now()))
 	if err != nil {
-		return fmt.Errorf("%w: current_svid does not verify: %w", refuse(ReasonSidecarGrant), err)
+		return fmt.Errorf("%w: current_svid does not verify: %w", refuse(attestapi.ReasonSidecarGrant), err)
 	}
 	if got != want {
-		return fmt.Errorf("%w: current_svid is for %s, not %s", refuse(ReasonSidecarGrant), got, want)
+		return fmt.Errorf("%w: current_svid is for %s, not %s", refuse(attestapi.ReasonSidecarGrant), got, want)
 	}
 	if !bytes.Equal(certs[0].RawSubjectPublicKeyInfo, csr.RawSubjectPublicKeyInfo) {
-		return fmt.Errorf("%w: current_svid holds another key than the CSR: a renewal keeps the key", refuse(ReasonSidecarGrant))
+		return fmt.Errorf("%w: current_svid holds another key than the CSR: a renewal keeps the key", refuse(attestapi.ReasonSidecarGrant))
 	}
 	return nil
 }

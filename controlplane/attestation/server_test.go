@@ -28,10 +28,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
+	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
 	"github.com/attestmesh/attestmesh/attest/dcap"
 	"github.com/attestmesh/attestmesh/attest/sim"
 	"github.com/attestmesh/attestmesh/controlplane/attestation"
-	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/cas"
 	"github.com/attestmesh/attestmesh/controlplane/session"
@@ -46,7 +47,7 @@ type platformQuotes struct{ p *sim.Platform }
 func (q platformQuotes) Quote(_ context.Context, r sim.Report) ([]byte, error) { return q.p.Quote(r) }
 
 type fixture struct {
-	client   *attestation.Client
+	client   *attestapi.Client
 	raw      attestationpb.AttestationClient
 	platform *sim.Platform
 	auth     *ca.Authority
@@ -107,7 +108,7 @@ func newFixtureWith(t *testing.T, opts fixtureOptions) *fixture {
 	go func() { _ = g.Serve(ln) }()
 	t.Cleanup(g.Stop)
 
-	f.client, err = attestation.Dial(attestation.ClientConfig{Addr: ln.Addr().String(), Bundle: f.auth.Bundle(), Quotes: platformQuotes{f.platform}})
+	f.client, err = attestapi.Dial(attestapi.ClientConfig{Addr: ln.Addr().String(), Bundle: f.auth.Bundle(), Quotes: platformQuotes{f.platform}})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = f.client.Close() })
 	pool := x509.NewCertPool()
@@ -172,7 +173,7 @@ func TestAttestAppReceivesConfigAndSVID(t *testing.T) {
 	svid, err := x509svid.ParseRaw(res.SVID[0].Raw, mustMarshalKey(t, key))
 	require.NoError(t, err)
 	assert.Equal(t, res.ID, svid.ID)
-	assert.Equal(t, ca.TEESimulation, ca.TEEOf(res.SVID[0]), "a simulated identity is marked in the certificate")
+	assert.Equal(t, attestapi.TEESimulation, attestapi.TEEOf(res.SVID[0]), "a simulated identity is marked in the certificate")
 
 	require.NotNil(t, res.Config)
 	paths := []string{}
@@ -185,15 +186,15 @@ func TestAttestAppReceivesConfigAndSVID(t *testing.T) {
 	assert.InDelta(t, 1, f.counter(t, "ok", "", "simulation", "app"), 0)
 }
 
-func app(configID string, key crypto.Signer, mr [32]byte) attestation.Request {
-	return attestation.Request{ConfigID: configID, Role: attestationpb.Role_ROLE_APP, Key: key, Evidence: attestation.Evidence{MREnclave: mr}}
+func app(configID string, key crypto.Signer, mr [32]byte) attestapi.Request {
+	return attestapi.Request{ConfigID: configID, Role: attestationpb.Role_ROLE_APP, Key: key, Evidence: attestapi.Evidence{MREnclave: mr}}
 }
 
-func sidecar(configID string, key crypto.Signer, mr [32]byte) attestation.Request {
-	return attestation.Request{ConfigID: configID, Role: attestationpb.Role_ROLE_SIDECAR, Key: key, Evidence: attestation.Evidence{MREnclave: mr}}
+func sidecar(configID string, key crypto.Signer, mr [32]byte) attestapi.Request {
+	return attestapi.Request{ConfigID: configID, Role: attestationpb.Role_ROLE_SIDECAR, Key: key, Evidence: attestapi.Evidence{MREnclave: mr}}
 }
 
-type request = attestation.Request
+type request = attestapi.Request
 
 func withGrantOf(r request, g []byte) request {
 	r.SidecarGrant = g
@@ -236,54 +237,54 @@ func TestAttestRefusals(t *testing.T) {
 		mutate   func(string) string
 		configID string
 		role     attestationpb.Role
-		ev       attestation.Evidence
-		reason   attestation.Reason
+		ev       attestapi.Evidence
+		reason   attestapi.Reason
 		msg      string // what the caller is told
 		logged   string // what only the log says (the policy's allowed values)
 	}{
 		{
 			name: "wrong mrenclave", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_APP,
-			ev: attestation.Evidence{MREnclave: redisMR}, reason: attestation.ReasonMREnclave,
+			ev: attestapi.Evidence{MREnclave: redisMR}, reason: attestapi.ReasonMREnclave,
 			msg:    "attestation refused (mrenclave_mismatch): mrenclave " + hexOf(redisMR) + ` is not accepted by service "flask_restapi"`,
 			logged: "session allows [" + hexOf(pythonMR) + "]",
 		},
 		{
 			name: "debug enclave without debug-mode", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_APP,
 			mutate: func(s string) string { return strings.Replace(s, "tolerate: [debug-mode, ", "tolerate: [", 1) },
-			ev:     attestation.Evidence{MREnclave: pythonMR, Debug: true}, reason: attestation.ReasonDebug,
+			ev:     attestapi.Evidence{MREnclave: pythonMR, Debug: true}, reason: attestapi.ReasonDebug,
 			msg:    "attestation refused (debug_not_tolerated): the enclave runs in debug mode, which the session does not tolerate",
 			logged: `the session does not tolerate "debug-mode"`,
 		},
 		{
 			name: "simulated quote for a hardware session", mode: "hardware", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_APP,
-			ev: attestation.Evidence{MREnclave: pythonMR}, reason: attestation.ReasonSimulationForbidden,
+			ev: attestapi.Evidence{MREnclave: pythonMR}, reason: attestapi.ReasonSimulationForbidden,
 			msg: "simulated quote for a session that requires hardware attestation",
 		},
 		{
 			name: "unknown service", mode: "simulation", configID: "demo/flask/nope", role: attestationpb.Role_ROLE_APP,
-			ev: attestation.Evidence{MREnclave: pythonMR}, reason: attestation.ReasonUnknownService,
+			ev: attestapi.Evidence{MREnclave: pythonMR}, reason: attestapi.ReasonUnknownService,
 			msg:    `attestation refused (unknown_service): session "demo/flask" has no service "nope"`,
 			logged: "(services: flask_restapi)",
 		},
 		{
 			name: "unknown session", mode: "simulation", configID: "demo/other/x", role: attestationpb.Role_ROLE_APP,
-			ev: attestation.Evidence{MREnclave: pythonMR}, reason: attestation.ReasonUnknownSession,
+			ev: attestapi.Evidence{MREnclave: pythonMR}, reason: attestapi.ReasonUnknownSession,
 			msg: `session "demo/other" does not exist`,
 		},
 		{
 			name: "sidecar with the app's measurement", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_SIDECAR,
-			ev: attestation.Evidence{MREnclave: pythonMR}, reason: attestation.ReasonSidecarMeasurement,
+			ev: attestapi.Evidence{MREnclave: pythonMR}, reason: attestapi.ReasonSidecarMeasurement,
 			msg:    "attestation refused (sidecar_measurement): sidecar mrenclave " + hexOf(pythonMR) + ` is not accepted for service "flask_restapi"`,
 			logged: "allows [" + hexOf([32]byte{9, 9}) + "]",
 		},
 		{
 			name: "sidecar without a grant", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_SIDECAR,
-			ev: attestation.Evidence{MREnclave: [32]byte{9, 9}}, reason: attestation.ReasonSidecarGrant,
+			ev: attestapi.Evidence{MREnclave: [32]byte{9, 9}}, reason: attestapi.ReasonSidecarGrant,
 			msg: "a sidecar needs the grant that an attested app of demo/flask/flask_restapi handed it, or, to renew, the SVID it holds",
 		},
 		{
 			name: "import its exporter no longer grants", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_APP,
-			ev: attestation.Evidence{MREnclave: pythonMR}, reason: attestation.ReasonImport,
+			ev: attestapi.Evidence{MREnclave: pythonMR}, reason: attestapi.ReasonImport,
 			msg:    "attestation refused (import_refused): the session imports a secret that its exporter does not grant (any more)",
 			logged: `session "demo/flask" imports secret "redis_client_key" from session "demo/redis": the secret is not exported to this session`,
 		},
@@ -292,12 +293,12 @@ func TestAttestRefusals(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t)
 			f.createExample(t, tt.mode, tt.mutate)
-			if tt.reason == attestation.ReasonImport {
+			if tt.reason == attestapi.ReasonImport {
 				f.stopExporting(t)
 			}
-			_, err := f.client.Attest(context.Background(), attestation.Request{ConfigID: tt.configID, Role: tt.role, Key: newKey(t), Evidence: tt.ev})
+			_, err := f.client.Attest(context.Background(), attestapi.Request{ConfigID: tt.configID, Role: tt.role, Key: newKey(t), Evidence: tt.ev})
 			require.Error(t, err)
-			assert.Equal(t, tt.reason, attestation.RefusalReason(err))
+			assert.Equal(t, tt.reason, attestapi.RefusalReason(err))
 			assert.Contains(t, err.Error(), tt.msg)
 			if tt.logged != "" {
 				assert.NotContains(t, err.Error(), tt.logged, "the caller is not told what the policy allows")
@@ -305,7 +306,7 @@ func TestAttestRefusals(t *testing.T) {
 			}
 			roleLabel := map[attestationpb.Role]string{attestationpb.Role_ROLE_APP: "app", attestationpb.Role_ROLE_SIDECAR: "sidecar"}[tt.role]
 			tee := "simulation"
-			if tt.reason == attestation.ReasonSimulationForbidden || tt.reason == attestation.ReasonUnknownService || tt.reason == attestation.ReasonUnknownSession || tt.reason == attestation.ReasonImport {
+			if tt.reason == attestapi.ReasonSimulationForbidden || tt.reason == attestapi.ReasonUnknownService || tt.reason == attestapi.ReasonUnknownSession || tt.reason == attestapi.ReasonImport {
 				tee = "none"
 			}
 			assert.InDelta(t, 1, f.counter(t, "refused", string(tt.reason), tee, roleLabel), 0, "refusal counted by reason")
@@ -367,7 +368,7 @@ func TestAttestSidecarNeedsAGrant(t *testing.T) {
 	other.CurrentSVID = res.SVID
 	_, err = f.client.Attest(ctx, other)
 	require.ErrorContains(t, err, "current_svid is for spiffe://attestmesh.local/demo/redis/redis, not spiffe://attestmesh.local/demo/flask/flask_restapi")
-	assert.InDelta(t, 4, f.counter(t, "refused", string(attestation.ReasonSidecarGrant), "simulation", "sidecar"), 0)
+	assert.InDelta(t, 4, f.counter(t, "refused", string(attestapi.ReasonSidecarGrant), "simulation", "sidecar"), 0)
 }
 
 // A session names its sidecars' measurements: then only those carry the identity (the
@@ -385,7 +386,7 @@ func TestAttestSidecarMeasurementFromTheSession(t *testing.T) {
 		return res.SidecarGrant
 	}
 	_, err := f.client.Attest(ctx, withGrantOf(sidecar("demo/redis/redis", newKey(t), f.sidecar), grant()))
-	assert.Equal(t, attestation.ReasonSidecarMeasurement, attestation.RefusalReason(err), "%v", err)
+	assert.Equal(t, attestapi.ReasonSidecarMeasurement, attestapi.RefusalReason(err), "%v", err)
 	_, err = f.client.Attest(ctx, withGrantOf(sidecar("demo/redis/redis", newKey(t), mine), grant()))
 	require.NoError(t, err)
 }
@@ -395,7 +396,7 @@ func TestAttestRevokedPCKRefused(t *testing.T) {
 	f.createExample(t, "simulation", nil)
 	_, err := f.client.Attest(context.Background(), app("demo/redis/redis", newKey(t), redisMR))
 	require.Error(t, err)
-	assert.Equal(t, attestation.ReasonRevoked, attestation.RefusalReason(err))
+	assert.Equal(t, attestapi.ReasonRevoked, attestapi.RefusalReason(err))
 	assert.Contains(t, err.Error(), "is revoked by the PCK CA CRL")
 	assert.InDelta(t, 1, f.counter(t, "refused", "revoked", "none", "app"), 0)
 }
@@ -433,7 +434,7 @@ func TestAttestRateLimitPerAddress(t *testing.T) {
 	limited := 0
 	for range 10 {
 		_, err := f.client.Attest(ctx, app("demo/redis/redis", newKey(t), redisMR))
-		if attestation.RefusalReason(err) == attestation.ReasonRateLimited {
+		if attestapi.RefusalReason(err) == attestapi.ReasonRateLimited {
 			limited++
 			assert.Contains(t, err.Error(), "ResourceExhausted")
 		}
@@ -457,7 +458,7 @@ func TestAttestReplayAndBinding(t *testing.T) {
 		require.NoError(t, err)
 		var n [32]byte
 		copy(n[:], nonce)
-		quote, err := f.platform.Quote(sim.Report{MREnclave: pythonMR, ReportData: sim.BindReportData(spki, n)})
+		quote, err := f.platform.Quote(sim.Report{MREnclave: pythonMR, ReportData: attestapi.BindReportData(spki, n)})
 		require.NoError(t, err)
 		return quote, csr
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/attest/dcap"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/session"
@@ -102,14 +103,14 @@ type Verifier struct {
 
 // Verify checks quote for a session in mode and returns the verified identity and the kind of
 // TEE that produced it. A simulated quote presented to a hardware session is refused as such.
-func (v *Verifier) Verify(ctx context.Context, quote []byte, mode session.Mode) (*dcap.Identity, ca.TEE, error) {
+func (v *Verifier) Verify(ctx context.Context, quote []byte, mode session.Mode) (*dcap.Identity, attestapi.TEE, error) {
 	q, err := dcap.ParseQuote(quote)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: %w", refuse(ReasonQuoteInvalid), err)
+		return nil, "", fmt.Errorf("%w: %w", refuse(attestapi.ReasonQuoteInvalid), err)
 	}
 	fmspc, err := quoteFMSPC(q)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: %w", refuse(ReasonQuoteInvalid), err)
+		return nil, "", fmt.Errorf("%w: %w", refuse(attestapi.ReasonQuoteInvalid), err)
 	}
 	now := time.Now()
 	if v.Now != nil {
@@ -118,43 +119,43 @@ func (v *Verifier) Verify(ctx context.Context, quote []byte, mode session.Mode) 
 	check := func(ev TrustAnchor) (*dcap.Identity, error) {
 		c, err := ev.Collateral.Collateral(ctx, fmspc)
 		if err != nil {
-			return nil, deny(ReasonQuoteInvalid, "this control plane holds no current collateral for the platform (FMSPC "+fmspc+")",
+			return nil, deny(attestapi.ReasonQuoteInvalid, "this control plane holds no current collateral for the platform (FMSPC "+fmspc+")",
 				"collateral for FMSPC %s: %v", fmspc, err)
 		}
 		id, err := dcap.Verify(quote, c, dcap.Options{Root: ev.Root, Now: now, CollateralMaxAge: v.CollateralMaxAge, SkipRevocation: ev.SkipRevocation})
 		if dcap.ReasonOf(err) == dcap.ReasonCertRevoked {
-			return nil, fmt.Errorf("%w: %w", refuse(ReasonRevoked), err)
+			return nil, fmt.Errorf("%w: %w", refuse(attestapi.ReasonRevoked), err)
 		}
 		return id, err
 	}
 	switch mode {
 	case session.ModeSimulation:
 		if v.Simulation.Root == nil {
-			return nil, "", fmt.Errorf("%w: the session accepts simulated quotes, but this control plane runs without a simulated platform (start it with --simulation)", refuse(ReasonSimulationForbidden))
+			return nil, "", fmt.Errorf("%w: the session accepts simulated quotes, but this control plane runs without a simulated platform (start it with --simulation)", refuse(attestapi.ReasonSimulationForbidden))
 		}
 		id, err := check(v.Simulation)
-		if ReasonOf(err) == ReasonRevoked || ReasonOf(err) == ReasonQuoteInvalid {
+		if ReasonOf(err) == attestapi.ReasonRevoked || ReasonOf(err) == attestapi.ReasonQuoteInvalid {
 			return nil, "", err
 		}
 		if err != nil {
-			return nil, "", fmt.Errorf("%w: simulated quote: %w", refuse(ReasonQuoteInvalid), err)
+			return nil, "", fmt.Errorf("%w: simulated quote: %w", refuse(attestapi.ReasonQuoteInvalid), err)
 		}
-		return id, ca.TEESimulation, nil
+		return id, attestapi.TEESimulation, nil
 	default:
 		if pckRoot := quoteRoot(q); pckRoot != nil && v.Simulation.Root != nil && pckRoot.Equal(v.Simulation.Root) {
-			return nil, "", fmt.Errorf("%w: simulated quote for a session that requires hardware attestation (security.attestation.mode: hardware)", refuse(ReasonSimulationForbidden))
+			return nil, "", fmt.Errorf("%w: simulated quote for a session that requires hardware attestation (security.attestation.mode: hardware)", refuse(attestapi.ReasonSimulationForbidden))
 		}
 		if v.Hardware.Root == nil {
-			return nil, "", fmt.Errorf("%w: hardware attestation is not configured on this control plane (no collateral)", refuse(ReasonQuoteInvalid))
+			return nil, "", fmt.Errorf("%w: hardware attestation is not configured on this control plane (no collateral)", refuse(attestapi.ReasonQuoteInvalid))
 		}
 		id, err := check(v.Hardware)
-		if ReasonOf(err) == ReasonRevoked || ReasonOf(err) == ReasonQuoteInvalid {
+		if ReasonOf(err) == attestapi.ReasonRevoked || ReasonOf(err) == attestapi.ReasonQuoteInvalid {
 			return nil, "", err
 		}
 		if err != nil {
-			return nil, "", fmt.Errorf("%w: %w", refuse(ReasonQuoteInvalid), err)
+			return nil, "", fmt.Errorf("%w: %w", refuse(attestapi.ReasonQuoteInvalid), err)
 		}
-		return id, ca.TEESGX, nil
+		return id, attestapi.TEESGX, nil
 	}
 }
 

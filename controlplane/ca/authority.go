@@ -8,41 +8,18 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
-	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 )
-
-// TEE says what kind of attestation an identity rests on. Its values are the metric label
-// values of DESIGN.md (tee="simulation").
-type TEE string
-
-// The TEEs an SVID can be issued for.
-const (
-	// TEESGX: a hardware Intel SGX DCAP quote.
-	TEESGX TEE = "sgx"
-	// TEESimulation: a quote from the simulated TEE; the SVID is visibly marked.
-	TEESimulation TEE = "simulation"
-	// TEEUnknown is what TEEOf reports for a certificate without the marking.
-	TEEUnknown TEE = ""
-)
-
-// OIDTEE identifies the non-critical extension that records the TEE behind an SVID; its
-// value is a DER UTF8String holding the TEE ("sgx" or "simulation"). The arc
-// 1.3.6.1.4.1.59999 is a private enterprise arc used by attestmesh.
-var OIDTEE = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 1, 1}
-
-// SimulatedTEEUnit is the Subject organizational unit of every SVID issued on a simulated
-// attestation.
-const SimulatedTEEUnit = "attestmesh-simulated-tee"
 
 // Defaults of the control plane's CA.
 const (
@@ -217,9 +194,9 @@ func (a *Authority) BundlePEM() []byte { return MarshalCertsPEM(a.cert) }
 // or Ed25519 with a valid signature (ParseCSR checks both; IssueSVID checks again). Nothing
 // else of the CSR is used. The SVID has exactly one URI SAN (id), is not a CA, has KeyUsage
 // digitalSignature and ExtKeyUsage serverAuth and clientAuth, lives ttl (DefaultSVIDTTL when
-// zero) but never past the root, and records tee (see OIDTEE). The chain returned is the
+// zero) but never past the root, and records tee (see attestapi.OIDTEE). The chain returned is the
 // SVID alone: the root is in the bundle.
-func (a *Authority) IssueSVID(csr *x509.CertificateRequest, id spiffeid.ID, ttl time.Duration, tee TEE) ([]*x509.Certificate, error) {
+func (a *Authority) IssueSVID(csr *x509.CertificateRequest, id spiffeid.ID, ttl time.Duration, tee attestapi.TEE) ([]*x509.Certificate, error) {
 	if csr == nil {
 		return nil, errors.New("ca: issue SVID: no CSR")
 	}
@@ -241,13 +218,13 @@ func (a *Authority) IssueSVID(csr *x509.CertificateRequest, id spiffeid.ID, ttl 
 	}
 	subject := pkix.Name{Organization: []string{organization}}
 	switch tee {
-	case TEESGX:
-	case TEESimulation:
-		subject.OrganizationalUnit = []string{SimulatedTEEUnit}
+	case attestapi.TEESGX:
+	case attestapi.TEESimulation:
+		subject.OrganizationalUnit = []string{attestapi.SimulatedTEEUnit}
 	default:
-		return nil, fmt.Errorf("ca: issue SVID: unknown TEE %q (want %q or %q)", tee, TEESGX, TEESimulation)
+		return nil, fmt.Errorf("ca: issue SVID: unknown attestapi.TEE %q (want %q or %q)", tee, attestapi.TEESGX, attestapi.TEESimulation)
 	}
-	ext, err := teeExtension(tee)
+	ext, err := attestapi.TEEExtension(tee)
 	if err != nil {
 		return nil, err
 	}
@@ -298,45 +275,6 @@ func (a *Authority) IssueServerCert(pub crypto.PublicKey, dns []string, ips []ne
 
 func (a *Authority) signer(pub crypto.PublicKey, ttl time.Duration) signer {
 	return signer{pub: pub, issuer: a.cert, issuerKey: a.key, validFor: ttl, now: a.now(), rand: a.rand}
-}
-
-func teeExtension(tee TEE) (pkix.Extension, error) {
-	val, err := asn1.MarshalWithParams(string(tee), "utf8")
-	if err != nil {
-		return pkix.Extension{}, fmt.Errorf("ca: encode TEE extension: %w", err)
-	}
-	return pkix.Extension{Id: OIDTEE, Critical: false, Value: val}, nil
-}
-
-// TEEOf reports the TEE an SVID was issued for: TEESimulation when either the OIDTEE
-// extension says "simulation" or the Subject carries SimulatedTEEUnit, TEESGX when the
-// extension says "sgx", TEEUnknown otherwise. It reads the marking only: verify the
-// certificate first.
-func TEEOf(cert *x509.Certificate) TEE {
-	if cert == nil {
-		return TEEUnknown
-	}
-	if slices.Contains(cert.Subject.OrganizationalUnit, SimulatedTEEUnit) {
-		return TEESimulation
-	}
-	for _, ext := range cert.Extensions {
-		if !ext.Id.Equal(OIDTEE) {
-			continue
-		}
-		var s string
-		rest, err := asn1.UnmarshalWithParams(ext.Value, &s, "utf8")
-		if err != nil || len(rest) != 0 {
-			return TEEUnknown
-		}
-		switch TEE(s) {
-		case TEESimulation:
-			return TEESimulation
-		case TEESGX:
-			return TEESGX
-		}
-		return TEEUnknown
-	}
-	return TEEUnknown
 }
 
 // checkCSR checks what an SVID's CSR must satisfy: a supported key type and a valid

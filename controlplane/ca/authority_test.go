@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -57,20 +58,20 @@ func TestNewAuthority(t *testing.T) {
 }
 
 // TestIssueSVID parses every SVID with go-spiffe, verifies it against the bundle, and checks
-// the X.509-SVID rules and the TEE marking.
+// the X.509-SVID rules and the attestapi.TEE marking.
 func TestIssueSVID(t *testing.T) {
 	a := mustAuthority(t)
 	id := spiffeid.RequireFromPath(testTD, "/redis/redis-server")
 	tests := []struct {
 		name   string
 		alg    Algorithm
-		tee    TEE
+		tee    attestapi.TEE
 		wantOU []string
 	}{
-		{name: "P-256 hardware", alg: P256, tee: TEESGX},
-		{name: "P-256 simulation", alg: P256, tee: TEESimulation, wantOU: []string{SimulatedTEEUnit}},
-		{name: "Ed25519 hardware", alg: Ed25519, tee: TEESGX},
-		{name: "Ed25519 simulation", alg: Ed25519, tee: TEESimulation, wantOU: []string{SimulatedTEEUnit}},
+		{name: "P-256 hardware", alg: P256, tee: attestapi.TEESGX},
+		{name: "P-256 simulation", alg: P256, tee: attestapi.TEESimulation, wantOU: []string{attestapi.SimulatedTEEUnit}},
+		{name: "Ed25519 hardware", alg: Ed25519, tee: attestapi.TEESGX},
+		{name: "Ed25519 simulation", alg: Ed25519, tee: attestapi.TEESimulation, wantOU: []string{attestapi.SimulatedTEEUnit}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,9 +103,9 @@ func TestIssueSVID(t *testing.T) {
 			assert.Equal(t, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, leaf.ExtKeyUsage)
 			assert.Equal(t, 10*time.Minute+ClockSkew, leaf.NotAfter.Sub(leaf.NotBefore))
 			assert.Equal(t, tt.wantOU, leaf.Subject.OrganizationalUnit)
-			assert.Equal(t, tt.tee, TEEOf(leaf))
+			assert.Equal(t, tt.tee, attestapi.TEEOf(leaf))
 			for _, ext := range leaf.Extensions {
-				if ext.Id.Equal(OIDTEE) {
+				if ext.Id.Equal(attestapi.OIDTEE) {
 					assert.False(t, ext.Critical)
 				}
 			}
@@ -122,16 +123,16 @@ func TestIssueSVIDDefaultsAndClamp(t *testing.T) {
 	require.NoError(t, err)
 	id := spiffeid.RequireFromPath(testTD, "/flask/api")
 
-	chain, err := a.IssueSVID(csr, id, 0, TEESGX)
+	chain, err := a.IssueSVID(csr, id, 0, attestapi.TEESGX)
 	require.NoError(t, err)
 	assert.Equal(t, DefaultSVIDTTL+ClockSkew, chain[0].NotAfter.Sub(chain[0].NotBefore))
 
-	chain, err = a.IssueSVID(csr, id, 10*time.Hour, TEESGX)
+	chain, err = a.IssueSVID(csr, id, 10*time.Hour, attestapi.TEESGX)
 	require.NoError(t, err)
 	assert.Equal(t, a.Bundle()[0].NotAfter, chain[0].NotAfter, "never past the root")
 
 	now = start.Add(3 * time.Hour)
-	_, err = a.IssueSVID(csr, id, time.Hour, TEESGX)
+	_, err = a.IssueSVID(csr, id, time.Hour, attestapi.TEESGX)
 	require.ErrorContains(t, err, `ca: issue SVID: issuer "attestmesh CA attestmesh.local" expired at`)
 }
 
@@ -153,22 +154,22 @@ func TestIssueSVIDRefusals(t *testing.T) {
 		csr     *x509.CertificateRequest
 		id      spiffeid.ID
 		ttl     time.Duration
-		tee     TEE
+		tee     attestapi.TEE
 		wantErr string
 	}{
-		{name: "nil CSR", id: id, tee: TEESGX, wantErr: "ca: issue SVID: no CSR"},
-		{name: "P-384", csr: csrOf(P384), id: id, tee: TEESGX,
+		{name: "nil CSR", id: id, tee: attestapi.TEESGX, wantErr: "ca: issue SVID: no CSR"},
+		{name: "P-384", csr: csrOf(P384), id: id, tee: attestapi.TEESGX,
 			wantErr: "ca: issue SVID: CSR key is ECDSA P-384, only ECDSA P-256 and Ed25519 are accepted for SVIDs"},
-		{name: "RSA", csr: csrOf(RSA2048), id: id, tee: TEESGX,
+		{name: "RSA", csr: csrOf(RSA2048), id: id, tee: attestapi.TEESGX,
 			wantErr: "ca: issue SVID: CSR key is RSA-2048, only ECDSA P-256 and Ed25519 are accepted for SVIDs"},
-		{name: "signature", csr: &tampered, id: id, tee: TEESGX, wantErr: "ca: issue SVID: CSR signature does not verify"},
-		{name: "empty ID", csr: good, tee: TEESGX, wantErr: "ca: issue SVID: empty SPIFFE ID"},
-		{name: "other trust domain", csr: good, id: spiffeid.RequireFromString("spiffe://evil.example/s/svc"), tee: TEESGX,
+		{name: "signature", csr: &tampered, id: id, tee: attestapi.TEESGX, wantErr: "ca: issue SVID: CSR signature does not verify"},
+		{name: "empty ID", csr: good, tee: attestapi.TEESGX, wantErr: "ca: issue SVID: empty SPIFFE ID"},
+		{name: "other trust domain", csr: good, id: spiffeid.RequireFromString("spiffe://evil.example/s/svc"), tee: attestapi.TEESGX,
 			wantErr: `ca: issue SVID: spiffe://evil.example/s/svc is not in trust domain "attestmesh.local"`},
-		{name: "trust domain ID", csr: good, id: testTD.ID(), tee: TEESGX, wantErr: "has no path"},
-		{name: "negative ttl", csr: good, id: id, ttl: -time.Second, tee: TEESGX, wantErr: "ca: issue SVID: negative ttl -1s"},
-		{name: "unknown TEE", csr: good, id: id, tee: "tdx", wantErr: `ca: issue SVID: unknown TEE "tdx" (want "sgx" or "simulation")`},
-		{name: "no TEE", csr: good, id: id, wantErr: `ca: issue SVID: unknown TEE ""`},
+		{name: "trust domain ID", csr: good, id: testTD.ID(), tee: attestapi.TEESGX, wantErr: "has no path"},
+		{name: "negative ttl", csr: good, id: id, ttl: -time.Second, tee: attestapi.TEESGX, wantErr: "ca: issue SVID: negative ttl -1s"},
+		{name: "unknown TEE", csr: good, id: id, tee: "tdx", wantErr: `ca: issue SVID: unknown attestapi.TEE "tdx" (want "sgx" or "simulation")`},
+		{name: "no TEE", csr: good, id: id, wantErr: `ca: issue SVID: unknown attestapi.TEE ""`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -193,7 +194,7 @@ func TestAuthorityPersistence(t *testing.T) {
 	csr, err := ParseCSR(mustCSR(t, mustKey(t, P256)))
 	require.NoError(t, err)
 	id := spiffeid.RequireFromPath(testTD, "/ns/session/svc")
-	chain, err := loaded.IssueSVID(csr, id, time.Minute, TEESGX)
+	chain, err := loaded.IssueSVID(csr, id, time.Minute, attestapi.TEESGX)
 	require.NoError(t, err)
 	gotID, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(testTD, a.Bundle()))
 	require.NoError(t, err)
@@ -305,23 +306,23 @@ func TestTEEOf(t *testing.T) {
 	plain, err := IssueLeaf(LeafRequest{PublicKey: key.Public(), IssuerKey: key, CommonName: "plain", ValidFor: time.Hour})
 	require.NoError(t, err)
 	ouOnly := *plain
-	ouOnly.Subject.OrganizationalUnit = []string{SimulatedTEEUnit}
+	ouOnly.Subject.OrganizationalUnit = []string{attestapi.SimulatedTEEUnit}
 	garbled := *plain
-	garbled.Extensions = append(append([]pkix.Extension{}, plain.Extensions...), pkix.Extension{Id: OIDTEE, Value: []byte{0xff}})
+	garbled.Extensions = append(append([]pkix.Extension{}, plain.Extensions...), pkix.Extension{Id: attestapi.OIDTEE, Value: []byte{0xff}})
 
 	tests := []struct {
 		name string
 		cert *x509.Certificate
-		want TEE
+		want attestapi.TEE
 	}{
-		{name: "nil", cert: nil, want: TEEUnknown},
-		{name: "unmarked", cert: plain, want: TEEUnknown},
-		{name: "OU alone marks simulation", cert: &ouOnly, want: TEESimulation},
-		{name: "undecodable extension", cert: &garbled, want: TEEUnknown},
+		{name: "nil", cert: nil, want: attestapi.TEEUnknown},
+		{name: "unmarked", cert: plain, want: attestapi.TEEUnknown},
+		{name: "OU alone marks simulation", cert: &ouOnly, want: attestapi.TEESimulation},
+		{name: "undecodable extension", cert: &garbled, want: attestapi.TEEUnknown},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, TEEOf(tt.cert))
+			assert.Equal(t, tt.want, attestapi.TEEOf(tt.cert))
 		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -71,7 +72,7 @@ func FuzzParseCSR(f *testing.F) {
 		alg, err := AlgorithmOf(csr.PublicKey)
 		require.NoError(t, err)
 		require.Contains(t, []Algorithm{P256, Ed25519}, alg)
-		chain, err := a.IssueSVID(csr, id, time.Minute, TEESimulation)
+		chain, err := a.IssueSVID(csr, id, time.Minute, attestapi.TEESimulation)
 		require.NoError(t, err)
 		gotID, _, err := x509svid.Verify(chain, bundle)
 		require.NoError(t, err)
@@ -86,7 +87,7 @@ func BenchmarkIssueSVID(b *testing.B) {
 	id := spiffeid.RequireFromPath(testTD, "/bench/svc")
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := a.IssueSVID(csr, id, time.Hour, TEESGX); err != nil {
+		if _, err := a.IssueSVID(csr, id, time.Hour, attestapi.TEESGX); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -15,8 +15,8 @@
 //
 // An SVID issued on the strength of a simulated attestation is visibly marked: its Subject
 // carries the organizational unit "attestmesh-simulated-tee", and it carries the non-critical
-// extension OIDTEE (1.3.6.1.4.1.59999.1.1, a private arc) whose value is the DER UTF8String
-// "simulation". Hardware-attested SVIDs carry the same extension with the value "sgx". TEEOf
+// extension attestapi.OIDTEE (1.3.6.1.4.1.59999.1.1, a private arc) whose value is the DER UTF8String
+// "simulation". Hardware-attested SVIDs carry the same extension with the value "sgx". attestapi.TEEOf
 // reads the marking back.
 //
 // # Attestation binding

@@ -41,6 +41,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -379,7 +380,7 @@ func (in *Injector) sidecar(id string) corev1.Container {
 }
 
 func checkConfigID(id string) error {
-	if _, _, ok := SplitConfigID(id); !ok {
+	if _, _, err := attestapi.SplitConfigID(id); err != nil {
 		return refuse("annotation %s: %q is not SESSION/SERVICE", AnnotationConfigID, id)
 	}
 	return nil

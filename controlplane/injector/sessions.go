@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"path"
-	"strings"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 )
 
@@ -19,7 +19,8 @@ type SessionDirs SessionLookup
 
 // InjectionDirs implements Sessions.
 func (f SessionDirs) InjectionDirs(ctx context.Context, configID string) ([]string, error) {
-	name, service, ok := SplitConfigID(configID)
+	name, service, err := attestapi.SplitConfigID(configID)
+	ok := err == nil
 	if !ok {
 		return nil, fmt.Errorf("injector: config ID %q is not SESSION/SERVICE: %w", configID, ErrUnknownConfigID)
 	}
@@ -51,13 +52,4 @@ func InjectionDirs(s *session.Session, service string) ([]string, error) {
 		dirs = append(dirs, path.Dir(f.Path))
 	}
 	return dirs, nil
-}
-
-// SplitConfigID splits "SESSION/SERVICE" at its last '/' (a session name may hold '/').
-func SplitConfigID(id string) (sessionName, service string, ok bool) {
-	i := strings.LastIndexByte(id, '/')
-	if i <= 0 || i == len(id)-1 {
-		return "", "", false
-	}
-	return id[:i], id[i+1:], true
 }

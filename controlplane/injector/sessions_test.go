@@ -67,22 +67,3 @@ func TestSessionDirs(t *testing.T) {
 		})
 	}
 }
-
-func TestSplitConfigID(t *testing.T) {
-	tests := []struct {
-		id, session, service string
-		ok                   bool
-	}{
-		{"a/b", "a", "b", true},
-		{"ns/a/b", "ns/a", "b", true},
-		{"a", "", "", false},
-		{"/b", "", "", false},
-		{"a/", "", "", false},
-	}
-	for _, tt := range tests {
-		s, svc, ok := SplitConfigID(tt.id)
-		assert.Equal(t, tt.ok, ok, tt.id)
-		assert.Equal(t, tt.session, s, tt.id)
-		assert.Equal(t, tt.service, svc, tt.id)
-	}
-}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/attest/fspf"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 	"github.com/attestmesh/attestmesh/controlplane/session"
@@ -135,11 +136,11 @@ func sameTree(src, dst string, prev FSPFSecret) bool {
 // not exist yet or the client may not read it).
 func SessionFSPF(ctx context.Context, api SessionAPI) func(s *Service) (FSPFSecret, bool) {
 	return func(s *Service) (FSPFSecret, bool) {
-		i := strings.LastIndexByte(s.ConfigID, '/')
-		if i <= 0 {
+		name, service, err := attestapi.SplitConfigID(s.ConfigID)
+		if err != nil {
 			return FSPFSecret{}, false
 		}
-		cur, err := api.Get(ctx, s.ConfigID[:i])
+		cur, err := api.Get(ctx, name)
 		if err != nil {
 			return FSPFSecret{}, false
 		}
@@ -147,7 +148,7 @@ func SessionFSPF(ctx context.Context, api SessionAPI) func(s *Service) (FSPFSecr
 		if err != nil {
 			return FSPFSecret{}, false
 		}
-		svc, ok := sess.Service(s.ConfigID[i+1:])
+		svc, ok := sess.Service(service)
 		if !ok || svc.FSPFKey == "" {
 			return FSPFSecret{}, false
 		}

@@ -7,10 +7,10 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/controlplane/xds"
 )
 
@@ -59,11 +59,11 @@ func RegistrationSessions(doc []byte) ([]string, error) {
 	}
 	var out []string
 	for _, s := range m.Services {
-		i := strings.LastIndexByte(s.ConfigID, '/')
-		if i <= 0 {
-			return nil, fmt.Errorf("mesh: service %q: config ID %q: want SESSION/SERVICE", s.Name, s.ConfigID)
+		name, _, err := attestapi.SplitConfigID(s.ConfigID)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: service %q: %w", s.Name, err)
 		}
-		if name := s.ConfigID[:i]; !slices.Contains(out, name) {
+		if !slices.Contains(out, name) {
 			out = append(out, name)
 		}
 	}
@@ -78,11 +78,9 @@ func (r *Registration) XDSServices(m *Mesh, td spiffeid.TrustDomain) ([]xds.Serv
 	qualify := func(s string) string { return m.Name + "." + s }
 	out := make([]xds.Service, 0, len(m.Services))
 	for _, s := range m.Services {
-		// A config ID is SESSION/SERVICE; the session may hold '/', so every segment is a
-		// path segment of the SPIFFE ID.
-		id, err := spiffeid.FromSegments(td, strings.Split(s.ConfigID, "/")...)
+		id, err := attestapi.SPIFFEID(td, s.ConfigID)
 		if err != nil {
-			return nil, fmt.Errorf("mesh: service %q: config ID %q: %w", s.Name, s.ConfigID, err)
+			return nil, fmt.Errorf("mesh: service %q: %w", s.Name, err)
 		}
 		xs := xds.Service{Name: qualify(s.Name), ID: id, BindAddress: r.Endpoints[s.Name]}
 		for _, p := range s.Ports {

@@ -35,6 +35,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/attest/fspf"
 	"github.com/attestmesh/attestmesh/controlplane/injector"
 	"github.com/attestmesh/attestmesh/controlplane/kube"
@@ -334,8 +335,8 @@ func requireInjected(t *testing.T, got *corev1.Pod, s mesh.Service, sessions map
 		"--ca-file", injector.CAPath, "--las-addr", lasAddr, "--", s.Binary}, app.Command)
 	assert.Empty(t, app.Args)
 
-	sessName, svcName, ok := injector.SplitConfigID(s.ConfigID)
-	require.True(t, ok)
+	sessName, svcName, err := attestapi.SplitConfigID(s.ConfigID)
+	require.NoError(t, err)
 	dirs, err := injector.InjectionDirs(sessions[sessName], svcName)
 	require.NoError(t, err)
 	mounts := map[string]string{}

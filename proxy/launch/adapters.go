@@ -4,17 +4,17 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
+	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
 	"github.com/attestmesh/attestmesh/attest/fspf"
-	"github.com/attestmesh/attestmesh/controlplane/attestation"
-	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
 )
 
 // FromAttestation is the Attestor over the control plane's attestation API: it attests as
 // ROLE_APP with the launcher's measurement and returns the rendered service configuration.
-func FromAttestation(c *attestation.Client) Attestor {
+func FromAttestation(c *attestapi.Client) Attestor {
 	return AttestorFunc(func(ctx context.Context, req Request) (*Config, error) {
-		res, err := c.Attest(ctx, attestation.Request{
-			ConfigID: req.ConfigID, Role: attestationpb.Role_ROLE_APP, Key: req.Key, Evidence: attestation.Evidence{MREnclave: req.MREnclave},
+		res, err := c.Attest(ctx, attestapi.Request{
+			ConfigID: req.ConfigID, Role: attestationpb.Role_ROLE_APP, Key: req.Key, Evidence: attestapi.Evidence{MREnclave: req.MREnclave},
 		})
 		if err != nil {
 			return nil, err

@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/attest/sim"
-	"github.com/attestmesh/attestmesh/controlplane/attestation"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/proxy/launch"
 )
@@ -32,7 +32,7 @@ func (w *workloadFlags) register(cmd *cobra.Command) {
 }
 
 // dial connects to the attestation API with quotes from the LAS.
-func (w *workloadFlags) dial() (*attestation.Client, error) {
+func (w *workloadFlags) dial() (*attestapi.Client, error) {
 	if w.caFile == "" {
 		return nil, fmt.Errorf("--ca-file is required: the control plane's CA bundle")
 	}
@@ -44,7 +44,7 @@ func (w *workloadFlags) dial() (*attestation.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--ca-file %s: %w", w.caFile, err)
 	}
-	return attestation.Dial(attestation.ClientConfig{
+	return attestapi.Dial(attestapi.ClientConfig{
 		Addr: w.attestAddr, Bundle: bundle, Quotes: sim.Client{Addr: sim.ResolveLASAddr(w.lasAddr)},
 	})
 }

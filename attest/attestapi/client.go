@@ -1,4 +1,4 @@
-package attestation
+package attestapi
 
 import (
 	"context"
@@ -17,14 +17,13 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/attestmesh/attestmesh/attest/sim"
-	"github.com/attestmesh/attestmesh/controlplane/attestation/attestationpb"
+	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
 )
 
 // QuoteProvider produces quotes for a workload: the simulated platform's LAS (sim.Client), or,
 // on SGX hardware, the enclave's quoting path. Implementations must be safe for concurrent use.
 type QuoteProvider interface {
-	Quote(ctx context.Context, r sim.Report) ([]byte, error)
+	Quote(ctx context.Context, r Report) ([]byte, error)
 }
 
 // ClientConfig configures a Client.
@@ -85,24 +84,21 @@ type Result struct {
 // of the bundle's trust domain (the URI SAN spiffe://<td>/controlplane). It does not block.
 func Dial(cfg ClientConfig) (*Client, error) {
 	if len(cfg.Bundle) == 0 {
-		return nil, errors.New("attestation: client: no CA bundle to verify the control plane")
+		return nil, errors.New("attestapi: client: no CA bundle to verify the control plane")
 	}
 	if cfg.Quotes == nil {
-		return nil, errors.New("attestation: client: no quote provider")
+		return nil, errors.New("attestapi: client: no quote provider")
 	}
 	td, err := bundleTrustDomain(cfg.Bundle)
 	if err != nil {
 		return nil, err
 	}
-	serverID, err := spiffeid.FromPath(td, "/controlplane")
-	if err != nil {
-		return nil, fmt.Errorf("attestation: client: %w", err)
-	}
+	serverID := ControlPlaneID(td)
 	tlsCfg := tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(td, cfg.Bundle), tlsconfig.AuthorizeID(serverID))
 	tlsCfg.MinVersion = tls.VersionTLS13
 	conn, err := grpc.NewClient(cfg.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
-		return nil, fmt.Errorf("attestation: client: dial %s: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("attestapi: client: dial %s: %w", cfg.Addr, err)
 	}
 	return &Client{conn: conn, api: attestationpb.NewAttestationClient(conn), quotes: cfg.Quotes}, nil
 }
@@ -116,7 +112,7 @@ func bundleTrustDomain(bundle []*x509.Certificate) (spiffeid.TrustDomain, error)
 			}
 		}
 	}
-	return spiffeid.TrustDomain{}, errors.New("attestation: client: the CA bundle names no SPIFFE trust domain (URI SAN)")
+	return spiffeid.TrustDomain{}, errors.New("attestapi: client: the CA bundle names no SPIFFE trust domain (URI SAN)")
 }
 
 // Close closes the connection.
@@ -129,27 +125,27 @@ func (c *Client) Attest(ctx context.Context, r Request) (*Result, error) {
 	configID, key, ev := r.ConfigID, r.Key, r.Evidence
 	nr, err := c.api.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: configID})
 	if err != nil {
-		return nil, fmt.Errorf("attestation: get nonce: %s", describe(err))
+		return nil, fmt.Errorf("attestapi: get nonce: %s", describe(err))
 	}
 	if len(nr.GetNonce()) != NonceSize {
-		return nil, fmt.Errorf("attestation: control plane sent a %d-byte nonce, want %d", len(nr.GetNonce()), NonceSize)
+		return nil, fmt.Errorf("attestapi: control plane sent a %d-byte nonce, want %d", len(nr.GetNonce()), NonceSize)
 	}
 	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	if err != nil {
-		return nil, fmt.Errorf("attestation: create CSR: %w", err)
+		return nil, fmt.Errorf("attestapi: create CSR: %w", err)
 	}
 	spki, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
-		return nil, fmt.Errorf("attestation: public key: %w", err)
+		return nil, fmt.Errorf("attestapi: public key: %w", err)
 	}
 	var nonce [NonceSize]byte
 	copy(nonce[:], nr.GetNonce())
-	quote, err := c.quotes.Quote(ctx, sim.Report{
+	quote, err := c.quotes.Quote(ctx, Report{
 		MREnclave: ev.MREnclave, MRSigner: ev.MRSigner, ISVProdID: ev.ISVProdID, ISVSVN: ev.ISVSVN,
-		Debug: ev.Debug, ReportData: sim.BindReportData(spki, nonce),
+		Debug: ev.Debug, ReportData: BindReportData(spki, nonce),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("attestation: get quote: %w", err)
+		return nil, fmt.Errorf("attestapi: get quote: %w", err)
 	}
 	req := &attestationpb.AttestRequest{
 		ConfigId: configID, Role: r.Role, Nonce: nr.GetNonce(), Quote: quote, Csr: csrDER, SidecarGrant: r.SidecarGrant,
@@ -168,7 +164,7 @@ func (c *Client) Attest(ctx context.Context, r Request) (*Result, error) {
 type RefusedError struct{ Status *status.Status }
 
 func (e *RefusedError) Error() string {
-	return "attestation: " + e.Status.Code().String() + ": " + e.Status.Message()
+	return "attestapi: " + e.Status.Code().String() + ": " + e.Status.Message()
 }
 
 // RefusalReason returns the reason code of a refusal ("sidecar_grant", "mrenclave_mismatch",
@@ -205,12 +201,12 @@ func decodeResult(resp *attestationpb.AttestResponse) (*Result, error) {
 		for i, der := range ders {
 			c, err := x509.ParseCertificate(der)
 			if err != nil {
-				return nil, fmt.Errorf("attestation: response %s[%d]: %w", what, i, err)
+				return nil, fmt.Errorf("attestapi: response %s[%d]: %w", what, i, err)
 			}
 			out = append(out, c)
 		}
 		if len(out) == 0 {
-			return nil, fmt.Errorf("attestation: response has no %s", what)
+			return nil, fmt.Errorf("attestapi: response has no %s", what)
 		}
 		return out, nil
 	}
@@ -224,7 +220,7 @@ func decodeResult(resp *attestationpb.AttestResponse) (*Result, error) {
 	}
 	id, err := spiffeid.FromString(resp.GetSpiffeId())
 	if err != nil {
-		return nil, fmt.Errorf("attestation: response spiffe_id: %w", err)
+		return nil, fmt.Errorf("attestapi: response spiffe_id: %w", err)
 	}
 	return &Result{SVID: svid, Bundle: bundle, ID: id, TEE: resp.GetTee(), XDSAddr: resp.GetXdsAddress(), Config: resp.GetConfig(),
 		SidecarGrant: resp.GetSidecarGrant(), Response: resp}, nil

@@ -1,4 +1,4 @@
-package sim
+package attestapi
 
 import (
 	"crypto/ecdsa"
@@ -55,7 +55,7 @@ func TestBindReportData(t *testing.T) {
 				return
 			}
 			require.ErrorContains(t, err, tt.wantErr)
-			assert.ErrorContains(t, err, "sim: ")
+			assert.ErrorContains(t, err, "attestapi: ")
 		})
 	}
 }

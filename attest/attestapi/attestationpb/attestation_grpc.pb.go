@@ -9,7 +9,7 @@
 // versions:
 // - protoc-gen-go-grpc v1.6.2
 // - protoc             (unknown)
-// source: controlplane/attestation/attestationpb/attestation.proto
+// source: attest/attestapi/attestationpb/attestation.proto
 
 package attestationpb
 
@@ -172,5 +172,5 @@ var Attestation_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
-	Metadata: "controlplane/attestation/attestationpb/attestation.proto",
+	Metadata: "attest/attestapi/attestationpb/attestation.proto",
 }

@@ -9,7 +9,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        (unknown)
-// source: controlplane/attestation/attestationpb/attestation.proto
+// source: attest/attestapi/attestationpb/attestation.proto
 
 package attestationpb
 
@@ -63,11 +63,11 @@ func (x Role) String() string {
 }
 
 func (Role) Descriptor() protoreflect.EnumDescriptor {
-	return file_controlplane_attestation_attestationpb_attestation_proto_enumTypes[0].Descriptor()
+	return file_attest_attestapi_attestationpb_attestation_proto_enumTypes[0].Descriptor()
 }
 
 func (Role) Type() protoreflect.EnumType {
-	return &file_controlplane_attestation_attestationpb_attestation_proto_enumTypes[0]
+	return &file_attest_attestapi_attestationpb_attestation_proto_enumTypes[0]
 }
 
 func (x Role) Number() protoreflect.EnumNumber {
@@ -76,7 +76,7 @@ func (x Role) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Role.Descriptor instead.
 func (Role) EnumDescriptor() ([]byte, []int) {
-	return file_controlplane_attestation_attestationpb_attestation_proto_rawDescGZIP(), []int{0}
+	return file_attest_attestapi_attestationpb_attestation_proto_rawDescGZIP(), []int{0}
 }
 
 type GetNonceRequest struct {
@@ -88,7 +88,7 @@ type GetNonceRequest struct {
 
 func (x *GetNonceRequest) Reset() {
 	*x = GetNonceRequest{}
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[0]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -100,7 +100,7 @@ func (x *GetNonceRequest) String() string {
 func (*GetNonceRequest) ProtoMessage() {}
 
 func (x *GetNonceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[0]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -113,7 +113,7 @@ func (x *GetNonceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNonceRequest.ProtoReflect.Descriptor instead.
 func (*GetNonceRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_attestation_attestationpb_attestation_proto_rawDescGZIP(), []int{0}
+	return file_attest_attestapi_attestationpb_attestation_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *GetNonceRequest) GetConfigId() string {
@@ -133,7 +133,7 @@ type GetNonceResponse struct {
 
 func (x *GetNonceResponse) Reset() {
 	*x = GetNonceResponse{}
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[1]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -145,7 +145,7 @@ func (x *GetNonceResponse) String() string {
 func (*GetNonceResponse) ProtoMessage() {}
 
 func (x *GetNonceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[1]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -158,7 +158,7 @@ func (x *GetNonceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNonceResponse.ProtoReflect.Descriptor instead.
 func (*GetNonceResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_attestation_attestationpb_attestation_proto_rawDescGZIP(), []int{1}
+	return file_attest_attestapi_attestationpb_attestation_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *GetNonceResponse) GetNonce() []byte {
@@ -193,7 +193,7 @@ type AttestRequest struct {
 
 func (x *AttestRequest) Reset() {
 	*x = AttestRequest{}
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[2]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -205,7 +205,7 @@ func (x *AttestRequest) String() string {
 func (*AttestRequest) ProtoMessage() {}
 
 func (x *AttestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[2]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -218,7 +218,7 @@ func (x *AttestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestRequest.ProtoReflect.Descriptor instead.
 func (*AttestRequest) Descriptor() ([]byte, []int) {
-	return file_controlplane_attestation_attestationpb_attestation_proto_rawDescGZIP(), []int{2}
+	return file_attest_attestapi_attestationpb_attestation_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AttestRequest) GetConfigId() string {
@@ -287,7 +287,7 @@ type AttestResponse struct {
 
 func (x *AttestResponse) Reset() {
 	*x = AttestResponse{}
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[3]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -299,7 +299,7 @@ func (x *AttestResponse) String() string {
 func (*AttestResponse) ProtoMessage() {}
 
 func (x *AttestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[3]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -312,7 +312,7 @@ func (x *AttestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestResponse.ProtoReflect.Descriptor instead.
 func (*AttestResponse) Descriptor() ([]byte, []int) {
-	return file_controlplane_attestation_attestationpb_attestation_proto_rawDescGZIP(), []int{3}
+	return file_attest_attestapi_attestationpb_attestation_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AttestResponse) GetSvidChain() [][]byte {
@@ -377,7 +377,7 @@ type ServiceConfig struct {
 
 func (x *ServiceConfig) Reset() {
 	*x = ServiceConfig{}
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[4]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +389,7 @@ func (x *ServiceConfig) String() string {
 func (*ServiceConfig) ProtoMessage() {}
 
 func (x *ServiceConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[4]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +402,7 @@ func (x *ServiceConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceConfig.ProtoReflect.Descriptor instead.
 func (*ServiceConfig) Descriptor() ([]byte, []int) {
-	return file_controlplane_attestation_attestationpb_attestation_proto_rawDescGZIP(), []int{4}
+	return file_attest_attestapi_attestationpb_attestation_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ServiceConfig) GetArgv() []string {
@@ -450,7 +450,7 @@ type File struct {
 
 func (x *File) Reset() {
 	*x = File{}
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[5]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +462,7 @@ func (x *File) String() string {
 func (*File) ProtoMessage() {}
 
 func (x *File) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[5]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +475,7 @@ func (x *File) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use File.ProtoReflect.Descriptor instead.
 func (*File) Descriptor() ([]byte, []int) {
-	return file_controlplane_attestation_attestationpb_attestation_proto_rawDescGZIP(), []int{5}
+	return file_attest_attestapi_attestationpb_attestation_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *File) GetPath() string {
@@ -503,7 +503,7 @@ type FSPF struct {
 
 func (x *FSPF) Reset() {
 	*x = FSPF{}
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[6]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +515,7 @@ func (x *FSPF) String() string {
 func (*FSPF) ProtoMessage() {}
 
 func (x *FSPF) ProtoReflect() protoreflect.Message {
-	mi := &file_controlplane_attestation_attestationpb_attestation_proto_msgTypes[6]
+	mi := &file_attest_attestapi_attestationpb_attestation_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +528,7 @@ func (x *FSPF) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSPF.ProtoReflect.Descriptor instead.
 func (*FSPF) Descriptor() ([]byte, []int) {
-	return file_controlplane_attestation_attestationpb_attestation_proto_rawDescGZIP(), []int{6}
+	return file_attest_attestapi_attestationpb_attestation_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FSPF) GetPath() string {
@@ -552,11 +552,11 @@ func (x *FSPF) GetTag() string {
 	return ""
 }
 
-var File_controlplane_attestation_attestationpb_attestation_proto protoreflect.FileDescriptor
+var File_attest_attestapi_attestationpb_attestation_proto protoreflect.FileDescriptor
 
-const file_controlplane_attestation_attestationpb_attestation_proto_rawDesc = "" +
+const file_attest_attestapi_attestationpb_attestation_proto_rawDesc = "" +
 	"\n" +
-	"8controlplane/attestation/attestationpb/attestation.proto\x12\x19attestmesh.attestation.v1\".\n" +
+	"0attest/attestapi/attestationpb/attestation.proto\x12\x19attestmesh.attestation.v1\".\n" +
 	"\x0fGetNonceRequest\x12\x1b\n" +
 	"\tconfig_id\x18\x01 \x01(\tR\bconfigId\"P\n" +
 	"\x10GetNonceResponse\x12\x14\n" +
@@ -602,23 +602,23 @@ const file_controlplane_attestation_attestationpb_attestation_proto_rawDesc = ""
 	"\fROLE_SIDECAR\x10\x022\xd1\x01\n" +
 	"\vAttestation\x12c\n" +
 	"\bGetNonce\x12*.attestmesh.attestation.v1.GetNonceRequest\x1a+.attestmesh.attestation.v1.GetNonceResponse\x12]\n" +
-	"\x06Attest\x12(.attestmesh.attestation.v1.AttestRequest\x1a).attestmesh.attestation.v1.AttestResponseBIZGgithub.com/attestmesh/attestmesh/controlplane/attestation/attestationpbb\x06proto3"
+	"\x06Attest\x12(.attestmesh.attestation.v1.AttestRequest\x1a).attestmesh.attestation.v1.AttestResponseBAZ?github.com/attestmesh/attestmesh/attest/attestapi/attestationpbb\x06proto3"
 
 var (
-	file_controlplane_attestation_attestationpb_attestation_proto_rawDescOnce sync.Once
-	file_controlplane_attestation_attestationpb_attestation_proto_rawDescData []byte
+	file_attest_attestapi_attestationpb_attestation_proto_rawDescOnce sync.Once
+	file_attest_attestapi_attestationpb_attestation_proto_rawDescData []byte
 )
 
-func file_controlplane_attestation_attestationpb_attestation_proto_rawDescGZIP() []byte {
-	file_controlplane_attestation_attestationpb_attestation_proto_rawDescOnce.Do(func() {
-		file_controlplane_attestation_attestationpb_attestation_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_controlplane_attestation_attestationpb_attestation_proto_rawDesc), len(file_controlplane_attestation_attestationpb_attestation_proto_rawDesc)))
+func file_attest_attestapi_attestationpb_attestation_proto_rawDescGZIP() []byte {
+	file_attest_attestapi_attestationpb_attestation_proto_rawDescOnce.Do(func() {
+		file_attest_attestapi_attestationpb_attestation_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_attest_attestapi_attestationpb_attestation_proto_rawDesc), len(file_attest_attestapi_attestationpb_attestation_proto_rawDesc)))
 	})
-	return file_controlplane_attestation_attestationpb_attestation_proto_rawDescData
+	return file_attest_attestapi_attestationpb_attestation_proto_rawDescData
 }
 
-var file_controlplane_attestation_attestationpb_attestation_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_controlplane_attestation_attestationpb_attestation_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
-var file_controlplane_attestation_attestationpb_attestation_proto_goTypes = []any{
+var file_attest_attestapi_attestationpb_attestation_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_attest_attestapi_attestationpb_attestation_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_attest_attestapi_attestationpb_attestation_proto_goTypes = []any{
 	(Role)(0),                // 0: attestmesh.attestation.v1.Role
 	(*GetNonceRequest)(nil),  // 1: attestmesh.attestation.v1.GetNonceRequest
 	(*GetNonceResponse)(nil), // 2: attestmesh.attestation.v1.GetNonceResponse
@@ -629,7 +629,7 @@ var file_controlplane_attestation_attestationpb_attestation_proto_goTypes = []an
 	(*FSPF)(nil),             // 7: attestmesh.attestation.v1.FSPF
 	nil,                      // 8: attestmesh.attestation.v1.ServiceConfig.EnvEntry
 }
-var file_controlplane_attestation_attestationpb_attestation_proto_depIdxs = []int32{
+var file_attest_attestapi_attestationpb_attestation_proto_depIdxs = []int32{
 	0, // 0: attestmesh.attestation.v1.AttestRequest.role:type_name -> attestmesh.attestation.v1.Role
 	5, // 1: attestmesh.attestation.v1.AttestResponse.config:type_name -> attestmesh.attestation.v1.ServiceConfig
 	8, // 2: attestmesh.attestation.v1.ServiceConfig.env:type_name -> attestmesh.attestation.v1.ServiceConfig.EnvEntry
@@ -646,27 +646,27 @@ var file_controlplane_attestation_attestationpb_attestation_proto_depIdxs = []in
 	0, // [0:5] is the sub-list for field type_name
 }
 
-func init() { file_controlplane_attestation_attestationpb_attestation_proto_init() }
-func file_controlplane_attestation_attestationpb_attestation_proto_init() {
-	if File_controlplane_attestation_attestationpb_attestation_proto != nil {
+func init() { file_attest_attestapi_attestationpb_attestation_proto_init() }
+func file_attest_attestapi_attestationpb_attestation_proto_init() {
+	if File_attest_attestapi_attestationpb_attestation_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controlplane_attestation_attestationpb_attestation_proto_rawDesc), len(file_controlplane_attestation_attestationpb_attestation_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_attest_attestapi_attestationpb_attestation_proto_rawDesc), len(file_attest_attestapi_attestationpb_attestation_proto_rawDesc)),
 			NumEnums:      1,
 			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_controlplane_attestation_attestationpb_attestation_proto_goTypes,
-		DependencyIndexes: file_controlplane_attestation_attestationpb_attestation_proto_depIdxs,
-		EnumInfos:         file_controlplane_attestation_attestationpb_attestation_proto_enumTypes,
-		MessageInfos:      file_controlplane_attestation_attestationpb_attestation_proto_msgTypes,
+		GoTypes:           file_attest_attestapi_attestationpb_attestation_proto_goTypes,
+		DependencyIndexes: file_attest_attestapi_attestationpb_attestation_proto_depIdxs,
+		EnumInfos:         file_attest_attestapi_attestationpb_attestation_proto_enumTypes,
+		MessageInfos:      file_attest_attestapi_attestationpb_attestation_proto_msgTypes,
 	}.Build()
-	File_controlplane_attestation_attestationpb_attestation_proto = out.File
-	file_controlplane_attestation_attestationpb_attestation_proto_goTypes = nil
-	file_controlplane_attestation_attestationpb_attestation_proto_depIdxs = nil
+	File_attest_attestapi_attestationpb_attestation_proto = out.File
+	file_attest_attestapi_attestationpb_attestation_proto_goTypes = nil
+	file_attest_attestapi_attestationpb_attestation_proto_depIdxs = nil
 }
