@@ -25,7 +25,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/injector"
-	"github.com/attestmesh/attestmesh/controlplane/mgmt"
+	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 	"github.com/attestmesh/attestmesh/controlplane/store"
 	"github.com/attestmesh/attestmesh/proxy/launch"
@@ -78,12 +78,12 @@ func (r *running) stop(t *testing.T) {
 	r.done <- nil
 }
 
-func (r *running) client(t *testing.T, identityDir string) *mgmt.Client {
+func (r *running) client(t *testing.T, identityDir string) *mgmtapi.Client {
 	t.Helper()
 	pool := mustPool(t, r.addrs.BundlePEM)
-	id, err := mgmt.LoadOrCreateIdentity(identityDir)
+	id, err := mgmtapi.LoadOrCreateIdentity(identityDir)
 	require.NoError(t, err)
-	c, err := mgmt.NewClient(mgmt.ClientConfig{URL: "https://" + r.addrs.Mgmt, Roots: pool, Identity: id})
+	c, err := mgmtapi.NewClient(mgmtapi.ClientConfig{URL: "https://" + r.addrs.Mgmt, Roots: pool, Identity: id})
 	require.NoError(t, err)
 	return c
 }
@@ -169,7 +169,7 @@ func TestLaunchedAppSeesInjectedFiles(t *testing.T) {
 	assert.True(t, os.IsNotExist(err), "the injected files must not exist outside the app's namespace")
 
 	// The certificate the app saw verifies against the public api_ca_cert with DNS name api.
-	apiCA, err := mgmt.NewClient(mgmt.ClientConfig{URL: "https://" + cp.addrs.Mgmt, Roots: mustPool(t, cp.addrs.BundlePEM)})
+	apiCA, err := mgmtapi.NewClient(mgmtapi.ClientConfig{URL: "https://" + cp.addrs.Mgmt, Roots: mustPool(t, cp.addrs.BundlePEM)})
 	require.NoError(t, err)
 	pub, err := apiCA.Public(ctx, "t/flask", "api_ca_cert")
 	require.NoError(t, err)

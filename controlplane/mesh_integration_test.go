@@ -33,7 +33,7 @@ import (
 	"github.com/attestmesh/attestmesh/attest/sim"
 	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
-	"github.com/attestmesh/attestmesh/controlplane/mesh"
+	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 	"github.com/attestmesh/attestmesh/controlplane/store"
 	"github.com/attestmesh/attestmesh/proxy"
 	"github.com/attestmesh/attestmesh/proxy/proxytest"
@@ -99,7 +99,7 @@ services:
 // putMesh registers the "it" mesh with ports (see itMesh).
 func (e *itEnv) putMesh(t *testing.T, ports map[uint32]uint32) {
 	t.Helper()
-	doc, err := (&mesh.Registration{
+	doc, err := (&mgmtapi.Registration{
 		Mesh:      itMesh(ports),
 		Endpoints: map[string]string{"server": itServerIP, "client": itClientIP},
 	}).Marshal()

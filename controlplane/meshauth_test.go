@@ -11,8 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/attestmesh/attestmesh/controlplane/mesh"
-	"github.com/attestmesh/attestmesh/controlplane/mgmt"
+	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 	"github.com/attestmesh/attestmesh/controlplane/store"
 )
 
@@ -39,7 +38,7 @@ func TestPutMeshNeedsUpdateRightsOnItsSessions(t *testing.T) {
 	require.NoError(t, err)
 
 	reg := func(name, serverID, clientID string) []byte {
-		doc, err := (&mesh.Registration{
+		doc, err := (&mgmtapi.Registration{
 			Mesh: fmt.Sprintf(`name: %s
 sessions: [unused.yaml]
 services:
@@ -59,7 +58,7 @@ services:
 	}
 	tests := []struct {
 		name   string
-		client *mgmt.Client
+		client *mgmtapi.Client
 		mesh   string
 		doc    []byte
 		status int
@@ -77,7 +76,7 @@ services:
 			require.NoError(t, err, tt.name)
 			continue
 		}
-		var apiErr *mgmt.APIError
+		var apiErr *mgmtapi.APIError
 		require.ErrorAs(t, err, &apiErr, tt.name)
 		assert.Equal(t, tt.status, apiErr.Status, tt.name)
 		assert.Contains(t, apiErr.Msg, tt.msg, tt.name)
@@ -101,7 +100,7 @@ func TestPutMeshRefusesConflictWithRegisteredMesh(t *testing.T) {
 		require.NoError(t, err)
 	}
 	reg := func(name, serverIP string) []byte {
-		doc, err := (&mesh.Registration{
+		doc, err := (&mgmtapi.Registration{
 			Mesh: "name: " + name + "\nsessions: [unused.yaml]\nservices:\n" +
 				"  - name: server\n    config_id: app/db/db\n    binary: /bin/true\n    ports: [{port: 6379}]\n" +
 				"  - name: client\n    config_id: app/api/api\n    binary: /bin/true\n    connects: [{service: server, port: 6379, local_port: 16379}]\n",
@@ -112,7 +111,7 @@ func TestPutMeshRefusesConflictWithRegisteredMesh(t *testing.T) {
 	}
 	require.NoError(t, owner.PutMesh(ctx, "first", reg("first", "127.0.0.2")))
 	err = owner.PutMesh(ctx, "second", reg("second", "127.0.0.4"))
-	var apiErr *mgmt.APIError
+	var apiErr *mgmtapi.APIError
 	require.ErrorAs(t, err, &apiErr)
 	assert.Equal(t, http.StatusBadRequest, apiErr.Status)
 	assert.Contains(t, apiErr.Msg, `mesh "second" does not fit with the registered meshes`)

@@ -1,53 +1,36 @@
 package controlplane
 
 import (
+	"context"
 	"crypto/tls"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the control plane's own gauges; the attestation, xDS and CAS components register
-// theirs on the same registry.
-type metrics struct {
-	sessions      prometheus.Gauge
-	countSessions func()
-	// meshes counts the registered meshes by whether the xDS feed serves them; excluded
-	// counts each rebuild that leaves one out, by why.
-	meshes   *prometheus.GaugeVec
-	excluded *prometheus.CounterVec
+// sessionsGauge is attestmesh_sessions, recounted after every change.
+type sessionsGauge struct {
+	gauge prometheus.Gauge
+	count func(context.Context) (int, error)
 }
 
-// Reasons for leaving a registered mesh out of the xDS configuration.
-const (
-	excludedUnauthorized = "registrant_lost_rights"
-	excludedInvalid      = "invalid_or_conflicting"
-)
-
-// sessionsChanged recounts the sessions after a change.
-func (m *metrics) sessionsChanged() {
-	if m.countSessions != nil {
-		m.countSessions()
-	}
+func newSessionsGauge(reg prometheus.Registerer) *sessionsGauge {
+	g := &sessionsGauge{gauge: prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "attestmesh_sessions",
+		Help: "Sessions stored in the control plane.",
+	})}
+	reg.MustRegister(g.gauge)
+	return g
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "attestmesh_sessions",
-			Help: "Sessions stored in the control plane.",
-		}),
+// changed recounts the sessions.
+func (g *sessionsGauge) changed() {
+	if g.count == nil {
+		return
 	}
-	m.meshes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "attestmesh_mesh_registrations",
-		Help: "Registered meshes by state: active (in the xDS configuration) or excluded.",
-	}, []string{"state"})
-	m.excluded = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "attestmesh_mesh_exclusions_total",
-		Help: "xDS rebuilds that left a registered mesh out, by reason: registrant_lost_rights, invalid_or_conflicting.",
-	}, []string{"reason"})
-	reg.MustRegister(m.sessions, m.meshes, m.excluded)
-	return m
+	if n, err := g.count(context.Background()); err == nil {
+		g.gauge.Set(float64(n))
+	}
 }
 
 // atomicCert is an atomically swapped TLS certificate.

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,24 @@ import (
 
 	"github.com/attestmesh/attestmesh/controlplane/kube"
 )
+
+// newWebhookServer is the sidecar-injector webhook's HTTPS server: the control plane's own
+// certificate, or the one in --webhook-cert-file (reloaded when it changes).
+func newWebhookServer(cfg Config, c *cas.CAS, bundlePEM []byte, las *sim.LAS, serverTLS *tlsSource, reg prometheus.Registerer, log *slog.Logger) (*http.Server, error) {
+	h, err := newWebhook(cfg, c, bundlePEM, las, reg, log)
+	if err != nil {
+		return nil, err
+	}
+	getCert := serverTLS.get
+	if cfg.WebhookCertFile != "" {
+		fc, err := newFileCert(cfg.WebhookCertFile, cfg.WebhookKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		getCert = fc.get
+	}
+	return newHTTPServer(h, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert}, log), nil
+}
 
 // newWebhook builds the sidecar-injector webhook over the CAS's sessions.
 func newWebhook(cfg Config, c *cas.CAS, bundlePEM []byte, las *sim.LAS, reg prometheus.Registerer, log *slog.Logger) (http.Handler, error) {

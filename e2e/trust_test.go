@@ -21,8 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/attestmesh/attestmesh/controlplane/ca"
-	meshfile "github.com/attestmesh/attestmesh/controlplane/mesh"
-	"github.com/attestmesh/attestmesh/controlplane/mgmt"
+	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 )
 
 // TestTwoTeams replays, with the real binary and two client identities, what the security
@@ -232,7 +231,7 @@ func runBin(ctx context.Context, t *testing.T, bin string, args ...string) (int,
 func (cp *cpProc) registrationFollowsRights(ctx context.Context, t *testing.T, bin string,
 	run func(string, ...string) (int, string, string), file func(string, string) string, alice, deputy string) {
 	t.Helper()
-	deputyID, err := mgmt.LoadOrCreateIdentity(deputy)
+	deputyID, err := mgmtapi.LoadOrCreateIdentity(deputy)
 	require.NoError(t, err)
 	deputyPEM := strings.ReplaceAll(strings.TrimSpace(string(ca.MarshalCertsPEM(deputyID.Leaf))), "\n", "\n      ")
 	sleep := mustMeasure(t, "/bin/sleep").Hex()
@@ -246,7 +245,7 @@ func (cp *cpProc) registrationFollowsRights(ctx context.Context, t *testing.T, b
 		require.Equal(t, 0, code, stderr)
 	}
 	port := freePort(t)
-	reg, err := (&meshfile.Registration{
+	reg, err := (&mgmtapi.Registration{
 		Mesh: fmt.Sprintf("name: rights\nsessions: [unused.yaml]\nservices:\n"+
 			"  - {name: srv, config_id: victimns/srv/srv, binary: /bin/sleep, ports: [{port: %d}]}\n"+
 			"  - {name: cli, config_id: victimns/cli/cli, binary: /bin/sleep, connects: [{service: srv, port: %d, local_port: %d}]}\n",
@@ -256,7 +255,7 @@ func (cp *cpProc) registrationFollowsRights(ctx context.Context, t *testing.T, b
 	require.NoError(t, err)
 	pool, err := ca.PoolFromPEM(mustRead(t, cp.caFile))
 	require.NoError(t, err)
-	dc, err := mgmt.NewClient(mgmt.ClientConfig{URL: "https://" + cp.mgmt, Roots: pool, Identity: deputyID})
+	dc, err := mgmtapi.NewClient(mgmtapi.ClientConfig{URL: "https://" + cp.mgmt, Roots: pool, Identity: deputyID})
 	require.NoError(t, err)
 	require.NoError(t, dc.PutMesh(ctx, "rights", reg), "the deputy may update both sessions")
 

@@ -28,7 +28,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
-	"github.com/attestmesh/attestmesh/controlplane/mgmt"
+	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 	"github.com/attestmesh/attestmesh/controlplane/store"
 )
@@ -77,7 +77,7 @@ type Info struct {
 	// ExportedCAs maps "session/secret" to the file holding an export_public certificate.
 	ExportedCAs map[string]string
 	// Client is a management API client with this run's identity.
-	Client *mgmt.Client
+	Client *mgmtapi.Client
 }
 
 // ServiceInfo describes one running service.
@@ -242,7 +242,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return fmt.Errorf("local: %w", err)
 	}
-	reg := mesh.Registration{Mesh: string(raw), Endpoints: map[string]string{}}
+	reg := mgmtapi.Registration{Mesh: string(raw), Endpoints: map[string]string{}}
 	for name, s := range info.Services {
 		reg.Endpoints[name] = s.Address.String()
 	}
@@ -322,16 +322,16 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	}
 }
 
-func newClient(info *Info, stateDir string) (*mgmt.Client, error) {
+func newClient(info *Info, stateDir string) (*mgmtapi.Client, error) {
 	pool, err := ca.PoolFromPEM(info.ControlPlane.BundlePEM)
 	if err != nil {
 		return nil, err
 	}
-	id, err := mgmt.LoadOrCreateIdentity(filepath.Join(stateDir, "identity"))
+	id, err := mgmtapi.LoadOrCreateIdentity(filepath.Join(stateDir, "identity"))
 	if err != nil {
 		return nil, err
 	}
-	return mgmt.NewClient(mgmt.ClientConfig{URL: "https://" + info.ControlPlane.Mgmt, Roots: pool, Identity: id})
+	return mgmtapi.NewClient(mgmtapi.ClientConfig{URL: "https://" + info.ControlPlane.Mgmt, Roots: pool, Identity: id})
 }
 
 // exportPublic writes every export_public certificate of the mesh's sessions to the state dir.

@@ -16,15 +16,15 @@ import (
 
 	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/attest/fspf"
-	"github.com/attestmesh/attestmesh/controlplane/mgmt"
+	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 )
 
-// SessionAPI is the part of the management API that Apply uses (mgmt.Client implements it).
+// SessionAPI is the part of the management API that Apply uses (mgmtapi.Client implements it).
 type SessionAPI interface {
-	Create(ctx context.Context, doc []byte) (*mgmt.SessionResponse, error)
-	Update(ctx context.Context, name string, doc []byte) (*mgmt.SessionResponse, error)
-	Get(ctx context.Context, name string) (*mgmt.SessionResponse, error)
+	Create(ctx context.Context, doc []byte) (*mgmtapi.SessionResponse, error)
+	Update(ctx context.Context, name string, doc []byte) (*mgmtapi.SessionResponse, error)
+	Get(ctx context.Context, name string) (*mgmtapi.SessionResponse, error)
 }
 
 // Change is what Apply did to one session.
@@ -229,7 +229,7 @@ func ensureNamespaces(ctx context.Context, api SessionAPI, sessions []*session.S
 	var changes []Change
 	for _, ns := range need {
 		_, err := api.Get(ctx, ns)
-		var ae *mgmt.APIError
+		var ae *mgmtapi.APIError
 		switch {
 		case err == nil:
 			continue
@@ -261,7 +261,7 @@ const predecessorKey = "predecessor: "
 
 func applyOne(ctx context.Context, api SessionAPI, name string, doc []byte) (Change, error) {
 	cur, err := api.Get(ctx, name)
-	var ae *mgmt.APIError
+	var ae *mgmtapi.APIError
 	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
 		resp, err := api.Create(ctx, doc)
 		if err != nil {

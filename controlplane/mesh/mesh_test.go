@@ -8,14 +8,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/attestmesh/attestmesh/attest/measure"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt/mgmttest"
-	"github.com/attestmesh/attestmesh/controlplane/xds"
 )
 
 func TestExampleMesh(t *testing.T) {
@@ -125,10 +123,9 @@ func TestApplyCreatesUpdatesAndSkips(t *testing.T) {
 	assert.Contains(t, err.Error(), "namespace session flask-redis exists and belongs to another client")
 }
 
-// TestLocalPortMovesTheOutboundListener: a client of two services that serve the same port
-// gets one of them on another local port; the xDS model's outbound listener is there, and the
-// cluster still targets the served port on the server's endpoint.
-func TestLocalPortMovesTheOutboundListener(t *testing.T) {
+// TestLocalPort: a client of two services that serve the same port gets one of them on
+// another local port (registry tests check the xDS model built from it).
+func TestLocalPort(t *testing.T) {
 	m, err := mesh.Parse([]byte("name: app\nsessions: [s.yaml]\nservices:\n" +
 		"  - name: a\n    config_id: ns/a\n    binary: /bin/true\n    ports: [{port: 80}]\n" +
 		"  - name: b\n    config_id: ns/b\n    binary: /bin/true\n    ports: [{port: 80}]\n" +
@@ -140,13 +137,4 @@ func TestLocalPortMovesTheOutboundListener(t *testing.T) {
 	assert.Equal(t, uint32(80), c.Connects[0].ListenPort(), "local_port defaults to port")
 	assert.Equal(t, uint32(8081), c.Connects[1].ListenPort())
 
-	reg := &mesh.Registration{Endpoints: map[string]string{"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3"}}
-	svcs, err := reg.XDSServices(m, spiffeid.RequireTrustDomainFromString("attestmesh.local"))
-	require.NoError(t, err)
-	require.Len(t, svcs, 3)
-	assert.Equal(t, []xds.Connect{
-		{Service: "app.a", Port: 80, LocalPort: 80, Endpoints: []string{"10.0.0.1:80"}},
-		{Service: "app.b", Port: 80, LocalPort: 8081, Endpoints: []string{"10.0.0.2:80"}},
-	}, svcs[2].Connects)
-	require.NoError(t, (&xds.Mesh{TrustDomain: spiffeid.RequireTrustDomainFromString("attestmesh.local"), Services: svcs}).Validate())
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt/mgmttest"
+	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 )
 
@@ -24,9 +25,9 @@ type env struct {
 	srv   *mgmttest.Server
 	url   string
 	roots *x509.CertPool
-	owner *mgmt.Client
-	other *mgmt.Client
-	anon  *mgmt.Client
+	owner *mgmtapi.Client
+	other *mgmtapi.Client
+	anon  *mgmtapi.Client
 }
 
 func newEnv(t *testing.T) *env {
@@ -54,7 +55,7 @@ func exampleDoc(t *testing.T, file string) []byte {
 func requireAPIError(t *testing.T, err error, status int, msg string) {
 	t.Helper()
 	require.Error(t, err)
-	var ae *mgmt.APIError
+	var ae *mgmtapi.APIError
 	require.ErrorAs(t, err, &ae)
 	assert.Equal(t, status, ae.Status, ae.Msg)
 	assert.Contains(t, ae.Msg, msg)
@@ -135,9 +136,9 @@ func TestCAEndpointAndIdentityReuse(t *testing.T) {
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 
 	dir := t.TempDir()
-	a, err := mgmt.LoadOrCreateIdentity(dir)
+	a, err := mgmtapi.LoadOrCreateIdentity(dir)
 	require.NoError(t, err)
-	b, err := mgmt.LoadOrCreateIdentity(dir)
+	b, err := mgmtapi.LoadOrCreateIdentity(dir)
 	require.NoError(t, err)
 	assert.Equal(t, a.Certificate[0], b.Certificate[0], "the identity is created once and then reused")
 	st, err := os.Stat(filepath.Join(dir, "client.key"))
@@ -170,7 +171,7 @@ func TestRateLimitPerClient(t *testing.T) {
 	limited := 0
 	for range mgmt.DefaultClientBurst + 20 {
 		_, err := e.anon.Public(ctx, "ns", "nothing")
-		var ae *mgmt.APIError
+		var ae *mgmtapi.APIError
 		require.ErrorAs(t, err, &ae)
 		if ae.Status == http.StatusTooManyRequests {
 			limited++

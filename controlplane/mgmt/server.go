@@ -9,7 +9,7 @@
 //	GET  /v1/sessions                    list the sessions the client may read 200
 //	GET  /v1/public/{session}/{secret}   public certificate (PEM), no auth     200
 //	GET  /v1/ca                          the control plane's CA bundle (PEM)   200
-//	PUT  /v1/meshes/{name}               register a mesh (JSON, see mesh.Registration) 204
+//	PUT  /v1/meshes/{name}               register a mesh (JSON, see mgmtapi.Registration) 204
 //	DELETE /v1/meshes/{name}             remove a mesh registration            204
 //
 // Session names may contain '/'. Every refusal is a 4xx with a JSON body {"error": "..."} that
@@ -33,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 	"github.com/attestmesh/attestmesh/controlplane/ratelimit"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 )
@@ -148,12 +149,6 @@ func rateKey(r *http.Request) string {
 	return "addr:" + host
 }
 
-// SessionResponse is the JSON answer for session operations.
-type SessionResponse struct {
-	cas.Info
-	Session string `json:"session,omitempty"`
-}
-
 func client(r *http.Request) cas.Client {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return cas.Client{}
@@ -192,7 +187,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.ok(r)
-	writeJSON(w, http.StatusCreated, SessionResponse{Info: *info})
+	writeJSON(w, http.StatusCreated, sessionResponse(info, false))
 }
 
 func (h *Handler) update(w http.ResponseWriter, r *http.Request) {
@@ -213,7 +208,7 @@ func (h *Handler) update(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.ok(r)
-	writeJSON(w, http.StatusOK, SessionResponse{Info: *info})
+	writeJSON(w, http.StatusOK, sessionResponse(info, false))
 }
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
@@ -223,7 +218,7 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.ok(r)
-	writeJSON(w, http.StatusOK, SessionResponse{Info: *info, Session: string(info.Document)})
+	writeJSON(w, http.StatusOK, sessionResponse(info, true))
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
@@ -233,7 +228,11 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.ok(r)
-	writeJSON(w, http.StatusOK, infos)
+	out := make([]mgmtapi.SessionResponse, 0, len(infos))
+	for _, i := range infos {
+		out = append(out, sessionResponse(i, false))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (h *Handler) public(w http.ResponseWriter, r *http.Request) {
@@ -341,11 +340,6 @@ func reasonOf(err error) string {
 	}
 }
 
-// ErrorResponse is the JSON body of every refusal.
-type ErrorResponse struct {
-	Error string `json:"error"`
-}
-
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	h.requests.WithLabelValues(operationOf(r), reasonOf(err)).Inc()
 	code := statusOf(err)
@@ -356,7 +350,16 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		h.log.InfoContext(r.Context(), "management request refused", "method", r.Method, "path", r.URL.Path, "status", code, "reason", msg)
 	}
-	writeJSON(w, code, ErrorResponse{Error: msg})
+	writeJSON(w, code, mgmtapi.ErrorResponse{Error: msg})
+}
+
+// sessionResponse is the answer about a session, its document only when asked (GET).
+func sessionResponse(i *cas.Info, withDoc bool) mgmtapi.SessionResponse {
+	r := mgmtapi.SessionResponse{Name: i.Name, Hash: i.Hash, Created: i.Created, Updated: i.Updated, Changed: i.Changed}
+	if withDoc {
+		r.Session = string(i.Document)
+	}
+	return r
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

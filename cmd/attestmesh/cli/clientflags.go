@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/attestmesh/attestmesh/controlplane/ca"
-	"github.com/attestmesh/attestmesh/controlplane/mgmt"
+	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 )
 
 // clientFlags are the flags of every verb that talks to the management API.
@@ -42,7 +42,7 @@ func (f *clientFlags) register(fs *pflag.FlagSet) {
 }
 
 // client builds a management API client with the client identity.
-func (f *clientFlags) client() (*mgmt.Client, error) {
+func (f *clientFlags) client() (*mgmtapi.Client, error) {
 	if f.caFile == "" {
 		return nil, fmt.Errorf("--ca-file is required: the control plane's CA bundle (its <data-dir>/ca.pem)")
 	}
@@ -54,9 +54,9 @@ func (f *clientFlags) client() (*mgmt.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--ca-file %s: %w", f.caFile, err)
 	}
-	id, err := mgmt.LoadOrCreateIdentity(f.identityDir)
+	id, err := mgmtapi.LoadOrCreateIdentity(f.identityDir)
 	if err != nil {
 		return nil, err
 	}
-	return mgmt.NewClient(mgmt.ClientConfig{URL: f.url, Roots: pool, Identity: id})
+	return mgmtapi.NewClient(mgmtapi.ClientConfig{URL: f.url, Roots: pool, Identity: id})
 }

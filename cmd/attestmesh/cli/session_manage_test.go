@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/attestmesh/attestmesh/cmd/attestmesh/cli"
-	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt/mgmttest"
+	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 )
 
 // TestSessionCreateGetListUpdate drives `attestmesh session` against a real management API.
@@ -85,9 +85,9 @@ func TestMeshDelete(t *testing.T) {
 		code, _, errOut := run(owner, "session", "create", "-f", doc, "--var", "NAME="+name)
 		require.Equal(t, 0, code, errOut)
 	}
-	id, err := mgmt.LoadOrCreateIdentity(owner)
+	id, err := mgmtapi.LoadOrCreateIdentity(owner)
 	require.NoError(t, err)
-	c, err := mgmt.NewClient(mgmt.ClientConfig{URL: srv.URL, Roots: srv.Roots, Identity: id})
+	c, err := mgmtapi.NewClient(mgmtapi.ClientConfig{URL: srv.URL, Roots: srv.Roots, Identity: id})
 	require.NoError(t, err)
 	require.NoError(t, c.PutMesh(t.Context(), "m", []byte(`{"mesh": "name: m\nsessions: [s.yaml]\nservices:\n  - {name: db, config_id: team/db/db, binary: /bin/true, ports: [{port: 5432}]}\n", "endpoints": {"db": "10.0.0.2"}}`)))
 

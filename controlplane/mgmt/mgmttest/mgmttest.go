@@ -18,8 +18,9 @@ import (
 
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/cas"
-	"github.com/attestmesh/attestmesh/controlplane/mesh"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
+	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
+	"github.com/attestmesh/attestmesh/controlplane/registry"
 	"github.com/attestmesh/attestmesh/controlplane/store/storetest"
 )
 
@@ -43,7 +44,7 @@ func Start(tb testing.TB) *Server {
 	srvCert, err := auth.IssueServerCert(srvKey.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 0)
 	require.NoError(tb, err)
 
-	c := cas.New(cas.Config{Store: st, MeshSessions: mesh.RegistrationSessions})
+	c := cas.New(cas.Config{Store: st, MeshSessions: registry.Sessions})
 	reg := prometheus.NewRegistry()
 	srv := httptest.NewUnstartedServer(mgmt.NewHandler(mgmt.Config{CAS: c, BundlePEM: auth.BundlePEM(), Registerer: reg}))
 	srv.TLS = &tls.Config{
@@ -59,15 +60,15 @@ func Start(tb testing.TB) *Server {
 }
 
 // Client returns a client with a fresh identity, or none when withIdentity is false.
-func (s *Server) Client(tb testing.TB, withIdentity bool) *mgmt.Client {
+func (s *Server) Client(tb testing.TB, withIdentity bool) *mgmtapi.Client {
 	tb.Helper()
-	cfg := mgmt.ClientConfig{URL: s.URL, Roots: s.Roots}
+	cfg := mgmtapi.ClientConfig{URL: s.URL, Roots: s.Roots}
 	if withIdentity {
-		id, err := mgmt.LoadOrCreateIdentity(tb.TempDir())
+		id, err := mgmtapi.LoadOrCreateIdentity(tb.TempDir())
 		require.NoError(tb, err)
 		cfg.Identity = id
 	}
-	c, err := mgmt.NewClient(cfg)
+	c, err := mgmtapi.NewClient(cfg)
 	require.NoError(tb, err)
 	return c
 }

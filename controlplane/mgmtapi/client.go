@@ -1,4 +1,4 @@
-package mgmt
+package mgmtapi
 
 import (
 	"bytes"
@@ -54,10 +54,10 @@ type Client struct {
 func NewClient(cfg ClientConfig) (*Client, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("mgmt: control plane URL %q: want https://host:port", cfg.URL)
+		return nil, fmt.Errorf("mgmtapi: control plane URL %q: want https://host:port", cfg.URL)
 	}
 	if cfg.Roots == nil {
-		return nil, errors.New("mgmt: no CA bundle to verify the control plane (--ca-file)")
+		return nil, errors.New("mgmtapi: no CA bundle to verify the control plane (--ca-file)")
 	}
 	tlsCfg := &tls.Config{RootCAs: cfg.Roots, MinVersion: tls.VersionTLS12}
 	if cfg.Identity.Certificate != nil {
@@ -77,19 +77,19 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("mgmt: %w", err)
+		return fmt.Errorf("mgmtapi: %w", err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/yaml")
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("mgmt: %s %s: %w", method, path, err)
+		return fmt.Errorf("mgmtapi: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return fmt.Errorf("mgmt: %s %s: %w", method, path, err)
+		return fmt.Errorf("mgmtapi: %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {
 		var e ErrorResponse
@@ -106,7 +106,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		return nil
 	default:
 		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("mgmt: %s %s: decoding the answer: %w", method, path, err)
+			return fmt.Errorf("mgmtapi: %s %s: decoding the answer: %w", method, path, err)
 		}
 		return nil
 	}
@@ -142,7 +142,7 @@ func (c *Client) Public(ctx context.Context, sessionName, secret string) ([]byte
 	return out, c.do(ctx, http.MethodGet, "/v1/public/"+sessionName+"/"+secret, nil, &out)
 }
 
-// PutMesh registers a mesh (a JSON mesh.Registration).
+// PutMesh registers a mesh (a JSON mgmtapi.Registration).
 func (c *Client) PutMesh(ctx context.Context, name string, doc []byte) error {
 	return c.do(ctx, http.MethodPut, "/v1/meshes/"+name, doc, nil)
 }
@@ -161,18 +161,18 @@ func LoadOrCreateIdentity(dir string) (tls.Certificate, error) {
 	if cert, err := tls.LoadX509KeyPair(crtPath, keyPath); err == nil {
 		return cert, nil
 	} else if _, statErr := os.Stat(keyPath); statErr == nil {
-		return tls.Certificate{}, fmt.Errorf("mgmt: client identity in %s: %w", dir, err)
+		return tls.Certificate{}, fmt.Errorf("mgmtapi: client identity in %s: %w", dir, err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return tls.Certificate{}, fmt.Errorf("mgmt: client identity: %w", err)
+		return tls.Certificate{}, fmt.Errorf("mgmtapi: client identity: %w", err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("mgmt: client identity: %w", err)
+		return tls.Certificate{}, fmt.Errorf("mgmtapi: client identity: %w", err)
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("mgmt: client identity: %w", err)
+		return tls.Certificate{}, fmt.Errorf("mgmtapi: client identity: %w", err)
 	}
 	host, _ := os.Hostname()
 	tmpl := &x509.Certificate{
@@ -185,17 +185,17 @@ func LoadOrCreateIdentity(dir string) (tls.Certificate, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("mgmt: client identity: %w", err)
+		return tls.Certificate{}, fmt.Errorf("mgmtapi: client identity: %w", err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("mgmt: client identity: %w", err)
+		return tls.Certificate{}, fmt.Errorf("mgmtapi: client identity: %w", err)
 	}
 	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return tls.Certificate{}, fmt.Errorf("mgmt: client identity: %w", err)
+		return tls.Certificate{}, fmt.Errorf("mgmtapi: client identity: %w", err)
 	}
 	if err := os.WriteFile(crtPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil { //nolint:gosec // a certificate is public
-		return tls.Certificate{}, fmt.Errorf("mgmt: client identity: %w", err)
+		return tls.Certificate{}, fmt.Errorf("mgmtapi: client identity: %w", err)
 	}
 	return tls.LoadX509KeyPair(crtPath, keyPath)
 }

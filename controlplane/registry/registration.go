@@ -1,4 +1,4 @@
-package mesh
+package registry
 
 import (
 	"encoding/json"
@@ -11,49 +11,38 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/attestmesh/attestmesh/attest/attestapi"
+	"github.com/attestmesh/attestmesh/controlplane/mesh"
+	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 	"github.com/attestmesh/attestmesh/controlplane/xds"
 )
 
-// Registration is what a deployment tells the control plane about a mesh so that it can
-// configure the sidecars: the mesh file (variables already resolved into config IDs) and the
-// IP address at which each service's sidecar is reachable.
-type Registration struct {
-	// Mesh is the mesh file.
-	Mesh string `json:"mesh"`
-	// Endpoints maps a service name to the IP address of its sidecar.
-	Endpoints map[string]string `json:"endpoints"`
-}
-
-// Marshal encodes the registration as JSON.
-func (r *Registration) Marshal() ([]byte, error) { return json.Marshal(r) }
-
-// ParseRegistration decodes and validates a registration: the mesh file parses and every
+// Parse decodes and validates a registration: the mesh file parses and every
 // service has an IP endpoint.
-func ParseRegistration(doc []byte) (*Registration, *Mesh, error) {
-	var r Registration
+func Parse(doc []byte) (*mgmtapi.Registration, *mesh.Mesh, error) {
+	var r mgmtapi.Registration
 	if err := json.Unmarshal(doc, &r); err != nil {
-		return nil, nil, fmt.Errorf("mesh: registration: %w", err)
+		return nil, nil, fmt.Errorf("registry: registration: %w", err)
 	}
-	m, err := Parse([]byte(r.Mesh))
+	m, err := mesh.Parse([]byte(r.Mesh))
 	if err != nil {
 		return nil, nil, err
 	}
 	for _, s := range m.Services {
 		ep, ok := r.Endpoints[s.Name]
 		if !ok {
-			return nil, nil, fmt.Errorf("mesh: registration: no endpoint for service %q", s.Name)
+			return nil, nil, fmt.Errorf("registry: registration: no endpoint for service %q", s.Name)
 		}
 		if _, err := netip.ParseAddr(ep); err != nil {
-			return nil, nil, fmt.Errorf("mesh: registration: endpoint of service %q: %q is not an IP address", s.Name, ep)
+			return nil, nil, fmt.Errorf("registry: registration: endpoint of service %q: %q is not an IP address", s.Name, ep)
 		}
 	}
 	return &r, m, nil
 }
 
-// RegistrationSessions returns the sessions whose sidecars a registration configures (those of
+// Sessions returns the sessions whose sidecars a registration configures (those of
 // its services' config IDs), each once, in the mesh's order: what the CAS checks rights on.
-func RegistrationSessions(doc []byte) ([]string, error) {
-	_, m, err := ParseRegistration(doc)
+func Sessions(doc []byte) ([]string, error) {
+	_, m, err := Parse(doc)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +50,7 @@ func RegistrationSessions(doc []byte) ([]string, error) {
 	for _, s := range m.Services {
 		name, _, err := attestapi.SplitConfigID(s.ConfigID)
 		if err != nil {
-			return nil, fmt.Errorf("mesh: service %q: %w", s.Name, err)
+			return nil, fmt.Errorf("registry: service %q: %w", s.Name, err)
 		}
 		if !slices.Contains(out, name) {
 			out = append(out, name)
@@ -74,13 +63,13 @@ func RegistrationSessions(doc []byte) ([]string, error) {
 // the mesh name ("<mesh>.<service>") so that meshes do not collide. A served port that no mesh
 // service connects to gets no inbound listener: the sidecar admits nobody there, and an exposed
 // port is served by the app itself on the service's address.
-func (r *Registration) XDSServices(m *Mesh, td spiffeid.TrustDomain) ([]xds.Service, error) {
+func XDSServices(r *mgmtapi.Registration, m *mesh.Mesh, td spiffeid.TrustDomain) ([]xds.Service, error) {
 	qualify := func(s string) string { return m.Name + "." + s }
 	out := make([]xds.Service, 0, len(m.Services))
 	for _, s := range m.Services {
 		id, err := attestapi.SPIFFEID(td, s.ConfigID)
 		if err != nil {
-			return nil, fmt.Errorf("mesh: service %q: %w", s.Name, err)
+			return nil, fmt.Errorf("registry: service %q: %w", s.Name, err)
 		}
 		xs := xds.Service{Name: qualify(s.Name), ID: id, BindAddress: r.Endpoints[s.Name]}
 		for _, p := range s.Ports {

@@ -1,4 +1,4 @@
-package controlplane
+package registry
 
 import (
 	"testing"
@@ -9,13 +9,15 @@ import (
 
 	"github.com/attestmesh/attestmesh/controlplane/cas"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
+	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
+	"github.com/attestmesh/attestmesh/controlplane/xds"
 )
 
 // buildModel leaves out a mesh that does not parse or conflicts with the meshes before it, and
 // keeps the others: one bad registration cannot stop every sidecar's updates.
 func TestBuildModelSkipsBrokenAndConflictingMeshes(t *testing.T) {
 	reg := func(name, sessionPrefix string) []byte {
-		doc, err := (&mesh.Registration{
+		doc, err := (&mgmtapi.Registration{
 			Mesh: "name: " + name + "\nsessions: [s.yaml]\nservices:\n" +
 				"  - name: server\n    config_id: " + sessionPrefix + "/db/db\n    binary: /bin/true\n    ports: [{port: 6379}]\n" +
 				"  - name: client\n    config_id: " + sessionPrefix + "/api/api\n    binary: /bin/true\n    connects: [{service: server, port: 6379, local_port: 16379}]\n",
@@ -25,7 +27,7 @@ func TestBuildModelSkipsBrokenAndConflictingMeshes(t *testing.T) {
 		return doc
 	}
 	td := spiffeid.RequireTrustDomainFromString("attestmesh.local")
-	model, skipped := buildModel(td, []cas.Mesh{
+	model, skipped := BuildModel(td, []cas.Mesh{
 		{Name: "a", Doc: reg("a", "one")},
 		{Name: "b", Doc: []byte("{not json")},
 		{Name: "c", Doc: reg("c", "one")}, // the same config IDs as a
@@ -39,4 +41,25 @@ func TestBuildModelSkipsBrokenAndConflictingMeshes(t *testing.T) {
 	require.Len(t, skipped, 2)
 	assert.Contains(t, skipped["b"].Error(), "registration")
 	assert.Contains(t, skipped["c"].Error(), "is also the id of service")
+}
+
+// TestLocalPortMovesTheOutboundListener: a client of two services that serve the same port
+// gets one of them on another local port; the xDS model's outbound listener is there, and the
+// cluster still targets the served port on the server's endpoint.
+func TestLocalPortMovesTheOutboundListener(t *testing.T) {
+	m, err := mesh.Parse([]byte("name: app\nsessions: [s.yaml]\nservices:\n" +
+		"  - name: a\n    config_id: ns/a\n    binary: /bin/true\n    ports: [{port: 80}]\n" +
+		"  - name: b\n    config_id: ns/b\n    binary: /bin/true\n    ports: [{port: 80}]\n" +
+		"  - name: c\n    config_id: ns/c\n    binary: /bin/true\n    connects: [{service: a, port: 80}, {service: b, port: 80, local_port: 8081}]\n"))
+	require.NoError(t, err)
+	td := spiffeid.RequireTrustDomainFromString("attestmesh.local")
+	reg := &mgmtapi.Registration{Endpoints: map[string]string{"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3"}}
+	svcs, err := XDSServices(reg, m, td)
+	require.NoError(t, err)
+	require.Len(t, svcs, 3)
+	assert.Equal(t, []xds.Connect{
+		{Service: "app.a", Port: 80, LocalPort: 80, Endpoints: []string{"10.0.0.1:80"}},
+		{Service: "app.b", Port: 80, LocalPort: 8081, Endpoints: []string{"10.0.0.2:80"}},
+	}, svcs[2].Connects)
+	require.NoError(t, (&xds.Mesh{TrustDomain: td, Services: svcs}).Validate())
 }

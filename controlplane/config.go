@@ -1,0 +1,154 @@
+package controlplane
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/attestmesh/attestmesh/controlplane/attestation"
+	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/store"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Store keys of the control plane's own state (values sealed by the encrypted store).
+const (
+	keyAuthority = "controlplane/authority"
+	keyPlatform  = "controlplane/sim-platform"
+	// keyAttestationMAC keys the attestation API's stateless nonces and sidecar grants.
+	keyAttestationMAC = "controlplane/attestation-mac-key"
+)
+
+// Config is the control plane's configuration; the `attestmesh controlplane` flags fill it.
+type Config struct {
+	DataDir      string
+	StoreKeyFile string // empty: ATTESTMESH_STORE_KEY
+	// StoreKey, when set, is the store key itself (for `attestmesh up`, which keeps it in
+	// memory only); it takes precedence over StoreKeyFile.
+	StoreKey *store.Key
+	// StoreAnchor keeps the store's generation outside the data directory, so that an older
+	// copy of the store put back in place is refused: a file path, or
+	// "kubernetes-secret:NAMESPACE/NAME" for a Secret the control plane may get and patch.
+	// Empty: the file "<store key file>.generation" when the key comes from a file; none (and a
+	// warning) when it comes from the environment. "none" disables the check.
+	StoreAnchor string
+	// AllowStoreRollback opens a store older than its anchor (a backup restored on purpose).
+	AllowStoreRollback bool
+	TrustDomain        string
+	// Limits bound what one client can make the CAS store and compute.
+	Limits cas.Limits
+	// ClientRate and ClientBurst bound the management API requests of each client identity (and
+	// of each address without one); zero takes mgmt's defaults, a negative rate none.
+	ClientRate  float64
+	ClientBurst int
+
+	MgmtAddr    string // management API (HTTPS)
+	AttestAddr  string // attestation API (gRPC over TLS)
+	XDSAddr     string // xDS (gRPC, mTLS)
+	MetricsAddr string // Prometheus metrics (HTTP)
+	// WebhookAddr serves the sidecar-injector webhook (HTTPS) when InjectorImage is set.
+	WebhookAddr string
+	// InjectorImage is the attestmesh image the injector adds to pods; empty disables the
+	// webhook.
+	InjectorImage string
+	// InjectorAttestAddr and InjectorLASAddr are the attestation API and LAS as pods reach
+	// them (e.g. the control plane's Service names); empty means the advertised host.
+	InjectorAttestAddr string
+	InjectorLASAddr    string
+	// WebhookCertFile and WebhookKeyFile, when set, are the webhook's TLS certificate and key
+	// (cert-manager or a user-supplied Secret), reloaded when they change; otherwise the
+	// webhook serves the control plane's own certificate.
+	WebhookCertFile, WebhookKeyFile string
+	// WebhookConfigName, when set and running in a cluster, is the
+	// MutatingWebhookConfiguration whose caBundle the control plane patches with its CA.
+	WebhookConfigName string
+	// AdvertiseAddr is the host that workloads use to reach this control plane; it goes into
+	// the server certificate and the xDS address told to sidecars.
+	AdvertiseHost string
+	ServerNames   []string // extra DNS names for the server certificate
+
+	SVIDTTL time.Duration
+
+	// Simulation enables the simulated platform and its LAS on LASAddr.
+	Simulation bool
+	LASAddr    string
+	// CollateralDir holds hardware collateral (see attestation.DirCollateral); empty
+	// disables hardware attestation.
+	CollateralDir string
+	// SidecarBinary is measured to accept sidecars; empty means this executable.
+	SidecarBinary string
+
+	Logger *slog.Logger
+	// Ready, when set, is called once every listener is bound, with the bound addresses.
+	Ready func(Addrs)
+}
+
+// Addrs are the bound addresses (useful with port 0).
+type Addrs struct {
+	Mgmt, Attest, XDS, Metrics, LAS, Webhook string
+	// BundlePEM is the control plane's CA bundle, to pin in clients.
+	BundlePEM []byte
+}
+
+// Validate checks the configuration at once and returns every problem it finds, joined, each
+// naming the flag that fixes it.
+func (cfg *Config) Validate() error {
+	var problems []string
+	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if cfg.DataDir == "" {
+		add("--data-dir is required")
+	}
+	if _, err := spiffeid.TrustDomainFromString(cfg.TrustDomain); err != nil {
+		add("--trust-domain %q: %v", cfg.TrustDomain, err)
+	}
+	addr := func(flag, v string) {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			add("%s %q: want host:port (a port of 0 picks one): %v", flag, v, err)
+		}
+	}
+	addr("--mgmt-addr", cfg.MgmtAddr)
+	addr("--attest-addr", cfg.AttestAddr)
+	addr("--xds-addr", cfg.XDSAddr)
+	addr("--metrics-addr", cfg.MetricsAddr)
+	if cfg.InjectorImage != "" {
+		addr("--webhook-addr", cfg.WebhookAddr)
+	}
+	if cfg.Simulation && cfg.LASAddr == "" {
+		add("--las-addr is required with --simulation")
+	}
+	if (cfg.WebhookCertFile == "") != (cfg.WebhookKeyFile == "") {
+		add("--webhook-cert-file and --webhook-key-file go together")
+	}
+	if cfg.SVIDTTL < 0 {
+		add("--svid-ttl %s: must not be negative (0: the default, %s)", cfg.SVIDTTL, attestation.DefaultSVIDTTL)
+	}
+	for flag, v := range map[string]int{
+		"--max-secrets-per-session": cfg.Limits.MaxSecrets, "--max-session-bytes": cfg.Limits.MaxGeneratedBytes,
+		"--max-new-rsa-keys": cfg.Limits.MaxNewRSAKeys, "--max-sessions-per-client": cfg.Limits.MaxSessionsPerClient,
+		"--client-burst": cfg.ClientBurst,
+	} {
+		if v < 0 {
+			add("%s %d: must not be negative", flag, v)
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	slices.Sort(problems)
+	return fmt.Errorf("controlplane: invalid configuration: %s", strings.Join(problems, "; "))
+}
+
+func (cfg *Config) logger() *slog.Logger {
+	if cfg.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return cfg.Logger
+}
+
+// trustDomain is the parsed trust domain of a validated configuration.
+func (cfg *Config) trustDomain() spiffeid.TrustDomain {
+	return spiffeid.RequireTrustDomainFromString(cfg.TrustDomain)
+}

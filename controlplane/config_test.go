@@ -1,0 +1,52 @@
+package controlplane_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/attestmesh/attestmesh/controlplane"
+)
+
+// TestConfigValidate: a bad configuration is refused before anything starts, with every
+// problem named by the flag that fixes it.
+func TestConfigValidate(t *testing.T) {
+	good := func() controlplane.Config {
+		return controlplane.Config{
+			DataDir: t.TempDir(), TrustDomain: "attestmesh.local",
+			MgmtAddr: "127.0.0.1:0", AttestAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
+			Simulation: true, LASAddr: "127.0.0.1:0",
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*controlplane.Config)
+		want   []string
+	}{
+		{"valid", func(*controlplane.Config) {}, nil},
+		{"no data dir", func(c *controlplane.Config) { c.DataDir = "" }, []string{"--data-dir is required"}},
+		{"bad trust domain", func(c *controlplane.Config) { c.TrustDomain = "Not A Domain" }, []string{`--trust-domain "Not A Domain"`}},
+		{"bad address", func(c *controlplane.Config) { c.XDSAddr = "18000" }, []string{`--xds-addr "18000": want host:port`}},
+		{"simulation without LAS", func(c *controlplane.Config) { c.LASAddr = "" }, []string{"--las-addr is required with --simulation"}},
+		{"half a webhook key pair", func(c *controlplane.Config) { c.WebhookCertFile = "c.pem" }, []string{"--webhook-cert-file and --webhook-key-file go together"}},
+		{"negative TTL", func(c *controlplane.Config) { c.SVIDTTL = -1 }, []string{"--svid-ttl -1ns: must not be negative"}},
+		{"negative limit", func(c *controlplane.Config) { c.Limits.MaxSecrets = -1 }, []string{"--max-secrets-per-session -1: must not be negative"}},
+		{"every problem at once", func(c *controlplane.Config) { c.DataDir, c.MgmtAddr = "", "x" },
+			[]string{"--data-dir is required", `--mgmt-addr "x"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := good()
+			tc.change(&cfg)
+			err := cfg.Validate()
+			if tc.want == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
