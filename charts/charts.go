@@ -2,6 +2,9 @@
 // sidecar injector, installed as is) and the application chart that `attestmesh apply -f
 // mesh.yaml` writes to target/helm with WriteAppChart, as `sconectl apply` does.
 //
+// The package knows nothing of the control plane: WriteAppChart takes an App, the parts of a
+// mesh file that a chart needs, which the caller fills in (mesh.Mesh.ChartApp does).
+//
 // The application chart has a Deployment per mesh service, and a Service for each one that
 // listens on ports, named after the mesh service (the mesh's DNS names). Every pod carries
 // attestmesh.io/config-id, so the injector adds the sidecar and runs the container's command
@@ -21,12 +24,37 @@ import (
 	"strconv"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/attestmesh/attestmesh/controlplane/mesh"
 )
 
 //go:embed all:app
 var appFS embed.FS
+
+// App is what the application chart is written from: a mesh's name and services.
+type App struct {
+	// Name is the mesh's name, the chart's and the release's.
+	Name     string
+	Services []Service
+}
+
+// Service is one mesh service: a Deployment, and a Service when it listens on ports.
+type Service struct {
+	// Name is the mesh service's name: its Deployment's, its Service's, its DNS name's.
+	Name string
+	// ConfigID is the session and service it attests as (attestmesh.io/config-id).
+	ConfigID string
+	// Binary is the program the launcher measures and runs (the container's command).
+	Binary string
+	// Image holds Binary.
+	Image string
+	Ports []Port
+}
+
+// Port is a port the service serves in the mesh.
+type Port struct {
+	Port uint32
+	// Expose publishes the port outside the mesh (its Service), not only to sidecars.
+	Expose bool
+}
 
 // AppChartOptions are the parts of the application chart that the mesh file does not say.
 type AppChartOptions struct {
@@ -40,9 +68,9 @@ type AppChartOptions struct {
 
 var chartName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
-// WriteAppChart writes the application chart of m into dir (typically target/helm), replacing
+// WriteAppChart writes the application chart of the app m into dir (typically target/helm), replacing
 // the files it writes and leaving others alone.
-func WriteAppChart(m *mesh.Mesh, dir string, opts AppChartOptions) error {
+func WriteAppChart(m *App, dir string, opts AppChartOptions) error {
 	if m == nil || len(m.Services) == 0 {
 		return errors.New("charts: the mesh has no services")
 	}
@@ -100,7 +128,7 @@ func WriteAppChart(m *mesh.Mesh, dir string, opts AppChartOptions) error {
 	return nil
 }
 
-func chartYAML(m *mesh.Mesh, opts AppChartOptions) []byte {
+func chartYAML(m *App, opts AppChartOptions) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Written by `attestmesh apply` from the mesh %q; regenerate rather than edit.\n", m.Name)
 	b.WriteString("apiVersion: v2\n")
@@ -121,7 +149,7 @@ func quote(s string) string {
 	return string(bytes.TrimSpace(out))
 }
 
-func valuesYAML(m *mesh.Mesh, opts AppChartOptions) []byte {
+func valuesYAML(m *App, opts AppChartOptions) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Values of the %s application, written by `attestmesh apply` from its mesh file.\n", m.Name)
 	b.WriteString("# The sessions it uploaded and these services describe the same workloads: change the\n")

@@ -1,4 +1,4 @@
-package charts
+package charts_test
 
 import (
 	"path/filepath"
@@ -20,6 +20,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/attestmesh/attestmesh/charts"
 	"github.com/attestmesh/attestmesh/controlplane/injector"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
 )
@@ -278,7 +279,7 @@ func exampleMesh(t *testing.T) *mesh.Mesh {
 func TestWriteAppChartMatchesMesh(t *testing.T) {
 	m := exampleMesh(t)
 	dir := filepath.Join(t.TempDir(), "helm")
-	require.NoError(t, WriteAppChart(m, dir, AppChartOptions{Replicas: 2}))
+	require.NoError(t, charts.WriteAppChart(m.ChartApp(), dir, charts.AppChartOptions{Replicas: 2}))
 	requireLintClean(t, dir, nil)
 
 	ch, err := loader.Load(dir)
@@ -335,21 +336,21 @@ func TestWriteAppChartMatchesMesh(t *testing.T) {
 }
 
 func TestWriteAppChartRefuses(t *testing.T) {
-	good := mesh.Service{Name: "a", ConfigID: "s/a", Binary: "/bin/a", Image: "a:1"}
+	good := charts.Service{Name: "a", ConfigID: "s/a", Binary: "/bin/a", Image: "a:1"}
 	tests := []struct {
 		name string
-		m    *mesh.Mesh
+		m    *charts.App
 		want string
 	}{
 		{"nil", nil, "no services"},
-		{"no services", &mesh.Mesh{Name: "x"}, "no services"},
-		{"bad name", &mesh.Mesh{Name: "Bad_Name", Services: []mesh.Service{good}}, `mesh name "Bad_Name"`},
-		{"bad service", &mesh.Mesh{Name: "x", Services: []mesh.Service{{Name: "a_b", Binary: "/b"}}}, `service "a_b"`},
-		{"no binary", &mesh.Mesh{Name: "x", Services: []mesh.Service{{Name: "a"}}}, "has no binary"},
+		{"no services", &charts.App{Name: "x"}, "no services"},
+		{"bad name", &charts.App{Name: "Bad_Name", Services: []charts.Service{good}}, `mesh name "Bad_Name"`},
+		{"bad service", &charts.App{Name: "x", Services: []charts.Service{{Name: "a_b", Binary: "/b"}}}, `service "a_b"`},
+		{"no binary", &charts.App{Name: "x", Services: []charts.Service{{Name: "a"}}}, "has no binary"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := WriteAppChart(tt.m, t.TempDir(), AppChartOptions{})
+			err := charts.WriteAppChart(tt.m, t.TempDir(), charts.AppChartOptions{})
 			require.ErrorContains(t, err, tt.want)
 			assert.Contains(t, err.Error(), "charts: ")
 		})

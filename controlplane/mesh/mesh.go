@@ -40,6 +40,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/attestmesh/attestmesh/attest/measure"
+	"github.com/attestmesh/attestmesh/charts"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 )
 
@@ -345,4 +346,17 @@ func (m *Mesh) AllowedPeers(service string, port uint32) []string {
 		}
 	}
 	return out
+}
+
+// ChartApp is what the application's Helm chart is written from (charts.WriteAppChart).
+func (m *Mesh) ChartApp() *charts.App {
+	app := &charts.App{Name: m.Name}
+	for _, s := range m.Services {
+		cs := charts.Service{Name: s.Name, ConfigID: s.ConfigID, Binary: s.Binary, Image: s.Image}
+		for _, p := range s.Ports {
+			cs.Ports = append(cs.Ports, charts.Port{Port: p.Port, Expose: p.Expose})
+		}
+		app.Services = append(app.Services, cs)
+	}
+	return app
 }

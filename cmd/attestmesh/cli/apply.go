@@ -51,7 +51,7 @@ runs the application on Kubernetes (see docs/kubernetes.md). --chart-dir "" skip
 			if chartDir == "" {
 				return nil
 			}
-			if err := charts.WriteAppChart(m, chartDir, charts.AppChartOptions{}); err != nil {
+			if err := charts.WriteAppChart(m.ChartApp(), chartDir, charts.AppChartOptions{}); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote the Helm chart of %s to %s (helm install %s %s)\n", m.Name, chartDir, m.Name, chartDir)
