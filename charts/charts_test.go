@@ -122,7 +122,8 @@ func TestControlPlaneChart(t *testing.T) {
 			name:   "defaults: simulation, control plane patches the caBundle",
 			values: nil,
 			want: []string{
-				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
+				"ClusterRole/attestmesh-system-rel-attestmesh-endpoints", "ClusterRole/attestmesh-system-rel-attestmesh-injector",
+				"ClusterRoleBinding/attestmesh-system-rel-attestmesh-endpoints", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
 				"ConfigMap/rel-attestmesh-dashboard", "MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector",
 				"NetworkPolicy/rel-attestmesh-las",
 				"Role/rel-attestmesh-store-anchor", "RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation",
@@ -158,6 +159,12 @@ func TestControlPlaneChart(t *testing.T) {
 					APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
 					ResourceNames: []string{"attestmesh-system-rel-attestmesh-injector"}, Verbs: []string{"get", "patch"},
 				}}, role.Rules, "least privilege: one object, two verbs")
+				assert.Contains(t, c.Args, "--kubernetes")
+				follow := decode[rbacv1.ClusterRole](t, find(t, objs, "ClusterRole", "attestmesh-system-rel-attestmesh-endpoints"))
+				assert.Equal(t, []rbacv1.PolicyRule{
+					{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+					{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+				}, follow.Rules, "least privilege: read pods and EndpointSlices, nothing else")
 
 				mwc := decode[admissionregv1.MutatingWebhookConfiguration](t, find(t, objs, "MutatingWebhookConfiguration", "attestmesh-system-rel-attestmesh-injector"))
 				w := mwc.Webhooks[0]
@@ -201,6 +208,8 @@ func TestControlPlaneChart(t *testing.T) {
 				"store":            map[string]any{"key": map[string]any{"existingSecret": "my-key"}, "anchor": map[string]any{"enabled": false}},
 				"grafanaDashboard": map[string]any{"enabled": false},
 				"serviceMonitor":   map[string]any{"enabled": true},
+				"rbac":             map[string]any{"create": false},
+				"service":          map[string]any{"clusterIP": "10.96.0.50"},
 			},
 			want: []string{
 				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "Service/rel-attestmesh",
@@ -221,6 +230,11 @@ func TestControlPlaneChart(t *testing.T) {
 				assert.Contains(t, c.Args, "--collateral-dir=/etc/attestmesh/collateral")
 				assert.Contains(t, c.Args, "--store-anchor=none")
 				assert.False(t, *ss.Spec.Template.Spec.AutomountServiceAccountToken, "no API access needed")
+				assert.NotContains(t, c.Args, "--kubernetes")
+				assert.Contains(t, c.Args, "--advertise-host=10.96.0.50", "a fixed ClusterIP stands for the DNS name")
+				assert.Contains(t, c.Args, "--injector-attest-addr=10.96.0.50:18765")
+				svc := decode[corev1.Service](t, find(t, objs, "Service", "rel-attestmesh"))
+				assert.Equal(t, "10.96.0.50", svc.Spec.ClusterIP)
 				assert.Equal(t, "my-key", ss.Spec.Template.Spec.Volumes[0].Secret.SecretName)
 			},
 		},
@@ -228,7 +242,8 @@ func TestControlPlaneChart(t *testing.T) {
 			name:   "cert-manager",
 			values: map[string]any{"certManager": map[string]any{"enabled": true}, "grafanaDashboard": map[string]any{"enabled": false}},
 			want: []string{
-				"Certificate/rel-attestmesh-webhook", "Issuer/rel-attestmesh-selfsigned",
+				"Certificate/rel-attestmesh-webhook", "ClusterRole/attestmesh-system-rel-attestmesh-endpoints",
+				"ClusterRoleBinding/attestmesh-system-rel-attestmesh-endpoints", "Issuer/rel-attestmesh-selfsigned",
 				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "NetworkPolicy/rel-attestmesh-las", "Role/rel-attestmesh-store-anchor",
 				"RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation", "Secret/rel-attestmesh-store-key",
 				"Service/rel-attestmesh", "Service/rel-attestmesh-headless", "ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -32,7 +33,7 @@ func TestBuildModelSkipsBrokenAndConflictingMeshes(t *testing.T) {
 		{Name: "b", Doc: []byte("{not json")},
 		{Name: "c", Doc: reg("c", "one")}, // the same config IDs as a
 		{Name: "d", Doc: reg("d", "two")},
-	})
+	}, nil)
 	var names []string
 	for _, s := range model.Services {
 		names = append(names, s.Name)
@@ -54,7 +55,7 @@ func TestLocalPortMovesTheOutboundListener(t *testing.T) {
 	require.NoError(t, err)
 	td := spiffeid.RequireTrustDomainFromString("attestmesh.local")
 	reg := &mgmtapi.Registration{Endpoints: map[string]string{"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3"}}
-	svcs, err := XDSServices(reg, m, td)
+	svcs, err := XDSServices(reg, m, td, nil)
 	require.NoError(t, err)
 	require.Len(t, svcs, 3)
 	assert.Equal(t, []xds.Connect{
@@ -62,4 +63,38 @@ func TestLocalPortMovesTheOutboundListener(t *testing.T) {
 		{Service: "app.b", Port: 80, LocalPort: 8081, Endpoints: []string{"10.0.0.2:80"}},
 	}, svcs[2].Connects)
 	require.NoError(t, (&xds.Mesh{TrustDomain: td, Services: svcs}).Validate())
+}
+
+// TestKubernetesRegistration: the endpoints of a Kubernetes registration are the ready pods of
+// each service's config ID, every replica's port; inbound listeners bind each pod's own IP; a
+// service without a ready pod leaves its clients' clusters empty. Such a registration names no
+// endpoints itself.
+func TestKubernetesRegistration(t *testing.T) {
+	meshDoc := "name: app\nsessions: [s.yaml]\nservices:\n" +
+		"  - name: redis\n    config_id: ns/redis/redis\n    binary: /usr/bin/redis-server\n    ports: [{port: 6379}]\n" +
+		"  - name: api\n    config_id: ns/flask/api\n    binary: /usr/bin/python3\n    ports: [{port: 4996, expose: true}]\n    connects: [{service: redis, port: 6379}]\n"
+	doc, err := (&mgmtapi.Registration{Mesh: meshDoc, Kubernetes: true}).Marshal()
+	require.NoError(t, err)
+	td := spiffeid.RequireTrustDomainFromString("attestmesh.local")
+
+	two := map[string][]netip.Addr{"ns/redis/redis": {netip.MustParseAddr("10.232.0.5"), netip.MustParseAddr("10.232.0.9")}}
+	model, skipped := BuildModel(td, []cas.Mesh{{Name: "app", Doc: doc}}, two)
+	require.Empty(t, skipped)
+	require.Len(t, model.Services, 2)
+	redis, api := model.Services[0], model.Services[1]
+	assert.True(t, redis.BindWorkloadIP)
+	assert.Empty(t, redis.BindAddress)
+	assert.Equal(t, []xds.Port{{Port: 6379, AppPort: 6379, AllowedPeers: []string{"app.api"}}}, redis.Ports,
+		"the app's own port: the sidecar binds the pod IP, the app 127.0.0.1")
+	require.Len(t, api.Connects, 1)
+	assert.Equal(t, []string{"10.232.0.5:6379", "10.232.0.9:6379"}, api.Connects[0].Endpoints)
+
+	model, skipped = BuildModel(td, []cas.Mesh{{Name: "app", Doc: doc}}, nil)
+	require.Empty(t, skipped, "no ready pod yet is no error")
+	assert.Empty(t, model.Services[1].Connects[0].Endpoints)
+
+	bad, err := (&mgmtapi.Registration{Mesh: meshDoc, Kubernetes: true, Endpoints: map[string]string{"redis": "10.0.0.1"}}).Marshal()
+	require.NoError(t, err)
+	_, _, err = Parse(bad)
+	require.ErrorContains(t, err, "a Kubernetes registration names no endpoints")
 }

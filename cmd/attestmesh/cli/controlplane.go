@@ -79,6 +79,8 @@ The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
 	f.StringVar(&cfg.WebhookCertFile, "webhook-cert-file", "", "the webhook's TLS certificate (e.g. from cert-manager); default: the control plane's own")
 	f.StringVar(&cfg.WebhookKeyFile, "webhook-key-file", "", "the webhook's TLS key, with --webhook-cert-file")
 	f.StringVar(&cfg.WebhookConfigName, "webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle to patch with the CA when running in a cluster")
+	f.BoolVar(&cfg.Kubernetes, "kubernetes", false, "follow the Kubernetes cluster the control plane runs in: the ready pods of injected workloads are the endpoints of meshes that `attestmesh apply` registered (needs get, list, watch on pods and endpointslices)")
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "with --kubernetes: a kubeconfig to use instead of the pod's service account")
 	f.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host name or IP workloads use to reach the control plane (default 127.0.0.1)")
 	f.StringArrayVar(&cfg.ServerNames, "server-name", nil, "extra DNS name for the control plane's certificate (repeatable)")
 	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", time.Hour, "lifetime of issued X.509-SVIDs")
