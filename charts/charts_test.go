@@ -1,6 +1,8 @@
 package charts_test
 
 import (
+	"crypto/rand"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/attestmesh/attestmesh/attest/fspf"
 	"github.com/attestmesh/attestmesh/charts"
 	"github.com/attestmesh/attestmesh/controlplane/injector"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
@@ -294,12 +297,21 @@ func exampleMesh(t *testing.T) *mesh.Mesh {
 func TestWriteAppChartMatchesMesh(t *testing.T) {
 	m := exampleMesh(t)
 	dir := filepath.Join(t.TempDir(), "helm")
-	require.NoError(t, charts.WriteAppChart(m.ChartApp(), dir, charts.AppChartOptions{Replicas: 2}))
+	app := m.ChartApp()
+	// The API's code, encrypted: the chart carries it in a ConfigMap.
+	enc := filepath.Join(t.TempDir(), "app.enc")
+	_, _, err := fspf.Encrypt(filepath.Join(m.Dir, "app"), enc, rand.Reader)
+	require.NoError(t, err)
+	encFiles, err := mesh.FSPFFiles(enc)
+	require.NoError(t, err)
+	require.Equal(t, "api", app.Services[1].Name)
+	app.Services[1].FSPF = &charts.FSPF{Dir: enc, Files: encFiles, MountPath: charts.FSPFMountPath("api")}
+	require.NoError(t, charts.WriteAppChart(app, dir, charts.AppChartOptions{Replicas: 2}))
 	requireLintClean(t, dir, nil)
 
 	ch, err := loader.Load(dir)
 	require.NoError(t, err)
-	assert.Equal(t, "flask-redis", ch.Metadata.Name)
+	assert.Equal(t, m.Name, ch.Metadata.Name)
 
 	objs := render(t, dir, nil)
 	var deployments, services []string
@@ -311,17 +323,36 @@ func TestWriteAppChartMatchesMesh(t *testing.T) {
 			services = append(services, o.Metadata.Name)
 		}
 	}
-	var want []string
+	var want, wantDeployments []string
 	for _, s := range m.Services {
 		want = append(want, s.Name)
+		wantDeployments = append(wantDeployments, "rel-"+s.Name)
 	}
 	slices.Sort(want)
-	assert.Equal(t, want, deployments, "a Deployment per mesh service")
-	assert.Equal(t, want, services, "a Service per mesh service with ports")
+	slices.Sort(wantDeployments)
+	assert.Equal(t, wantDeployments, deployments, "a Deployment per mesh service, named under the release")
+	assert.Equal(t, want, services, "a Service per mesh service with ports, named as in the mesh (its DNS name)")
+
+	// The encrypted code: a ConfigMap whose files are the encrypted tree, mounted read-only at
+	// the session's fspf_path.
+	cm := decode[corev1.ConfigMap](t, find(t, objs, "ConfigMap", "rel-api-fspf"))
+	api := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "rel-api"))
+	vol := api.Spec.Template.Spec.Volumes
+	require.Len(t, vol, 1)
+	require.NotNil(t, vol[0].ConfigMap)
+	assert.Equal(t, "rel-api-fspf", vol[0].ConfigMap.Name)
+	require.Len(t, vol[0].ConfigMap.Items, len(encFiles))
+	for _, it := range vol[0].ConfigMap.Items {
+		data, err := os.ReadFile(filepath.Join(enc, it.Path))
+		require.NoError(t, err)
+		assert.Equal(t, data, cm.BinaryData[it.Key], it.Path)
+	}
+	assert.Equal(t, []corev1.VolumeMount{{Name: "fspf", MountPath: "/attestmesh/fspf/api", ReadOnly: true}},
+		api.Spec.Template.Spec.Containers[0].VolumeMounts)
 
 	for _, s := range m.Services {
 		t.Run(s.Name, func(t *testing.T) {
-			d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", s.Name))
+			d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "rel-"+s.Name))
 			assert.Equal(t, int32(2), *d.Spec.Replicas)
 			assert.Equal(t, s.ConfigID, d.Spec.Template.Annotations[injector.AnnotationConfigID])
 			require.Len(t, d.Spec.Template.Spec.Containers, 1, "one container: the injector needs no attestmesh.io/container")
@@ -345,7 +376,7 @@ func TestWriteAppChartMatchesMesh(t *testing.T) {
 
 	// Overriding values works per service.
 	objs = render(t, dir, map[string]any{"services": map[string]any{"redis": map[string]any{"replicas": 3, "image": "example.org/redis:8"}}})
-	d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "redis"))
+	d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "rel-redis"))
 	assert.Equal(t, int32(3), *d.Spec.Replicas)
 	assert.Equal(t, "example.org/redis:8", d.Spec.Template.Spec.Containers[0].Image)
 }

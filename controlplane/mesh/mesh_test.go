@@ -19,7 +19,7 @@ import (
 func TestExampleMesh(t *testing.T) {
 	m, err := mesh.Load(filepath.Join("..", "..", "examples", "flask-redis", "mesh.yaml"))
 	require.NoError(t, err)
-	assert.Equal(t, "flask-redis", m.Name)
+	assert.Equal(t, "flaskredis", m.Name, "the Helm release of the seed: helm install flaskredis target/helm")
 	require.Len(t, m.Services, 2)
 	api, ok := m.Service("api")
 	require.True(t, ok)
