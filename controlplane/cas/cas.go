@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -186,13 +187,17 @@ type CAS struct {
 	now      func() time.Time
 	rand     io.Reader
 	onChange func(string)
+	rsaSlots chan struct{} // bounds concurrent RSA key generations (half the cores)
 
 	meshSessionsOf MeshSessions
 }
 
 // New returns a CAS over cfg.Store.
 func New(cfg Config) *CAS {
-	c := &CAS{store: cfg.Store, limits: cfg.Limits.withDefaults(), log: cfg.Logger, now: cfg.Now, rand: cfg.Rand, onChange: cfg.OnChange, meshSessionsOf: cfg.MeshSessions}
+	c := &CAS{
+		store: cfg.Store, limits: cfg.Limits.withDefaults(), log: cfg.Logger, now: cfg.Now, rand: cfg.Rand, onChange: cfg.OnChange,
+		meshSessionsOf: cfg.MeshSessions, rsaSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)),
+	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -267,6 +272,12 @@ func (c *CAS) Create(ctx context.Context, raw []byte, client Client) (*Info, err
 	}
 	if err := c.checkQuota(ctx, client); err != nil {
 		return nil, err
+	}
+	// A name that is taken fails before any key is generated (the store checks again).
+	if _, err := c.store.Get(ctx, sessionPrefix+s.Name); err == nil {
+		return nil, errorf(CodeConflict, nil, "session %q already exists: update it with predecessor set to its current hash", s.Name)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("cas: read session %q: %w", s.Name, err)
 	}
 	secrets, changed, err := c.generate(ctx, s, nil)
 	if err != nil {

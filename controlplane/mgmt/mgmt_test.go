@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt/mgmttest"
 	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
+	"github.com/attestmesh/attestmesh/controlplane/ratelimit"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 )
 
@@ -182,6 +185,41 @@ func TestRateLimitPerClient(t *testing.T) {
 	_, err := e.owner.Get(ctx, "ns")
 	require.NoError(t, err, "a client with its own identity keeps its budget")
 	assert.Positive(t, counts(t, e.srv.Metrics)["get_public/limit_rate"])
+}
+
+// The security review's bypass: a fresh self-made client certificate per request is a fresh
+// identity, but every request also counts against its source network, and so does every
+// session created.
+func TestThrowawayIdentitiesShareTheirNetworksLimits(t *testing.T) {
+	srv := mgmttest.StartWith(t, func(c *mgmt.Config) { c.ClientRate, c.ClientBurst = 0.01, 5 })
+	ctx := t.Context()
+	allowed, limited := 0, 0
+	for range 3 * ratelimit.PrefixFactor * 5 {
+		_, err := srv.Client(t, true).List(ctx)
+		var ae *mgmtapi.APIError
+		switch {
+		case err == nil:
+			allowed++
+		case errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests:
+			limited++
+			assert.Contains(t, ae.Msg, "too many requests from this client or its network")
+		default:
+			require.NoError(t, err)
+		}
+	}
+	assert.Equal(t, ratelimit.PrefixFactor*5, allowed, "one network gets PrefixFactor clients' burst, however many identities it makes")
+	assert.Equal(t, 2*ratelimit.PrefixFactor*5, limited)
+
+	srv = mgmttest.StartWith(t, func(c *mgmt.Config) { c.CreateRate, c.CreateBurst = 0.001, 3 })
+	for i := range 5 {
+		_, err := srv.Client(t, true).Create(ctx, fmt.Appendf(nil, "name: squat%d\nversion: \"0.3\"\n", i))
+		if i < 3 {
+			require.NoError(t, err)
+			continue
+		}
+		requireAPIError(t, err, http.StatusTooManyRequests, "too many sessions and meshes created from this network")
+	}
+	assert.InDelta(t, 2, counts(t, srv.Metrics)["create_session/limit_rate"], 0)
 }
 
 func TestDeleteMesh(t *testing.T) {

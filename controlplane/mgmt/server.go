@@ -54,6 +54,12 @@ type Config struct {
 	// bounded the same way per source address. A negative rate disables the limit.
 	ClientRate  float64
 	ClientBurst int
+	// CreateRate and CreateBurst bound, per source network (ratelimit.SourcePrefix), the
+	// requests that make the store grow: session creations and mesh registrations (defaults
+	// DefaultCreateRate and DefaultCreateBurst). Client identities cost nothing to make, so this
+	// is what bounds the growth of a store that anyone may write to. A negative rate disables it.
+	CreateRate  float64
+	CreateBurst int
 	// Registerer receives the metrics; nil registers none.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -63,7 +69,12 @@ type Config struct {
 const (
 	DefaultClientRate  = 20
 	DefaultClientBurst = 100
+	DefaultCreateRate  = 1
+	DefaultCreateBurst = 100
 )
+
+// growing names the operations that make the store grow.
+var growing = map[string]bool{"create_session": true, "put_mesh": true}
 
 // Handler serves the management API.
 type Handler struct {
@@ -71,7 +82,9 @@ type Handler struct {
 	cas      *cas.CAS
 	log      *slog.Logger
 	mux      *http.ServeMux
-	limiter  *ratelimit.Limiter
+	limiter  *ratelimit.Limiter // per client identity, or per address when anonymous
+	prefixes *ratelimit.Limiter // per source network: ratelimit.PrefixFactor times more
+	creates  *ratelimit.Limiter // store-growing requests per source network
 	requests *prometheus.CounterVec
 }
 
@@ -87,9 +100,17 @@ func NewHandler(cfg Config) *Handler {
 	if cfg.ClientBurst == 0 {
 		cfg.ClientBurst = DefaultClientBurst
 	}
+	if cfg.CreateRate == 0 {
+		cfg.CreateRate = DefaultCreateRate
+	}
+	if cfg.CreateBurst == 0 {
+		cfg.CreateBurst = DefaultCreateBurst
+	}
 	h := &Handler{
 		cfg: cfg, cas: cfg.CAS, log: log.With("subsystem", "mgmt"), mux: http.NewServeMux(),
-		limiter: ratelimit.New(ratelimit.Config{Rate: cfg.ClientRate, Burst: cfg.ClientBurst}),
+		limiter:  ratelimit.New(ratelimit.Config{Rate: cfg.ClientRate, Burst: cfg.ClientBurst}),
+		prefixes: ratelimit.New(ratelimit.Config{Rate: cfg.ClientRate * ratelimit.PrefixFactor, Burst: cfg.ClientBurst * ratelimit.PrefixFactor}),
+		creates:  ratelimit.New(ratelimit.Config{Rate: cfg.CreateRate, Burst: cfg.CreateBurst}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "attestmesh_management_requests_total",
 			Help: "Management API requests by operation and result: ok, or the refusal's reason (invalid, not_found, forbidden, conflict, unauthenticated, limit_<limit>, internal).",
@@ -101,10 +122,20 @@ func NewHandler(cfg Config) *Handler {
 	route := func(pattern, op string, f func(http.ResponseWriter, *http.Request)) {
 		h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			r = r.WithContext(withOperation(r.Context(), op))
-			if !h.limiter.Allow(rateKey(r)) {
+			// A new client identity costs nothing to make, so every request also counts
+			// against its source network.
+			if !h.limiter.Allow(rateKey(r)) || !h.prefixes.Allow(ratelimit.SourcePrefix(remoteHost(r))) {
 				w.Header().Set("Retry-After", "1")
 				h.fail(w, r, &cas.Error{Code: cas.CodeLimit, Limit: cas.LimitRate, Msg: fmt.Sprintf(
-					"too many requests from this client: at most %g per second (bursts of %d); retry later", cfg.ClientRate, cfg.ClientBurst)})
+					"too many requests from this client or its network: at most %g per second (bursts of %d) per client, "+
+						"%d times that per network; retry later", cfg.ClientRate, cfg.ClientBurst, ratelimit.PrefixFactor)})
+				return
+			}
+			if growing[op] && !h.creates.Allow(ratelimit.SourcePrefix(remoteHost(r))) {
+				w.Header().Set("Retry-After", "10")
+				h.fail(w, r, &cas.Error{Code: cas.CodeLimit, Limit: cas.LimitRate, Msg: fmt.Sprintf(
+					"too many sessions and meshes created from this network: at most %g per second (bursts of %d); retry later",
+					cfg.CreateRate, cfg.CreateBurst)})
 				return
 			}
 			f(w, r)
@@ -142,11 +173,16 @@ func rateKey(r *http.Request) string {
 	if c := client(r); c.ID != "" {
 		return "client:" + c.ID
 	}
+	return "addr:" + remoteHost(r)
+}
+
+// remoteHost is the address a request came from (the connection's, never a header's).
+func remoteHost(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		host = r.RemoteAddr
+		return r.RemoteAddr
 	}
-	return "addr:" + host
+	return host
 }
 
 func client(r *http.Request) cas.Client {
