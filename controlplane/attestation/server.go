@@ -254,7 +254,7 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 		var ie *cas.ImportError
 		switch {
 		case cas.CodeOf(err) == cas.CodeNotFound:
-			return nil, "", fmt.Errorf("%w: session %q does not exist", refuse(attestapi.ReasonUnknownSession), sessName)
+			return nil, "", unknownConfigID(attestapi.ReasonUnknownSession, req.GetConfigId(), "session %q does not exist", sessName)
 		case errors.As(err, &ie):
 			return nil, "", deny(attestapi.ReasonImport, "the session imports a secret that its exporter does not grant (any more)", "%s", ie.Error())
 		}
@@ -262,8 +262,8 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 	}
 	svc, ok := sess.Service(svcName)
 	if !ok {
-		return nil, "", deny(attestapi.ReasonUnknownService, fmt.Sprintf("session %q has no service %q", sessName, svcName),
-			"session %q has no service %q (services: %s)", sessName, svcName, serviceNames(sess))
+		return nil, "", unknownConfigID(attestapi.ReasonUnknownService, req.GetConfigId(), "session %q has no service %q (services: %s)",
+			sessName, svcName, serviceNames(sess))
 	}
 	csr, err := ca.ParseCSR(req.GetCsr())
 	if err != nil {
@@ -346,6 +346,16 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 		return nil, tee, err
 	}
 	return resp, tee, nil
+}
+
+// unknownConfigID refuses a config ID whose session or service does not exist. Callers are told
+// the same either way (unknown_service), so that nobody learns which sessions exist; the log
+// and the metrics keep the precise reason.
+func unknownConfigID(reason attestapi.Reason, configID, format string, args ...any) error {
+	return &Denial{
+		Refusal: refuse(reason), PublicAs: refuse(attestapi.ReasonUnknownService),
+		Public: fmt.Sprintf("config ID %q names no session and service known here", configID), Detail: fmt.Sprintf(format, args...),
+	}
 }
 
 // verifyQuote verifies a quote, at most a few at a time: the rest wait their turn.

@@ -7,6 +7,7 @@
 //	PUT  /v1/sessions/{name}             update (body: YAML with predecessor)  200
 //	GET  /v1/sessions/{name}             read (JSON: name, hash, document)     200
 //	GET  /v1/sessions                    list the sessions the client may read 200
+//	DELETE /v1/sessions/{name}           delete (its or its namespace's updaters) 204
 //	GET  /v1/public/{session}/{secret}   public certificate (PEM), no auth     200
 //	GET  /v1/ca                          the control plane's CA bundle (PEM)   200
 //	PUT  /v1/meshes/{name}               register a mesh (JSON, see mgmtapi.Registration) 204
@@ -16,7 +17,8 @@
 // says why, and is counted by reason in attestmesh_management_requests_total; internal failures
 // are a 500 that names no internal state. A session the client may not read is "not found or not
 // permitted", whether it exists or not. Each client identity (and each address, for requests
-// without one) has its own request rate; past it, requests get 429.
+// without one) has its own request rate, and so does each source network (a /24 or /64), with
+// a slower one for requests that make the store grow; past them, requests get 429.
 package mgmt
 
 import (
@@ -46,8 +48,9 @@ type Config struct {
 	CAS *cas.CAS
 	// BundlePEM is the control plane's CA bundle, served at /v1/ca.
 	BundlePEM []byte
-	// ValidateMesh checks a mesh registration from client before it is stored; nil accepts
-	// any. A CAS error it returns (e.g. CodeForbidden) keeps its code.
+	// ValidateMesh checks a mesh registration from client, once the CAS has checked the
+	// client's rights and atomically with the write (see cas.PutMesh); nil accepts any. A CAS
+	// error it returns (e.g. CodeForbidden) keeps its code.
 	ValidateMesh func(ctx context.Context, name string, doc []byte, client cas.Client) error
 	// ClientRate and ClientBurst bound each client identity's requests (per second; defaults
 	// DefaultClientRate and DefaultClientBurst); requests without a client certificate are
@@ -144,6 +147,7 @@ func NewHandler(cfg Config) *Handler {
 	route("POST /v1/sessions", "create_session", h.create)
 	route("PUT /v1/sessions/{name...}", "update_session", h.update)
 	route("GET /v1/sessions/{name...}", "get_session", h.get)
+	route("DELETE /v1/sessions/{name...}", "delete_session", h.deleteSession)
 	route("GET /v1/sessions", "list_sessions", h.list)
 	route("GET /v1/public/{path...}", "get_public", h.public)
 	route("GET /v1/ca", "get_ca", h.ca)
@@ -257,6 +261,15 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, sessionResponse(info, true))
 }
 
+func (h *Handler) deleteSession(w http.ResponseWriter, r *http.Request) {
+	if err := h.cas.Delete(r.Context(), r.PathValue("name"), client(r)); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.ok(r)
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	infos, err := h.cas.List(r.Context(), client(r))
 	if err != nil {
@@ -296,17 +309,11 @@ func (h *Handler) putMesh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	var validate func(context.Context) error
 	if h.cfg.ValidateMesh != nil {
-		if err := h.cfg.ValidateMesh(r.Context(), name, doc, client(r)); err != nil {
-			if cas.CodeOf(err) != 0 {
-				h.fail(w, r, err)
-				return
-			}
-			h.fail(w, r, &cas.Error{Code: cas.CodeInvalid, Msg: "invalid mesh registration", Err: err})
-			return
-		}
+		validate = func(ctx context.Context) error { return h.cfg.ValidateMesh(ctx, name, doc, client(r)) }
 	}
-	if err := h.cas.PutMesh(r.Context(), name, doc, client(r)); err != nil {
+	if err := h.cas.PutMesh(r.Context(), name, doc, client(r), validate); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -346,7 +353,7 @@ func statusOf(err error) int {
 		switch cas.LimitOf(err) {
 		case cas.LimitRate:
 			return http.StatusTooManyRequests
-		case cas.LimitSessionsPerClient:
+		case cas.LimitSessionsPerClient, cas.LimitMeshesPerClient:
 			return http.StatusForbidden
 		default:
 			return http.StatusRequestEntityTooLarge
