@@ -73,15 +73,14 @@ type Cluster func() map[string][]netip.Addr
 // XDSServices converts a registered mesh into the xDS model. Service names are qualified with
 // the mesh name ("<mesh>.<service>") so that meshes do not collide. A served port that no mesh
 // service connects to gets no inbound listener: the sidecar admits nobody there, and an exposed
-// port is served by the app itself on the service's address. The endpoints of a Kubernetes
-// registration are ready, the IPs of the ready pods of each service's config ID in ready (nil:
-// none yet).
-func XDSServices(r *mgmtapi.Registration, m *mesh.Mesh, td spiffeid.TrustDomain, ready map[string][]netip.Addr) ([]xds.Service, error) {
+// port is served by the app itself on the service's address. The connections of a Kubernetes
+// registration have no endpoints here: they are the ready pods of the moment, which the model
+// fills in (BuildModel).
+func XDSServices(r *mgmtapi.Registration, m *mesh.Mesh, td spiffeid.TrustDomain) ([]xds.Service, error) {
 	qualify := func(s string) string { return m.Name + "." + s }
 	addrs := func(service string) []netip.Addr {
 		if r.Kubernetes {
-			s, _ := m.Service(service)
-			return ready[s.ConfigID]
+			return nil
 		}
 		return []netip.Addr{netip.MustParseAddr(r.Endpoints[service])} // checked by Parse
 	}

@@ -55,6 +55,7 @@ type Config struct {
 type Registry struct {
 	cfg     Config
 	log     *slog.Logger
+	build   *builder
 	meshes  *prometheus.GaugeVec
 	exclude *prometheus.CounterVec
 
@@ -76,7 +77,7 @@ func New(cfg Config) *Registry {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Registry{
-		cfg: cfg, log: log.With("subsystem", "registry"),
+		cfg: cfg, log: log.With("subsystem", "registry"), build: newBuilder(cfg.TrustDomain),
 		svids: map[spiffeid.ID][]*x509.Certificate{}, kick: make(chan struct{}, 1),
 		meshes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "attestmesh_mesh_registrations",
@@ -108,7 +109,7 @@ func (r *Registry) Validate(ctx context.Context, name string, doc []byte, _ cas.
 		return err
 	}
 	others = slices.DeleteFunc(others, func(o cas.Mesh) bool { return o.Name == name })
-	_, skipped := BuildModel(r.cfg.TrustDomain, append(others, cas.Mesh{Name: name, Doc: doc}), r.ready())
+	_, skipped := r.build.model(append(others, cas.Mesh{Name: name, Doc: doc}), r.ready())
 	if err := skipped[name]; err != nil {
 		return fmt.Errorf("mesh %q does not fit with the registered meshes: %w", name, err)
 	}
@@ -191,7 +192,7 @@ func (r *Registry) rebuild(ctx context.Context, pub Publisher) error {
 		}
 		meshes = append(meshes, m)
 	}
-	model, skipped := BuildModel(r.cfg.TrustDomain, meshes, r.ready())
+	model, skipped := r.build.model(meshes, r.ready())
 	for name, err := range skipped {
 		// One broken or conflicting mesh must not stop the others' updates.
 		r.exclude.WithLabelValues(ExcludedInvalid).Inc()
@@ -223,29 +224,9 @@ func (r *Registry) ready() map[string][]netip.Addr {
 }
 
 // BuildModel merges the registered meshes into one xDS model, in the order given. A mesh that
-// does not parse, or that conflicts with the meshes before it (a config ID or a port claimed
-// twice), is left out and reported in skipped; the others are kept. ready gives the endpoints
-// of Kubernetes registrations (see XDSServices).
+// does not parse, or that conflicts with the meshes before it (a config ID claimed twice), is
+// left out and reported in skipped; the others are kept. ready gives the endpoints of
+// Kubernetes registrations: the IPs of the ready pods of each config ID.
 func BuildModel(td spiffeid.TrustDomain, meshes []cas.Mesh, ready map[string][]netip.Addr) (*xds.Mesh, map[string]error) {
-	model := &xds.Mesh{TrustDomain: td}
-	skipped := map[string]error{}
-	for _, m := range meshes {
-		reg, parsed, err := Parse(m.Doc)
-		if err != nil {
-			skipped[m.Name] = err
-			continue
-		}
-		svcs, err := XDSServices(reg, parsed, td, ready)
-		if err != nil {
-			skipped[m.Name] = err
-			continue
-		}
-		candidate := &xds.Mesh{TrustDomain: td, Services: append(slices.Clone(model.Services), svcs...)}
-		if err := candidate.Validate(); err != nil {
-			skipped[m.Name] = err
-			continue
-		}
-		model = candidate
-	}
-	return model, skipped
+	return newBuilder(td).model(meshes, ready)
 }
