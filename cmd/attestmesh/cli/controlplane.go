@@ -57,6 +57,11 @@ The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/attestmesh", "directory of the embedded encrypted store")
+	f.StringVar(&cfg.Store, "store", "", "where the encrypted store lives: empty for the embedded file under --data-dir (one replica), "+
+		"or etcd://host:port[,host:port...] for several replicas")
+	f.StringVar(&cfg.EtcdCAFile, "etcd-ca", "", "PEM CA bundle that signed the etcd members' certificates")
+	f.StringVar(&cfg.EtcdCertFile, "etcd-cert", "", "PEM client certificate for etcd")
+	f.StringVar(&cfg.EtcdKeyFile, "etcd-key", "", "PEM private key of --etcd-cert")
 	f.StringVar(&cfg.StoreKeyFile, "store-key-file", "", "file holding the store key (else $ATTESTMESH_STORE_KEY)")
 	f.StringVar(&cfg.StoreAnchor, "store-anchor", "", "where the store's generation is kept, outside --data-dir, so that an older copy of the store is refused: "+
 		"a file, or kubernetes-secret:NAMESPACE/NAME (default: <store key file>.generation; none disables the check)")
@@ -83,6 +88,8 @@ The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
 	f.StringVar(&cfg.WebhookKeyFile, "webhook-key-file", "", "the webhook's TLS key, with --webhook-cert-file")
 	f.StringVar(&cfg.WebhookConfigName, "webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle to patch with the CA when running in a cluster")
 	f.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host name or IP workloads use to reach the control plane (default 127.0.0.1)")
+	f.StringVar(&cfg.AdvertiseXDS, "advertise-xds", "", "xDS address(es) told to sidecars, for several replicas: host:port,host:port,... or dns:///name:port "+
+		"(default: --advertise-host and this replica's xDS port)")
 	f.StringArrayVar(&cfg.ServerNames, "server-name", nil, "extra DNS name for the control plane's certificate (repeatable)")
 	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", time.Hour, "lifetime of issued X.509-SVIDs")
 	f.BoolVar(&cfg.Simulation, "simulation", false, "enable the simulated SGX platform and its LAS (no hardware guarantee)")
