@@ -240,7 +240,7 @@ func TestADSRefusals(t *testing.T) {
 		{
 			name: "client certificate without a SPIFFE ID", cert: "no-spiffe-id", nodeID: flaskID.String(), code: codes.Unauthenticated,
 			msg:        "xds: client certificate is not an X.509-SVID",
-			log:        `msg="xds: stream refused"`,
+			log:        `msg="stream refused" subsystem=xds`,
 			refusedFor: refusedNoSVID,
 		},
 		{name: "no client certificate", nodeID: flaskID.String(), code: codes.Unavailable},
