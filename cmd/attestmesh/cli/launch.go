@@ -18,7 +18,7 @@ type workloadFlags struct {
 	attestAddr string
 	caFile     string
 	lasAddr    string
-	logLevel   string
+	logLevel   logLevel
 }
 
 func (w *workloadFlags) register(cmd *cobra.Command) {
@@ -27,7 +27,7 @@ func (w *workloadFlags) register(cmd *cobra.Command) {
 	f.StringVar(&w.attestAddr, "attest-addr", envOr("ATTESTMESH_ATTEST_ADDR", "127.0.0.1:18765"), "the control plane's attestation API ($ATTESTMESH_ATTEST_ADDR)")
 	f.StringVar(&w.caFile, "ca-file", envOr("ATTESTMESH_CA_FILE", ""), "the control plane's CA bundle to pin ($ATTESTMESH_CA_FILE)")
 	f.StringVar(&w.lasAddr, "las-addr", "", "the simulated platform's LAS (host:port or unix:/path; default $ATTESTMESH_LAS_ADDR or "+sim.DefaultLASAddr+")")
-	f.StringVar(&w.logLevel, "log-level", "info", "debug, info, warn or error")
+	registerLogLevel(f, &w.logLevel)
 	_ = cmd.MarkFlagRequired("config-id")
 }
 
