@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -40,10 +41,10 @@ qe_identity.json, tcb_chain.pem).
 
 The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			cfg.Logger = newLogger(level)
-			return controlplane.Run(cmd.Context(), cfg)
-		},
+			return controlplane.Run(ctx, cfg)
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/attestmesh", "directory of the embedded encrypted store")
