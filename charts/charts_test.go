@@ -128,6 +128,7 @@ func TestControlPlaneChart(t *testing.T) {
 				"Role/rel-attestmesh-store-anchor", "RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation",
 				"Secret/rel-attestmesh-store-key", "Service/rel-attestmesh", "Service/rel-attestmesh-headless",
 				"ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
+				"ValidatingAdmissionPolicy/attestmesh-system-rel-attestmesh-injector-label", "ValidatingAdmissionPolicyBinding/attestmesh-system-rel-attestmesh-injector-label",
 			},
 			check: func(t *testing.T, objs []object) {
 				t.Helper()
@@ -174,7 +175,19 @@ func TestControlPlaneChart(t *testing.T) {
 				assert.Equal(t, "las", lasRule.Ports[0].Port.StrVal)
 				require.Len(t, lasRule.From, 1)
 				assert.Equal(t, map[string]string{injector.LabelInjected: "true"}, lasRule.From[0].PodSelector.MatchLabels, "only injected pods reach the LAS")
-				assert.NotNil(t, lasRule.From[0].NamespaceSelector, "in any namespace")
+				require.NotNil(t, lasRule.From[0].NamespaceSelector)
+				assert.Equal(t, w.NamespaceSelector, lasRule.From[0].NamespaceSelector, "in the namespaces the injector sees, not kube-system")
+
+				vap := decode[admissionregv1.ValidatingAdmissionPolicy](t, find(t, objs, "ValidatingAdmissionPolicy", "attestmesh-system-rel-attestmesh-injector-label"))
+				require.Len(t, vap.Spec.MatchConstraints.ResourceRules, 1)
+				rule := vap.Spec.MatchConstraints.ResourceRules[0]
+				assert.Equal(t, []admissionregv1.OperationType{admissionregv1.Update}, rule.Operations, "a label added after creation is refused")
+				assert.Equal(t, []string{"pods"}, rule.Resources)
+				assert.Equal(t, admissionregv1.Fail, *vap.Spec.FailurePolicy)
+				assert.Equal(t, "variables.before == variables.after", vap.Spec.Validations[0].Expression)
+				binding := decode[admissionregv1.ValidatingAdmissionPolicyBinding](t, find(t, objs, "ValidatingAdmissionPolicyBinding", "attestmesh-system-rel-attestmesh-injector-label"))
+				assert.Equal(t, vap.Name, binding.Spec.PolicyName)
+				assert.Equal(t, []admissionregv1.ValidationAction{admissionregv1.Deny}, binding.Spec.ValidationActions)
 				for _, p := range np.Spec.Ingress[0].Ports {
 					assert.NotEqual(t, "las", p.Port.StrVal, "the open rule leaves out the LAS")
 				}
@@ -205,7 +218,7 @@ func TestControlPlaneChart(t *testing.T) {
 			want: []string{
 				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "Service/rel-attestmesh",
 				"Service/rel-attestmesh-headless", "ServiceAccount/rel-attestmesh", "ServiceMonitor/rel-attestmesh",
-				"StatefulSet/rel-attestmesh",
+				"StatefulSet/rel-attestmesh", "ValidatingAdmissionPolicy/attestmesh-system-rel-attestmesh-injector-label", "ValidatingAdmissionPolicyBinding/attestmesh-system-rel-attestmesh-injector-label",
 			},
 			check: func(t *testing.T, objs []object) {
 				t.Helper()
@@ -232,6 +245,7 @@ func TestControlPlaneChart(t *testing.T) {
 				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "NetworkPolicy/rel-attestmesh-las", "Role/rel-attestmesh-store-anchor",
 				"RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation", "Secret/rel-attestmesh-store-key",
 				"Service/rel-attestmesh", "Service/rel-attestmesh-headless", "ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
+				"ValidatingAdmissionPolicy/attestmesh-system-rel-attestmesh-injector-label", "ValidatingAdmissionPolicyBinding/attestmesh-system-rel-attestmesh-injector-label",
 			},
 			check: func(t *testing.T, objs []object) {
 				t.Helper()

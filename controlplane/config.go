@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -44,6 +45,12 @@ type Config struct {
 	// of each address without one); zero takes mgmt's defaults, a negative rate none.
 	ClientRate  float64
 	ClientBurst int
+	// MgmtClientCAFile, when set, is a PEM file of CA certificates: the management API then
+	// accepts only client certificates that chain to one of them (anonymous requests still reach
+	// the public endpoints). Without it any self-made certificate is a client identity, which
+	// costs nothing to make: on a control plane shared by teams that do not trust each other,
+	// issue their client certificates from such a CA.
+	MgmtClientCAFile string
 
 	MgmtAddr    string // management API (HTTPS)
 	AttestAddr  string // attestation API (gRPC over TLS)
@@ -119,6 +126,15 @@ func (cfg *Config) Validate() error {
 	if cfg.Simulation && cfg.LASAddr == "" {
 		add("--las-addr is required with --simulation")
 	}
+	if p := anchorFile(*cfg); p != "" && cfg.DataDir != "" && within(p, cfg.DataDir) {
+		add("--store-anchor %s: the anchor must live outside --data-dir %s (beside the store key): a restored copy of the data "+
+			"directory would bring its own anchor back with it", p, cfg.DataDir)
+	}
+	if cfg.MgmtClientCAFile != "" {
+		if _, err := loadCertPool(cfg.MgmtClientCAFile); err != nil {
+			add("--mgmt-client-ca %s: %v", cfg.MgmtClientCAFile, err)
+		}
+	}
 	if (cfg.WebhookCertFile == "") != (cfg.WebhookKeyFile == "") {
 		add("--webhook-cert-file and --webhook-key-file go together")
 	}
@@ -128,7 +144,8 @@ func (cfg *Config) Validate() error {
 	for flag, v := range map[string]int{
 		"--max-secrets-per-session": cfg.Limits.MaxSecrets, "--max-session-bytes": cfg.Limits.MaxGeneratedBytes,
 		"--max-new-rsa-keys": cfg.Limits.MaxNewRSAKeys, "--max-sessions-per-client": cfg.Limits.MaxSessionsPerClient,
-		"--client-burst": cfg.ClientBurst,
+		"--max-meshes-per-client": cfg.Limits.MaxMeshesPerClient,
+		"--client-burst":          cfg.ClientBurst,
 	} {
 		if v < 0 {
 			add("%s %d: must not be negative", flag, v)
@@ -151,4 +168,28 @@ func (cfg *Config) logger() *slog.Logger {
 // trustDomain is the parsed trust domain of a validated configuration.
 func (cfg *Config) trustDomain() spiffeid.TrustDomain {
 	return spiffeid.RequireTrustDomainFromString(cfg.TrustDomain)
+}
+
+// anchorFile is the file that will hold the store's rollback anchor, "" when it is not a file.
+func anchorFile(cfg Config) string {
+	switch a := cfg.StoreAnchor; {
+	case a == "none" || strings.HasPrefix(a, anchorSecretPrefix):
+		return ""
+	case a != "":
+		return a
+	case cfg.StoreKeyFile != "" && cfg.StoreKey == nil:
+		return cfg.StoreKeyFile + ".generation"
+	}
+	return ""
+}
+
+// within reports whether path is dir or lies under it (lexically, after making both absolute).
+func within(path, dir string) bool {
+	p, err1 := filepath.Abs(path)
+	d, err2 := filepath.Abs(dir)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(d, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }

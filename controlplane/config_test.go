@@ -1,6 +1,7 @@
 package controlplane_test
 
 import (
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -32,6 +33,10 @@ func TestConfigValidate(t *testing.T) {
 		{"half a webhook key pair", func(c *controlplane.Config) { c.WebhookCertFile = "c.pem" }, []string{"--webhook-cert-file and --webhook-key-file go together"}},
 		{"negative TTL", func(c *controlplane.Config) { c.SVIDTTL = -1 }, []string{"--svid-ttl -1ns: must not be negative"}},
 		{"negative limit", func(c *controlplane.Config) { c.Limits.MaxSecrets = -1 }, []string{"--max-secrets-per-session -1: must not be negative"}},
+		{"anchor inside the data dir", func(c *controlplane.Config) { c.StoreAnchor = filepath.Join(c.DataDir, "sub", "gen") },
+			[]string{"the anchor must live outside --data-dir"}},
+		{"default anchor beside a key file inside the data dir", func(c *controlplane.Config) { c.StoreKeyFile = filepath.Join(c.DataDir, "store.key") },
+			[]string{"store.key.generation: the anchor must live outside --data-dir"}},
 		{"every problem at once", func(c *controlplane.Config) { c.DataDir, c.MgmtAddr = "", "x" },
 			[]string{"--data-dir is required", `--mgmt-addr "x"`}},
 	} {

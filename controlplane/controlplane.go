@@ -108,15 +108,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	attestGRPC := newAttestationGRPC(serverTLS)
 	attestationpb.RegisterAttestationServer(attestGRPC, attestSvc)
+	// Clients are identified by their certificate's key; the TLS handshake proves possession.
+	// Public endpoints need none.
+	mgmtTLS := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: serverTLS.get}
+	if err := mgmtClientAuth(cfg, mgmtTLS); err != nil {
+		return err
+	}
 	mgmtSrv := newHTTPServer(mgmt.NewHandler(mgmt.Config{
 		CAS: casSvc, BundlePEM: bundlePEM, ValidateMesh: meshes.Validate,
 		ClientRate: cfg.ClientRate, ClientBurst: cfg.ClientBurst, Registerer: reg, Logger: log,
-	}), &tls.Config{
-		MinVersion: tls.VersionTLS12, GetCertificate: serverTLS.get,
-		// Clients are identified by their (typically self-signed) certificate's key; the TLS
-		// handshake proves possession. Public endpoints need none.
-		ClientAuth: tls.RequestClientCert,
-	}, log)
+	}), mgmtTLS, log)
 	metricsSrv := newHTTPServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), nil, log)
 
 	// The tasks.

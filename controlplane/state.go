@@ -18,9 +18,12 @@ import (
 // The control plane's own state in the store: its CA, its simulated platform, the key of the
 // attestation API's nonces and grants; and the store itself.
 
+// anchorSecretPrefix starts a --store-anchor that names a Kubernetes Secret.
+const anchorSecretPrefix = "kubernetes-secret:" //nolint:gosec // G101: a scheme name, not a credential
+
 // storeAnchor returns the store's rollback anchor from cfg (nil: none).
 func storeAnchor(cfg Config, log *slog.Logger) (store.Anchor, error) {
-	const secretPrefix = "kubernetes-secret:" //nolint:gosec // G101: a scheme name, not a credential
+	const secretPrefix = anchorSecretPrefix
 	switch a := cfg.StoreAnchor; {
 	case a == "none":
 		log.Warn("store rollback check disabled (--store-anchor none): an older copy of the store put back in place would go unnoticed")

@@ -76,29 +76,50 @@ func issuedAt(nonce []byte) time.Time {
 	return time.UnixMilli(int64(binary.BigEndian.Uint64(ms[:]))) //nolint:gosec // 48 bits
 }
 
-// Consume checks that nonce was issued for configID by a holder of the key, is unexpired and
-// unused, and marks it used.
-func (n *Nonces) Consume(configID string, nonce []byte) error {
+// Check checks that nonce was issued for configID by a holder of the key and is unexpired and
+// unused. It remembers nothing: Attest checks first and consumes only evidence that verified, so
+// that junk cannot fill the replay cache.
+func (n *Nonces) Check(configID string, nonce []byte) error {
+	_, _, err := n.check(configID, nonce)
+	return err
+}
+
+func (n *Nonces) check(configID string, nonce []byte) ([nonceIDSize]byte, time.Time, error) {
+	var id [nonceIDSize]byte
 	if len(nonce) != attestapi.NonceSize {
-		return fmt.Errorf("%w: nonce is %d bytes, want %d", errNonceInvalid, len(nonce), attestapi.NonceSize)
+		return id, time.Time{}, fmt.Errorf("%w: nonce is %d bytes, want %d", errNonceInvalid, len(nonce), attestapi.NonceSize)
 	}
 	if subtle.ConstantTimeCompare(nonce[nonceIDSize:], n.mac(nonce[:nonceIDSize], configID)) != 1 {
-		return fmt.Errorf("%w: nonce was not issued by this control plane for config ID %q", errNonceInvalid, configID)
+		return id, time.Time{}, fmt.Errorf("%w: nonce was not issued by this control plane for config ID %q", errNonceInvalid, configID)
 	}
 	now := n.now()
 	issued := issuedAt(nonce)
 	expires := issued.Add(n.ttl)
 	switch {
 	case issued.After(now.Add(time.Minute)):
-		return fmt.Errorf("%w: nonce was issued in the future (%s)", errNonceInvalid, issued.UTC().Format(time.RFC3339))
+		return id, time.Time{}, fmt.Errorf("%w: nonce was issued in the future (%s)", errNonceInvalid, issued.UTC().Format(time.RFC3339))
 	case !now.Before(expires):
-		return fmt.Errorf("%w: nonce expired at %s", errNonceExpired, expires.UTC().Format(time.RFC3339))
+		return id, time.Time{}, fmt.Errorf("%w: nonce expired at %s", errNonceExpired, expires.UTC().Format(time.RFC3339))
 	}
-	var id [nonceIDSize]byte
 	copy(id[:], nonce)
-	switch n.used.add(id, expires, now) {
+	if n.used.contains(id, now) {
+		return id, time.Time{}, errReplayed
+	}
+	return id, expires, nil
+}
+
+var errReplayed = fmt.Errorf("%w: nonce already used (replayed evidence)", errNonceReplayed)
+
+// Consume checks nonce (see Check) and marks it used; of two concurrent calls with one nonce,
+// one fails.
+func (n *Nonces) Consume(configID string, nonce []byte) error {
+	id, expires, err := n.check(configID, nonce)
+	if err != nil {
+		return err
+	}
+	switch n.used.add(id, expires, n.now()) {
 	case replayUsed:
-		return fmt.Errorf("%w: nonce already used (replayed evidence)", errNonceReplayed)
+		return errReplayed
 	case replayFull:
 		return fmt.Errorf("%w: %d nonces are in use; try again shortly", errNonceCapacity, n.used.capacity)
 	}
@@ -106,13 +127,16 @@ func (n *Nonces) Consume(configID string, nonce []byte) error {
 }
 
 // replayCache remembers used single-use tokens until they expire, bounded: when full of unexpired
-// entries it refuses new ones rather than forget one (forgetting would allow a replay).
+// entries it refuses new ones rather than forget one (forgetting would allow a replay). Entries
+// are filed by the second they expire in, so expiring them costs the expired entries only, never
+// a scan of the live ones.
 type replayCache struct {
 	capacity int
 
 	mu      sync.Mutex
-	entries map[[nonceIDSize]byte]time.Time
-	sweep   time.Time
+	entries map[[nonceIDSize]byte]int64 // id -> the second it expires in
+	buckets map[int64][][nonceIDSize]byte
+	swept   int64 // every bucket before this second is gone
 }
 
 type replayResult int
@@ -127,27 +151,60 @@ func newReplayCache(capacity int) *replayCache {
 	if capacity <= 0 {
 		capacity = DefaultReplayCapacity
 	}
-	return &replayCache{capacity: capacity, entries: map[[nonceIDSize]byte]time.Time{}}
+	return &replayCache{capacity: capacity, entries: map[[nonceIDSize]byte]int64{}, buckets: map[int64][][nonceIDSize]byte{}}
+}
+
+// expiryBucket is the second an entry expiring at t is filed under: it is gone from then on
+// (rounded up, so that no entry is dropped before it expires).
+func expiryBucket(t time.Time) int64 {
+	s := t.Unix()
+	if t.Nanosecond() > 0 {
+		s++
+	}
+	return s
+}
+
+// expireLocked drops the buckets that expired by now. Buckets are few (one per second of a
+// token's lifetime); each entry is deleted once.
+func (c *replayCache) expireLocked(now time.Time) {
+	sec := now.Unix()
+	if sec < c.swept {
+		return
+	}
+	for b, ids := range c.buckets {
+		if b <= sec {
+			for _, id := range ids {
+				if c.entries[id] == b {
+					delete(c.entries, id)
+				}
+			}
+			delete(c.buckets, b)
+		}
+	}
+	c.swept = sec + 1
+}
+
+func (c *replayCache) contains(id [nonceIDSize]byte, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expireLocked(now)
+	_, ok := c.entries[id]
+	return ok
 }
 
 func (c *replayCache) add(id [nonceIDSize]byte, expires, now time.Time) replayResult {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if exp, ok := c.entries[id]; ok && now.Before(exp) {
+	c.expireLocked(now)
+	if _, ok := c.entries[id]; ok {
 		return replayUsed
 	}
-	if len(c.entries) >= c.capacity || now.Sub(c.sweep) > time.Minute {
-		for k, exp := range c.entries {
-			if !now.Before(exp) {
-				delete(c.entries, k)
-			}
-		}
-		c.sweep = now
-		if len(c.entries) >= c.capacity {
-			return replayFull
-		}
+	if len(c.entries) >= c.capacity {
+		return replayFull
 	}
-	c.entries[id] = expires
+	b := expiryBucket(expires)
+	c.entries[id] = b
+	c.buckets[b] = append(c.buckets[b], id)
 	return replayFresh
 }
 

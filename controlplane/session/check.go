@@ -121,6 +121,10 @@ func CheckImports(s *Session, lookup Lookup) error {
 			p.add(sp+".session", "%s", err)
 			continue
 		}
+		if why := PinnedOwnersProblem(src, s); why != "" {
+			p.add("access_policy.update", "%s", why)
+			continue
+		}
 		if sec.Kind != "" && sec.Kind != src.Kind {
 			p.add(index("secrets", i)+".kind", "secret %q of session %q is %s, not %s", src.Name, from.Name, src.Kind, sec.Kind)
 			continue
@@ -163,6 +167,34 @@ func importMode(exporter, importer *Session) error {
 			exporter.Name, from, importer.Name, to)
 	}
 	return nil
+}
+
+// PinnedOwnersProblem returns why importer may not import secret src, which reaches it only by
+// exports pinned with session_hash, or "" when it may. A pin fixes the importer's document, not
+// who uploads it: whoever uploads the published bytes first becomes their CREATOR. So a pinned
+// importer must name who may update it (certificates, or NONE), never CREATOR or ANY.
+func PinnedOwnersProblem(src *Secret, importer *Session) string {
+	pinned := false
+	for _, e := range src.Export {
+		if e.Session != importer.Name {
+			continue
+		}
+		if e.SessionHash == "" {
+			return ""
+		}
+		pinned = true
+	}
+	if !pinned {
+		return ""
+	}
+	for _, p := range importer.AccessPolicy.Update {
+		if p == PolicyCreator || p == PolicyAny {
+			return fmt.Sprintf("secret %q is exported to session %q by its document's hash (session_hash), which pins the document but not who "+
+				"uploads it, and access_policy.update is %s: name the session's updaters by certificate instead (or NONE)",
+				src.Name, importer.Name, p)
+		}
+	}
+	return ""
 }
 
 // KeyExported reports whether the private key of certificate secret cert (of session

@@ -56,8 +56,11 @@ The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
 	f.IntVar(&cfg.Limits.MaxGeneratedBytes, "max-session-bytes", cas.DefaultMaxGeneratedBytes, "most bytes of secret material kept per session")
 	f.IntVar(&cfg.Limits.MaxNewRSAKeys, "max-new-rsa-keys", cas.DefaultMaxNewRSAKeys, "most RSA keys one create or update may generate")
 	f.IntVar(&cfg.Limits.MaxSessionsPerClient, "max-sessions-per-client", cas.DefaultMaxSessionsPerClient, "most sessions one client identity may create")
+	f.IntVar(&cfg.Limits.MaxMeshesPerClient, "max-meshes-per-client", cas.DefaultMaxMeshesPerClient, "most meshes one client identity may register")
 	f.Float64Var(&cfg.ClientRate, "client-rate", mgmt.DefaultClientRate, "management API requests per second per client identity (and per address without one); negative: unlimited")
 	f.IntVar(&cfg.ClientBurst, "client-burst", mgmt.DefaultClientBurst, "management API request burst per client identity")
+	f.StringVar(&cfg.MgmtClientCAFile, "mgmt-client-ca", "", "PEM file of CA certificates: accept only management API client certificates issued by them "+
+		"(default: any certificate, its key being the identity)")
 	f.StringVar(&cfg.TrustDomain, "trust-domain", "attestmesh.local", "SPIFFE trust domain")
 	f.StringVar(&cfg.MgmtAddr, "mgmt-addr", ":8081", "management API listen address")
 	f.StringVar(&cfg.AttestAddr, "attest-addr", ":18765", "attestation API listen address")

@@ -11,14 +11,43 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/session"
 )
 
-// newSessionManageCmds returns create, update, get and list.
+// newSessionManageCmds returns create, update, get, list and delete.
 func newSessionManageCmds() []*cobra.Command {
 	return []*cobra.Command{
 		newSessionUploadCmd("create", "Create a session on the control plane (you become its CREATOR)", false),
 		newSessionUploadCmd("update", "Update a session; the document's predecessor must be the current hash", true),
 		newSessionGetCmd(),
 		newSessionListCmd(),
+		newSessionDeleteCmd(),
 	}
+}
+
+func newSessionDeleteCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a session (its updaters, or its namespace's, may)",
+		Long: `delete removes session NAME and its secrets from the control plane. Its updaters may delete
+it, and so may the updaters of its namespace session, so that a namespace's owner can clear
+out what others created in it. A session with sessions in its namespace is deleted after
+them. Workloads of a deleted session fail their next attestation or renewal, and sessions
+that import its secrets fail theirs.`,
+		Example: `  attestmesh session delete flask-redis/flask --ca-file ca.pem`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Delete(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "session %s deleted\n", args[0])
+			return err
+		},
+	}
+	cf.register(cmd.Flags())
+	return cmd
 }
 
 func newSessionUploadCmd(verb, short string, update bool) *cobra.Command {
