@@ -34,17 +34,17 @@ them. Workloads of a deleted session fail their next attestation or renewal, and
 that import its secrets fail theirs.`,
 		Example: `  attestmesh session delete flask-redis/flask --ca-file ca.pem`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			c, err := cf.client()
 			if err != nil {
 				return err
 			}
-			if err := c.Delete(cmd.Context(), args[0]); err != nil {
+			if err := c.Delete(ctx, args[0]); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "session %s deleted\n", args[0])
 			return err
-		},
+		}),
 	}
 	cf.register(cmd.Flags())
 	return cmd
