@@ -56,7 +56,7 @@ func Run(ctx context.Context, cfg Config) error {
 	changes := make(chan struct{}, 1)
 	casSvc := cas.New(cas.Config{
 		Store: st, Limits: cfg.Limits, MeshSessions: registry.Sessions, Logger: log.With("subsystem", "cas"),
-		OnChange: func(string) { sessions.changed(); signal(changes) },
+		OnChange: func(string) { sessions.changed(ctx); signal(changes) },
 	})
 	sessions.count = casSvc.Count
 	meshes := registry.New(registry.Config{

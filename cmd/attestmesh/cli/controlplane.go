@@ -1,8 +1,7 @@
 package cli
 
 import (
-	"log/slog"
-	"os"
+	"context"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,17 +12,9 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 )
 
-func newLogger(level string) *slog.Logger {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
-}
-
 func newControlPlaneCmd() *cobra.Command {
 	var cfg controlplane.Config
-	var logLevel string
+	var level logLevel
 	cmd := &cobra.Command{
 		Use:   "controlplane",
 		Short: "Run the control plane: management API, attestation API, xDS, metrics",
@@ -50,10 +41,10 @@ qe_identity.json, tcb_chain.pem).
 
 The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Logger = newLogger(logLevel)
-			return controlplane.Run(cmd.Context(), cfg)
-		},
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
+			cfg.Logger = newLogger(level)
+			return controlplane.Run(ctx, cfg)
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/attestmesh", "directory of the embedded encrypted store")
@@ -96,6 +87,6 @@ The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
 	f.StringVar(&cfg.LASAddr, "las-addr", sim.DefaultLASAddr, "LAS listen address in simulation (host:port or unix:/path)")
 	f.StringVar(&cfg.CollateralDir, "collateral-dir", "", "Intel collateral for hardware quotes")
 	f.StringVar(&cfg.SidecarBinary, "sidecar-binary", "", "the sidecar binary whose measurement sidecars must present (default: this executable)")
-	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	registerLogLevel(f, &level)
 	return cmd
 }
