@@ -136,7 +136,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if st.watch != nil {
 		// Other replicas write too: their changes reach this replica's xDS feed as its own do.
 		tasks["store watch"] = func(ctx context.Context) error {
-			return st.watch(ctx, func([]string) { sessions.changed(); signal(changes) })
+			return st.watch(ctx, func([]string) { sessions.changed(ctx); signal(changes) })
 		}
 	}
 	if lns.webhook != nil {
