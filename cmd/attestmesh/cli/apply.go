@@ -35,8 +35,8 @@ the session's fspf_path, so that
 runs the application on Kubernetes (see docs/kubernetes.md). --chart-dir "" skips both.`,
 		Example: `  attestmesh apply -f examples/flask-redis/mesh.yaml --ca-file /var/lib/attestmesh/ca.pem`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, out := cmd.Context(), cmd.OutOrStdout()
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
 			m, err := mesh.Load(file)
 			if err != nil {
 				return err
@@ -90,7 +90,7 @@ runs the application on Kubernetes (see docs/kubernetes.md). --chart-dir "" skip
 			}
 			fmt.Fprintf(out, "wrote the Helm chart of %s to %s (helm install %s %s)\n", m.Name, chartDir, m.Name, chartDir)
 			return nil
-		},
+		}),
 	}
 	cf.register(cmd.Flags())
 	cmd.Flags().StringVarP(&file, "file", "f", "", "mesh file")
