@@ -87,6 +87,15 @@ type Config struct {
 	CollateralDir string
 	// SidecarBinary is measured to accept sidecars; empty means this executable.
 	SidecarBinary string
+	// SelfAttestation says where the control plane's own evidence (GET /v1/attestation, see
+	// controlplane/evidence) comes from: SelfAttestGramine (SGX quotes from Gramine's
+	// attestation device at AttestationDevice), SelfAttestSimulation (the simulated platform,
+	// over this binary's measurement; needs Simulation), SelfAttestNone, or SelfAttestAuto
+	// (the default, also ""): Gramine's device when it is there, else simulation with
+	// Simulation, else none.
+	SelfAttestation string
+	// AttestationDevice is Gramine's attestation directory (default gramine.DefaultDir).
+	AttestationDevice string
 
 	Logger *slog.Logger
 	// Ready, when set, is called once every listener is bound, with the bound addresses.
@@ -125,6 +134,15 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.Simulation && cfg.LASAddr == "" {
 		add("--las-addr is required with --simulation")
+	}
+	switch cfg.SelfAttestation {
+	case "", SelfAttestAuto, SelfAttestGramine, SelfAttestNone:
+	case SelfAttestSimulation:
+		if !cfg.Simulation {
+			add("--self-attestation simulation needs --simulation (the simulated platform quotes the control plane)")
+		}
+	default:
+		add("--self-attestation %q: want auto, gramine, simulation or none", cfg.SelfAttestation)
 	}
 	if p := anchorFile(*cfg); p != "" && cfg.DataDir != "" && within(p, cfg.DataDir) {
 		add("--store-anchor %s: the anchor must live outside --data-dir %s (beside the store key): a restored copy of the data "+

@@ -37,6 +37,11 @@ func TestConfigValidate(t *testing.T) {
 			[]string{"the anchor must live outside --data-dir"}},
 		{"default anchor beside a key file inside the data dir", func(c *controlplane.Config) { c.StoreKeyFile = filepath.Join(c.DataDir, "store.key") },
 			[]string{"store.key.generation: the anchor must live outside --data-dir"}},
+		{"unknown self-attestation", func(c *controlplane.Config) { c.SelfAttestation = "tpm" },
+			[]string{`--self-attestation "tpm": want auto, gramine, simulation or none`}},
+		{"simulated self-attestation without simulation", func(c *controlplane.Config) {
+			c.Simulation, c.SelfAttestation = false, controlplane.SelfAttestSimulation
+		}, []string{"--self-attestation simulation needs --simulation"}},
 		{"every problem at once", func(c *controlplane.Config) { c.DataDir, c.MgmtAddr = "", "x" },
 			[]string{"--data-dir is required", `--mgmt-addr "x"`}},
 	} {

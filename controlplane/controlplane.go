@@ -77,6 +77,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// The control plane's own evidence, which binds its CA (nil: it serves none).
+	issuer, err := newEvidenceIssuer(ctx, cfg, st, authority, log)
+	if err != nil {
+		return err
+	}
 
 	// Listeners first, so that port clashes fail before anything serves.
 	lns, err := listenAll(ctx, cfg, las)
@@ -115,7 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	mgmtSrv := newHTTPServer(mgmt.NewHandler(mgmt.Config{
-		CAS: casSvc, BundlePEM: bundlePEM, ValidateMesh: meshes.Validate,
+		CAS: casSvc, BundlePEM: bundlePEM, ValidateMesh: meshes.Validate, Evidence: evidenceFunc(issuer),
 		ClientRate: cfg.ClientRate, ClientBurst: cfg.ClientBurst, Registerer: reg, Logger: log,
 	}), mgmtTLS, log)
 	metricsSrv := newHTTPServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), nil, log)
