@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/attestmesh/attestmesh/attest/gramine"
 	"github.com/attestmesh/attestmesh/attest/sim"
 	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/attestmesh/attestmesh/controlplane/cas"
@@ -48,7 +49,16 @@ security.attestation.mode: simulation, and every identity from it is marked tee=
 Hardware quotes need Intel collateral in --collateral-dir (tcb_info_<FMSPC>.json,
 qe_identity.json, tcb_chain.pem).
 
-The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
+The control plane attests itself: GET /v1/attestation?nonce=HEX on the management API serves
+a quote whose REPORTDATA binds its CA's public key and the caller's nonce, which
+"attestmesh controlplane verify" checks before writing the CA bundle to pin. The quote comes
+from Gramine's /dev/attestation when the control plane runs in an SGX enclave under Gramine,
+else, with --simulation, from its own simulated platform over the SHA-256 of its binary (a
+drill: no hardware guarantee); --self-attestation chooses.
+
+The CA bundle is also written to <data-dir>/ca.pem (and, in simulation, the simulated root to
+<data-dir>/simulated-root.pem). Clients pin the bundle with --ca-file, best as
+"attestmesh controlplane verify --out" wrote it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger = newLogger(logLevel)
@@ -89,6 +99,10 @@ The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
 	f.StringVar(&cfg.LASAddr, "las-addr", sim.DefaultLASAddr, "LAS listen address in simulation (host:port or unix:/path)")
 	f.StringVar(&cfg.CollateralDir, "collateral-dir", "", "Intel collateral for hardware quotes")
 	f.StringVar(&cfg.SidecarBinary, "sidecar-binary", "", "the sidecar binary whose measurement sidecars must present (default: this executable)")
+	f.StringVar(&cfg.SelfAttestation, "self-attestation", controlplane.SelfAttestAuto, "where the control plane's own evidence comes from: "+
+		"gramine (/dev/attestation in an SGX enclave), simulation (its simulated platform; needs --simulation), none, or auto (the first of these that is there)")
+	f.StringVar(&cfg.AttestationDevice, "attestation-device", gramine.DefaultDir, "Gramine's attestation pseudo-file directory")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.AddCommand(newControlPlaneVerifyCmd())
 	return cmd
 }
