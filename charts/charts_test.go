@@ -381,11 +381,15 @@ func TestControlPlaneNotes(t *testing.T) {
 		not    []string
 	}{
 		{"defaults", nil,
-			[]string{"SIMULATION MODE", "get mutatingwebhookconfiguration attestmesh-system-rel-attestmesh-injector", "refused", "Back up the store key"},
-			[]string{"curl -sk"}},
-		{"cert-manager, own key", map[string]any{"certManager": map[string]any{"enabled": true}, "store": map[string]any{"key": map[string]any{"existingSecret": "k"}}},
-			[]string{"curl -sk https://127.0.0.1:8081/v1/ca"},
-			[]string{"get mutatingwebhookconfiguration", "Back up the store key"}},
+			[]string{"SIMULATION MODE", "attestmesh controlplane verify --addr 127.0.0.1:8081 --simulation", "refused", "Back up the store key"},
+			[]string{"curl", "get mutatingwebhookconfiguration attestmesh-system-rel-attestmesh-injector \\"}},
+		{"hardware", map[string]any{"simulation": map[string]any{"enabled": false}, "hardware": map[string]any{"collateralConfigMap": "c"}},
+			[]string{"get mutatingwebhookconfiguration attestmesh-system-rel-attestmesh-injector", "has no evidence to attest"},
+			[]string{"curl", "controlplane verify"}},
+		{"hardware, cert-manager, own key", map[string]any{"simulation": map[string]any{"enabled": false}, "hardware": map[string]any{"collateralConfigMap": "c"}, "certManager": map[string]any{"enabled": true},
+			"store": map[string]any{"key": map[string]any{"existingSecret": "k"}}},
+			[]string{"kubectl get --raw /api/v1/namespaces/attestmesh-system/services/https:rel-attestmesh:https-mgmt/proxy/v1/ca"},
+			[]string{"curl", "get mutatingwebhookconfiguration attestmesh-system-rel-attestmesh-injector \\", "Back up the store key"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
