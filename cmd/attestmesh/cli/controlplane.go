@@ -1,8 +1,7 @@
 package cli
 
 import (
-	"log/slog"
-	"os"
+	"context"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,17 +13,9 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 )
 
-func newLogger(level string) *slog.Logger {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
-}
-
 func newControlPlaneCmd() *cobra.Command {
 	var cfg controlplane.Config
-	var logLevel string
+	var level logLevel
 	cmd := &cobra.Command{
 		Use:   "controlplane",
 		Short: "Run the control plane: management API, attestation API, xDS, metrics",
@@ -60,13 +51,18 @@ The CA bundle is also written to <data-dir>/ca.pem (and, in simulation, the simu
 <data-dir>/simulated-root.pem). Clients pin the bundle with --ca-file, best as
 "attestmesh controlplane verify --out" wrote it.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Logger = newLogger(logLevel)
-			return controlplane.Run(cmd.Context(), cfg)
-		},
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
+			cfg.Logger = newLogger(level)
+			return controlplane.Run(ctx, cfg)
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/attestmesh", "directory of the embedded encrypted store")
+	f.StringVar(&cfg.Store, "store", "", "where the encrypted store lives: empty for the embedded file under --data-dir (one replica), "+
+		"or etcd://host:port[,host:port...] for several replicas")
+	f.StringVar(&cfg.EtcdCAFile, "etcd-ca", "", "PEM CA bundle that signed the etcd members' certificates")
+	f.StringVar(&cfg.EtcdCertFile, "etcd-cert", "", "PEM client certificate for etcd")
+	f.StringVar(&cfg.EtcdKeyFile, "etcd-key", "", "PEM private key of --etcd-cert")
 	f.StringVar(&cfg.StoreKeyFile, "store-key-file", "", "file holding the store key (else $ATTESTMESH_STORE_KEY)")
 	f.StringVar(&cfg.StoreAnchor, "store-anchor", "", "where the store's generation is kept, outside --data-dir, so that an older copy of the store is refused: "+
 		"a file, or kubernetes-secret:NAMESPACE/NAME (default: <store key file>.generation; none disables the check)")
@@ -93,6 +89,8 @@ The CA bundle is also written to <data-dir>/ca.pem (and, in simulation, the simu
 	f.StringVar(&cfg.WebhookKeyFile, "webhook-key-file", "", "the webhook's TLS key, with --webhook-cert-file")
 	f.StringVar(&cfg.WebhookConfigName, "webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle to patch with the CA when running in a cluster")
 	f.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host name or IP workloads use to reach the control plane (default 127.0.0.1)")
+	f.StringVar(&cfg.AdvertiseXDS, "advertise-xds", "", "xDS address(es) told to sidecars, for several replicas: host:port,host:port,... or dns:///name:port "+
+		"(default: --advertise-host and this replica's xDS port)")
 	f.StringArrayVar(&cfg.ServerNames, "server-name", nil, "extra DNS name for the control plane's certificate (repeatable)")
 	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", time.Hour, "lifetime of issued X.509-SVIDs")
 	f.BoolVar(&cfg.Simulation, "simulation", false, "enable the simulated SGX platform and its LAS (no hardware guarantee)")
@@ -102,7 +100,7 @@ The CA bundle is also written to <data-dir>/ca.pem (and, in simulation, the simu
 	f.StringVar(&cfg.SelfAttestation, "self-attestation", controlplane.SelfAttestAuto, "where the control plane's own evidence comes from: "+
 		"gramine (/dev/attestation in an SGX enclave), simulation (its simulated platform; needs --simulation), none, or auto (the first of these that is there)")
 	f.StringVar(&cfg.AttestationDevice, "attestation-device", gramine.DefaultDir, "Gramine's attestation pseudo-file directory")
-	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	registerLogLevel(f, &level)
 	cmd.AddCommand(newControlPlaneVerifyCmd())
 	return cmd
 }

@@ -65,12 +65,12 @@ platform is noticed later.`,
   attestmesh controlplane verify --addr 127.0.0.1:8081 --simulation --mrenclave <that value> --out ca.pem
   attestmesh apply -f mesh.yaml --controlplane https://127.0.0.1:8081 --ca-file ca.pem`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := runControlPlaneVerify(cmd, &cfg); err != nil {
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
+			if err := runControlPlaneVerify(ctx, cmd, &cfg); err != nil {
 				return fmt.Errorf("controlplane verify: %w", err)
 			}
 			return nil
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.addr, "addr", "", "the management API, HOST:PORT (or https://HOST:PORT)")
@@ -88,12 +88,11 @@ platform is noticed later.`,
 	return cmd
 }
 
-func runControlPlaneVerify(cmd *cobra.Command, cfg *verifyConfig) error {
+func runControlPlaneVerify(ctx context.Context, cmd *cobra.Command, cfg *verifyConfig) error {
 	policy, addr, err := cfg.policy()
 	if err != nil {
 		return err
 	}
-	ctx := cmd.Context()
 	if cfg.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.timeout)
