@@ -155,15 +155,30 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (*store.Encryp
 	if err != nil {
 		return nil, err
 	}
-	bolt, err := store.OpenBolt(store.BoltConfig{Dir: cfg.DataDir})
+	eng, err := openEngine(cfg.DataDir, false)
 	if err != nil {
-		return nil, fmt.Errorf("controlplane: %w", err)
+		return nil, err
 	}
-	st, err := store.Open(ctx, bolt, key, store.Options{Anchor: anchor, AllowRollback: cfg.AllowStoreRollback, Logger: log.With("subsystem", "store")})
+	st, err := store.Open(ctx, eng, key, store.Options{Anchor: anchor, AllowRollback: cfg.AllowStoreRollback, Logger: log.With("subsystem", "store")})
 	if err != nil {
-		_ = bolt.Close()
+		_ = eng.Close()
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
 	log.Info("store open", "generation", st.Generation(), "rollback_anchor", anchorName(anchor))
+	if err := keepRecovery(ctx, cfg, st, key, log); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	return st, nil
+}
+
+// openEngine opens the durable engine under the encrypted store: today the embedded bbolt file
+// under dataDir. readOnly opens an existing store without creating or changing anything (for
+// `attestmesh recover`, which must never write to the store it recovers).
+func openEngine(dataDir string, readOnly bool) (store.Engine, error) {
+	b, err := store.OpenBolt(store.BoltConfig{Dir: dataDir, ReadOnly: readOnly})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	return b, nil
 }
