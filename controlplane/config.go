@@ -25,8 +25,14 @@ const (
 
 // Config is the control plane's configuration; the `attestmesh controlplane` flags fill it.
 type Config struct {
-	DataDir      string
-	StoreKeyFile string // empty: ATTESTMESH_STORE_KEY
+	DataDir string
+	// Store is where the encrypted store lives: empty for the embedded bbolt file under
+	// DataDir (one replica), or "etcd://host:port[,host:port...]" for several replicas.
+	Store string
+	// EtcdCAFile, EtcdCertFile and EtcdKeyFile authenticate etcd and the control plane to each
+	// other (PEM files); required unless every endpoint is on loopback.
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
+	StoreKeyFile                          string // empty: ATTESTMESH_STORE_KEY
 	// StoreKey, when set, is the store key itself (for `attestmesh up`, which keeps it in
 	// memory only); it takes precedence over StoreKeyFile.
 	StoreKey *store.Key
@@ -86,7 +92,11 @@ type Config struct {
 	// AdvertiseAddr is the host that workloads use to reach this control plane; it goes into
 	// the server certificate and the xDS address told to sidecars.
 	AdvertiseHost string
-	ServerNames   []string // extra DNS names for the server certificate
+	// AdvertiseXDS, when set, is the xDS address told to sidecars instead: every replica's
+	// ("host:port,host:port,...") or one name with several addresses ("dns:///name:port"), so
+	// that sidecars fail over between replicas.
+	AdvertiseXDS string
+	ServerNames  []string // extra DNS names for the server certificate
 
 	SVIDTTL time.Duration
 
@@ -118,6 +128,14 @@ func (cfg *Config) Validate() error {
 	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	if cfg.DataDir == "" {
 		add("--data-dir is required")
+	}
+	if cfg.Store != "" {
+		if _, err := etcdConfig(*cfg); err != nil {
+			add("%v", err)
+		}
+	}
+	if (cfg.EtcdCertFile == "") != (cfg.EtcdKeyFile == "") {
+		add("--etcd-cert and --etcd-key go together")
 	}
 	if _, err := spiffeid.TrustDomainFromString(cfg.TrustDomain); err != nil {
 		add("--trust-domain %q: %v", cfg.TrustDomain, err)

@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 
@@ -57,7 +56,7 @@ func Run(ctx context.Context, cfg Config) error {
 	changes := make(chan struct{}, 1)
 	casSvc := cas.New(cas.Config{
 		Store: st, Limits: cfg.Limits, MeshSessions: registry.Sessions, Logger: log.With("subsystem", "cas"),
-		OnChange: func(string) { sessions.changed(); signal(changes) },
+		OnChange: func(string) { sessions.changed(ctx); signal(changes) },
 	})
 	sessions.count = casSvc.Count
 	meshes := registry.New(registry.Config{
@@ -101,7 +100,7 @@ func Run(ctx context.Context, cfg Config) error {
 	attestSvc, err := attestation.NewServer(attestation.Config{
 		CAS: casSvc, Authority: authority, Verifier: verifier, Logger: log, MACKey: macKey,
 		Metrics: attestation.NewMetrics(reg), SVIDTTL: cfg.SVIDTTL, SidecarMREnclaves: [][32]byte{sidecarMR},
-		XDSAddress: net.JoinHostPort(advertiseHost(cfg), portOf(lns.xds.Addr().String())), OnSVID: meshes.SVID,
+		XDSAddress: advertiseXDS(cfg, lns.xds.Addr().String()), OnSVID: meshes.SVID,
 	})
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
@@ -133,6 +132,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if las != nil {
 		tasks["LAS"] = las.Run
+	}
+	if st.watch != nil {
+		// Other replicas write too: their changes reach this replica's xDS feed as its own do.
+		tasks["store watch"] = func(ctx context.Context) error {
+			return st.watch(ctx, func([]string) { sessions.changed(ctx); signal(changes) })
+		}
 	}
 	if lns.webhook != nil {
 		webhookSrv, err := newWebhookServer(cfg, casSvc, bundlePEM, las, serverTLS, reg, log)

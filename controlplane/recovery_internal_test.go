@@ -114,7 +114,7 @@ func TestKeepRecovery(t *testing.T) {
 			if tc.before != nil {
 				st, err := openStore(t.Context(), Config{DataDir: dir, StoreKey: &key}, slog.New(slog.DiscardHandler))
 				require.NoError(t, err)
-				tc.before(t, st)
+				tc.before(t, st.EncryptedBackend)
 				require.NoError(t, st.Close())
 			}
 			var logs bytes.Buffer

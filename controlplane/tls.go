@@ -24,6 +24,15 @@ func advertiseHost(cfg Config) string {
 	return "127.0.0.1"
 }
 
+// advertiseXDS is the xDS address told to sidecars: --advertise-xds (every replica, for
+// fail-over), else the advertised host and the port xDS listens on.
+func advertiseXDS(cfg Config, listening string) string {
+	if cfg.AdvertiseXDS != "" {
+		return cfg.AdvertiseXDS
+	}
+	return net.JoinHostPort(advertiseHost(cfg), portOf(listening))
+}
+
 func portOf(addr string) string {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {

@@ -147,9 +147,9 @@ func (c *cpRun) log() string { return c.out.String() }
 // and waits until its management API accepts connections.
 func runControlPlane(ctx context.Context, t *testing.T, bin, data string, args ...string) *cpRun {
 	t.Helper()
-	c := &cpRun{mgmt: freeLoopbackAddr(t), out: &proxytest.SyncBuffer{}}
+	c := &cpRun{mgmt: freeLoopbackAddr(ctx, t), out: &proxytest.SyncBuffer{}}
 	cmd := exec.Command(bin, append([]string{"controlplane", "--data-dir", data, //nolint:noctx // stopped below or in cleanup
-		"--mgmt-addr", c.mgmt, "--attest-addr", freeLoopbackAddr(t), "--xds-addr", freeLoopbackAddr(t), "--metrics-addr", freeLoopbackAddr(t)}, args...)...)
+		"--mgmt-addr", c.mgmt, "--attest-addr", freeLoopbackAddr(ctx, t), "--xds-addr", freeLoopbackAddr(ctx, t), "--metrics-addr", freeLoopbackAddr(ctx, t)}, args...)...)
 	cmd.Stdout, cmd.Stderr = c.out, c.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, cmd.Start())

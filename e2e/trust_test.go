@@ -172,13 +172,13 @@ func tryControlPlane(ctx context.Context, t *testing.T, bin string) (*cpProc, st
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "store.key")
 	require.NoError(t, os.WriteFile(keyFile, []byte(hex.EncodeToString(bytes.Repeat([]byte{0x5a}, 32))), 0o600))
-	cp := &cpProc{mgmt: freeLoopbackAddr(t), attest: freeLoopbackAddr(t), las: freeLoopbackAddr(t), metrics: freeLoopbackAddr(t)}
+	cp := &cpProc{mgmt: freeLoopbackAddr(ctx, t), attest: freeLoopbackAddr(ctx, t), las: freeLoopbackAddr(ctx, t), metrics: freeLoopbackAddr(ctx, t)}
 	data := filepath.Join(dir, "data")
 	cp.caFile = filepath.Join(data, "ca.pem")
 	logFile, err := os.Create(filepath.Join(dir, "controlplane.log"))
 	require.NoError(t, err)
 	cmd := exec.Command(bin, "controlplane", "--data-dir", data, "--store-key-file", keyFile, "--simulation", //nolint:noctx // stopped in cleanup
-		"--mgmt-addr", cp.mgmt, "--attest-addr", cp.attest, "--xds-addr", freeLoopbackAddr(t), "--metrics-addr", cp.metrics,
+		"--mgmt-addr", cp.mgmt, "--attest-addr", cp.attest, "--xds-addr", freeLoopbackAddr(ctx, t), "--metrics-addr", cp.metrics,
 		"--las-addr", cp.las, "--advertise-host", "127.0.0.1", "--sidecar-binary", bin)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -299,7 +299,7 @@ func (cp *cpProc) registrationFollowsRights(ctx context.Context, t *testing.T, b
 	require.NoError(t, dc.PutMesh(ctx, "rights", reg), "the deputy may update both sessions")
 
 	// The server's sidecar and its app's launcher, as `attestmesh up` runs them.
-	admin := freeLoopbackAddr(t)
+	admin := freeLoopbackAddr(ctx, t)
 	common := []string{"--attest-addr", cp.attest, "--ca-file", cp.caFile, "--las-addr", cp.las}
 	startBackground(t, bin, append([]string{"proxy", "--config-id", "victimns/srv/srv", "--admin-addr", admin}, common...)...)
 	startBackground(t, bin, append(append([]string{"launch", "--config-id", "victimns/srv/srv"}, common...), "--", "/bin/sleep")...)

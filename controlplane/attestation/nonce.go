@@ -1,6 +1,7 @@
 package attestation
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -18,25 +19,33 @@ import (
 // used until they expire: 2^18 entries, about 20 MB at most.
 const DefaultReplayCapacity = 1 << 18
 
-// A nonce is stateless: issued-at time in milliseconds (6 bytes) || 10 random bytes || the first
-// 16 bytes of HMAC-SHA-256(key, "attestmesh nonce v1" || issued-at || random || config ID).
-// Issuing stores nothing, so no flood of GetNonce calls can exhaust anything; only a nonce
-// consumed by Attest is remembered, in a bounded replay cache, until it expires.
+// A nonce is stateless: issued-at time in milliseconds (6 bytes) || the issuing replica's tag
+// (4 bytes) || 6 random bytes || the first 16 bytes of HMAC-SHA-256(key, "attestmesh nonce v1"
+// || everything before || config ID). Issuing stores nothing, so no flood of GetNonce calls can
+// exhaust anything; only a nonce consumed by Attest is remembered, in a bounded replay cache,
+// until it expires.
+//
+// A nonce is good only at the replica that issued it. Each replica's replay cache is its own,
+// so evidence consumed at one replica must not be accepted by another (it would hand the app's
+// secrets to whoever replays it); binding the nonce to its replica keeps one attestation on
+// one replica without any state shared between them. GetNonce and Attest travel on one gRPC
+// connection, hence to one replica; a client whose connection moved in between asks again.
 const (
-	nonceTimeSize = 6
-	nonceIDSize   = nonceTimeSize + 10
-	nonceMACLabel = "attestmesh nonce v1"
+	nonceTimeSize    = 6
+	nonceReplicaSize = 4
+	nonceIDSize      = nonceTimeSize + nonceReplicaSize + 6
+	nonceMACLabel    = "attestmesh nonce v1"
 )
 
-// Nonces issues and checks single-use, expiring nonces bound to a config ID. Safe for
-// concurrent use; several control planes that share the MAC key accept each other's nonces
-// (each keeps its own replay cache).
+// Nonces issues and checks single-use, expiring nonces bound to a config ID and to this
+// replica. Safe for concurrent use.
 type Nonces struct {
-	key  []byte
-	ttl  time.Duration
-	now  func() time.Time
-	rand io.Reader
-	used *replayCache
+	key     []byte
+	ttl     time.Duration
+	now     func() time.Time
+	rand    io.Reader
+	replica [nonceReplicaSize]byte
+	used    *replayCache
 }
 
 // NewNonces returns a nonce issuer whose nonces, MAC'd under key, expire after ttl; at most
@@ -45,7 +54,9 @@ func NewNonces(key []byte, ttl time.Duration, capacity int, now func() time.Time
 	if now == nil {
 		now = time.Now
 	}
-	return &Nonces{key: key, ttl: ttl, now: now, rand: rand.Reader, used: newReplayCache(capacity)}
+	n := &Nonces{key: key, ttl: ttl, now: now, rand: rand.Reader, used: newReplayCache(capacity)}
+	_, _ = rand.Read(n.replica[:]) // crypto/rand does not fail
+	return n
 }
 
 func (n *Nonces) mac(id []byte, configID string) []byte {
@@ -63,7 +74,8 @@ func (n *Nonces) Issue(configID string) ([attestapi.NonceSize]byte, time.Time, e
 	var ms [8]byte
 	binary.BigEndian.PutUint64(ms[:], uint64(now.UnixMilli())) //nolint:gosec // a time after 1970
 	copy(nonce[:nonceTimeSize], ms[8-nonceTimeSize:])
-	if _, err := io.ReadFull(n.rand, nonce[nonceTimeSize:nonceIDSize]); err != nil {
+	copy(nonce[nonceTimeSize:], n.replica[:])
+	if _, err := io.ReadFull(n.rand, nonce[nonceTimeSize+nonceReplicaSize:nonceIDSize]); err != nil {
 		return nonce, time.Time{}, fmt.Errorf("attestation: nonce: %w", err)
 	}
 	copy(nonce[nonceIDSize:], n.mac(nonce[:nonceIDSize], configID))
@@ -91,6 +103,9 @@ func (n *Nonces) check(configID string, nonce []byte) ([nonceIDSize]byte, time.T
 	}
 	if subtle.ConstantTimeCompare(nonce[nonceIDSize:], n.mac(nonce[:nonceIDSize], configID)) != 1 {
 		return id, time.Time{}, fmt.Errorf("%w: nonce was not issued by this control plane for config ID %q", errNonceInvalid, configID)
+	}
+	if !bytes.Equal(nonce[nonceTimeSize:nonceTimeSize+nonceReplicaSize], n.replica[:]) {
+		return id, time.Time{}, fmt.Errorf("%w: %s", errNonceInvalid, attestapi.OtherReplicaNonce)
 	}
 	now := n.now()
 	issued := issuedAt(nonce)

@@ -164,7 +164,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	defer netw.Close()
+	defer netw.Close(ctx)
 	info := &Info{StateDir: cfg.StateDir, Host: netw.Host, Services: map[string]*ServiceInfo{}, ExportedCAs: map[string]string{}}
 	addr := netw.Host
 	for i, s := range m.Services {

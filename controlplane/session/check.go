@@ -117,8 +117,8 @@ func CheckImports(s *Session, lookup Lookup) error {
 			p.add(sp+".secret", "secret %q of session %q is itself imported and cannot be imported again", src.Name, from.Name)
 			continue
 		}
-		if err := CheckImportMode(from, s); err != nil {
-			p.add(sp+".session", "%s", strings.TrimPrefix(err.Error(), "session: "))
+		if err := importMode(from, s); err != nil {
+			p.add(sp+".session", "%s", err)
 			continue
 		}
 		if why := PinnedOwnersProblem(src, s); why != "" {
@@ -152,9 +152,17 @@ func CheckImports(s *Session, lookup Lookup) error {
 // simulated quotes: the simulated platform signs any measurement, so the secret would reach
 // whoever can ask it. The error names both sessions and modes.
 func CheckImportMode(exporter, importer *Session) error {
+	if err := importMode(exporter, importer); err != nil {
+		return fmt.Errorf("session: %w", err)
+	}
+	return nil
+}
+
+// importMode is CheckImportMode without the package prefix, for the problem list.
+func importMode(exporter, importer *Session) error {
 	from, to := exporter.Security.Attestation.Mode, importer.Security.Attestation.Mode
 	if from == ModeHardware && to == ModeSimulation {
-		return fmt.Errorf("session: session %q (security.attestation.mode: %s) exports to session %q, which accepts simulated quotes "+
+		return fmt.Errorf("session %q (security.attestation.mode: %s) exports to session %q, which accepts simulated quotes "+
 			"(security.attestation.mode: %s): a workload attested only by the simulated platform would receive a hardware session's secret",
 			exporter.Name, from, importer.Name, to)
 	}

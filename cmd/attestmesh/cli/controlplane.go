@@ -1,8 +1,7 @@
 package cli
 
 import (
-	"log/slog"
-	"os"
+	"context"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,20 +12,12 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 )
 
-func newLogger(level string) *slog.Logger {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
-}
-
 // defaultDataDir is the control plane's --data-dir default (and that of `recover`).
 const defaultDataDir = "/var/lib/attestmesh"
 
 func newControlPlaneCmd() *cobra.Command {
 	var cfg controlplane.Config
-	var logLevel string
+	var level logLevel
 	cmd := &cobra.Command{
 		Use:   "controlplane",
 		Short: "Run the control plane: management API, attestation API, xDS, metrics",
@@ -59,13 +50,18 @@ qe_identity.json, tcb_chain.pem).
 
 The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Logger = newLogger(logLevel)
-			return controlplane.Run(cmd.Context(), cfg)
-		},
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
+			cfg.Logger = newLogger(level)
+			return controlplane.Run(ctx, cfg)
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir, "directory of the embedded encrypted store")
+	f.StringVar(&cfg.Store, "store", "", "where the encrypted store lives: empty for the embedded file under --data-dir (one replica), "+
+		"or etcd://host:port[,host:port...] for several replicas")
+	f.StringVar(&cfg.EtcdCAFile, "etcd-ca", "", "PEM CA bundle that signed the etcd members' certificates")
+	f.StringVar(&cfg.EtcdCertFile, "etcd-cert", "", "PEM client certificate for etcd")
+	f.StringVar(&cfg.EtcdKeyFile, "etcd-key", "", "PEM private key of --etcd-cert")
 	f.StringVar(&cfg.StoreKeyFile, "store-key-file", "", "file holding the store key (else $ATTESTMESH_STORE_KEY)")
 	f.StringVar(&cfg.StoreAnchor, "store-anchor", "", "where the store's generation is kept, outside --data-dir, so that an older copy of the store is refused: "+
 		"a file, or kubernetes-secret:NAMESPACE/NAME (default: <store key file>.generation; none disables the check)")
@@ -97,12 +93,14 @@ The CA bundle is written to <data-dir>/ca.pem: pin it in clients (--ca-file).`,
 	f.StringVar(&cfg.WebhookKeyFile, "webhook-key-file", "", "the webhook's TLS key, with --webhook-cert-file")
 	f.StringVar(&cfg.WebhookConfigName, "webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle to patch with the CA when running in a cluster")
 	f.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host name or IP workloads use to reach the control plane (default 127.0.0.1)")
+	f.StringVar(&cfg.AdvertiseXDS, "advertise-xds", "", "xDS address(es) told to sidecars, for several replicas: host:port,host:port,... or dns:///name:port "+
+		"(default: --advertise-host and this replica's xDS port)")
 	f.StringArrayVar(&cfg.ServerNames, "server-name", nil, "extra DNS name for the control plane's certificate (repeatable)")
 	f.DurationVar(&cfg.SVIDTTL, "svid-ttl", time.Hour, "lifetime of issued X.509-SVIDs")
 	f.BoolVar(&cfg.Simulation, "simulation", false, "enable the simulated SGX platform and its LAS (no hardware guarantee)")
 	f.StringVar(&cfg.LASAddr, "las-addr", sim.DefaultLASAddr, "LAS listen address in simulation (host:port or unix:/path)")
 	f.StringVar(&cfg.CollateralDir, "collateral-dir", "", "Intel collateral for hardware quotes")
 	f.StringVar(&cfg.SidecarBinary, "sidecar-binary", "", "the sidecar binary whose measurement sidecars must present (default: this executable)")
-	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	registerLogLevel(f, &level)
 	return cmd
 }

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
 	"github.com/attestmesh/attestmesh/proxy"
@@ -29,7 +31,7 @@ The admin endpoint (--admin-addr) serves /ready, /config_dump and /metrics.
 --envoy-bootstrap prints instead a bootstrap for a real Envoy using the same control plane
 (see docs/envoy.md).`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			cfg.ConfigID = wf.configID
 			if bootstrap {
 				out, err := proxy.EnvoyBootstrap(cfg)
@@ -50,8 +52,8 @@ The admin endpoint (--admin-addr) serves /ready, /config_dump and /metrics.
 				return err
 			}
 			cfg.Attestor = a
-			return proxy.Run(cmd.Context(), cfg)
-		},
+			return proxy.Run(ctx, cfg)
+		}),
 	}
 	wf.register(cmd)
 	f := cmd.Flags()

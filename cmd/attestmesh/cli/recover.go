@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
 	"github.com/attestmesh/attestmesh/controlplane"
@@ -44,10 +46,10 @@ An encrypted private key is read from standard input, decrypted on the fly:
 
 See docs/operations.md, "Recovery".`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			cfg.Stdin, cfg.Stdout, cfg.Stderr = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
-			return controlplane.Recover(cmd.Context(), cfg)
-		},
+			return controlplane.Recover(ctx, cfg)
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir, "directory of the embedded store whose key is lost (opened read-only)")
@@ -70,10 +72,10 @@ was sealed, the threshold, and the fingerprints of the recovery keys it expects.
 The record holds the store key's shares, each encrypted to one recovery key, and nothing
 readable without those keys: send it to the key holders, who each run 'attestmesh recover share'.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			cfg.Stdout, cfg.Stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
-			return controlplane.RecoveryRecord(cmd.Context(), cfg)
-		},
+			return controlplane.RecoveryRecord(ctx, cfg)
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir, "directory of the embedded store (opened read-only)")
@@ -98,10 +100,10 @@ store key.
 An encrypted private key is read from standard input, decrypted on the fly:
   openssl pkey -in my-key.pem | attestmesh recover share --record record.json --key - --to combine.pub.pem`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			cfg.Stdin, cfg.Stdout, cfg.Stderr = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
-			return controlplane.RecoveryShare(cmd.Context(), cfg)
-		},
+			return controlplane.RecoveryShare(ctx, cfg)
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.RecordFile, "record", "", "the recovery record from 'attestmesh recover record'")

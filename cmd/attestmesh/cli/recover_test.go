@@ -27,7 +27,7 @@ func TestRecoverCommands(t *testing.T) {
 		{name: "recover help", args: []string{"recover", "--help"},
 			wantOut: []string{"any --recovery-threshold of which give it back", "attestmesh recover record --data-dir D --out record.json",
 				"--key-out string", "--share stringArray", "Available Commands:", "record", "share"}},
-		{name: "record help", args: []string{"recover", "record", "--help"}, wantOut: []string{"it holds no secret", "-o, --out string"}},
+		{name: "record help", args: []string{"recover", "record", "--help"}, wantOut: []string{"nothing\nreadable without those keys", "-o, --out string"}},
 		{name: "share help", args: []string{"recover", "share", "--help"},
 			wantOut: []string{"Your private key never leaves your machine", "--to string", "--record string"}},
 		{name: "controlplane help", args: []string{"controlplane", "--help"},

@@ -36,6 +36,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// withContext adapts the body of a verb that needs the command line's context to cobra's
+// RunE, so that the body takes ctx as a parameter and passes it on. The context is Run's:
+// ExecuteContext hands it to cobra, which gives it back as cmd.Context().
+//
+//nolint:contextcheck // not a new context: Run's ctx, carried through cobra, which the linter cannot follow
+func withContext(run func(ctx context.Context, cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error { return run(cmd.Context(), cmd, args) }
+}
+
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "attestmesh",
