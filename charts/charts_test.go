@@ -1,6 +1,7 @@
 package charts_test
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -135,6 +136,9 @@ func TestControlPlaneChart(t *testing.T) {
 				ss := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh"))
 				c := ss.Spec.Template.Spec.Containers[0]
 				assert.Equal(t, "ghcr.io/attestmesh/attestmesh:0.1.0", c.Image)
+				for _, a := range c.Args {
+					assert.NotContains(t, a, "recovery", "no recovery keys by default")
+				}
 				for _, a := range []string{"--simulation", "--store-key-file=/etc/attestmesh/store-key/store-key",
 					"--store-anchor=kubernetes-secret:attestmesh-system/rel-attestmesh-store-generation",
 					"--webhook-addr=:9443", "--webhook-config-name=attestmesh-system-rel-attestmesh-injector",
@@ -238,6 +242,42 @@ func TestControlPlaneChart(t *testing.T) {
 			},
 		},
 		{
+			name: "recovery keys",
+			values: map[string]any{"grafanaDashboard": map[string]any{"enabled": false}, "store": map[string]any{"recovery": map[string]any{
+				"publicKeys": map[string]any{"alice": recoveryPEM(t, "rsa3072"), "bob": recoveryPEM(t, "x25519-a"), "carol": recoveryPEM(t, "p256-sec1")},
+				"threshold":  2,
+			}}},
+			want: []string{
+				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
+				"ConfigMap/rel-attestmesh-recovery-keys",
+				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "NetworkPolicy/rel-attestmesh-las", "Role/rel-attestmesh-store-anchor",
+				"RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation", "Secret/rel-attestmesh-store-key",
+				"Service/rel-attestmesh", "Service/rel-attestmesh-headless", "ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
+				"ValidatingAdmissionPolicy/attestmesh-system-rel-attestmesh-injector-label", "ValidatingAdmissionPolicyBinding/attestmesh-system-rel-attestmesh-injector-label",
+			},
+			check: func(t *testing.T, objs []object) {
+				t.Helper()
+				cm := decode[corev1.ConfigMap](t, find(t, objs, "ConfigMap", "rel-attestmesh-recovery-keys"))
+				assert.Equal(t, map[string]string{"alice.pem": recoveryPEM(t, "rsa3072"), "bob.pem": recoveryPEM(t, "x25519-a"),
+					"carol.pem": recoveryPEM(t, "p256-sec1")}, cm.Data)
+				ss := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh"))
+				c := ss.Spec.Template.Spec.Containers[0]
+				for _, a := range []string{"--recovery-key=/etc/attestmesh/recovery/alice.pem", "--recovery-key=/etc/attestmesh/recovery/bob.pem",
+					"--recovery-key=/etc/attestmesh/recovery/carol.pem", "--recovery-threshold=2"} {
+					assert.Contains(t, c.Args, a)
+				}
+				assert.Contains(t, c.VolumeMounts, corev1.VolumeMount{Name: "recovery-keys", MountPath: "/etc/attestmesh/recovery", ReadOnly: true})
+				var names []string
+				for _, v := range ss.Spec.Template.Spec.Volumes {
+					names = append(names, v.Name)
+					if v.Name == "recovery-keys" {
+						assert.Equal(t, "rel-attestmesh-recovery-keys", v.ConfigMap.Name)
+					}
+				}
+				assert.Contains(t, names, "recovery-keys")
+			},
+		},
+		{
 			name:   "cert-manager",
 			values: map[string]any{"certManager": map[string]any{"enabled": true}, "grafanaDashboard": map[string]any{"enabled": false}},
 			want: []string{
@@ -270,15 +310,27 @@ func TestControlPlaneChart(t *testing.T) {
 func TestControlPlaneChartRefusesBadValues(t *testing.T) {
 	ch, err := loader.Load("attestmesh")
 	require.NoError(t, err)
-	for name, values := range map[string]map[string]any{
-		"neither simulation nor collateral": {"simulation": map[string]any{"enabled": false}},
-		"tls secret without its CA":         {"webhook": map[string]any{"tlsSecret": "x"}},
+	recoveryValues := func(r map[string]any) map[string]any { return map[string]any{"store": map[string]any{"recovery": r}} }
+	for name, tc := range map[string]struct {
+		values map[string]any
+		want   string
+	}{
+		"neither simulation nor collateral": {map[string]any{"simulation": map[string]any{"enabled": false}}, "set simulation.enabled=true"},
+		"tls secret without its CA":         {map[string]any{"webhook": map[string]any{"tlsSecret": "x"}}, "webhook.tlsSecret needs webhook.caBundle"},
+		"recovery threshold above the keys": {recoveryValues(map[string]any{"publicKeys": map[string]any{"alice": "PEM"}, "threshold": 2}),
+			"store.recovery.threshold 2: want 1 to 1"},
+		"recovery threshold zero": {recoveryValues(map[string]any{"publicKeys": map[string]any{"alice": "PEM"}, "threshold": 0}),
+			"store.recovery.threshold 0: want 1 to 1"},
+		"recovery holder with a slash": {recoveryValues(map[string]any{"publicKeys": map[string]any{"../alice": "PEM"}}),
+			`store.recovery.publicKeys "../alice": name holders with letters, digits, - and _`},
+		"recovery keys and removeRecord": {recoveryValues(map[string]any{"publicKeys": map[string]any{"alice": "PEM"}, "removeRecord": true}),
+			"store.recovery.removeRecord removes the recovery record"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			vals, err := chartutil.ToRenderValues(ch, values, chartutil.ReleaseOptions{Name: "rel", Namespace: "ns"}, nil)
+			vals, err := chartutil.ToRenderValues(ch, tc.values, chartutil.ReleaseOptions{Name: "rel", Namespace: "ns"}, nil)
 			require.NoError(t, err)
 			_, err = engine.Render(ch, vals)
-			require.ErrorContains(t, err, "attestmesh: ")
+			require.ErrorContains(t, err, "attestmesh: "+tc.want)
 		})
 	}
 }
@@ -381,7 +433,8 @@ func TestControlPlaneNotes(t *testing.T) {
 		not    []string
 	}{
 		{"defaults", nil,
-			[]string{"SIMULATION MODE", "attestmesh controlplane verify --addr 127.0.0.1:8081 --simulation", "refused", "Back up the store key"},
+			[]string{"SIMULATION MODE", "attestmesh controlplane verify --addr 127.0.0.1:8081 --simulation", "refused", "Back up the store key",
+				"No recovery keys (store.recovery.publicKeys): if the store key is lost, so is the store."},
 			[]string{"curl", "get mutatingwebhookconfiguration attestmesh-system-rel-attestmesh-injector \\"}},
 		{"hardware", map[string]any{"simulation": map[string]any{"enabled": false}, "hardware": map[string]any{"collateralConfigMap": "c"}},
 			[]string{"get mutatingwebhookconfiguration attestmesh-system-rel-attestmesh-injector", "has no evidence to attest"},
@@ -390,6 +443,10 @@ func TestControlPlaneNotes(t *testing.T) {
 			"store": map[string]any{"key": map[string]any{"existingSecret": "k"}}},
 			[]string{"kubectl get --raw /api/v1/namespaces/attestmesh-system/services/https:rel-attestmesh:https-mgmt/proxy/v1/ca"},
 			[]string{"curl", "get mutatingwebhookconfiguration attestmesh-system-rel-attestmesh-injector \\", "Back up the store key"}},
+		{"recovery keys", map[string]any{"store": map[string]any{"recovery": map[string]any{
+			"publicKeys": map[string]any{"bob": "PEM", "alice": "PEM"}, "threshold": 2}}},
+			[]string{"sealed to 2 recovery keys (alice, bob); 2 of their holders can\nbring it back with `attestmesh recover`"},
+			[]string{"No recovery keys"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -406,4 +463,12 @@ func TestControlPlaneNotes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// recoveryPEM is a recovery test key's public half (controlplane/recovery/testdata, made by openssl).
+func recoveryPEM(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "controlplane", "recovery", "testdata", name+".pub.pem"))
+	require.NoError(t, err)
+	return string(b)
 }

@@ -44,7 +44,18 @@ type Config struct {
 	StoreAnchor string
 	// AllowStoreRollback opens a store older than its anchor (a backup restored on purpose).
 	AllowStoreRollback bool
-	TrustDomain        string
+	// RecoveryKeyFiles are the operator's recovery public keys (PEM; RSA of 3072 bits or more,
+	// X25519 or P-256): the store key is also sealed to them, as a recovery record in the store,
+	// so that RecoveryThreshold of their holders can bring it back (`attestmesh recover`). The
+	// record is sealed again whenever the keys or the threshold change.
+	RecoveryKeyFiles []string
+	// RecoveryThreshold is how many recovery keys it takes; 0 means 1.
+	RecoveryThreshold int
+	// RemoveRecoveryRecord removes the store's recovery record. Without it, a record is kept
+	// when no recovery keys are given: a start with a forgotten flag must not throw away the
+	// way back.
+	RemoveRecoveryRecord bool
+	TrustDomain          string
 	// Limits bound what one client can make the CAS store and compute.
 	Limits cas.Limits
 	// ClientRate and ClientBurst bound the management API requests of each client identity (and
@@ -165,6 +176,9 @@ func (cfg *Config) Validate() error {
 	if p := anchorFile(*cfg); p != "" && cfg.DataDir != "" && within(p, cfg.DataDir) {
 		add("--store-anchor %s: the anchor must live outside --data-dir %s (beside the store key): a restored copy of the data "+
 			"directory would bring its own anchor back with it", p, cfg.DataDir)
+	}
+	if _, err := cfg.recoveryKeys(); err != nil {
+		add("%v", err)
 	}
 	if cfg.MgmtClientCAFile != "" {
 		if _, err := loadCertPool(cfg.MgmtClientCAFile); err != nil {

@@ -13,6 +13,9 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 )
 
+// defaultDataDir is the control plane's --data-dir default (and that of `recover`).
+const defaultDataDir = "/var/lib/attestmesh"
+
 func newControlPlaneCmd() *cobra.Command {
 	var cfg controlplane.Config
 	var level logLevel
@@ -33,6 +36,12 @@ The store key (32 bytes, hex) comes from --store-key-file or $ATTESTMESH_STORE_K
 not live inside --data-dir. Create one with:  head -c32 /dev/urandom | xxd -p -c64 > key; chmod 600 key
 Every write raises the store's generation, kept beside the key (--store-anchor): a store.db
 older than it (a restored backup) is refused until --allow-store-rollback says it is wanted.
+
+Losing the store key loses the store. With --recovery-key (repeatable) the store key is also
+sealed to the operator's recovery public keys, as a recovery record in the store: any
+--recovery-threshold of their holders can bring it back with 'attestmesh recover'. Changing
+the keys or the threshold seals the record again at the next start (logged); starting without
+--recovery-key keeps the record as it is (logged), and --remove-recovery-record removes it.
 
 --simulation enables the simulated SGX platform and its local attestation service (LAS) on
 --las-addr: quotes it signs are accepted only by sessions with
@@ -57,7 +66,7 @@ The CA bundle is also written to <data-dir>/ca.pem (and, in simulation, the simu
 		}),
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/attestmesh", "directory of the embedded encrypted store")
+	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir, "directory of the embedded encrypted store")
 	f.StringVar(&cfg.Store, "store", "", "where the encrypted store lives: empty for the embedded file under --data-dir (one replica), "+
 		"or etcd://host:port[,host:port...] for several replicas")
 	f.StringVar(&cfg.EtcdCAFile, "etcd-ca", "", "PEM CA bundle that signed the etcd members' certificates")
@@ -67,6 +76,11 @@ The CA bundle is also written to <data-dir>/ca.pem (and, in simulation, the simu
 	f.StringVar(&cfg.StoreAnchor, "store-anchor", "", "where the store's generation is kept, outside --data-dir, so that an older copy of the store is refused: "+
 		"a file, or kubernetes-secret:NAMESPACE/NAME (default: <store key file>.generation; none disables the check)")
 	f.BoolVar(&cfg.AllowStoreRollback, "allow-store-rollback", false, "open a store older than its anchor once (a backup restored on purpose)")
+	f.StringArrayVar(&cfg.RecoveryKeyFiles, "recovery-key", nil, "recovery public key (PEM: RSA of 3072 bits or more, X25519 or P-256): the store key is also sealed "+
+		"to it, for 'attestmesh recover' (repeatable)")
+	f.IntVar(&cfg.RecoveryThreshold, "recovery-threshold", 0, "how many of the recovery keys it takes to recover the store key (default 1)")
+	f.BoolVar(&cfg.RemoveRecoveryRecord, "remove-recovery-record", false, "remove the store's recovery record (without it, a record is kept "+
+		"when no --recovery-key is given)")
 	f.IntVar(&cfg.Limits.MaxSecrets, "max-secrets-per-session", cas.DefaultMaxSecrets, "most secrets one session may hold")
 	f.IntVar(&cfg.Limits.MaxGeneratedBytes, "max-session-bytes", cas.DefaultMaxGeneratedBytes, "most bytes of secret material kept per session")
 	f.IntVar(&cfg.Limits.MaxNewRSAKeys, "max-new-rsa-keys", cas.DefaultMaxNewRSAKeys, "most RSA keys one create or update may generate")

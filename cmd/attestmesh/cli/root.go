@@ -72,6 +72,7 @@ over xDS to sidecars whose SPIFFE identities exist only because attestation succ
 		newMeshCmd(),
 		newUpCmd(),
 		newControlPlaneCmd(),
+		newRecoverCmd(),
 		newLaunchCmd(),
 		newProxyCmd(),
 		newFSPFCmd(),
