@@ -1,6 +1,8 @@
 package charts_test
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +20,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
@@ -295,6 +298,103 @@ func TestControlPlaneChart(t *testing.T) {
 				assert.Contains(t, ss.Spec.Template.Spec.Containers[0].Args, "--webhook-cert-file=/etc/attestmesh/webhook-tls/tls.crt")
 			},
 		},
+		{
+			name:   "three replicas on the bundled etcd",
+			values: map[string]any{"replicas": 3, "store": map[string]any{"etcd": map[string]any{"bundled": map[string]any{"enabled": true}}}},
+			want: []string{
+				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
+				"ConfigMap/rel-attestmesh-dashboard", "MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector",
+				"NetworkPolicy/rel-attestmesh-etcd", "NetworkPolicy/rel-attestmesh-las",
+				"PodDisruptionBudget/rel-attestmesh", "PodDisruptionBudget/rel-attestmesh-etcd",
+				"Role/rel-attestmesh-store-anchor", "RoleBinding/rel-attestmesh-store-anchor",
+				"Secret/rel-attestmesh-etcd-tls", "Secret/rel-attestmesh-store-generation", "Secret/rel-attestmesh-store-key",
+				"Service/rel-attestmesh", "Service/rel-attestmesh-etcd", "Service/rel-attestmesh-headless",
+				"ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh", "StatefulSet/rel-attestmesh-etcd",
+				"ValidatingAdmissionPolicy/attestmesh-system-rel-attestmesh-injector-label", "ValidatingAdmissionPolicyBinding/attestmesh-system-rel-attestmesh-injector-label",
+			},
+			check: func(t *testing.T, objs []object) {
+				t.Helper()
+				ss := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh"))
+				assert.Equal(t, int32(3), *ss.Spec.Replicas)
+				assert.Equal(t, appsv1.ParallelPodManagement, ss.Spec.PodManagementPolicy)
+				assert.Empty(t, ss.Spec.VolumeClaimTemplates, "the store is in etcd: no volume per replica")
+				c := ss.Spec.Template.Spec.Containers[0]
+				members := "rel-attestmesh-etcd-0.rel-attestmesh-etcd.attestmesh-system.svc:2379,rel-attestmesh-etcd-1.rel-attestmesh-etcd.attestmesh-system.svc:2379," +
+					"rel-attestmesh-etcd-2.rel-attestmesh-etcd.attestmesh-system.svc:2379"
+				for _, a := range []string{"--store=etcd://" + members, "--etcd-ca=/etc/attestmesh/etcd-tls/ca.crt",
+					"--etcd-cert=/etc/attestmesh/etcd-tls/tls.crt", "--etcd-key=/etc/attestmesh/etcd-tls/tls.key",
+					"--store-key-file=/etc/attestmesh/store-key/store-key"} {
+					assert.Contains(t, c.Args, a)
+				}
+				anti := ss.Spec.Template.Spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution
+				require.Len(t, anti, 1)
+				assert.Equal(t, "kubernetes.io/hostname", anti[0].PodAffinityTerm.TopologyKey)
+				assert.Equal(t, ss.Spec.Selector.MatchLabels, anti[0].PodAffinityTerm.LabelSelector.MatchLabels, "apart from each other")
+
+				pdb := decode[policyv1.PodDisruptionBudget](t, find(t, objs, "PodDisruptionBudget", "rel-attestmesh"))
+				assert.Equal(t, 1, pdb.Spec.MaxUnavailable.IntValue())
+				assert.Equal(t, ss.Spec.Selector.MatchLabels, pdb.Spec.Selector.MatchLabels)
+
+				etcd := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh-etcd"))
+				assert.Equal(t, int32(3), *etcd.Spec.Replicas)
+				assert.NotEqual(t, ss.Spec.Selector.MatchLabels, etcd.Spec.Selector.MatchLabels, "the control plane's Service must not pick etcd pods")
+				ec := etcd.Spec.Template.Spec.Containers[0]
+				assert.Equal(t, "quay.io/coreos/etcd:v3.6.16", ec.Image)
+				for _, a := range []string{"--client-cert-auth", "--peer-client-cert-auth", "--listen-client-urls=https://0.0.0.0:2379",
+					"--initial-cluster=rel-attestmesh-etcd-0=https://rel-attestmesh-etcd-0.rel-attestmesh-etcd.attestmesh-system.svc:2380," +
+						"rel-attestmesh-etcd-1=https://rel-attestmesh-etcd-1.rel-attestmesh-etcd.attestmesh-system.svc:2380," +
+						"rel-attestmesh-etcd-2=https://rel-attestmesh-etcd-2.rel-attestmesh-etcd.attestmesh-system.svc:2380"} {
+					assert.Contains(t, ec.Command, a)
+				}
+				require.NotNil(t, etcd.Spec.Template.Spec.Affinity)
+				epdb := decode[policyv1.PodDisruptionBudget](t, find(t, objs, "PodDisruptionBudget", "rel-attestmesh-etcd"))
+				assert.Equal(t, etcd.Spec.Selector.MatchLabels, epdb.Spec.Selector.MatchLabels)
+
+				// The certificates: members' for their DNS names, the control plane's as a client, one CA.
+				sec := decode[corev1.Secret](t, find(t, objs, "Secret", "rel-attestmesh-etcd-tls"))
+				ca := parseCert(t, sec.Data["ca.crt"])
+				server := parseCert(t, sec.Data["server.crt"])
+				client := parseCert(t, sec.Data["tls.crt"])
+				roots := x509.NewCertPool()
+				roots.AddCert(ca)
+				_, err := server.Verify(x509.VerifyOptions{Roots: roots, DNSName: "rel-attestmesh-etcd-1.rel-attestmesh-etcd.attestmesh-system.svc"})
+				require.NoError(t, err)
+				_, err = client.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+				require.NoError(t, err)
+				assert.NotContains(t, sec.Data, "ca.key", "the CA's key is not kept")
+
+				np := decode[networkingv1.NetworkPolicy](t, find(t, objs, "NetworkPolicy", "rel-attestmesh-etcd"))
+				require.Len(t, np.Spec.Ingress, 3)
+				assert.Equal(t, ss.Spec.Selector.MatchLabels, np.Spec.Ingress[0].From[0].PodSelector.MatchLabels, "clients: the control plane")
+			},
+		},
+		{
+			name: "two replicas on an existing etcd",
+			values: map[string]any{"replicas": 2, "store": map[string]any{"etcd": map[string]any{
+				"endpoints": []any{"etcd-a.db:2379", "etcd-b.db:2379"}, "tlsSecret": "my-etcd-client"}}},
+			want: []string{
+				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
+				"ConfigMap/rel-attestmesh-dashboard", "MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector",
+				"NetworkPolicy/rel-attestmesh-las", "PodDisruptionBudget/rel-attestmesh",
+				"Role/rel-attestmesh-store-anchor", "RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation",
+				"Secret/rel-attestmesh-store-key", "Service/rel-attestmesh", "Service/rel-attestmesh-headless",
+				"ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
+				"ValidatingAdmissionPolicy/attestmesh-system-rel-attestmesh-injector-label", "ValidatingAdmissionPolicyBinding/attestmesh-system-rel-attestmesh-injector-label",
+			},
+			check: func(t *testing.T, objs []object) {
+				t.Helper()
+				ss := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh"))
+				assert.Equal(t, int32(2), *ss.Spec.Replicas)
+				assert.Contains(t, ss.Spec.Template.Spec.Containers[0].Args, "--store=etcd://etcd-a.db:2379,etcd-b.db:2379")
+				var secretName string
+				for _, v := range ss.Spec.Template.Spec.Volumes {
+					if v.Name == "etcd-tls" {
+						secretName = v.Secret.SecretName
+					}
+				}
+				assert.Equal(t, "my-etcd-client", secretName)
+			},
+		},
 	}
 	dir := filepath.Join("attestmesh")
 	for _, tt := range tests {
@@ -323,6 +423,14 @@ func TestControlPlaneChartRefusesBadValues(t *testing.T) {
 			"store.recovery.threshold 0: want 1 to 1"},
 		"recovery holder with a slash": {recoveryValues(map[string]any{"publicKeys": map[string]any{"../alice": "PEM"}}),
 			`store.recovery.publicKeys "../alice": name holders with letters, digits, - and _`},
+		"two replicas on the embedded store": {map[string]any{"replicas": 2}, "replicas 2 needs etcd (store.etcd.endpoints, or store.etcd.bundled.enabled)"},
+		"no replica":                         {map[string]any{"replicas": 0}, "replicas 0: want at least 1"},
+		"etcd endpoints without TLS": {map[string]any{"store": map[string]any{"etcd": map[string]any{"endpoints": []any{"e:2379"}}}},
+			"store.etcd.endpoints needs store.etcd.tlsSecret"},
+		"both etcds": {map[string]any{"store": map[string]any{"etcd": map[string]any{"endpoints": []any{"e:2379"}, "tlsSecret": "s",
+			"bundled": map[string]any{"enabled": true}}}}, "store.etcd.endpoints and store.etcd.bundled.enabled exclude each other"},
+		"even etcd": {map[string]any{"store": map[string]any{"etcd": map[string]any{"bundled": map[string]any{"enabled": true, "replicas": 4}}}},
+			"store.etcd.bundled.replicas 4: want an odd number"},
 		"recovery keys and removeRecord": {recoveryValues(map[string]any{"publicKeys": map[string]any{"alice": "PEM"}, "removeRecord": true}),
 			"store.recovery.removeRecord removes the recovery record"},
 	} {
@@ -471,4 +579,13 @@ func recoveryPEM(t *testing.T, name string) string {
 	b, err := os.ReadFile(filepath.Join("..", "controlplane", "recovery", "testdata", name+".pub.pem"))
 	require.NoError(t, err)
 	return string(b)
+}
+
+func parseCert(t *testing.T, pemBytes []byte) *x509.Certificate {
+	t.Helper()
+	b, _ := pem.Decode(pemBytes)
+	require.NotNil(t, b, "no PEM block")
+	c, err := x509.ParseCertificate(b.Bytes)
+	require.NoError(t, err)
+	return c
 }

@@ -27,8 +27,8 @@ const (
 
 // RecoverConfig is what `attestmesh recover` does.
 type RecoverConfig struct {
-	// DataDir is the embedded store's directory (--data-dir), opened read-only.
-	DataDir string
+	// StoreSource is the store whose key is lost, opened read-only.
+	StoreSource
 	// KeyFiles are private keys (PEM): recovery keys, each of which decrypts its share from the
 	// record, and keys that shares were sealed to (`recover share --to`). "-" reads standard
 	// input (once).
@@ -46,8 +46,8 @@ type RecoverConfig struct {
 
 // RecoveryRecordConfig is what `attestmesh recover record` does.
 type RecoveryRecordConfig struct {
-	// DataDir is the embedded store's directory (--data-dir), opened read-only.
-	DataDir string
+	// StoreSource is the store, opened read-only.
+	StoreSource
 	// Out receives the record (it holds no secret): a new file, or "-" for standard output.
 	Out string
 
@@ -56,9 +56,10 @@ type RecoveryRecordConfig struct {
 
 // RecoveryShareConfig is what `attestmesh recover share` does: one key holder's step.
 type RecoveryShareConfig struct {
-	// RecordFile is the record from `attestmesh recover record`; or else DataDir, the store's
-	// directory, when the holder can reach it. Exactly one.
-	RecordFile, DataDir string
+	// RecordFile is the record from `attestmesh recover record`; or else StoreSource, the
+	// store itself, when the holder can reach it. Exactly one.
+	RecordFile string
+	StoreSource
 	// KeyFile is the holder's recovery private key (PEM); "-" reads standard input.
 	KeyFile string
 	// To, when set, is the public key (PEM) of whoever combines the shares: the share is then
@@ -79,7 +80,7 @@ func Recover(ctx context.Context, cfg RecoverConfig) error {
 		return err
 	}
 	in := &inputs{stdin: cfg.Stdin}
-	eng, rec, err := openRecord(ctx, cfg.DataDir)
+	eng, rec, err := openRecord(ctx, cfg.StoreSource)
 	if err != nil {
 		return err
 	}
@@ -169,7 +170,7 @@ func Recover(ctx context.Context, cfg RecoverConfig) error {
 	switch {
 	case errors.Is(verr, store.ErrWrongKey):
 		return fmt.Errorf("recover: the shares reconstruct the key that sealed the recovery record %s, but it does not open the store "+
-			"under --data-dir %s: the record was copied in from another store", rec.ID(), cfg.DataDir)
+			"%s: the record was copied in from another store", rec.ID(), cfg.StoreSource)
 	case verr != nil && !errors.Is(verr, store.ErrCorrupt):
 		return fmt.Errorf("recover: %w", verr)
 	}
@@ -184,11 +185,11 @@ func Recover(ctx context.Context, cfg RecoverConfig) error {
 		fmt.Fprintf(msg, "  share %d  %s  from %s\n", s.Index, s.Key, from[s.Index])
 	}
 	if verr != nil {
-		fmt.Fprintf(msg, "store key reconstructed: it opens the store under %s, but %v\n"+
-			"the control plane will refuse this store until that is resolved (docs/operations.md, \"Rollback\")\n", cfg.DataDir, verr)
+		fmt.Fprintf(msg, "store key reconstructed: it opens the store %s, but %v\n"+
+			"the control plane will refuse this store until that is resolved (docs/operations.md, \"Rollback\")\n", cfg.StoreSource, verr)
 	} else {
-		fmt.Fprintf(msg, "store key reconstructed: it authenticates the record and opens the store under %s "+
-			"(generation %d, %d records, all matching its sealed state)\n", cfg.DataDir, status.Generation, status.Records)
+		fmt.Fprintf(msg, "store key reconstructed: it authenticates the record and opens the store %s "+
+			"(generation %d, %d records, all matching its sealed state)\n", cfg.StoreSource, status.Generation, status.Records)
 	}
 	if err := writeOutput(cfg.KeyOut, store.AppendHexKey(nil, key), 0o600, cfg.Stdout, true); err != nil {
 		return fmt.Errorf("recover: %w", err)
@@ -205,8 +206,8 @@ func Recover(ctx context.Context, cfg RecoverConfig) error {
 
 func (cfg *RecoverConfig) validate() error {
 	var problems []string
-	if cfg.DataDir == "" {
-		problems = append(problems, "--data-dir is required")
+	if err := cfg.check(); err != nil {
+		problems = append(problems, err.Error())
 	}
 	if cfg.KeyOut == "" {
 		problems = append(problems, "--key-out is required: a new file for the store key (mode 0600), or - to print it")
@@ -218,7 +219,7 @@ func (cfg *RecoverConfig) validate() error {
 		problems = append(problems, "standard input (-) can be read once only")
 	}
 	if cfg.KeyOut != "" && cfg.KeyOut != "-" {
-		if cfg.DataDir != "" && within(cfg.KeyOut, cfg.DataDir) {
+		if cfg.Store == "" && cfg.DataDir != "" && within(cfg.KeyOut, cfg.DataDir) {
 			problems = append(problems, fmt.Sprintf("--key-out %s is inside --data-dir %s: the key must not be stored next to the data it protects", cfg.KeyOut, cfg.DataDir))
 		}
 		if _, err := os.Lstat(cfg.KeyOut); err == nil {
@@ -233,10 +234,10 @@ func (cfg *RecoverConfig) validate() error {
 
 // RecoveryRecord writes the store's recovery record out, for the key holders.
 func RecoveryRecord(ctx context.Context, cfg RecoveryRecordConfig) error {
-	if cfg.DataDir == "" {
-		return errors.New("recover record: --data-dir is required")
+	if err := cfg.check(); err != nil {
+		return fmt.Errorf("recover record: %w", err)
 	}
-	eng, rec, err := openRecord(ctx, cfg.DataDir)
+	eng, rec, err := openRecord(ctx, cfg.StoreSource)
 	if err != nil {
 		return err
 	}
@@ -260,8 +261,8 @@ func RecoveryShare(ctx context.Context, cfg RecoveryShareConfig) error {
 	switch {
 	case cfg.KeyFile == "":
 		return errors.New("recover share: --key is required: your recovery private key (PEM), or - to read it from standard input")
-	case (cfg.RecordFile == "") == (cfg.DataDir == ""):
-		return errors.New("recover share: give either --record FILE (from attestmesh recover record) or --data-dir DIR (the store itself)")
+	case (cfg.RecordFile == "") == (cfg.DataDir == "" && cfg.Store == ""):
+		return errors.New("recover share: give either --record FILE (from attestmesh recover record) or --data-dir DIR or --store etcd://... (the store itself)")
 	case cfg.Out != "" && cfg.Out != "-" && fileExists(cfg.Out):
 		return fmt.Errorf("recover share: --out %s exists: refusing to overwrite it", cfg.Out)
 	}
@@ -276,7 +277,7 @@ func RecoveryShare(ctx context.Context, cfg RecoveryShareConfig) error {
 			return fmt.Errorf("recover share: --record %s: %w", cfg.RecordFile, err)
 		}
 	} else {
-		eng, r, err := openRecord(ctx, cfg.DataDir)
+		eng, r, err := openRecord(ctx, cfg.StoreSource)
 		if err != nil {
 			return err
 		}
@@ -325,10 +326,55 @@ func RecoveryShare(ctx context.Context, cfg RecoveryShareConfig) error {
 	return nil
 }
 
+// StoreSource is where `attestmesh recover` finds a store: the embedded file under DataDir,
+// or, when Store is set, etcd (etcd://host:port,...) with the client certificate files.
+type StoreSource struct {
+	DataDir                               string
+	Store                                 string
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
+}
+
+// String names the store in messages: "under --data-dir D" or "in etcd://...".
+func (s StoreSource) String() string {
+	if s.Store != "" {
+		return "in " + s.Store
+	}
+	return "under --data-dir " + s.DataDir
+}
+
+func (s StoreSource) check() error {
+	if s.Store == "" && s.DataDir == "" {
+		return errors.New("--data-dir (the embedded store) or --store etcd://... is required")
+	}
+	if s.Store != "" {
+		if _, err := etcdConfig(Config{Store: s.Store, EtcdCAFile: s.EtcdCAFile, EtcdCertFile: s.EtcdCertFile, EtcdKeyFile: s.EtcdKeyFile}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// open opens the engine without writing to it: bbolt read-only; etcd, of which recover only
+// reads.
+func (s StoreSource) open(ctx context.Context) (store.Engine, error) {
+	if s.Store == "" {
+		return openEngine(s.DataDir, true)
+	}
+	ecfg, err := etcdConfig(Config{Store: s.Store, EtcdCAFile: s.EtcdCAFile, EtcdCertFile: s.EtcdCertFile, EtcdKeyFile: s.EtcdKeyFile})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	e, err := store.OpenEtcd(ctx, ecfg)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: --store %s: %w", s.Store, err)
+	}
+	return e, nil
+}
+
 // openRecord opens the store read-only and parses its recovery record. The caller closes the
 // engine.
-func openRecord(ctx context.Context, dataDir string) (store.Engine, *recovery.Record, error) {
-	eng, err := openEngine(dataDir, true)
+func openRecord(ctx context.Context, src StoreSource) (store.Engine, *recovery.Record, error) {
+	eng, err := src.open(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("recover: %w", err)
 	}
@@ -339,8 +385,8 @@ func openRecord(ctx context.Context, dataDir string) (store.Engine, *recovery.Re
 	}
 	if raw == nil {
 		_ = eng.Close()
-		return nil, nil, fmt.Errorf("recover: the store under --data-dir %s holds no recovery record: its control plane never ran "+
-			"with --recovery-key, and without the store key its data cannot be read", dataDir)
+		return nil, nil, fmt.Errorf("recover: the store %s holds no recovery record: its control plane never ran "+
+			"with --recovery-key, and without the store key its data cannot be read", src)
 	}
 	rec, err := recovery.ParseRecord(raw)
 	if err != nil {

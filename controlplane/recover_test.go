@@ -93,7 +93,7 @@ func TestRecoverLostStoreKey(t *testing.T) {
 	work := t.TempDir()
 	recordFile := filepath.Join(work, "record.json")
 	var stdout, stderr bytes.Buffer
-	require.NoError(t, controlplane.RecoveryRecord(ctx, controlplane.RecoveryRecordConfig{DataDir: dataDir, Out: recordFile, Stdout: &stdout, Stderr: &stderr}))
+	require.NoError(t, controlplane.RecoveryRecord(ctx, controlplane.RecoveryRecordConfig{StoreSource: controlplane.StoreSource{DataDir: dataDir}, Out: recordFile, Stdout: &stdout, Stderr: &stderr}))
 	assert.Contains(t, stdout.String(), "2 of 3 shares, from the keys "+fingerprintOf(t, "rsa3072")+" (share 1)")
 	share1, share3 := filepath.Join(work, "share1.pem"), filepath.Join(work, "share3.pem")
 	stderr.Reset()
@@ -105,7 +105,7 @@ func TestRecoverLostStoreKey(t *testing.T) {
 	keyPEM, err := os.ReadFile(testKey("p256-sec1.pem"))
 	require.NoError(t, err)
 	require.NoError(t, controlplane.RecoveryShare(ctx, controlplane.RecoveryShareConfig{
-		DataDir: dataDir, KeyFile: "-", Stdin: bytes.NewReader(keyPEM), To: testKey("x25519-b.pub.pem"), Out: share3, Stderr: io.Discard,
+		StoreSource: controlplane.StoreSource{DataDir: dataDir}, KeyFile: "-", Stdin: bytes.NewReader(keyPEM), To: testKey("x25519-b.pub.pem"), Out: share3, Stderr: io.Discard,
 	}), "the holder's key from standard input, the record from the store")
 	for _, f := range []string{share1, share3} {
 		fi, err := os.Stat(f)
@@ -176,7 +176,7 @@ func TestRecoverLostStoreKey(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
 			err := controlplane.Recover(ctx, controlplane.RecoverConfig{
-				DataDir: tc.dataDir, KeyFiles: tc.keys, ShareFiles: tc.shares, KeyOut: tc.keyOut, Stdout: &out, Stderr: &out,
+				StoreSource: controlplane.StoreSource{DataDir: tc.dataDir}, KeyFiles: tc.keys, ShareFiles: tc.shares, KeyOut: tc.keyOut, Stdout: &out, Stderr: &out,
 			})
 			require.Error(t, err)
 			for _, w := range tc.want {
@@ -191,12 +191,12 @@ func TestRecoverLostStoreKey(t *testing.T) {
 	// as its share.
 	stdout.Reset()
 	require.NoError(t, controlplane.Recover(ctx, controlplane.RecoverConfig{
-		DataDir: dataDir, KeyFiles: []string{testKey("x25519-b.pem")}, ShareFiles: []string{share1, share3}, KeyOut: keyOut, Stdout: &stdout, Stderr: io.Discard,
+		StoreSource: controlplane.StoreSource{DataDir: dataDir}, KeyFiles: []string{testKey("x25519-b.pem")}, ShareFiles: []string{share1, share3}, KeyOut: keyOut, Stdout: &stdout, Stderr: io.Discard,
 	}))
 	t.Logf("attestmesh recover:\n%s", stdout.String())
 	assert.Contains(t, stdout.String(), "share 1  "+fpA+"  from --share "+share1+" (sealed to --key "+testKey("x25519-b.pem")+")")
 	assert.Contains(t, stdout.String(), "share 3  "+fpC)
-	assert.Contains(t, stdout.String(), "it authenticates the record and opens the store under "+dataDir+" (generation ")
+	assert.Contains(t, stdout.String(), "it authenticates the record and opens the store under --data-dir "+dataDir+" (generation ")
 	assert.Contains(t, stdout.String(), "store key written to "+keyOut+" (mode 0600)")
 	fi, err := os.Stat(keyOut)
 	require.NoError(t, err)
@@ -208,7 +208,7 @@ func TestRecoverLostStoreKey(t *testing.T) {
 	// The same with - prints the key alone on standard output, the rest on standard error.
 	var keyText, msgs bytes.Buffer
 	require.NoError(t, controlplane.Recover(ctx, controlplane.RecoverConfig{
-		DataDir: dataDir, KeyFiles: []string{testKey("x25519-a.pem"), testKey("rsa3072.pem")}, KeyOut: "-", Stdout: &keyText, Stderr: &msgs,
+		StoreSource: controlplane.StoreSource{DataDir: dataDir}, KeyFiles: []string{testKey("x25519-a.pem"), testKey("rsa3072.pem")}, KeyOut: "-", Stdout: &keyText, Stderr: &msgs,
 	}))
 	assert.Equal(t, string(written), keyText.String())
 	assert.NotContains(t, msgs.String(), strings.TrimSpace(string(written)))

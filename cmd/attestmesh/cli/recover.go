@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/attestmesh/attestmesh/controlplane"
 )
@@ -18,7 +19,8 @@ split with Shamir's secret sharing into one share per recovery key (--recovery-k
 attestmesh controlplane), any --recovery-threshold of which give it back.
 
 It reads the record from the store under --data-dir (read-only: stop the control plane
-first), takes the shares from the recovery private keys given with --key, or from the shares
+first), or from etcd with --store etcd://... and the etcd client certificate (--etcd-ca,
+--etcd-cert, --etcd-key: the replicas' own; they may keep running), takes the shares from the recovery private keys given with --key, or from the shares
 the key holders made with 'attestmesh recover share' (--share; sealed shares are opened with
 the --key they were sealed to), reconstructs the key, checks it against the record and against
 the store itself, and writes it to --key-out: a new file, mode 0600 (never overwritten), or -
@@ -52,7 +54,7 @@ See docs/operations.md, "Recovery".`,
 		}),
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir, "directory of the embedded store whose key is lost (opened read-only)")
+	storeSourceFlags(f, &cfg.StoreSource, defaultDataDir, "directory of the embedded store whose key is lost (opened read-only)")
 	f.StringArrayVar(&cfg.KeyFiles, "key", nil, "a recovery private key (PEM), or the private key that shares were sealed to; - reads standard input (repeatable)")
 	f.StringArrayVar(&cfg.ShareFiles, "share", nil, "a file of shares from 'attestmesh recover share' (repeatable)")
 	f.StringVar(&cfg.KeyOut, "key-out", "", "where to write the recovered store key: a new file (mode 0600), or - for standard output")
@@ -78,7 +80,7 @@ readable without those keys: send it to the key holders, who each run 'attestmes
 		}),
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir, "directory of the embedded store (opened read-only)")
+	storeSourceFlags(f, &cfg.StoreSource, defaultDataDir, "directory of the embedded store (opened read-only)")
 	f.StringVarP(&cfg.Out, "out", "o", "-", "where to write the record: a new file, or - for standard output")
 	return cmd
 }
@@ -107,9 +109,19 @@ An encrypted private key is read from standard input, decrypted on the fly:
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.RecordFile, "record", "", "the recovery record from 'attestmesh recover record'")
-	f.StringVar(&cfg.DataDir, "data-dir", "", "or: the store's directory, when you can reach it (opened read-only)")
+	storeSourceFlags(f, &cfg.StoreSource, "", "or: the store's directory, when you can reach it (opened read-only)")
 	f.StringVar(&cfg.KeyFile, "key", "", "your recovery private key (PEM); - reads standard input")
 	f.StringVar(&cfg.To, "to", "", "public key (PEM) of whoever combines the shares: seal the share to it")
 	f.StringVarP(&cfg.Out, "out", "o", "-", "where to write the share: a new file (mode 0600), or - for standard output")
 	return cmd
+}
+
+// storeSourceFlags registers where recover's commands read the store: --data-dir, or --store
+// etcd://... with the etcd client certificate (as the control plane takes them).
+func storeSourceFlags(f *pflag.FlagSet, src *controlplane.StoreSource, dataDir, dataDirHelp string) {
+	f.StringVar(&src.DataDir, "data-dir", dataDir, dataDirHelp)
+	f.StringVar(&src.Store, "store", "", "the etcd store of several replicas instead (etcd://host:port[,host:port...]), read only")
+	f.StringVar(&src.EtcdCAFile, "etcd-ca", "", "with --store: PEM CA bundle that signed the etcd members' certificates")
+	f.StringVar(&src.EtcdCertFile, "etcd-cert", "", "with --store: PEM client certificate for etcd")
+	f.StringVar(&src.EtcdKeyFile, "etcd-key", "", "with --store: PEM private key of --etcd-cert")
 }
