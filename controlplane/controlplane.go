@@ -59,6 +59,7 @@ func Run(ctx context.Context, cfg Config) error {
 		OnChange: func(string) { sessions.changed(ctx); signal(changes) },
 	})
 	sessions.count = casSvc.Count
+	sessions.changed(ctx) // the sessions already stored count from the start
 	meshes := registry.New(registry.Config{
 		CAS: casSvc, TrustDomain: td, Bundle: authority.Bundle, Changes: changes, Registerer: reg, Logger: log,
 	})

@@ -221,5 +221,6 @@ func TestRecoverLostStoreKey(t *testing.T) {
 	got, err := second.client(t, idDir).Get(ctx, "lost/app")
 	require.NoError(t, err)
 	assert.Equal(t, created.Hash, got.Hash, "the same session")
+	assert.InDelta(t, 2, scrape(t, second.addrs.Metrics, "attestmesh_sessions"), 0, "the stored sessions count from the start")
 	second.stop(t)
 }
