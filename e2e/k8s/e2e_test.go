@@ -18,6 +18,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -205,8 +206,22 @@ func (s *suite) installControlPlane(ctx context.Context, t *testing.T) {
 		assert.NotEmpty(c, got.Webhooks[0].ClientConfig.CABundle)
 		s.caPEM = got.Webhooks[0].ClientConfig.CABundle
 	}, time.Minute, 500*time.Millisecond, "the caBundle of %s", mwc)
+	// As docs/kubernetes.md says: attest the control plane (in simulation its MRENCLAVE is the
+	// SHA-256 of the binary in its image) and pin the CA bundle that verify writes; it is the
+	// one the control plane patched into its webhook configuration.
 	s.caFile = filepath.Join(t.TempDir(), "ca.pem")
-	require.NoError(t, os.WriteFile(s.caFile, s.caPEM, 0o600))
+	mr, err := measureFile(s.bin)
+	require.NoError(t, err)
+	// (Retried while kube-proxy programs the new Service's ClusterIP.)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		verify := exec.CommandContext(ctx, s.bin, "controlplane", "verify", "--addr", netip.AddrPortFrom(s.cpIP, 8081).String(), //nolint:gosec // the binary this test built
+			"--simulation", "--mrenclave", hex.EncodeToString(mr[:]), "--out", s.caFile)
+		out, err := verify.CombinedOutput()
+		require.NoError(c, err, "attestmesh controlplane verify: %s", out)
+	}, time.Minute, time.Second, "attestmesh controlplane verify")
+	pinned, err := os.ReadFile(s.caFile)
+	require.NoError(t, err)
+	require.Equal(t, string(s.caPEM), string(pinned), "verify pins the CA the control plane patched into its webhook configuration")
 	pool, err := ca.PoolFromPEM(s.caPEM)
 	require.NoError(t, err)
 	id, err := mgmtapi.LoadOrCreateIdentity(filepath.Join(s.work, ".id"))

@@ -33,8 +33,9 @@ mesh service, annotated for the sidecar injector, the encrypted code in a Config
 the session's fspf_path, so that
   helm install <name> target/helm
 runs the application on Kubernetes (see docs/kubernetes.md). --chart-dir "" skips both.`,
-		Example: `  attestmesh apply -f examples/flask-redis/mesh.yaml --ca-file /var/lib/attestmesh/ca.pem`,
-		Args:    cobra.NoArgs,
+		Example: `  attestmesh controlplane verify --addr 127.0.0.1:8081 --simulation --mrenclave "$(attestmesh measure bin/attestmesh)" --out ca.pem
+  attestmesh apply -f examples/flask-redis/mesh.yaml --images target/images --ca-file ca.pem`,
+		Args: cobra.NoArgs,
 		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
 			m, err := mesh.Load(file)
