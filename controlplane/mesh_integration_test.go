@@ -669,10 +669,12 @@ func TestControlPlaneOutage(t *testing.T) {
 			return s.metric(t, "attestmesh_sidecar_xds_updates_total", "result", "ack") > acks[s]
 		}, 20*time.Second, 50*time.Millisecond, "sidecar %s did not ACK after the restart", s.configID)
 	}
+	// The change comes as clusters, then listeners, each ACKed: the first ACK may be the
+	// clusters', so the second listener is waited for.
 	for _, s := range []*itSidecar{e.server, e.client} {
-		d := s.configDump(t)
-		assert.Len(t, d.Listeners, 2, "sidecar %s", s.configID)
-		assert.True(t, d.XDS.Connected, "sidecar %s", s.configID)
+		require.Eventually(t, func() bool { return len(s.configDump(t).Listeners) == 2 }, 20*time.Second, 50*time.Millisecond,
+			"sidecar %s did not apply the listener added after the restart", s.configID)
+		assert.True(t, s.configDump(t).XDS.Connected, "sidecar %s", s.configID)
 	}
 	e.app.exchange(t, old, "after the restart")
 	e.app.exchange(t, itDial(t, e.outbound), "new connection after the restart")
