@@ -415,6 +415,8 @@ func (c *chaos) placeSidecars() {
 				total += n
 			}
 			assert.Equal(co, 2, total, "ADS streams over the replicas: %v", counts)
+			// A restarted sidecar serves its listener once it has its configuration again.
+			assert.NoError(co, redisPing(ctx, 2*time.Second), "a PING through the tunnel")
 		}, 60*time.Second, 200*time.Millisecond)
 		if slices.Max(counts) == 1 {
 			break
@@ -436,7 +438,6 @@ func (c *chaos) placeSidecars() {
 		}
 	}
 	require.NotNil(t, c.survivor)
-	require.NoError(t, redisPing(ctx, 5*time.Second), "the tunnel after placing the sidecars")
 	t.Logf("ADS streams per replica %v: SIGKILL %s, SIGSTOP %s, %s left alone", counts, c.victim, c.frozen, c.survivor)
 }
 
@@ -985,6 +986,46 @@ func (c *chaos) checkAfter() {
 	assert.Equal(t, porcupine.Ok, res, "the history of session updates and reads is linearizable")
 
 	assertOneCA(ctx, t, c.replicas, "after the chaos")
+	c.checkWatch()
+}
+
+// checkWatch creates a session at the survivor and measures how long each replica, among them
+// the one that was stopped and the one that was killed and started again, takes to see it
+// through the store's watch (its attestmesh_sessions gauge, recounted on every change it
+// hears of).
+func (c *chaos) checkWatch() {
+	t, ctx := c.t, c.ctx
+	count := func(r *replica) (float64, error) {
+		body, err := get(ctx, "http://"+r.metrics+"/metrics")
+		if err != nil {
+			return 0, err
+		}
+		return sample(body, "attestmesh_sessions"), nil
+	}
+	var before float64
+	require.EventuallyWithT(t, func(co *assert.CollectT) {
+		var got []float64
+		for _, r := range c.replicas {
+			n, err := count(r)
+			require.NoError(co, err)
+			got = append(got, n)
+		}
+		assert.Equal(co, []float64{got[0], got[0], got[0]}, got, "attestmesh_sessions on the replicas")
+		before = got[0]
+	}, 10*time.Second, 100*time.Millisecond)
+	_, err := c.survivor.client.Create(ctx, []byte("name: chaos-after\nversion: \"0.3\"\n"))
+	require.NoError(t, err)
+	written := time.Now()
+	for _, r := range c.replicas {
+		require.EventuallyWithT(t, func(co *assert.CollectT) {
+			n, err := count(r)
+			require.NoError(co, err)
+			assert.InDelta(co, before+1, n, 0)
+		}, 10*time.Second, 20*time.Millisecond, "%s sees the new session", r)
+		took := time.Since(written)
+		t.Logf("%s saw a session created at %s after %s", r, c.survivor, took.Round(time.Millisecond))
+		assert.Less(t, took, time.Second, "%s follows the store's watch within a second", r)
+	}
 }
 
 // bytesHex returns n random bytes as hex: a store key.
