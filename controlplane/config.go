@@ -44,7 +44,18 @@ type Config struct {
 	StoreAnchor string
 	// AllowStoreRollback opens a store older than its anchor (a backup restored on purpose).
 	AllowStoreRollback bool
-	TrustDomain        string
+	// RecoveryKeyFiles are the operator's recovery public keys (PEM; RSA of 3072 bits or more,
+	// X25519 or P-256): the store key is also sealed to them, as a recovery record in the store,
+	// so that RecoveryThreshold of their holders can bring it back (`attestmesh recover`). The
+	// record is sealed again whenever the keys or the threshold change.
+	RecoveryKeyFiles []string
+	// RecoveryThreshold is how many recovery keys it takes; 0 means 1.
+	RecoveryThreshold int
+	// RemoveRecoveryRecord removes the store's recovery record. Without it, a record is kept
+	// when no recovery keys are given: a start with a forgotten flag must not throw away the
+	// way back.
+	RemoveRecoveryRecord bool
+	TrustDomain          string
 	// Limits bound what one client can make the CAS store and compute.
 	Limits cas.Limits
 	// ClientRate and ClientBurst bound the management API requests of each client identity (and
@@ -97,6 +108,15 @@ type Config struct {
 	CollateralDir string
 	// SidecarBinary is measured to accept sidecars; empty means this executable.
 	SidecarBinary string
+	// SelfAttestation says where the control plane's own evidence (GET /v1/attestation, see
+	// controlplane/evidence) comes from: SelfAttestGramine (SGX quotes from Gramine's
+	// attestation device at AttestationDevice), SelfAttestSimulation (the simulated platform,
+	// over this binary's measurement; needs Simulation), SelfAttestNone, or SelfAttestAuto
+	// (the default, also ""): Gramine's device when it is there, else simulation with
+	// Simulation, else none.
+	SelfAttestation string
+	// AttestationDevice is Gramine's attestation directory (default gramine.DefaultDir).
+	AttestationDevice string
 
 	Logger *slog.Logger
 	// Ready, when set, is called once every listener is bound, with the bound addresses.
@@ -144,9 +164,21 @@ func (cfg *Config) Validate() error {
 	if cfg.Simulation && cfg.LASAddr == "" {
 		add("--las-addr is required with --simulation")
 	}
+	switch cfg.SelfAttestation {
+	case "", SelfAttestAuto, SelfAttestGramine, SelfAttestNone:
+	case SelfAttestSimulation:
+		if !cfg.Simulation {
+			add("--self-attestation simulation needs --simulation (the simulated platform quotes the control plane)")
+		}
+	default:
+		add("--self-attestation %q: want auto, gramine, simulation or none", cfg.SelfAttestation)
+	}
 	if p := anchorFile(*cfg); p != "" && cfg.DataDir != "" && within(p, cfg.DataDir) {
 		add("--store-anchor %s: the anchor must live outside --data-dir %s (beside the store key): a restored copy of the data "+
 			"directory would bring its own anchor back with it", p, cfg.DataDir)
+	}
+	if _, err := cfg.recoveryKeys(); err != nil {
+		add("%v", err)
 	}
 	if cfg.MgmtClientCAFile != "" {
 		if _, err := loadCertPool(cfg.MgmtClientCAFile); err != nil {

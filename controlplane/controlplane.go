@@ -63,6 +63,7 @@ func Run(ctx context.Context, cfg Config) error {
 		OnChange: func(string) { sessions.changed(ctx); signal(changes) },
 	})
 	sessions.count = casSvc.Count
+	sessions.changed(ctx) // the sessions already stored count from the start
 	meshes := registry.New(registry.Config{
 		CAS: casSvc, TrustDomain: td, Bundle: authority.Bundle, Changes: changes, Registerer: reg, Logger: log,
 	})
@@ -77,6 +78,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	macKey, err := loadOrCreateSecret(ctx, st, keyAttestationMAC, 32)
+	if err != nil {
+		return err
+	}
+	// The control plane's own evidence, which binds its CA (nil: it serves none).
+	issuer, err := newEvidenceIssuer(ctx, cfg, st, authority, log)
 	if err != nil {
 		return err
 	}
@@ -118,7 +124,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	mgmtSrv := newHTTPServer(mgmt.NewHandler(mgmt.Config{
-		CAS: casSvc, BundlePEM: bundlePEM, ValidateMesh: meshes.Validate,
+		CAS: casSvc, BundlePEM: bundlePEM, ValidateMesh: meshes.Validate, Evidence: evidenceFunc(issuer),
 		ClientRate: cfg.ClientRate, ClientBurst: cfg.ClientBurst, Registerer: reg, Logger: log,
 	}), mgmtTLS, log)
 	metricsSrv := newHTTPServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), nil, log)

@@ -1,6 +1,7 @@
 package controlplane_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,7 +14,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -111,6 +114,50 @@ func TestReplicasOnEtcd(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), attestapi.OtherReplicaNonce)
 	assert.Contains(t, err.Error(), "nonce_invalid")
+}
+
+// TestRecoverFromEtcd: replicas on etcd seal the store key to recovery keys (both start with
+// them, one record results); with every replica's key lost, `recover` reads the record from
+// etcd and gives the key back; a key the record does not know is refused, naming the keys it
+// expects.
+func TestRecoverFromEtcd(t *testing.T) {
+	etcd := storetest.Etcd(t)
+	u, err := url.Parse(etcd.Endpoints[0])
+	require.NoError(t, err)
+	keyFile := filepath.Join(t.TempDir(), "store.key")
+	_, err = store.GenerateKeyFile(keyFile)
+	require.NoError(t, err)
+	keyHex, err := os.ReadFile(keyFile)
+	require.NoError(t, err)
+	cfg := controlplane.Config{
+		Store: "etcd://" + u.Host, StoreKeyFile: keyFile, StoreAnchor: "none", TrustDomain: "attestmesh.local",
+		MgmtAddr: "127.0.0.1:0", AttestAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
+		RecoveryKeyFiles: []string{testKey("x25519-a.pub.pem"), testKey("p256-sec1.pub.pem")}, RecoveryThreshold: 1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	a := func() *running { c := cfg; c.DataDir = t.TempDir(); return startWith(t, c) }()
+	b := func() *running { c := cfg; c.DataDir = t.TempDir(); return startWith(t, c) }()
+	a.stop(t)
+	b.stop(t)
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	src := controlplane.StoreSource{Store: cfg.Store}
+	var record, msgs bytes.Buffer
+	require.NoError(t, controlplane.RecoveryRecord(ctx, controlplane.RecoveryRecordConfig{StoreSource: src, Out: "-", Stdout: &record, Stderr: &msgs}))
+	assert.Contains(t, msgs.String(), "1 of 2 shares")
+
+	var out bytes.Buffer
+	err = controlplane.Recover(ctx, controlplane.RecoverConfig{StoreSource: src, KeyFiles: []string{testKey("rsa3072.pem")}, KeyOut: "-", Stdout: &out, Stderr: &out})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "is neither one of the record's recovery keys")
+	assert.Empty(t, out.String())
+
+	var key bytes.Buffer
+	msgs.Reset()
+	require.NoError(t, controlplane.Recover(ctx, controlplane.RecoverConfig{StoreSource: src, KeyFiles: []string{testKey("p256-sec1.pem")}, KeyOut: "-", Stdout: &key, Stderr: &msgs}))
+	assert.Equal(t, strings.TrimSpace(string(keyHex)), strings.TrimSpace(key.String()), "the replicas' store key")
+	assert.Contains(t, msgs.String(), "it authenticates the record and opens the store in "+cfg.Store)
 }
 
 // Two replicas on one etcd, each asked at the same moment to update the same session with the

@@ -194,6 +194,10 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (*openedStore,
 	}
 	out.EncryptedBackend = st
 	log.Info("store open", "engine", where, "generation", st.Generation(), "rollback_anchor", anchorName(anchor))
+	if err := keepRecovery(ctx, cfg, st, key, log); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	return out, nil
 }
 
@@ -219,4 +223,15 @@ func etcdConfig(cfg Config) (store.EtcdConfig, error) {
 		}
 	}
 	return store.ParseEtcdURL(cfg.Store, tlsCfg)
+}
+
+// openEngine opens the durable engine under the encrypted store: today the embedded bbolt file
+// under dataDir. readOnly opens an existing store without creating or changing anything (for
+// `attestmesh recover`, which must never write to the store it recovers).
+func openEngine(dataDir string, readOnly bool) (store.Engine, error) {
+	b, err := store.OpenBolt(store.BoltConfig{Dir: dataDir, ReadOnly: readOnly})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	return b, nil
 }

@@ -5,6 +5,8 @@
 //     launchers, Debian's redis-server, Flask under /usr/bin/python3 and a real Prometheus, each
 //     service in its own network namespace on a private bridge (ame2e0, 10.233.0.0/24).
 //   - TestTwoTeams replays the security review with two client identities.
+//   - TestRecoverLostStoreKey follows the recovery workflow of docs/operations.md with keys
+//     made by openssl (no root).
 //   - TestChaos runs three etcd members (the real etcd server, built once from the module
 //     proxy into ~/.cache/attestmesh/etcd) and three control-plane replicas on loopback
 //     (127.0.1.0/24 and 127.0.2.0/24, fixed ports 2xxxx), a sidecar tunnel to redis-server, and

@@ -71,8 +71,15 @@ func requireTools(t *testing.T) {
 // buildBinary builds the attestmesh binary that runs the sidecars and the launchers.
 func buildBinary(ctx context.Context, t *testing.T) string {
 	t.Helper()
+	return buildBinaryWith(ctx, t)
+}
+
+// buildBinaryWith builds the attestmesh binary with extra `go build` flags (-ldflags ...).
+func buildBinaryWith(ctx context.Context, t *testing.T, flags ...string) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "attestmesh")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "github.com/attestmesh/attestmesh/cmd/attestmesh")
+	args := append(append([]string{"build", "-trimpath"}, flags...), "-o", bin, "github.com/attestmesh/attestmesh/cmd/attestmesh")
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "go build:\n%s", out)

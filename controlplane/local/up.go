@@ -33,7 +33,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/store"
 )
 
-// Default ports of the control plane, as DESIGN.md fixes them, and of the sidecars' admin.
+// Default ports of the control plane (the README's and the chart's), and of the sidecars' admin.
 const (
 	mgmtPort    = 8081
 	attestPort  = 18765

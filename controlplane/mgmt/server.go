@@ -1,7 +1,8 @@
 // Package mgmt is the control plane's management API (HTTPS, default port 8081): create,
 // update, read and list sessions, authenticated by TLS client certificate and authorized by
 // each session's access_policy; and, without authentication, the control plane's CA bundle and
-// the public values of secrets marked export_public.
+// the public values of secrets marked export_public, and the control plane's attestation
+// evidence, whose quote binds the CA's key and the caller's nonce.
 //
 //	POST /v1/sessions                    create (body: the session YAML)        201
 //	PUT  /v1/sessions/{name}             update (body: YAML with predecessor)  200
@@ -10,6 +11,7 @@
 //	DELETE /v1/sessions/{name}           delete (its or its namespace's updaters) 204
 //	GET  /v1/public/{session}/{secret}   public certificate (PEM), no auth     200
 //	GET  /v1/ca                          the control plane's CA bundle (PEM)   200
+//	GET  /v1/attestation?nonce=HEX       the control plane's evidence (JSON, see controlplane/evidence), no auth 200
 //	PUT  /v1/meshes/{name}               register a mesh (JSON, see mgmtapi.Registration) 204
 //	DELETE /v1/meshes/{name}             remove a mesh registration            204
 //
@@ -18,11 +20,15 @@
 // are a 500 that names no internal state. A session the client may not read is "not found or not
 // permitted", whether it exists or not. Each client identity (and each address, for requests
 // without one) has its own request rate, and so does each source network (a /24 or /64), with
-// a slower one for requests that make the store grow; past them, requests get 429.
+// a slower one for requests that make the store grow; past them, requests get 429. Evidence
+// costs a quote each: it has its own, lower rate per source address and network, and one for
+// all callers together.
 package mgmt
 
 import (
+	"cmp"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,6 +41,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/evidence"
 	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 	"github.com/attestmesh/attestmesh/controlplane/ratelimit"
 	"github.com/attestmesh/attestmesh/controlplane/session"
@@ -63,6 +70,19 @@ type Config struct {
 	// is what bounds the growth of a store that anyone may write to. A negative rate disables it.
 	CreateRate  float64
 	CreateBurst int
+	// Evidence, when set, makes the control plane's evidence for a caller's nonce (see
+	// controlplane/evidence.Issuer), served at GET /v1/attestation?nonce=HEX; nil answers that
+	// this control plane serves none.
+	Evidence func(ctx context.Context, nonce [32]byte) ([]byte, error)
+	// EvidenceRate and EvidenceBurst bound evidence requests per source address, and, at
+	// ratelimit.PrefixFactor times that, per source network (defaults DefaultEvidenceRate and
+	// DefaultEvidenceBurst); EvidenceTotalRate and EvidenceTotalBurst bound them all together
+	// (DefaultEvidenceTotalRate, DefaultEvidenceTotalBurst), since every one costs a quote. A
+	// negative rate disables its limit.
+	EvidenceRate       float64
+	EvidenceBurst      int
+	EvidenceTotalRate  float64
+	EvidenceTotalBurst int
 	// Registerer receives the metrics; nil registers none.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -74,6 +94,11 @@ const (
 	DefaultClientBurst = 100
 	DefaultCreateRate  = 1
 	DefaultCreateBurst = 100
+	// Evidence: per source address (and PrefixFactor times that per network), and in total.
+	DefaultEvidenceRate       = 1
+	DefaultEvidenceBurst      = 5
+	DefaultEvidenceTotalRate  = 10
+	DefaultEvidenceTotalBurst = 20
 )
 
 // growing names the operations that make the store grow.
@@ -88,6 +113,8 @@ type Handler struct {
 	limiter  *ratelimit.Limiter // per client identity, or per address when anonymous
 	prefixes *ratelimit.Limiter // per source network: ratelimit.PrefixFactor times more
 	creates  *ratelimit.Limiter // store-growing requests per source network
+	evidence *ratelimit.Pair    // evidence requests per source address and network
+	quotes   *ratelimit.Limiter // evidence requests of everyone, under one key
 	requests *prometheus.CounterVec
 }
 
@@ -109,11 +136,15 @@ func NewHandler(cfg Config) *Handler {
 	if cfg.CreateBurst == 0 {
 		cfg.CreateBurst = DefaultCreateBurst
 	}
+	cfg.EvidenceRate, cfg.EvidenceBurst = cmp.Or(cfg.EvidenceRate, DefaultEvidenceRate), cmp.Or(cfg.EvidenceBurst, DefaultEvidenceBurst)
+	cfg.EvidenceTotalRate, cfg.EvidenceTotalBurst = cmp.Or(cfg.EvidenceTotalRate, DefaultEvidenceTotalRate), cmp.Or(cfg.EvidenceTotalBurst, DefaultEvidenceTotalBurst)
 	h := &Handler{
 		cfg: cfg, cas: cfg.CAS, log: log.With("subsystem", "mgmt"), mux: http.NewServeMux(),
 		limiter:  ratelimit.New(ratelimit.Config{Rate: cfg.ClientRate, Burst: cfg.ClientBurst}),
 		prefixes: ratelimit.New(ratelimit.Config{Rate: cfg.ClientRate * ratelimit.PrefixFactor, Burst: cfg.ClientBurst * ratelimit.PrefixFactor}),
 		creates:  ratelimit.New(ratelimit.Config{Rate: cfg.CreateRate, Burst: cfg.CreateBurst}),
+		evidence: ratelimit.NewPair(ratelimit.Config{Rate: cfg.EvidenceRate, Burst: cfg.EvidenceBurst}),
+		quotes:   ratelimit.New(ratelimit.Config{Rate: cfg.EvidenceTotalRate, Burst: cfg.EvidenceTotalBurst, MaxKeys: 1}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "attestmesh_management_requests_total",
 			Help: "Management API requests by operation and result: ok, or the refusal's reason (invalid, not_found, forbidden, conflict, unauthenticated, limit_<limit>, internal).",
@@ -151,6 +182,7 @@ func NewHandler(cfg Config) *Handler {
 	route("GET /v1/sessions", "list_sessions", h.list)
 	route("GET /v1/public/{path...}", "get_public", h.public)
 	route("GET /v1/ca", "get_ca", h.ca)
+	route("GET "+evidence.Path, "get_attestation", h.attestation)
 	route("PUT /v1/meshes/{name}", "put_mesh", h.putMesh)
 	route("DELETE /v1/meshes/{name}", "delete_mesh", h.deleteMesh)
 	return h
@@ -328,6 +360,48 @@ func (h *Handler) deleteMesh(w http.ResponseWriter, r *http.Request) {
 	}
 	h.ok(r)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// attestation serves the control plane's evidence for the caller's nonce.
+func (h *Handler) attestation(w http.ResponseWriter, r *http.Request) {
+	values := r.URL.Query()["nonce"]
+	if len(values) != 1 {
+		h.fail(w, r, &cas.Error{Code: cas.CodeInvalid, Msg: fmt.Sprintf(
+			"want one nonce: %s?nonce=<64 hex digits>, 32 fresh random bytes of the caller's (got %d)", evidence.Path, len(values))})
+		return
+	}
+	var nonce [32]byte
+	if len(values[0]) != hex.EncodedLen(len(nonce)) {
+		h.fail(w, r, &cas.Error{Code: cas.CodeInvalid, Msg: fmt.Sprintf(
+			"nonce: want 64 hex digits (32 bytes), got %d characters", len(values[0]))})
+		return
+	}
+	if _, err := hex.Decode(nonce[:], []byte(values[0])); err != nil {
+		h.fail(w, r, &cas.Error{Code: cas.CodeInvalid, Msg: "nonce: want 64 hex digits (32 bytes): " + err.Error()})
+		return
+	}
+	if h.cfg.Evidence == nil {
+		h.fail(w, r, &cas.Error{Code: cas.CodeNotFound, Msg: "this control plane serves no attestation evidence: " +
+			"it runs neither in an SGX enclave under Gramine (/dev/attestation) nor with --simulation"})
+		return
+	}
+	if !h.evidence.Allow(remoteHost(r)) || !h.quotes.Allow("") {
+		w.Header().Set("Retry-After", "5")
+		h.fail(w, r, &cas.Error{Code: cas.CodeLimit, Limit: cas.LimitRate, Msg: fmt.Sprintf(
+			"too many attestation requests: each costs a quote; at most %g per second (bursts of %d) per address, "+
+				"%d times that per network, %g per second for everyone; retry later",
+			h.cfg.EvidenceRate, h.cfg.EvidenceBurst, ratelimit.PrefixFactor, h.cfg.EvidenceTotalRate)})
+		return
+	}
+	body, err := h.cfg.Evidence(r.Context(), nonce)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.ok(r)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(body)
 }
 
 func (h *Handler) ca(w http.ResponseWriter, r *http.Request) {

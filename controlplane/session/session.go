@@ -1,5 +1,5 @@
 // Package session implements the attestmesh session language: the subset of the SCONE CAS
-// session language v0.3 described in DESIGN.md. It parses session documents (YAML) with the
+// session language v0.3 that docs/sessions.md describes. It parses session documents (YAML) with the
 // line of every field, validates them (all problems at once), checks imports against exports
 // across sessions, enforces the create and update rules, expands template variables, and
 // renders a service's configuration (argv, environment, injected files) from secret values.

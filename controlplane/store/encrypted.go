@@ -120,6 +120,24 @@ func Encrypted(ctx context.Context, b Engine, key Key) (*EncryptedBackend, error
 // anchor's, a written store whose anchor records nothing, and records without a sealed state
 // (a store written by a version without it) fail with ErrRollback unless opts.AllowRollback.
 func Open(ctx context.Context, b Engine, key Key, opts Options) (*EncryptedBackend, error) {
+	e, err := newBackend(b, key, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.checkKey(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.loadState(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.checkAnchor(ctx); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// newBackend derives the sealing and digest keys; it reads and writes nothing.
+func newBackend(b Engine, key Key, opts Options) (*EncryptedBackend, error) {
 	if err := checkNonZero(key); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -137,17 +155,7 @@ func Open(ctx context.Context, b Engine, key Key, opts Options) (*EncryptedBacke
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &EncryptedBackend{inner: b, aead: aead, macKey: mac.Sum(nil), opts: opts, log: log}
-	if err := e.checkKey(ctx); err != nil {
-		return nil, err
-	}
-	if err := e.loadState(ctx); err != nil {
-		return nil, err
-	}
-	if err := e.checkAnchor(ctx); err != nil {
-		return nil, err
-	}
-	return e, nil
+	return &EncryptedBackend{inner: b, aead: aead, macKey: mac.Sum(nil), opts: opts, log: log}, nil
 }
 
 func (e *EncryptedBackend) checkKey(ctx context.Context) error {

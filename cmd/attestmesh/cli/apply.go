@@ -26,8 +26,9 @@ It then writes the application's Helm chart to --chart-dir (target/helm): a Depl
 Service per mesh service, annotated for the sidecar injector, so that
   helm install <name> target/helm
 runs the application on Kubernetes (see docs/kubernetes.md). --chart-dir "" skips it.`,
-		Example: `  attestmesh apply -f examples/flask-redis/mesh.yaml --ca-file /var/lib/attestmesh/ca.pem`,
-		Args:    cobra.NoArgs,
+		Example: `  attestmesh controlplane verify --addr 127.0.0.1:8081 --simulation --mrenclave "$(attestmesh measure bin/attestmesh)" --out ca.pem
+  attestmesh apply -f examples/flask-redis/mesh.yaml --ca-file ca.pem`,
+		Args: cobra.NoArgs,
 		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			m, err := mesh.Load(file)
 			if err != nil {

@@ -11,6 +11,11 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// version is the attestmesh version, set at build time with
+// -ldflags "-X github.com/attestmesh/attestmesh/cmd/attestmesh/cli.version=VERSION". It is part
+// of the binary, so of its measurement: two builds with different versions measure differently.
+var version = "dev"
+
 // exitError carries a process exit code through cobra.
 type exitError struct {
 	code int
@@ -53,6 +58,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 security policies (sessions), attests workloads (Intel SGX DCAP quotes, or simulated quotes
 in the same format), injects secrets only after attestation, and pushes mTLS configuration
 over xDS to sidecars whose SPIFFE identities exist only because attestation succeeded.`,
+		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -66,6 +72,7 @@ over xDS to sidecars whose SPIFFE identities exist only because attestation succ
 		newMeshCmd(),
 		newUpCmd(),
 		newControlPlaneCmd(),
+		newRecoverCmd(),
 		newLaunchCmd(),
 		newProxyCmd(),
 		newFSPFCmd(),
