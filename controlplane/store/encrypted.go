@@ -175,6 +175,11 @@ func (e *EncryptedBackend) checkKey(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("store: list: %w", err)
 		}
+		if slices.ContainsFunc(existing, func(kv KV) bool { return kv.Key == checkRecord }) {
+			// Another opener (a replica starting at the same time) initialized the store
+			// since the check value was looked for: check against its value.
+			continue
+		}
 		if len(existing) > 0 {
 			return fmt.Errorf("store: the store holds %d records but no key check value: refusing to use it "+
 				"(it was not written by attestmesh's encrypted store)", len(existing))
