@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
 
 	"github.com/spf13/cobra"
 
@@ -12,6 +14,7 @@ func newProxyCmd() *cobra.Command {
 	var wf workloadFlags
 	var cfg proxy.Config
 	var bootstrap bool
+	var inboundIP string
 	cmd := &cobra.Command{
 		Use:   "proxy --config-id SESSION/SERVICE",
 		Short: "Run the sidecar: attest, get an SVID, follow ADS, serve the mTLS tunnels",
@@ -33,6 +36,13 @@ The admin endpoint (--admin-addr) serves /ready, /config_dump and /metrics.
 		Args: cobra.NoArgs,
 		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			cfg.ConfigID = wf.configID
+			if inboundIP != "" {
+				ip, err := netip.ParseAddr(inboundIP)
+				if err != nil {
+					return fmt.Errorf("proxy: --inbound-ip %q: want an IP address (the pod's, from status.podIP): %w", inboundIP, err)
+				}
+				cfg.InboundIP = ip
+			}
 			if bootstrap {
 				out, err := proxy.EnvoyBootstrap(cfg)
 				if err != nil {
@@ -62,5 +72,6 @@ The admin endpoint (--admin-addr) serves /ready, /config_dump and /metrics.
 	f.StringVar(&cfg.AdminAddr, "admin-addr", "127.0.0.1:15000", "admin endpoint: /ready, /config_dump, /metrics")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long open connections may drain on SIGTERM")
 	f.BoolVar(&bootstrap, "envoy-bootstrap", false, "print a bootstrap for a real Envoy and exit")
+	f.StringVar(&inboundIP, "inbound-ip", "", "bind inbound listeners sent on the wildcard address to this IP (the pod's IP; the injector sets it)")
 	return cmd
 }
