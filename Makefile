@@ -45,8 +45,12 @@ fuzz: ## fuzz every parser of untrusted bytes for FUZZTIME each (default 60s; ne
 	done
 
 .PHONY: e2e
-e2e: ## end-to-end test of the Flask and Redis example: real control plane, sidecars, Redis, Flask, Prometheus (root)
-	$(GO) test -tags e2e -race -count=1 -timeout 15m -v ./e2e/...
+e2e: ## end-to-end tests: the Flask and Redis example (real control plane, sidecars, Redis, Flask, Prometheus), two teams, chaos (root)
+	$(GO) test -tags e2e -race -count=1 -timeout 25m -v ./e2e/...
+
+.PHONY: e2e-chaos
+e2e-chaos: ## chaos: 3 etcd members, 3 control-plane replicas, 1,000 updates and attestations while a replica and the etcd leader are killed and a replica stopped (root)
+	$(GO) test -tags e2e -race -count=1 -timeout 15m -v -run 'TestChaos|TestSessionModel' ./e2e/
 
 .PHONY: proto
 proto: ## regenerate the attestation API (attest/attestapi/attestationpb) from its .proto (buf, protoc-gen-go, protoc-gen-go-grpc)

@@ -51,7 +51,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("control plane CA", "trust_domain", td.String(), "ca_subject", authority.Bundle()[0].Subject.CommonName)
 	bundlePEM := authority.BundlePEM()
-	// The bundle is public: write it where operators and `attestmesh` clients find it.
+	// The bundle is public: write it where operators and `attestmesh` clients find it. With
+	// etcd nothing else creates --data-dir.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("controlplane: --data-dir: %w", err)
+	}
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, "ca.pem"), bundlePEM, 0o644); err != nil { //nolint:gosec // a CA certificate is public
 		return fmt.Errorf("controlplane: write ca.pem: %w", err)
 	}

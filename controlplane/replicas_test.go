@@ -8,12 +8,16 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,7 +48,9 @@ func TestReplicasOnEtcd(t *testing.T) {
 	require.NoError(t, err)
 	replica := func() *running {
 		return startWith(t, controlplane.Config{
-			DataDir: t.TempDir(), Store: "etcd://" + u.Host, StoreKeyFile: keyFile, StoreAnchor: "none", TrustDomain: "attestmesh.local",
+			// A --data-dir that does not exist yet: with etcd, nothing but the control plane
+			// itself creates it.
+			DataDir: filepath.Join(t.TempDir(), "data"), Store: "etcd://" + u.Host, StoreKeyFile: keyFile, StoreAnchor: "none", TrustDomain: "attestmesh.local",
 			MgmtAddr: "127.0.0.1:0", AttestAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
 			Simulation: true, LASAddr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
@@ -152,4 +158,83 @@ func TestRecoverFromEtcd(t *testing.T) {
 	require.NoError(t, controlplane.Recover(ctx, controlplane.RecoverConfig{StoreSource: src, KeyFiles: []string{testKey("p256-sec1.pem")}, KeyOut: "-", Stdout: &key, Stderr: &msgs}))
 	assert.Equal(t, strings.TrimSpace(string(keyHex)), strings.TrimSpace(key.String()), "the replicas' store key")
 	assert.Contains(t, msgs.String(), "it authenticates the record and opens the store in "+cfg.Store)
+}
+
+// Two replicas on one etcd, each asked at the same moment to update the same session with the
+// same predecessor: exactly one wins; the other is refused with the conflict (HTTP 409), and
+// both then serve the winner's document. Repeated, so that the two requests really overlap.
+func TestReplicasRaceOneUpdate(t *testing.T) {
+	etcd := storetest.Etcd(t)
+	u, err := url.Parse(etcd.Endpoints[0])
+	require.NoError(t, err)
+	keyFile := filepath.Join(t.TempDir(), "store.key")
+	_, err = store.GenerateKeyFile(keyFile)
+	require.NoError(t, err)
+	replica := func() *running {
+		return startWith(t, controlplane.Config{
+			DataDir: t.TempDir(), Store: "etcd://" + u.Host, StoreKeyFile: keyFile, StoreAnchor: "none", TrustDomain: "attestmesh.local",
+			MgmtAddr: "127.0.0.1:0", AttestAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
+			Simulation: true, LASAddr: "127.0.0.1:0", ClientRate: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+	}
+	a, b := replica(), replica()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	owner := t.TempDir()
+	clients := []*mgmtapi.Client{a.client(t, owner), b.client(t, owner)}
+	doc := func(n int, by, predecessor string) []byte {
+		d := fmt.Sprintf("name: race\nversion: \"0.3\"\nservices:\n  - {name: app, mrenclaves: [%q], environment: {ROUND: \"%d\", BY: %s}}\n",
+			hex.EncodeToString(itAppMR[:]), n, by)
+		if predecessor != "" {
+			d = "predecessor: " + predecessor + "\n" + d
+		}
+		return []byte(d)
+	}
+	created, err := clients[0].Create(ctx, doc(0, "a", ""))
+	require.NoError(t, err)
+	current := created.Hash
+
+	const rounds = 20
+	wins := [2]int{}
+	for round := 1; round <= rounds; round++ {
+		type result struct {
+			resp *mgmtapi.SessionResponse
+			err  error
+		}
+		var results [2]result
+		var wg sync.WaitGroup
+		startGun := make(chan struct{})
+		for i, c := range clients {
+			wg.Go(func() {
+				d := doc(round, []string{"a", "b"}[i], current)
+				<-startGun
+				resp, err := c.Update(ctx, "race", d)
+				results[i] = result{resp, err}
+			})
+		}
+		close(startGun)
+		wg.Wait()
+
+		var winner = -1
+		for i, r := range results {
+			if r.err == nil {
+				require.Equal(t, -1, winner, "round %d: both replicas accepted an update with predecessor %s", round, current)
+				winner = i
+				continue
+			}
+			var apiErr *mgmtapi.APIError
+			require.ErrorAs(t, r.err, &apiErr, "round %d, replica %d", round, i)
+			assert.Equal(t, http.StatusConflict, apiErr.Status, "round %d, replica %d: %v", round, i, r.err)
+			assert.Contains(t, apiErr.Msg, "predecessor is stale", "round %d, replica %d", round, i)
+		}
+		require.NotEqual(t, -1, winner, "round %d: neither replica accepted the update: %v; %v", round, results[0].err, results[1].err)
+		wins[winner]++
+		current = results[winner].resp.Hash
+		for i, c := range clients {
+			got, err := c.Get(ctx, "race")
+			require.NoError(t, err)
+			assert.Equal(t, current, got.Hash, "round %d: replica %d serves the winner's document", round, i)
+		}
+	}
+	t.Logf("%d rounds: replica A won %d, replica B won %d; every loser got HTTP 409", rounds, wins[0], wins[1])
 }

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // KeyVersion is the version byte that starts every sealed record. It names the key that sealed the
@@ -37,6 +38,10 @@ const aadPrefix = "attestmesh/store/v1\x00"
 
 // digestLabel derives the key of the record digest from the store key.
 const digestLabel = "attestmesh/store/v1 record digest"
+
+// anchorLag bounds how long Open waits for an anchor that records nothing while the store was
+// written to (see checkAnchor) before it refuses the store.
+const anchorLag = 3 * time.Second
 
 // maxRetries bounds how often a write retries when only the sealed state moved under it (another
 // replica wrote in between).
@@ -175,6 +180,11 @@ func (e *EncryptedBackend) checkKey(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("store: list: %w", err)
 		}
+		if slices.ContainsFunc(existing, func(kv KV) bool { return kv.Key == checkRecord }) {
+			// Another opener (a replica starting at the same time) initialized the store
+			// since the check value was looked for: check against its value.
+			continue
+		}
 		if len(existing) > 0 {
 			return fmt.Errorf("store: the store holds %d records but no key check value: refusing to use it "+
 				"(it was not written by attestmesh's encrypted store)", len(existing))
@@ -281,6 +291,29 @@ func (e *EncryptedBackend) checkAnchor(ctx context.Context) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if anchored == 0 && e.state.Generation > 0 && !e.opts.AllowRollback {
+		// Replicas share the anchor and raise it after they commit: one that made the store's
+		// first writes may not have raised it yet. Give it a moment.
+		for deadline := time.Now().Add(anchorLag); anchored == 0 && time.Now().Before(deadline); {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("store: rollback anchor %s: %w", e.opts.Anchor, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+			if anchored, err = e.opts.Anchor.Load(ctx); err != nil {
+				return fmt.Errorf("store: rollback anchor %s (choose its place with --store-anchor): %w", e.opts.Anchor, err)
+			}
+		}
+	}
+	if e.state.Generation < anchored {
+		// Other replicas may have written, and raised the shared anchor, since the state was
+		// read. A writer raises the anchor only after it committed, and the anchor was read
+		// before the state is read again here: a store that is not an older copy is at least
+		// at the anchor's generation now.
+		if _, err := e.reloadStateLocked(ctx); err != nil {
+			return err
+		}
+	}
 	if anchored == 0 && e.state.Generation > 0 && !e.opts.AllowRollback {
 		// Every write raises the anchor, so a store that was written to has a generation
 		// recorded: an empty anchor was lost or reset, and a rollback would go unnoticed.

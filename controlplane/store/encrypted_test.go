@@ -8,8 +8,10 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -241,4 +243,50 @@ func TestEncryptedApply(t *testing.T) {
 	s, err = openEncrypted(t, dir, testKey(7))
 	require.NoError(t, err, "the sealed state matches the records")
 	require.NoError(t, s.Close())
+}
+
+// racingEngine lets another opener initialize the store just after this one found no key check
+// value, as happens when replicas start together on one etcd.
+type racingEngine struct {
+	store.Engine
+	once  sync.Once
+	other func()
+}
+
+func (r *racingEngine) Get(ctx context.Context, key string) ([]byte, error) {
+	v, err := r.Engine.Get(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		r.once.Do(r.other)
+	}
+	return v, err
+}
+
+// Two openers of a new store at once: the one that finds the other's key check value (and
+// sealed state) after it looked for the check value checks its key against it, rather than
+// taking the store for foreign data; with another key it is refused as a wrong key.
+func TestEncryptedOpenersRace(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		other   store.Key
+		wantErr error
+	}{
+		{"same key", testKey(1), nil},
+		{"another key", testKey(2), store.ErrWrongKey},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := store.OpenBolt(store.BoltConfig{Dir: t.TempDir()})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = b.Close() })
+			racing := &racingEngine{Engine: b, other: func() {
+				_, err := store.Encrypted(t.Context(), b, tc.other)
+				assert.NoError(t, err, "the other opener")
+			}}
+			_, err = store.Encrypted(t.Context(), racing, testKey(1))
+			if tc.wantErr == nil {
+				require.NoError(t, err)
+			} else {
+				require.ErrorIs(t, err, tc.wantErr)
+			}
+		})
+	}
 }

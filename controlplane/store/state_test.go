@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -240,4 +241,76 @@ func TestFileAnchor(t *testing.T) {
 	require.NoError(t, os.WriteFile(a.Path, []byte("garbage"), 0o600))
 	_, err = a.Load(ctx)
 	require.ErrorContains(t, err, "does not hold")
+}
+
+// lagAnchor is one replica's view of an anchor shared by several: its Raise is held until
+// released (the writer has committed and not yet raised), and onLoad runs before each Load.
+type lagAnchor struct {
+	store.Anchor
+	raising, release chan struct{}
+	onLoad           func()
+}
+
+func (a *lagAnchor) Raise(ctx context.Context, gen uint64) error {
+	if a.raising != nil {
+		close(a.raising)
+		<-a.release
+	}
+	return a.Anchor.Raise(ctx, gen)
+}
+
+func (a *lagAnchor) Load(ctx context.Context) (uint64, error) {
+	if a.onLoad != nil {
+		a.onLoad()
+	}
+	return a.Anchor.Load(ctx)
+}
+
+// Replicas starting together on one engine with one anchor: a replica that opens after
+// another's first write committed, but before that writer raised the anchor, waits for the
+// anchor instead of taking the store for one whose anchor was lost.
+func TestSharedAnchorNotYetRaised(t *testing.T) {
+	ctx := t.Context()
+	engine := openBolt(t, t.TempDir())
+	shared := &store.FileAnchor{Path: filepath.Join(t.TempDir(), "store.generation")}
+	writerAnchor := &lagAnchor{Anchor: shared}
+	a, err := store.Open(ctx, engine, testKey(9), store.Options{Anchor: writerAnchor})
+	require.NoError(t, err)
+	writerAnchor.raising, writerAnchor.release = make(chan struct{}), make(chan struct{})
+	written := make(chan error, 1)
+	go func() { written <- a.Put(ctx, "controlplane/authority", []byte("ca")) }()
+	<-writerAnchor.raising // committed at generation 1, anchor not raised yet
+
+	opened := make(chan error, 1)
+	go func() {
+		_, err := store.Open(ctx, engine, testKey(9), store.Options{Anchor: shared})
+		opened <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	close(writerAnchor.release)
+	require.NoError(t, <-written)
+	require.NoError(t, <-opened, "the second replica waits for the first one's anchor")
+}
+
+// A replica that read the store's state before others wrote and raised the shared anchor past
+// it reads the state again rather than taking the store for an older copy.
+func TestSharedAnchorRaisedSinceStateRead(t *testing.T) {
+	ctx := t.Context()
+	engine := openBolt(t, t.TempDir())
+	shared := &store.FileAnchor{Path: filepath.Join(t.TempDir(), "store.generation")}
+	a, err := store.Open(ctx, engine, testKey(9), store.Options{Anchor: shared})
+	require.NoError(t, err)
+	require.NoError(t, a.Put(ctx, "sessions/a", []byte("1")))
+	var once sync.Once
+	late := &lagAnchor{Anchor: shared, onLoad: func() {
+		once.Do(func() {
+			// Between this replica's reading the state and its reading the anchor, another
+			// writes twice.
+			require.NoError(t, a.Put(ctx, "sessions/a", []byte("2")))
+			require.NoError(t, a.Put(ctx, "sessions/a", []byte("3")))
+		})
+	}}
+	b, err := store.Open(ctx, engine, testKey(9), store.Options{Anchor: late})
+	require.NoError(t, err, "the state is read again")
+	assert.Equal(t, uint64(3), b.Generation())
 }
