@@ -25,7 +25,7 @@ test: ## run every unit and integration test with the race detector
 .PHONY: lint
 lint: ## gofmt check and golangci-lint (pinned in go.mod as a tool)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) tool golangci-lint run --build-tags e2e,e2e_k8s $(PKGS)
+	$(GO) tool golangci-lint run --build-tags e2e,e2e_k8s,benchmesh $(PKGS)
 
 # Every parser of untrusted bytes, as package:FuzzTarget.
 FUZZ_TARGETS := ./attest/dcap:FuzzParseQuote ./attest/dcap:FuzzVerify ./attest/sim:FuzzDecodeQuoteRequest \
@@ -54,6 +54,11 @@ proto: ## regenerate the attestation API (attest/attestapi/attestationpb) from i
 .PHONY: bench
 bench: ## benchmarks: SVID issuance, xDS fan-out to 1000 nodes, tunnel throughput vs a direct connection
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 $(PKGS)
+
+.PHONY: bench-mesh
+bench-mesh: build ## Redis through the sidecar pair beside HAProxy and stunnel pairs and direct, one table (root; ROUNDS=3; SHORT=1: one short round for CI)
+	$(GO) test -tags benchmesh -count=1 -timeout 90m -v -run '^TestBenchMesh$$' ./e2e/bench/ -args \
+		-bin $(CURDIR)/$(BIN) -rounds $(or $(ROUNDS),3) -out $(CURDIR)/target/bench-mesh.md $(if $(SHORT),-test.short) $(BENCH_MESH_ARGS)
 
 .PHONY: clean
 clean: ## remove build outputs
