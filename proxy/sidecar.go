@@ -68,8 +68,11 @@ type Config struct {
 	XDSAnyMember bool
 	// AdminAddr (admin.DefaultAddr if empty).
 	AdminAddr string
-	Logger    *slog.Logger
-	Attestor  Attestor
+	// Pprof serves Go's profiles on the admin endpoint under /debug/pprof/, to clients in the
+	// sidecar's own network namespace only.
+	Pprof    bool
+	Logger   *slog.Logger
+	Attestor Attestor
 	// DrainTimeout bounds the graceful drain on shutdown (DefaultDrainTimeout).
 	DrainTimeout time.Duration
 	// Registry receives the metrics (a new registry if nil).
@@ -204,6 +207,7 @@ func Run(ctx context.Context, cfg Config) error {
 func (s *Sidecar) Run(ctx context.Context) error {
 	adm, err := admin.New(admin.Config{
 		Addr: s.cfg.AdminAddr, Ready: s.ready, ConfigDump: s.ConfigDump, Gatherer: s.reg, Logger: s.log,
+		Pprof: s.cfg.Pprof,
 	})
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)

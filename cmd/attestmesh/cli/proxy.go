@@ -24,7 +24,9 @@ outbound listeners on the app's loopback that carry connections over mTLS to the
 sidecar. It re-attests before its SVID expires, showing the SVID it holds; established
 connections are never dropped.
 
-The admin endpoint (--admin-addr) serves /ready, /config_dump and /metrics.
+The admin endpoint (--admin-addr) serves /ready, /config_dump and /metrics; with --pprof also
+Go's profiles under /debug/pprof/ (go tool pprof http://ADDR/debug/pprof/profile?seconds=10),
+answered only to clients in the sidecar's own network namespace.
 
 --envoy-bootstrap prints instead a bootstrap for a real Envoy using the same control plane
 (see docs/envoy.md).`,
@@ -58,6 +60,7 @@ The admin endpoint (--admin-addr) serves /ready, /config_dump and /metrics.
 	f.StringVar(&cfg.TrustDomain, "trust-domain", "attestmesh.local", "SPIFFE trust domain")
 	f.StringVar(&cfg.XDSAddr, "xds-addr", "", "the control plane's xDS address (default: the one attestation returns)")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", "127.0.0.1:15000", "admin endpoint: /ready, /config_dump, /metrics")
+	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the admin endpoint, only to clients in the sidecar's network namespace")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long open connections may drain on SIGTERM")
 	f.BoolVar(&bootstrap, "envoy-bootstrap", false, "print a bootstrap for a real Envoy and exit")
 	return cmd
