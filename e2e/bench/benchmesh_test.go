@@ -52,11 +52,12 @@ var (
 	flagRequests    = flag.Int("requests", 100_000, "requests per throughput run (one for GET, one for SET)")
 	flagConns       = flag.Int("conns", 50, "redis-benchmark connections of the throughput runs")
 	flagLatency     = flag.Int("latency-requests", 20_000, "GETs on one connection, for the latency percentiles")
-	flagRate        = flag.Int("rate", 5_000, "GETs per second of the fixed-rate run")
+	flagRate        = flag.Int("rate", 2_000, "GETs per second of the fixed-rate run")
 	flagRateConns   = flag.Int("rate-conns", 10, "connections of the fixed-rate run")
 	flagRateFor     = flag.Duration("rate-for", 10*time.Second, "duration of the fixed-rate run")
 	flagOut         = flag.String("out", "", "also write the report (markdown) to this file")
 	flagSidecarArgs = flag.String("sidecar-args", "", "extra flags for every `attestmesh proxy` (space-separated)")
+	flagProfile     = flag.String("profile", "", "record profiles of the first round's GET runs into this directory (perf, and the sidecars' pprof)")
 )
 
 // settings are the flags, or their short-round values with -test.short (CI: one short round
@@ -113,6 +114,12 @@ func TestBenchMesh(t *testing.T) {
 	if *flagSidecarArgs != "" {
 		extra = strings.Fields(*flagSidecarArgs)
 	}
+	var prof *profiler
+	if *flagProfile != "" {
+		require.NoError(t, os.MkdirAll(*flagProfile, 0o755))
+		prof = &profiler{dir: *flagProfile, logf: t.Logf}
+		extra = append(extra, "--pprof")
+	}
 	// Runs last: whatever a failed run left behind is removed.
 	t.Cleanup(func() { sweep(t, dir) })
 
@@ -150,7 +157,9 @@ func TestBenchMesh(t *testing.T) {
 	loop := func(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 	paths := []*path{
 		{name: "direct", addr: net.JoinHostPort(serverIP, strconv.Itoa(directPort))},
-		{name: "attestmesh", addr: loop(redisPort), pids: []int{client.SidecarPID, server.SidecarPID}},
+		{name: "attestmesh", addr: loop(redisPort), pids: []int{client.SidecarPID, server.SidecarPID}, admins: []admin{
+			{name: "client", ns: client.Namespace, addr: client.AdminAddr}, {name: "server", ns: server.Namespace, addr: server.AdminAddr},
+		}},
 		{name: "HAProxy", addr: loop(haproxyPort), pids: []int{hc.pid(), hs.pid()}},
 		{name: "stunnel", addr: loop(stunnelPort), pids: []int{sc.pid(), ss.pid()}},
 	}
@@ -176,7 +185,11 @@ func TestBenchMesh(t *testing.T) {
 		t.Logf("round %d/%d (load average %s): %s", r+1, set.rounds, load, strings.Join(names, ", "))
 		report.loadRounds = append(report.loadRounds, load)
 		for _, p := range order {
-			s, err := measure(ctx, client.Namespace, p, set)
+			var pr *profiler
+			if r == 0 {
+				pr = prof
+			}
+			s, err := measure(ctx, client.Namespace, p, set, pr)
 			require.NoError(t, err, "round %d, %s", r+1, p.name)
 			p.rounds = append(p.rounds, s)
 			t.Logf("  %-10s %s", p.name, s)
@@ -215,9 +228,10 @@ func TestBenchMesh(t *testing.T) {
 
 // path is one way from the client's namespace to a Redis in the server's.
 type path struct {
-	name string
-	addr string // where the client connects, from its namespace
-	pids []int  // the proxies of the path (none for direct)
+	name   string
+	addr   string  // where the client connects, from its namespace
+	pids   []int   // the proxies of the path (none for direct)
+	admins []admin // the sidecars' admin endpoints
 
 	rounds            []sample
 	rssIdle, rssAfter int64 // KiB, the larger of the path's processes
@@ -230,26 +244,33 @@ type sample struct {
 	oneP50, oneP99   float64       // ms, one connection
 	rateP50, rateP99 float64       // ms, fixed rate
 	rateP999         float64
-	rssLoad          int64 // KiB, the larger of the path's processes at its peak
+	rateAnswered     float64 // fraction of the fixed-rate requests due that were answered in time
+	rssLoad          int64   // KiB, the larger of the path's processes at its peak
 }
 
 func (s sample) String() string {
-	return fmt.Sprintf("GET %8.0f/s  SET %8.0f/s  CPU/GET %5.1f µs  1 conn p50 %.3f p99 %.3f ms  fixed rate p50 %.3f p99 %.3f p99.9 %.3f ms  RSS %d KiB",
-		s.getRPS, s.setRPS, us(s.getCPU), s.oneP50, s.oneP99, s.rateP50, s.rateP99, s.rateP999, s.rssLoad)
+	return fmt.Sprintf("GET %8.0f/s  SET %8.0f/s  CPU/GET %5.1f µs  1 conn p50 %.3f p99 %.3f ms  fixed rate p50 %.3f p99 %.3f p99.9 %.3f ms (%.1f%% answered)  RSS %d KiB",
+		s.getRPS, s.setRPS, us(s.getCPU), s.oneP50, s.oneP99, s.rateP50, s.rateP99, s.rateP999, 100*s.rateAnswered, s.rssLoad)
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // measure runs one round of p: SET and GET throughput with their CPU time and peak RSS, GET
-// latency at one connection, and GET latency at a fixed rate.
-func measure(ctx context.Context, ns string, p *path, set settings) (sample, error) {
+// latency at one connection, and GET latency at a fixed rate. With a profiler, the GET run is
+// profiled (and its CPU time includes the profilers' share).
+func measure(ctx context.Context, ns string, p *path, set settings, prof *profiler) (sample, error) {
 	var s sample
 	for _, test := range []string{"set", "get"} {
+		stop := func() {}
+		if prof != nil && test == "get" {
+			stop = prof.start(ctx, p)
+		}
 		rss := sampleRSS(p.pids)
 		cpu0 := cpuOf(p.pids)
 		res, err := redisBenchmark(ctx, ns, p.addr, set.conns, set.requests, test)
 		cpu := cpuOf(p.pids) - cpu0
 		peak := rss.stop()
+		stop()
 		if err != nil {
 			return s, err
 		}
@@ -266,11 +287,12 @@ func measure(ctx context.Context, ns string, p *path, set settings) (sample, err
 		return s, err
 	}
 	s.oneP50, s.oneP99 = res.p50, res.p99
-	lat, err := fixedRate(ctx, ns, p.addr, set.rate, set.rateConns, set.rateFor)
+	fr, err := fixedRate(ctx, ns, p.addr, set.rate, set.rateConns, set.rateFor)
 	if err != nil {
 		return s, fmt.Errorf("fixed rate: %w", err)
 	}
-	s.rateP50, s.rateP99, s.rateP999 = lat.percentile(50), lat.percentile(99), lat.percentile(99.9)
+	s.rateP50, s.rateP99, s.rateP999 = fr.lat.percentile(50), fr.lat.percentile(99), fr.lat.percentile(99.9)
+	s.rateAnswered = float64(len(fr.lat)) / float64(max(fr.due, 1))
 	return s, nil
 }
 

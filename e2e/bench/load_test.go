@@ -12,6 +12,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -130,11 +131,20 @@ func (l latencies) percentile(p float64) float64 {
 	return float64(l[i]) / float64(time.Millisecond)
 }
 
+// rateResult is a fixed-rate run: the latencies of the answered requests, sorted, and how many
+// requests were due.
+type rateResult struct {
+	lat latencies
+	due int
+}
+
 // fixedRate sends GETs at rate per second in total over conns connections from namespace ns
 // for d, open loop: connection i sends its k-th request at start + (k*conns+i)/rate, and a
 // request's latency runs from that scheduled time (so a late answer that delays the next
-// request counts against the path, not the generator). It returns the sorted latencies.
-func fixedRate(ctx context.Context, ns, addr string, rate, conns int, d time.Duration) (latencies, error) {
+// request counts against the path, not the generator). A path that cannot keep up answers
+// fewer requests than were due: sending stops at the end of d, and answers still missing five
+// seconds later are not waited for.
+func fixedRate(ctx context.Context, ns, addr string, rate, conns int, d time.Duration) (rateResult, error) {
 	cs := make([]net.Conn, 0, conns)
 	defer func() {
 		for _, c := range cs {
@@ -146,7 +156,7 @@ func fixedRate(ctx context.Context, ns, addr string, rate, conns int, d time.Dur
 		c, err := local.DialIn(dctx, ns, "tcp", addr)
 		cancel()
 		if err != nil {
-			return nil, err
+			return rateResult{}, err
 		}
 		cs = append(cs, c)
 	}
@@ -155,19 +165,19 @@ func fixedRate(ctx context.Context, ns, addr string, rate, conns int, d time.Dur
 	end := start.Add(d)
 	var (
 		mu   sync.Mutex
-		all  latencies
+		res  = rateResult{due: int(d / interval)}
 		errs []error
 		wg   sync.WaitGroup
 	)
 	for i, c := range cs {
 		wg.Go(func() {
-			_ = c.SetDeadline(end.Add(10 * time.Second))
+			_ = c.SetDeadline(end.Add(5 * time.Second))
 			r := bufio.NewReader(c)
 			var own latencies
 			var err error
 			for k := 0; ; k++ {
 				at := start.Add(time.Duration(k*conns+i) * interval)
-				if at.After(end) {
+				if at.After(end) || time.Now().After(end) {
 					break
 				}
 				if wait := time.Until(at); wait > 0 {
@@ -181,9 +191,12 @@ func fixedRate(ctx context.Context, ns, addr string, rate, conns int, d time.Dur
 				}
 				own = append(own, time.Since(at))
 			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				err = nil // overloaded: counted as answers missing
+			}
 			mu.Lock()
 			defer mu.Unlock()
-			all = append(all, own...)
+			res.lat = append(res.lat, own...)
 			if err != nil {
 				errs = append(errs, err)
 			}
@@ -191,10 +204,10 @@ func fixedRate(ctx context.Context, ns, addr string, rate, conns int, d time.Dur
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return rateResult{}, err
 	}
-	slices.Sort(all)
-	return all, nil
+	slices.Sort(res.lat)
+	return res, nil
 }
 
 // readReply reads one RESP reply: a line, and for a bulk string its payload.

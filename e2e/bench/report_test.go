@@ -148,19 +148,23 @@ func (r *report) markdown() string {
 			cpuSet = fmt.Sprintf("%.1f", median(per(p, setCPU)))
 			cpuRatio = times(ratio(p, haproxy, getCPU))
 		}
+		rate := fmt.Sprintf("%s / %s / %s",
+			ms(median(per(p, func(x sample) float64 { return x.rateP50 }))),
+			ms(median(per(p, func(x sample) float64 { return x.rateP99 }))),
+			ms(median(per(p, func(x sample) float64 { return x.rateP999 }))))
+		if answered := median(per(p, func(x sample) float64 { return x.rateAnswered })); answered < 0.99 {
+			rate += fmt.Sprintf(" (only %.0f%% answered: overloaded)", 100*answered)
+		}
 		var loadPeak int64
 		for _, x := range p.rounds {
 			loadPeak = max(loadPeak, x.rssLoad)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s / %s | %s | %s / %s / %s | %s | %s | %s | %s / %s / %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s / %s / %s |\n",
 			p.name,
 			num(median(per(p, get))), ratios(get),
 			num(median(per(p, set))), ratios(set),
 			ms(median(per(p, func(x sample) float64 { return x.oneP50 }))), ms(median(per(p, oneP99))), added,
-			ms(median(per(p, func(x sample) float64 { return x.rateP50 }))),
-			ms(median(per(p, func(x sample) float64 { return x.rateP99 }))),
-			ms(median(per(p, func(x sample) float64 { return x.rateP999 }))),
-			cpuGet, cpuRatio, cpuSet,
+			rate, cpuGet, cpuRatio, cpuSet,
 			mib(p.rssIdle), mib(loadPeak), mib(p.rssAfter))
 	}
 	b.WriteString("\nEvery round (GET/s, SET/s):\n\n")
