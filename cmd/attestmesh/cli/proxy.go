@@ -10,6 +10,7 @@ func newProxyCmd() *cobra.Command {
 	var wf workloadFlags
 	var cfg proxy.Config
 	var bootstrap bool
+	var concurrency int
 	cmd := &cobra.Command{
 		Use:   "proxy --config-id SESSION/SERVICE",
 		Short: "Run the sidecar: attest, get an SVID, follow ADS, serve the mTLS tunnels",
@@ -42,6 +43,8 @@ answered only to clients in the sidecar's own network namespace.
 				return err
 			}
 			cfg.Logger = newLogger(wf.logLevel).With("config_id", wf.configID)
+			n, why := proxy.SetConcurrency(concurrency)
+			cfg.Logger.Info("sidecar starting", "concurrency", n, "concurrency_from", why)
 			client, err := wf.dial()
 			if err != nil {
 				return err
@@ -62,6 +65,7 @@ answered only to clients in the sidecar's own network namespace.
 	f.StringVar(&cfg.AdminAddr, "admin-addr", "127.0.0.1:15000", "admin endpoint: /ready, /config_dump, /metrics")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the admin endpoint, only to clients in the sidecar's network namespace")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long open connections may drain on SIGTERM")
+	f.IntVar(&concurrency, "concurrency", 0, "threads that run the sidecar at once (GOMAXPROCS); 0: Go's default, or 1 under a CPU limit of one CPU or less")
 	f.BoolVar(&bootstrap, "envoy-bootstrap", false, "print a bootstrap for a real Envoy and exit")
 	return cmd
 }
