@@ -70,9 +70,12 @@ type Config struct {
 	AdminAddr string
 	// Pprof serves Go's profiles on the admin endpoint under /debug/pprof/, to clients in the
 	// sidecar's own network namespace only.
-	Pprof    bool
-	Logger   *slog.Logger
-	Attestor Attestor
+	Pprof bool
+	// NoMultiplex gives every app connection its own mTLS connection to the upstream sidecar,
+	// instead of a stream over a shared one (listener.MuxProto), and refuses streams inbound.
+	NoMultiplex bool
+	Logger      *slog.Logger
+	Attestor    Attestor
 	// DrainTimeout bounds the graceful drain on shutdown (DefaultDrainTimeout).
 	DrainTimeout time.Duration
 	// Registry receives the metrics (a new registry if nil).
@@ -185,7 +188,7 @@ func New(cfg Config) (*Sidecar, error) {
 		m.SVIDExpiry.Reset()
 		m.SVIDExpiry.WithLabelValues(teeLabel(svid.Certificates[0])).Set(float64(svid.Certificates[0].NotAfter.Unix()))
 	})
-	mgr, err := listener.New(listener.Config{Creds: creds, Metrics: m, Logger: log})
+	mgr, err := listener.New(listener.Config{Creds: creds, Metrics: m, Logger: log, Multiplex: !cfg.NoMultiplex})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}

@@ -20,14 +20,25 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/local"
 )
 
+// perfCounters are the events perf stat counts: every system call, those that move data or
+// wait, and context switches. Counting costs little, unlike perf trace.
+var perfCounters = strings.Join([]string{
+	"raw_syscalls:sys_enter", "context-switches", "cpu-migrations",
+	"syscalls:sys_enter_read", "syscalls:sys_enter_write", "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_sendto",
+	"syscalls:sys_enter_readv", "syscalls:sys_enter_writev", "syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_pwait",
+	"syscalls:sys_enter_poll", "syscalls:sys_enter_futex", "syscalls:sys_enter_nanosleep", "syscalls:sys_enter_sched_yield",
+}, ",")
+
 // admin is a sidecar's admin endpoint, reached from inside its namespace.
 type admin struct {
 	name, ns, addr string
 }
 
-// profiler records profiles of a path while it serves GETs in the first round: perf (kernel
-// and user stacks) of the path's processes when perf is installed, and for the sidecars Go's CPU
-// profile from their admin endpoints (--pprof) and their heap profile afterwards.
+// profiler records profiles of a path while it serves GETs in the first round: when perf is
+// installed, perf record (kernel and user stacks) and perf stat (system calls by name and
+// context switches) of the path's processes; for the sidecars, Go's CPU
+// profile from their admin endpoints (--pprof) and their heap profile afterwards. The profilers
+// cost CPU: the first round's numbers of a profiled run are not comparable.
 type profiler struct {
 	dir  string
 	logf func(format string, args ...any)
@@ -36,18 +47,24 @@ type profiler struct {
 // start begins recording p and returns the function that ends it.
 func (pr *profiler) start(ctx context.Context, p *path) (stop func()) {
 	var wg sync.WaitGroup
-	var perf *exec.Cmd
+	var perfs []*exec.Cmd
 	if _, err := exec.LookPath("perf"); err == nil && len(p.pids) > 0 {
 		var pids []string
 		for _, pid := range p.pids {
 			pids = append(pids, strconv.Itoa(pid))
 		}
-		out := filepath.Join(pr.dir, p.name+"-get.perf.data")
-		perf = exec.CommandContext(ctx, "perf", "record", "-q", "-g", "-F", "499", "-p", strings.Join(pids, ","), "-o", out)
-		perf.Cancel = func() error { return perf.Process.Signal(os.Interrupt) }
-		if err := perf.Start(); err != nil {
-			pr.logf("perf record: %v", err)
-			perf = nil
+		pidList := strings.Join(pids, ",")
+		base := filepath.Join(pr.dir, p.name+"-get")
+		for _, args := range [][]string{
+			{"record", "-q", "-g", "-F", "499", "-p", pidList, "-o", base + ".perf.data"},
+			{"stat", "-e", perfCounters, "-p", pidList, "-o", base + ".perf-stat.txt"},
+		} {
+			cmd := exec.CommandContext(ctx, "perf", args...)
+			if err := cmd.Start(); err != nil {
+				pr.logf("perf %s: %v", args[0], err)
+				continue
+			}
+			perfs = append(perfs, cmd)
 		}
 	}
 	for _, a := range p.admins {
@@ -61,10 +78,10 @@ func (pr *profiler) start(ctx context.Context, p *path) (stop func()) {
 		for _, a := range p.admins {
 			pr.fetch(ctx, a, "/debug/pprof/heap", fmt.Sprintf("%s-%s.heap.pprof", p.name, a.name))
 		}
-		if perf != nil {
-			_ = perf.Process.Signal(syscall.SIGINT)
-			if err := perf.Wait(); err != nil {
-				pr.logf("perf record: %v", err)
+		for _, cmd := range perfs {
+			_ = cmd.Process.Signal(syscall.SIGINT)
+			if err := cmd.Wait(); err != nil {
+				pr.logf("%s: %v", strings.Join(cmd.Args[:2], " "), err)
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attestmesh/attestmesh/proxy"
+	"github.com/attestmesh/attestmesh/proxy/listener"
 )
 
 func newProxyCmd() *cobra.Command {
@@ -11,6 +12,7 @@ func newProxyCmd() *cobra.Command {
 	var cfg proxy.Config
 	var bootstrap bool
 	var concurrency int
+	var multiplex bool
 	cmd := &cobra.Command{
 		Use:   "proxy --config-id SESSION/SERVICE",
 		Short: "Run the sidecar: attest, get an SVID, follow ADS, serve the mTLS tunnels",
@@ -34,6 +36,7 @@ answered only to clients in the sidecar's own network namespace.
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.ConfigID = wf.configID
+			cfg.NoMultiplex = !multiplex
 			if bootstrap {
 				out, err := proxy.EnvoyBootstrap(cfg)
 				if err != nil {
@@ -65,6 +68,7 @@ answered only to clients in the sidecar's own network namespace.
 	f.StringVar(&cfg.AdminAddr, "admin-addr", "127.0.0.1:15000", "admin endpoint: /ready, /config_dump, /metrics")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the admin endpoint, only to clients in the sidecar's network namespace")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long open connections may drain on SIGTERM")
+	f.BoolVar(&multiplex, "multiplex", true, "carry app connections to and from other attestmesh sidecars as streams over shared mTLS connections (negotiated by ALPN "+listener.MuxProto+"; other peers get one mTLS connection per app connection)")
 	f.IntVar(&concurrency, "concurrency", 0, "threads that run the sidecar at once (GOMAXPROCS); 0: Go's default, or 1 under a CPU limit of one CPU or less")
 	f.BoolVar(&bootstrap, "envoy-bootstrap", false, "print a bootstrap for a real Envoy and exit")
 	return cmd
