@@ -167,7 +167,7 @@ func TestBenchMesh(t *testing.T) {
 		require.NoError(t, waitPing(ctx, client.Namespace, p.addr, 30*time.Second, peers), "path %s (%s)", p.name, p.addr)
 	}
 	for _, p := range paths {
-		p.rssIdle = rssOf(p.pids)
+		p.rssIdle, p.anonIdle = rssOf(p.pids), anonOf(p.pids)
 	}
 	t.Logf("every path answers PING; warming up (%d requests each)", set.warmup)
 	for _, p := range paths {
@@ -235,6 +235,7 @@ type path struct {
 
 	rounds            []sample
 	rssIdle, rssAfter int64 // KiB, the larger of the path's processes
+	anonIdle          int64 // KiB, anonymous RSS, the larger of the path's processes
 }
 
 // sample is one round of one path.
@@ -246,6 +247,7 @@ type sample struct {
 	rateP999         float64
 	rateAnswered     float64 // fraction of the fixed-rate requests due that were answered in time
 	rssLoad          int64   // KiB, the larger of the path's processes at its peak
+	anonLoad         int64   // KiB, the same for anonymous RSS
 }
 
 func (s sample) String() string {
@@ -269,12 +271,12 @@ func measure(ctx context.Context, ns string, p *path, set settings, prof *profil
 		cpu0 := cpuOf(p.pids)
 		res, err := redisBenchmark(ctx, ns, p.addr, set.conns, set.requests, test)
 		cpu := cpuOf(p.pids) - cpu0
-		peak := rss.stop()
+		peak, anon := rss.stop()
 		stop()
 		if err != nil {
 			return s, err
 		}
-		s.rssLoad = max(s.rssLoad, peak)
+		s.rssLoad, s.anonLoad = max(s.rssLoad, peak), max(s.anonLoad, anon)
 		perReq := cpu / time.Duration(set.requests)
 		if test == "set" {
 			s.setRPS, s.setCPU = res.rps, perReq

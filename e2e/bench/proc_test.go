@@ -104,13 +104,16 @@ func cpuOf(pids []int) time.Duration {
 }
 
 // rss returns VmRSS of pid in KiB (0 if it is gone).
-func rss(pid int) int64 {
+func rss(pid int) int64 { return statusKiB(pid, "VmRSS:") }
+
+// statusKiB returns a field of /proc/PID/status that counts KiB ("VmRSS:", "RssAnon:").
+func statusKiB(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			f := strings.Fields(v)
 			if len(f) > 0 {
 				n, _ := strconv.ParseInt(f[0], 10, 64)
@@ -130,23 +133,34 @@ func rssOf(pids []int) int64 {
 	return m
 }
 
+// anonOf returns the largest anonymous RSS of the processes, in KiB: their own memory, without
+// the pages of their executable and libraries that the page cache holds (and other processes
+// running the same binary share).
+func anonOf(pids []int) int64 {
+	var m int64
+	for _, pid := range pids {
+		m = max(m, statusKiB(pid, "RssAnon:"))
+	}
+	return m
+}
+
 // rssSampler records the peak of rssOf every 50 ms until stopped.
 type rssSampler struct {
 	quit chan struct{}
-	peak chan int64
+	peak chan [2]int64 // RSS, anonymous RSS
 }
 
 func sampleRSS(pids []int) *rssSampler {
-	s := &rssSampler{quit: make(chan struct{}), peak: make(chan int64, 1)}
+	s := &rssSampler{quit: make(chan struct{}), peak: make(chan [2]int64, 1)}
 	go func() {
-		var peak int64
+		var peak, anon int64
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		for {
-			peak = max(peak, rssOf(pids))
+			peak, anon = max(peak, rssOf(pids)), max(anon, anonOf(pids))
 			select {
 			case <-s.quit:
-				s.peak <- max(peak, rssOf(pids))
+				s.peak <- [2]int64{max(peak, rssOf(pids)), max(anon, anonOf(pids))}
 				return
 			case <-t.C:
 			}
@@ -155,9 +169,11 @@ func sampleRSS(pids []int) *rssSampler {
 	return s
 }
 
-func (s *rssSampler) stop() int64 {
+// stop returns the peaks of RSS and anonymous RSS.
+func (s *rssSampler) stop() (rss, anon int64) {
 	close(s.quit)
-	return <-s.peak
+	p := <-s.peak
+	return p[0], p[1]
 }
 
 // alive reports whether pid exists and is not a zombie.

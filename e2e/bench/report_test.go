@@ -123,11 +123,12 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "ratios are medians of the ratios within each round. One connection: redis-benchmark -c 1 -n %d -t get.\n", s.latency)
 	fmt.Fprintf(&b, "Fixed rate: %d GETs/s over %d connections for %s, open loop, latency from the scheduled send.\n", s.rate, s.rateConns, s.rateFor)
 	fmt.Fprintf(&b, "CPU: user+system time of both proxies of the path (/proc/PID/stat) per request. RSS: the larger of the two, idle before any\n")
-	fmt.Fprintf(&b, "traffic / peak during the %d-connection runs / idle after the last round.\n\n", s.conns)
+	fmt.Fprintf(&b, "traffic / peak during the %d-connection runs / idle after the last round. Anon: anonymous RSS (RssAnon), without the\n", s.conns)
+	fmt.Fprintf(&b, "executable's and libraries' pages from the page cache, idle / peak under load.\n\n")
 
 	b.WriteString("| path | GET/s | ×direct | ×HAProxy | ×stunnel | SET/s | ×direct | ×HAProxy | ×stunnel | 1 conn p50 / p99 ms | added p99 ms |")
-	fmt.Fprintf(&b, " %d/s p50 / p99 / p99.9 ms | CPU µs/GET | ×HAProxy | CPU µs/SET | RSS MiB idle / load / after |\n", s.rate)
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, " %d/s p50 / p99 / p99.9 ms | CPU µs/GET | ×HAProxy | CPU µs/SET | RSS MiB idle / load / after | anon MiB idle / load |\n", s.rate)
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, p := range r.paths {
 		var addedP99 []float64
 		for i := range min(len(p.rounds), len(direct.rounds)) {
@@ -155,17 +156,17 @@ func (r *report) markdown() string {
 		if answered := median(per(p, func(x sample) float64 { return x.rateAnswered })); answered < 0.99 {
 			rate += fmt.Sprintf(" (only %.0f%% answered: overloaded)", 100*answered)
 		}
-		var loadPeak int64
+		var loadPeak, anonPeak int64
 		for _, x := range p.rounds {
-			loadPeak = max(loadPeak, x.rssLoad)
+			loadPeak, anonPeak = max(loadPeak, x.rssLoad), max(anonPeak, x.anonLoad)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s / %s / %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s / %s / %s | %s / %s |\n",
 			p.name,
 			num(median(per(p, get))), ratios(get),
 			num(median(per(p, set))), ratios(set),
 			ms(median(per(p, func(x sample) float64 { return x.oneP50 }))), ms(median(per(p, oneP99))), added,
 			rate, cpuGet, cpuRatio, cpuSet,
-			mib(p.rssIdle), mib(loadPeak), mib(p.rssAfter))
+			mib(p.rssIdle), mib(loadPeak), mib(p.rssAfter), mib(p.anonIdle), mib(anonPeak))
 	}
 	b.WriteString("\nEvery round (GET/s, SET/s):\n\n")
 	for _, p := range r.paths {
