@@ -32,7 +32,10 @@ FUZZ_TARGETS := ./attest/dcap:FuzzParseQuote ./attest/dcap:FuzzVerify ./attest/s
 	./attest/sim:FuzzUnmarshalPlatform ./attest/fspf:FuzzDecryptManifest ./controlplane/session:FuzzParse \
 	./controlplane/session:FuzzExpand ./controlplane/session:FuzzSplitCommand ./controlplane/ca:FuzzParseCSR \
 	./controlplane/store:FuzzOpenRecord ./controlplane/attestation:FuzzAttestRequest ./controlplane/injector:FuzzServeHTTP \
-	./controlplane/attestation:FuzzRedeem ./attest/dcap:FuzzCheckRevocation
+	./controlplane/attestation:FuzzRedeem ./attest/dcap:FuzzCheckRevocation ./controlplane/recovery:FuzzParseRecord \
+	./controlplane/recovery:FuzzParseShares \
+	./proxy/resource:FuzzParseListeners ./proxy/resource:FuzzParseClusters ./proxy/resource:FuzzParseSecrets \
+	./controlplane/registry:FuzzParse ./controlplane/evidence:FuzzParse
 
 .PHONY: fuzz
 fuzz: ## fuzz every parser of untrusted bytes for FUZZTIME each (default 60s; new inputs minimized for at most 5 s)

@@ -1,6 +1,9 @@
 package charts_test
 
 import (
+	"crypto/x509"
+	"encoding/pem"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +20,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
@@ -128,12 +132,16 @@ func TestControlPlaneChart(t *testing.T) {
 				"Role/rel-attestmesh-store-anchor", "RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation",
 				"Secret/rel-attestmesh-store-key", "Service/rel-attestmesh", "Service/rel-attestmesh-headless",
 				"ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
+				"ValidatingAdmissionPolicy/attestmesh-system-rel-attestmesh-injector-label", "ValidatingAdmissionPolicyBinding/attestmesh-system-rel-attestmesh-injector-label",
 			},
 			check: func(t *testing.T, objs []object) {
 				t.Helper()
 				ss := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh"))
 				c := ss.Spec.Template.Spec.Containers[0]
 				assert.Equal(t, "ghcr.io/attestmesh/attestmesh:0.1.0", c.Image)
+				for _, a := range c.Args {
+					assert.NotContains(t, a, "recovery", "no recovery keys by default")
+				}
 				for _, a := range []string{"--simulation", "--store-key-file=/etc/attestmesh/store-key/store-key",
 					"--store-anchor=kubernetes-secret:attestmesh-system/rel-attestmesh-store-generation",
 					"--webhook-addr=:9443", "--webhook-config-name=attestmesh-system-rel-attestmesh-injector",
@@ -174,7 +182,19 @@ func TestControlPlaneChart(t *testing.T) {
 				assert.Equal(t, "las", lasRule.Ports[0].Port.StrVal)
 				require.Len(t, lasRule.From, 1)
 				assert.Equal(t, map[string]string{injector.LabelInjected: "true"}, lasRule.From[0].PodSelector.MatchLabels, "only injected pods reach the LAS")
-				assert.NotNil(t, lasRule.From[0].NamespaceSelector, "in any namespace")
+				require.NotNil(t, lasRule.From[0].NamespaceSelector)
+				assert.Equal(t, w.NamespaceSelector, lasRule.From[0].NamespaceSelector, "in the namespaces the injector sees, not kube-system")
+
+				vap := decode[admissionregv1.ValidatingAdmissionPolicy](t, find(t, objs, "ValidatingAdmissionPolicy", "attestmesh-system-rel-attestmesh-injector-label"))
+				require.Len(t, vap.Spec.MatchConstraints.ResourceRules, 1)
+				rule := vap.Spec.MatchConstraints.ResourceRules[0]
+				assert.Equal(t, []admissionregv1.OperationType{admissionregv1.Update}, rule.Operations, "a label added after creation is refused")
+				assert.Equal(t, []string{"pods"}, rule.Resources)
+				assert.Equal(t, admissionregv1.Fail, *vap.Spec.FailurePolicy)
+				assert.Equal(t, "variables.before == variables.after", vap.Spec.Validations[0].Expression)
+				binding := decode[admissionregv1.ValidatingAdmissionPolicyBinding](t, find(t, objs, "ValidatingAdmissionPolicyBinding", "attestmesh-system-rel-attestmesh-injector-label"))
+				assert.Equal(t, vap.Name, binding.Spec.PolicyName)
+				assert.Equal(t, []admissionregv1.ValidationAction{admissionregv1.Deny}, binding.Spec.ValidationActions)
 				for _, p := range np.Spec.Ingress[0].Ports {
 					assert.NotEqual(t, "las", p.Port.StrVal, "the open rule leaves out the LAS")
 				}
@@ -205,7 +225,7 @@ func TestControlPlaneChart(t *testing.T) {
 			want: []string{
 				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "Service/rel-attestmesh",
 				"Service/rel-attestmesh-headless", "ServiceAccount/rel-attestmesh", "ServiceMonitor/rel-attestmesh",
-				"StatefulSet/rel-attestmesh",
+				"StatefulSet/rel-attestmesh", "ValidatingAdmissionPolicy/attestmesh-system-rel-attestmesh-injector-label", "ValidatingAdmissionPolicyBinding/attestmesh-system-rel-attestmesh-injector-label",
 			},
 			check: func(t *testing.T, objs []object) {
 				t.Helper()
@@ -225,6 +245,42 @@ func TestControlPlaneChart(t *testing.T) {
 			},
 		},
 		{
+			name: "recovery keys",
+			values: map[string]any{"grafanaDashboard": map[string]any{"enabled": false}, "store": map[string]any{"recovery": map[string]any{
+				"publicKeys": map[string]any{"alice": recoveryPEM(t, "rsa3072"), "bob": recoveryPEM(t, "x25519-a"), "carol": recoveryPEM(t, "p256-sec1")},
+				"threshold":  2,
+			}}},
+			want: []string{
+				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
+				"ConfigMap/rel-attestmesh-recovery-keys",
+				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "NetworkPolicy/rel-attestmesh-las", "Role/rel-attestmesh-store-anchor",
+				"RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation", "Secret/rel-attestmesh-store-key",
+				"Service/rel-attestmesh", "Service/rel-attestmesh-headless", "ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
+				"ValidatingAdmissionPolicy/attestmesh-system-rel-attestmesh-injector-label", "ValidatingAdmissionPolicyBinding/attestmesh-system-rel-attestmesh-injector-label",
+			},
+			check: func(t *testing.T, objs []object) {
+				t.Helper()
+				cm := decode[corev1.ConfigMap](t, find(t, objs, "ConfigMap", "rel-attestmesh-recovery-keys"))
+				assert.Equal(t, map[string]string{"alice.pem": recoveryPEM(t, "rsa3072"), "bob.pem": recoveryPEM(t, "x25519-a"),
+					"carol.pem": recoveryPEM(t, "p256-sec1")}, cm.Data)
+				ss := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh"))
+				c := ss.Spec.Template.Spec.Containers[0]
+				for _, a := range []string{"--recovery-key=/etc/attestmesh/recovery/alice.pem", "--recovery-key=/etc/attestmesh/recovery/bob.pem",
+					"--recovery-key=/etc/attestmesh/recovery/carol.pem", "--recovery-threshold=2"} {
+					assert.Contains(t, c.Args, a)
+				}
+				assert.Contains(t, c.VolumeMounts, corev1.VolumeMount{Name: "recovery-keys", MountPath: "/etc/attestmesh/recovery", ReadOnly: true})
+				var names []string
+				for _, v := range ss.Spec.Template.Spec.Volumes {
+					names = append(names, v.Name)
+					if v.Name == "recovery-keys" {
+						assert.Equal(t, "rel-attestmesh-recovery-keys", v.ConfigMap.Name)
+					}
+				}
+				assert.Contains(t, names, "recovery-keys")
+			},
+		},
+		{
 			name:   "cert-manager",
 			values: map[string]any{"certManager": map[string]any{"enabled": true}, "grafanaDashboard": map[string]any{"enabled": false}},
 			want: []string{
@@ -232,6 +288,7 @@ func TestControlPlaneChart(t *testing.T) {
 				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "NetworkPolicy/rel-attestmesh-las", "Role/rel-attestmesh-store-anchor",
 				"RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation", "Secret/rel-attestmesh-store-key",
 				"Service/rel-attestmesh", "Service/rel-attestmesh-headless", "ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
+				"ValidatingAdmissionPolicy/attestmesh-system-rel-attestmesh-injector-label", "ValidatingAdmissionPolicyBinding/attestmesh-system-rel-attestmesh-injector-label",
 			},
 			check: func(t *testing.T, objs []object) {
 				t.Helper()
@@ -239,6 +296,103 @@ func TestControlPlaneChart(t *testing.T) {
 				assert.Equal(t, "attestmesh-system/rel-attestmesh-webhook", mwc.Metadata.Annotations["cert-manager.io/inject-ca-from"])
 				ss := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh"))
 				assert.Contains(t, ss.Spec.Template.Spec.Containers[0].Args, "--webhook-cert-file=/etc/attestmesh/webhook-tls/tls.crt")
+			},
+		},
+		{
+			name:   "three replicas on the bundled etcd",
+			values: map[string]any{"replicas": 3, "store": map[string]any{"etcd": map[string]any{"bundled": map[string]any{"enabled": true}}}},
+			want: []string{
+				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
+				"ConfigMap/rel-attestmesh-dashboard", "MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector",
+				"NetworkPolicy/rel-attestmesh-etcd", "NetworkPolicy/rel-attestmesh-las",
+				"PodDisruptionBudget/rel-attestmesh", "PodDisruptionBudget/rel-attestmesh-etcd",
+				"Role/rel-attestmesh-store-anchor", "RoleBinding/rel-attestmesh-store-anchor",
+				"Secret/rel-attestmesh-etcd-tls", "Secret/rel-attestmesh-store-generation", "Secret/rel-attestmesh-store-key",
+				"Service/rel-attestmesh", "Service/rel-attestmesh-etcd", "Service/rel-attestmesh-headless",
+				"ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh", "StatefulSet/rel-attestmesh-etcd",
+				"ValidatingAdmissionPolicy/attestmesh-system-rel-attestmesh-injector-label", "ValidatingAdmissionPolicyBinding/attestmesh-system-rel-attestmesh-injector-label",
+			},
+			check: func(t *testing.T, objs []object) {
+				t.Helper()
+				ss := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh"))
+				assert.Equal(t, int32(3), *ss.Spec.Replicas)
+				assert.Equal(t, appsv1.ParallelPodManagement, ss.Spec.PodManagementPolicy)
+				assert.Empty(t, ss.Spec.VolumeClaimTemplates, "the store is in etcd: no volume per replica")
+				c := ss.Spec.Template.Spec.Containers[0]
+				members := "rel-attestmesh-etcd-0.rel-attestmesh-etcd.attestmesh-system.svc:2379,rel-attestmesh-etcd-1.rel-attestmesh-etcd.attestmesh-system.svc:2379," +
+					"rel-attestmesh-etcd-2.rel-attestmesh-etcd.attestmesh-system.svc:2379"
+				for _, a := range []string{"--store=etcd://" + members, "--etcd-ca=/etc/attestmesh/etcd-tls/ca.crt",
+					"--etcd-cert=/etc/attestmesh/etcd-tls/tls.crt", "--etcd-key=/etc/attestmesh/etcd-tls/tls.key",
+					"--store-key-file=/etc/attestmesh/store-key/store-key"} {
+					assert.Contains(t, c.Args, a)
+				}
+				anti := ss.Spec.Template.Spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution
+				require.Len(t, anti, 1)
+				assert.Equal(t, "kubernetes.io/hostname", anti[0].PodAffinityTerm.TopologyKey)
+				assert.Equal(t, ss.Spec.Selector.MatchLabels, anti[0].PodAffinityTerm.LabelSelector.MatchLabels, "apart from each other")
+
+				pdb := decode[policyv1.PodDisruptionBudget](t, find(t, objs, "PodDisruptionBudget", "rel-attestmesh"))
+				assert.Equal(t, 1, pdb.Spec.MaxUnavailable.IntValue())
+				assert.Equal(t, ss.Spec.Selector.MatchLabels, pdb.Spec.Selector.MatchLabels)
+
+				etcd := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh-etcd"))
+				assert.Equal(t, int32(3), *etcd.Spec.Replicas)
+				assert.NotEqual(t, ss.Spec.Selector.MatchLabels, etcd.Spec.Selector.MatchLabels, "the control plane's Service must not pick etcd pods")
+				ec := etcd.Spec.Template.Spec.Containers[0]
+				assert.Equal(t, "quay.io/coreos/etcd:v3.6.16", ec.Image)
+				for _, a := range []string{"--client-cert-auth", "--peer-client-cert-auth", "--listen-client-urls=https://0.0.0.0:2379",
+					"--initial-cluster=rel-attestmesh-etcd-0=https://rel-attestmesh-etcd-0.rel-attestmesh-etcd.attestmesh-system.svc:2380," +
+						"rel-attestmesh-etcd-1=https://rel-attestmesh-etcd-1.rel-attestmesh-etcd.attestmesh-system.svc:2380," +
+						"rel-attestmesh-etcd-2=https://rel-attestmesh-etcd-2.rel-attestmesh-etcd.attestmesh-system.svc:2380"} {
+					assert.Contains(t, ec.Command, a)
+				}
+				require.NotNil(t, etcd.Spec.Template.Spec.Affinity)
+				epdb := decode[policyv1.PodDisruptionBudget](t, find(t, objs, "PodDisruptionBudget", "rel-attestmesh-etcd"))
+				assert.Equal(t, etcd.Spec.Selector.MatchLabels, epdb.Spec.Selector.MatchLabels)
+
+				// The certificates: members' for their DNS names, the control plane's as a client, one CA.
+				sec := decode[corev1.Secret](t, find(t, objs, "Secret", "rel-attestmesh-etcd-tls"))
+				ca := parseCert(t, sec.Data["ca.crt"])
+				server := parseCert(t, sec.Data["server.crt"])
+				client := parseCert(t, sec.Data["tls.crt"])
+				roots := x509.NewCertPool()
+				roots.AddCert(ca)
+				_, err := server.Verify(x509.VerifyOptions{Roots: roots, DNSName: "rel-attestmesh-etcd-1.rel-attestmesh-etcd.attestmesh-system.svc"})
+				require.NoError(t, err)
+				_, err = client.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+				require.NoError(t, err)
+				assert.NotContains(t, sec.Data, "ca.key", "the CA's key is not kept")
+
+				np := decode[networkingv1.NetworkPolicy](t, find(t, objs, "NetworkPolicy", "rel-attestmesh-etcd"))
+				require.Len(t, np.Spec.Ingress, 3)
+				assert.Equal(t, ss.Spec.Selector.MatchLabels, np.Spec.Ingress[0].From[0].PodSelector.MatchLabels, "clients: the control plane")
+			},
+		},
+		{
+			name: "two replicas on an existing etcd",
+			values: map[string]any{"replicas": 2, "store": map[string]any{"etcd": map[string]any{
+				"endpoints": []any{"etcd-a.db:2379", "etcd-b.db:2379"}, "tlsSecret": "my-etcd-client"}}},
+			want: []string{
+				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
+				"ConfigMap/rel-attestmesh-dashboard", "MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector",
+				"NetworkPolicy/rel-attestmesh-las", "PodDisruptionBudget/rel-attestmesh",
+				"Role/rel-attestmesh-store-anchor", "RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation",
+				"Secret/rel-attestmesh-store-key", "Service/rel-attestmesh", "Service/rel-attestmesh-headless",
+				"ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
+				"ValidatingAdmissionPolicy/attestmesh-system-rel-attestmesh-injector-label", "ValidatingAdmissionPolicyBinding/attestmesh-system-rel-attestmesh-injector-label",
+			},
+			check: func(t *testing.T, objs []object) {
+				t.Helper()
+				ss := decode[appsv1.StatefulSet](t, find(t, objs, "StatefulSet", "rel-attestmesh"))
+				assert.Equal(t, int32(2), *ss.Spec.Replicas)
+				assert.Contains(t, ss.Spec.Template.Spec.Containers[0].Args, "--store=etcd://etcd-a.db:2379,etcd-b.db:2379")
+				var secretName string
+				for _, v := range ss.Spec.Template.Spec.Volumes {
+					if v.Name == "etcd-tls" {
+						secretName = v.Secret.SecretName
+					}
+				}
+				assert.Equal(t, "my-etcd-client", secretName)
 			},
 		},
 	}
@@ -256,15 +410,35 @@ func TestControlPlaneChart(t *testing.T) {
 func TestControlPlaneChartRefusesBadValues(t *testing.T) {
 	ch, err := loader.Load("attestmesh")
 	require.NoError(t, err)
-	for name, values := range map[string]map[string]any{
-		"neither simulation nor collateral": {"simulation": map[string]any{"enabled": false}},
-		"tls secret without its CA":         {"webhook": map[string]any{"tlsSecret": "x"}},
+	recoveryValues := func(r map[string]any) map[string]any { return map[string]any{"store": map[string]any{"recovery": r}} }
+	for name, tc := range map[string]struct {
+		values map[string]any
+		want   string
+	}{
+		"neither simulation nor collateral": {map[string]any{"simulation": map[string]any{"enabled": false}}, "set simulation.enabled=true"},
+		"tls secret without its CA":         {map[string]any{"webhook": map[string]any{"tlsSecret": "x"}}, "webhook.tlsSecret needs webhook.caBundle"},
+		"recovery threshold above the keys": {recoveryValues(map[string]any{"publicKeys": map[string]any{"alice": "PEM"}, "threshold": 2}),
+			"store.recovery.threshold 2: want 1 to 1"},
+		"recovery threshold zero": {recoveryValues(map[string]any{"publicKeys": map[string]any{"alice": "PEM"}, "threshold": 0}),
+			"store.recovery.threshold 0: want 1 to 1"},
+		"recovery holder with a slash": {recoveryValues(map[string]any{"publicKeys": map[string]any{"../alice": "PEM"}}),
+			`store.recovery.publicKeys "../alice": name holders with letters, digits, - and _`},
+		"two replicas on the embedded store": {map[string]any{"replicas": 2}, "replicas 2 needs etcd (store.etcd.endpoints, or store.etcd.bundled.enabled)"},
+		"no replica":                         {map[string]any{"replicas": 0}, "replicas 0: want at least 1"},
+		"etcd endpoints without TLS": {map[string]any{"store": map[string]any{"etcd": map[string]any{"endpoints": []any{"e:2379"}}}},
+			"store.etcd.endpoints needs store.etcd.tlsSecret"},
+		"both etcds": {map[string]any{"store": map[string]any{"etcd": map[string]any{"endpoints": []any{"e:2379"}, "tlsSecret": "s",
+			"bundled": map[string]any{"enabled": true}}}}, "store.etcd.endpoints and store.etcd.bundled.enabled exclude each other"},
+		"even etcd": {map[string]any{"store": map[string]any{"etcd": map[string]any{"bundled": map[string]any{"enabled": true, "replicas": 4}}}},
+			"store.etcd.bundled.replicas 4: want an odd number"},
+		"recovery keys and removeRecord": {recoveryValues(map[string]any{"publicKeys": map[string]any{"alice": "PEM"}, "removeRecord": true}),
+			"store.recovery.removeRecord removes the recovery record"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			vals, err := chartutil.ToRenderValues(ch, values, chartutil.ReleaseOptions{Name: "rel", Namespace: "ns"}, nil)
+			vals, err := chartutil.ToRenderValues(ch, tc.values, chartutil.ReleaseOptions{Name: "rel", Namespace: "ns"}, nil)
 			require.NoError(t, err)
 			_, err = engine.Render(ch, vals)
-			require.ErrorContains(t, err, "attestmesh: ")
+			require.ErrorContains(t, err, "attestmesh: "+tc.want)
 		})
 	}
 }
@@ -367,11 +541,20 @@ func TestControlPlaneNotes(t *testing.T) {
 		not    []string
 	}{
 		{"defaults", nil,
-			[]string{"SIMULATION MODE", "get mutatingwebhookconfiguration attestmesh-system-rel-attestmesh-injector", "refused", "Back up the store key"},
-			[]string{"curl -sk"}},
-		{"cert-manager, own key", map[string]any{"certManager": map[string]any{"enabled": true}, "store": map[string]any{"key": map[string]any{"existingSecret": "k"}}},
-			[]string{"curl -sk https://127.0.0.1:8081/v1/ca"},
-			[]string{"get mutatingwebhookconfiguration", "Back up the store key"}},
+			[]string{"SIMULATION MODE", "attestmesh controlplane verify --addr 127.0.0.1:8081 --simulation", "refused", "Back up the store key",
+				"No recovery keys (store.recovery.publicKeys): if the store key is lost, so is the store."},
+			[]string{"curl", "get mutatingwebhookconfiguration attestmesh-system-rel-attestmesh-injector \\"}},
+		{"hardware", map[string]any{"simulation": map[string]any{"enabled": false}, "hardware": map[string]any{"collateralConfigMap": "c"}},
+			[]string{"get mutatingwebhookconfiguration attestmesh-system-rel-attestmesh-injector", "has no evidence to attest"},
+			[]string{"curl", "controlplane verify"}},
+		{"hardware, cert-manager, own key", map[string]any{"simulation": map[string]any{"enabled": false}, "hardware": map[string]any{"collateralConfigMap": "c"}, "certManager": map[string]any{"enabled": true},
+			"store": map[string]any{"key": map[string]any{"existingSecret": "k"}}},
+			[]string{"kubectl get --raw /api/v1/namespaces/attestmesh-system/services/https:rel-attestmesh:https-mgmt/proxy/v1/ca"},
+			[]string{"curl", "get mutatingwebhookconfiguration attestmesh-system-rel-attestmesh-injector \\", "Back up the store key"}},
+		{"recovery keys", map[string]any{"store": map[string]any{"recovery": map[string]any{
+			"publicKeys": map[string]any{"bob": "PEM", "alice": "PEM"}, "threshold": 2}}},
+			[]string{"sealed to 2 recovery keys (alice, bob); 2 of their holders can\nbring it back with `attestmesh recover`"},
+			[]string{"No recovery keys"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -388,4 +571,21 @@ func TestControlPlaneNotes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// recoveryPEM is a recovery test key's public half (controlplane/recovery/testdata, made by openssl).
+func recoveryPEM(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "controlplane", "recovery", "testdata", name+".pub.pem"))
+	require.NoError(t, err)
+	return string(b)
+}
+
+func parseCert(t *testing.T, pemBytes []byte) *x509.Certificate {
+	t.Helper()
+	b, _ := pem.Decode(pemBytes)
+	require.NotNil(t, b, "no PEM block")
+	c, err := x509.ParseCertificate(b.Bytes)
+	require.NoError(t, err)
+	return c
 }

@@ -40,7 +40,7 @@ func newVerifier(ctx context.Context, cfg Config, st store.Backend, log *slog.Lo
 	if !platform.HasCRLs() {
 		log.Warn("the simulated platform was created by an older version and has no CRLs: revocation is not checked in simulation")
 	}
-	las, err := sim.NewLAS(sim.LASConfig{Platform: platform, Logger: log, Addr: cfg.LASAddr})
+	las, err := sim.NewLAS(ctx, sim.LASConfig{Platform: platform, Logger: log, Addr: cfg.LASAddr})
 	if err != nil {
 		return nil, nil, fmt.Errorf("controlplane: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -24,8 +25,14 @@ const (
 
 // Config is the control plane's configuration; the `attestmesh controlplane` flags fill it.
 type Config struct {
-	DataDir      string
-	StoreKeyFile string // empty: ATTESTMESH_STORE_KEY
+	DataDir string
+	// Store is where the encrypted store lives: empty for the embedded bbolt file under
+	// DataDir (one replica), or "etcd://host:port[,host:port...]" for several replicas.
+	Store string
+	// EtcdCAFile, EtcdCertFile and EtcdKeyFile authenticate etcd and the control plane to each
+	// other (PEM files); required unless every endpoint is on loopback.
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
+	StoreKeyFile                          string // empty: ATTESTMESH_STORE_KEY
 	// StoreKey, when set, is the store key itself (for `attestmesh up`, which keeps it in
 	// memory only); it takes precedence over StoreKeyFile.
 	StoreKey *store.Key
@@ -37,13 +44,30 @@ type Config struct {
 	StoreAnchor string
 	// AllowStoreRollback opens a store older than its anchor (a backup restored on purpose).
 	AllowStoreRollback bool
-	TrustDomain        string
+	// RecoveryKeyFiles are the operator's recovery public keys (PEM; RSA of 3072 bits or more,
+	// X25519 or P-256): the store key is also sealed to them, as a recovery record in the store,
+	// so that RecoveryThreshold of their holders can bring it back (`attestmesh recover`). The
+	// record is sealed again whenever the keys or the threshold change.
+	RecoveryKeyFiles []string
+	// RecoveryThreshold is how many recovery keys it takes; 0 means 1.
+	RecoveryThreshold int
+	// RemoveRecoveryRecord removes the store's recovery record. Without it, a record is kept
+	// when no recovery keys are given: a start with a forgotten flag must not throw away the
+	// way back.
+	RemoveRecoveryRecord bool
+	TrustDomain          string
 	// Limits bound what one client can make the CAS store and compute.
 	Limits cas.Limits
 	// ClientRate and ClientBurst bound the management API requests of each client identity (and
 	// of each address without one); zero takes mgmt's defaults, a negative rate none.
 	ClientRate  float64
 	ClientBurst int
+	// MgmtClientCAFile, when set, is a PEM file of CA certificates: the management API then
+	// accepts only client certificates that chain to one of them (anonymous requests still reach
+	// the public endpoints). Without it any self-made certificate is a client identity, which
+	// costs nothing to make: on a control plane shared by teams that do not trust each other,
+	// issue their client certificates from such a CA.
+	MgmtClientCAFile string
 
 	MgmtAddr    string // management API (HTTPS)
 	AttestAddr  string // attestation API (gRPC over TLS)
@@ -68,7 +92,11 @@ type Config struct {
 	// AdvertiseAddr is the host that workloads use to reach this control plane; it goes into
 	// the server certificate and the xDS address told to sidecars.
 	AdvertiseHost string
-	ServerNames   []string // extra DNS names for the server certificate
+	// AdvertiseXDS, when set, is the xDS address told to sidecars instead: every replica's
+	// ("host:port,host:port,...") or one name with several addresses ("dns:///name:port"), so
+	// that sidecars fail over between replicas.
+	AdvertiseXDS string
+	ServerNames  []string // extra DNS names for the server certificate
 
 	SVIDTTL time.Duration
 
@@ -80,6 +108,15 @@ type Config struct {
 	CollateralDir string
 	// SidecarBinary is measured to accept sidecars; empty means this executable.
 	SidecarBinary string
+	// SelfAttestation says where the control plane's own evidence (GET /v1/attestation, see
+	// controlplane/evidence) comes from: SelfAttestGramine (SGX quotes from Gramine's
+	// attestation device at AttestationDevice), SelfAttestSimulation (the simulated platform,
+	// over this binary's measurement; needs Simulation), SelfAttestNone, or SelfAttestAuto
+	// (the default, also ""): Gramine's device when it is there, else simulation with
+	// Simulation, else none.
+	SelfAttestation string
+	// AttestationDevice is Gramine's attestation directory (default gramine.DefaultDir).
+	AttestationDevice string
 
 	Logger *slog.Logger
 	// Ready, when set, is called once every listener is bound, with the bound addresses.
@@ -101,6 +138,14 @@ func (cfg *Config) Validate() error {
 	if cfg.DataDir == "" {
 		add("--data-dir is required")
 	}
+	if cfg.Store != "" {
+		if _, err := etcdConfig(*cfg); err != nil {
+			add("%v", err)
+		}
+	}
+	if (cfg.EtcdCertFile == "") != (cfg.EtcdKeyFile == "") {
+		add("--etcd-cert and --etcd-key go together")
+	}
 	if _, err := spiffeid.TrustDomainFromString(cfg.TrustDomain); err != nil {
 		add("--trust-domain %q: %v", cfg.TrustDomain, err)
 	}
@@ -119,6 +164,27 @@ func (cfg *Config) Validate() error {
 	if cfg.Simulation && cfg.LASAddr == "" {
 		add("--las-addr is required with --simulation")
 	}
+	switch cfg.SelfAttestation {
+	case "", SelfAttestAuto, SelfAttestGramine, SelfAttestNone:
+	case SelfAttestSimulation:
+		if !cfg.Simulation {
+			add("--self-attestation simulation needs --simulation (the simulated platform quotes the control plane)")
+		}
+	default:
+		add("--self-attestation %q: want auto, gramine, simulation or none", cfg.SelfAttestation)
+	}
+	if p := anchorFile(*cfg); p != "" && cfg.DataDir != "" && within(p, cfg.DataDir) {
+		add("--store-anchor %s: the anchor must live outside --data-dir %s (beside the store key): a restored copy of the data "+
+			"directory would bring its own anchor back with it", p, cfg.DataDir)
+	}
+	if _, err := cfg.recoveryKeys(); err != nil {
+		add("%v", err)
+	}
+	if cfg.MgmtClientCAFile != "" {
+		if _, err := loadCertPool(cfg.MgmtClientCAFile); err != nil {
+			add("--mgmt-client-ca %s: %v", cfg.MgmtClientCAFile, err)
+		}
+	}
 	if (cfg.WebhookCertFile == "") != (cfg.WebhookKeyFile == "") {
 		add("--webhook-cert-file and --webhook-key-file go together")
 	}
@@ -128,7 +194,8 @@ func (cfg *Config) Validate() error {
 	for flag, v := range map[string]int{
 		"--max-secrets-per-session": cfg.Limits.MaxSecrets, "--max-session-bytes": cfg.Limits.MaxGeneratedBytes,
 		"--max-new-rsa-keys": cfg.Limits.MaxNewRSAKeys, "--max-sessions-per-client": cfg.Limits.MaxSessionsPerClient,
-		"--client-burst": cfg.ClientBurst,
+		"--max-meshes-per-client": cfg.Limits.MaxMeshesPerClient,
+		"--client-burst":          cfg.ClientBurst,
 	} {
 		if v < 0 {
 			add("%s %d: must not be negative", flag, v)
@@ -151,4 +218,28 @@ func (cfg *Config) logger() *slog.Logger {
 // trustDomain is the parsed trust domain of a validated configuration.
 func (cfg *Config) trustDomain() spiffeid.TrustDomain {
 	return spiffeid.RequireTrustDomainFromString(cfg.TrustDomain)
+}
+
+// anchorFile is the file that will hold the store's rollback anchor, "" when it is not a file.
+func anchorFile(cfg Config) string {
+	switch a := cfg.StoreAnchor; {
+	case a == "none" || strings.HasPrefix(a, anchorSecretPrefix):
+		return ""
+	case a != "":
+		return a
+	case cfg.StoreKeyFile != "" && cfg.StoreKey == nil:
+		return cfg.StoreKeyFile + ".generation"
+	}
+	return ""
+}
+
+// within reports whether path is dir or lies under it (lexically, after making both absolute).
+func within(path, dir string) bool {
+	p, err1 := filepath.Abs(path)
+	d, err2 := filepath.Abs(dir)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(d, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }

@@ -1,6 +1,7 @@
 package controlplane_test
 
 import (
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -32,6 +33,37 @@ func TestConfigValidate(t *testing.T) {
 		{"half a webhook key pair", func(c *controlplane.Config) { c.WebhookCertFile = "c.pem" }, []string{"--webhook-cert-file and --webhook-key-file go together"}},
 		{"negative TTL", func(c *controlplane.Config) { c.SVIDTTL = -1 }, []string{"--svid-ttl -1ns: must not be negative"}},
 		{"negative limit", func(c *controlplane.Config) { c.Limits.MaxSecrets = -1 }, []string{"--max-secrets-per-session -1: must not be negative"}},
+		{"anchor inside the data dir", func(c *controlplane.Config) { c.StoreAnchor = filepath.Join(c.DataDir, "sub", "gen") },
+			[]string{"the anchor must live outside --data-dir"}},
+		{"default anchor beside a key file inside the data dir", func(c *controlplane.Config) { c.StoreKeyFile = filepath.Join(c.DataDir, "store.key") },
+			[]string{"store.key.generation: the anchor must live outside --data-dir"}},
+		{"unknown self-attestation", func(c *controlplane.Config) { c.SelfAttestation = "tpm" },
+			[]string{`--self-attestation "tpm": want auto, gramine, simulation or none`}},
+		{"simulated self-attestation without simulation", func(c *controlplane.Config) {
+			c.Simulation, c.SelfAttestation = false, controlplane.SelfAttestSimulation
+		}, []string{"--self-attestation simulation needs --simulation"}},
+		{"recovery keys", func(c *controlplane.Config) {
+			c.RecoveryKeyFiles, c.RecoveryThreshold = []string{testKey("rsa3072.pub.pem"), testKey("x25519-a.pub.pem")}, 2
+		}, nil},
+		{"recovery threshold above the keys", func(c *controlplane.Config) {
+			c.RecoveryKeyFiles, c.RecoveryThreshold = []string{testKey("rsa3072.pub.pem")}, 2
+		}, []string{"--recovery-key, --recovery-threshold: recovery: threshold 2: want 1 to 1"}},
+		{"recovery threshold without keys", func(c *controlplane.Config) { c.RecoveryThreshold = 2 }, []string{"--recovery-threshold 2 needs --recovery-key"}},
+		{"negative recovery threshold", func(c *controlplane.Config) {
+			c.RecoveryKeyFiles, c.RecoveryThreshold = []string{testKey("rsa3072.pub.pem")}, -1
+		}, []string{"--recovery-threshold -1: must not be negative"}},
+		{"recovery key twice", func(c *controlplane.Config) {
+			c.RecoveryKeyFiles = []string{testKey("rsa3072.pub.pem"), testKey("rsa3072-pkcs1.pub.pem")}
+		}, []string{"is given twice"}},
+		{"small RSA recovery key", func(c *controlplane.Config) { c.RecoveryKeyFiles = []string{testKey("rsa2048.pub.pem")} },
+			[]string{"rsa2048.pub.pem: recovery: RSA key of 2048 bits: at least 3072"}},
+		{"private recovery key", func(c *controlplane.Config) { c.RecoveryKeyFiles = []string{testKey("x25519-a.pem")} },
+			[]string{"x25519-a.pem: recovery: this is a private key"}},
+		{"missing recovery key", func(c *controlplane.Config) { c.RecoveryKeyFiles = []string{"/nonexistent.pem"} },
+			[]string{"--recovery-key /nonexistent.pem: open /nonexistent.pem: no such file"}},
+		{"remove the record and seal one", func(c *controlplane.Config) {
+			c.RecoveryKeyFiles, c.RemoveRecoveryRecord = []string{testKey("rsa3072.pub.pem")}, true
+		}, []string{"--remove-recovery-record and --recovery-key exclude each other"}},
 		{"every problem at once", func(c *controlplane.Config) { c.DataDir, c.MgmtAddr = "", "x" },
 			[]string{"--data-dir is required", `--mgmt-addr "x"`}},
 	} {
@@ -50,3 +82,6 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// testKey is a recovery test key of controlplane/recovery/testdata (made with openssl).
+func testKey(name string) string { return filepath.Join("recovery", "testdata", name) }

@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 
@@ -57,9 +56,10 @@ func Run(ctx context.Context, cfg Config) error {
 	changes := make(chan struct{}, 1)
 	casSvc := cas.New(cas.Config{
 		Store: st, Limits: cfg.Limits, MeshSessions: registry.Sessions, Logger: log.With("subsystem", "cas"),
-		OnChange: func(string) { sessions.changed(); signal(changes) },
+		OnChange: func(string) { sessions.changed(ctx); signal(changes) },
 	})
 	sessions.count = casSvc.Count
+	sessions.changed(ctx) // the sessions already stored count from the start
 	meshes := registry.New(registry.Config{
 		CAS: casSvc, TrustDomain: td, Bundle: authority.Bundle, Changes: changes, Registerer: reg, Logger: log,
 	})
@@ -74,6 +74,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	macKey, err := loadOrCreateSecret(ctx, st, keyAttestationMAC, 32)
+	if err != nil {
+		return err
+	}
+	// The control plane's own evidence, which binds its CA (nil: it serves none).
+	issuer, err := newEvidenceIssuer(ctx, cfg, st, authority, log)
 	if err != nil {
 		return err
 	}
@@ -101,22 +106,23 @@ func Run(ctx context.Context, cfg Config) error {
 	attestSvc, err := attestation.NewServer(attestation.Config{
 		CAS: casSvc, Authority: authority, Verifier: verifier, Logger: log, MACKey: macKey,
 		Metrics: attestation.NewMetrics(reg), SVIDTTL: cfg.SVIDTTL, SidecarMREnclaves: [][32]byte{sidecarMR},
-		XDSAddress: net.JoinHostPort(advertiseHost(cfg), portOf(lns.xds.Addr().String())), OnSVID: meshes.SVID,
+		XDSAddress: advertiseXDS(cfg, lns.xds.Addr().String()), OnSVID: meshes.SVID,
 	})
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
 	attestGRPC := newAttestationGRPC(serverTLS)
 	attestationpb.RegisterAttestationServer(attestGRPC, attestSvc)
+	// Clients are identified by their certificate's key; the TLS handshake proves possession.
+	// Public endpoints need none.
+	mgmtTLS := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: serverTLS.get}
+	if err := mgmtClientAuth(cfg, mgmtTLS); err != nil {
+		return err
+	}
 	mgmtSrv := newHTTPServer(mgmt.NewHandler(mgmt.Config{
-		CAS: casSvc, BundlePEM: bundlePEM, ValidateMesh: meshes.Validate,
+		CAS: casSvc, BundlePEM: bundlePEM, ValidateMesh: meshes.Validate, Evidence: evidenceFunc(issuer),
 		ClientRate: cfg.ClientRate, ClientBurst: cfg.ClientBurst, Registerer: reg, Logger: log,
-	}), &tls.Config{
-		MinVersion: tls.VersionTLS12, GetCertificate: serverTLS.get,
-		// Clients are identified by their (typically self-signed) certificate's key; the TLS
-		// handshake proves possession. Public endpoints need none.
-		ClientAuth: tls.RequestClientCert,
-	}, log)
+	}), mgmtTLS, log)
 	metricsSrv := newHTTPServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), nil, log)
 
 	// The tasks.
@@ -132,6 +138,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if las != nil {
 		tasks["LAS"] = las.Run
+	}
+	if st.watch != nil {
+		// Other replicas write too: their changes reach this replica's xDS feed as its own do.
+		tasks["store watch"] = func(ctx context.Context) error {
+			return st.watch(ctx, func([]string) { sessions.changed(ctx); signal(changes) })
+		}
 	}
 	if lns.webhook != nil {
 		webhookSrv, err := newWebhookServer(cfg, casSvc, bundlePEM, las, serverTLS, reg, log)

@@ -46,26 +46,11 @@ type running struct {
 // start runs the real control plane on loopback with ephemeral ports.
 func start(t *testing.T, dataDir, keyFile string) *running {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan error, 1)}
-	ready := make(chan controlplane.Addrs, 1)
-	go func() {
-		r.done <- controlplane.Run(ctx, controlplane.Config{
-			DataDir: dataDir, StoreKeyFile: keyFile, TrustDomain: "attestmesh.local",
-			MgmtAddr: "127.0.0.1:0", AttestAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
-			Simulation: true, LASAddr: "127.0.0.1:0",
-			Ready: func(a controlplane.Addrs) { ready <- a },
-		})
-	}()
-	select {
-	case r.addrs = <-ready:
-	case err := <-r.done:
-		t.Fatalf("control plane did not start: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("control plane did not start within 30 s")
-	}
-	t.Cleanup(func() { r.stop(t) })
-	return r
+	return startWith(t, controlplane.Config{
+		DataDir: dataDir, StoreKeyFile: keyFile, TrustDomain: "attestmesh.local",
+		MgmtAddr: "127.0.0.1:0", AttestAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
+		Simulation: true, LASAddr: "127.0.0.1:0",
+	})
 }
 
 // stop cancels the control plane and checks that it stopped cleanly; a second stop returns

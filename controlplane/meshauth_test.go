@@ -67,8 +67,11 @@ services:
 		// The stranger may not read the victim's sessions: it learns only "not found or not
 		// permitted", as for a session that does not exist.
 		{"stranger lets itself into the victim's db", stranger, "evil", reg("evil", "victim/db/db", "evil/x/x"), http.StatusNotFound, `session "victim/db" not found or not permitted`},
-		{"stranger names an unknown session", stranger, "evil2", reg("evil2", "nosuch/db", "evil/x/x"), http.StatusNotFound, `session "nosuch" not found or not permitted`},
-		{"owner of every session", owner, "good", reg("good", "victim/db/db", "victim/api/api"), 0, ""},
+		{"stranger names an unknown session", stranger, "evil", reg("evil", "nosuch/db", "evil/x/x"), http.StatusNotFound, `session "nosuch" not found or not permitted`},
+		// A mesh is named after a session its registrant controls.
+		{"stranger takes the victim's mesh name", stranger, "victim", reg("victim", "evil/x/x", "evil/y/y"), http.StatusForbidden,
+			`cannot register mesh "victim": a mesh is named after a session its registrant controls`},
+		{"owner of every session", owner, "victim", reg("victim", "victim/db/db", "victim/api/api"), 0, ""},
 	}
 	for _, tt := range tests {
 		err := tt.client.PutMesh(ctx, tt.mesh, tt.doc)
@@ -93,8 +96,10 @@ func TestPutMeshRefusesConflictWithRegisteredMesh(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	owner := cp.client(t, t.TempDir())
-	_, err = owner.Create(ctx, []byte("name: app\nversion: \"0.3\"\n"))
-	require.NoError(t, err)
+	for _, ns := range []string{"app", "first", "second"} {
+		_, err = owner.Create(ctx, fmt.Appendf(nil, "name: %s\nversion: \"0.3\"\n", ns))
+		require.NoError(t, err)
+	}
 	for _, s := range [][2]string{{"app/db", "db"}, {"app/api", "api"}} {
 		_, err := owner.Create(ctx, itSession(s[0], s[1]))
 		require.NoError(t, err)

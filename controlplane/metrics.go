@@ -23,12 +23,12 @@ func newSessionsGauge(reg prometheus.Registerer) *sessionsGauge {
 	return g
 }
 
-// changed recounts the sessions.
-func (g *sessionsGauge) changed() {
+// changed recounts the sessions; ctx is the control plane's.
+func (g *sessionsGauge) changed(ctx context.Context) {
 	if g.count == nil {
 		return
 	}
-	if n, err := g.count(context.Background()); err == nil {
+	if n, err := g.count(ctx); err == nil {
 		g.gauge.Set(float64(n))
 	}
 }

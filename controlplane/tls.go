@@ -6,9 +6,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"github.com/attestmesh/attestmesh/controlplane/ca"
@@ -19,6 +22,15 @@ func advertiseHost(cfg Config) string {
 		return cfg.AdvertiseHost
 	}
 	return "127.0.0.1"
+}
+
+// advertiseXDS is the xDS address told to sidecars: --advertise-xds (every replica, for
+// fail-over), else the advertised host and the port xDS listens on.
+func advertiseXDS(cfg Config, listening string) string {
+	if cfg.AdvertiseXDS != "" {
+		return cfg.AdvertiseXDS
+	}
+	return net.JoinHostPort(advertiseHost(cfg), portOf(listening))
 }
 
 func portOf(addr string) string {
@@ -81,4 +93,35 @@ func (s *tlsSource) renew(ctx context.Context, a *ca.Authority, cfg Config, log 
 			log.Error("server certificate renewal failed; keeping the current one", "error", err)
 		}
 	}
+}
+
+// loadCertPool reads a PEM file of CA certificates.
+func loadCertPool(path string) (*x509.CertPool, error) {
+	pemBytes, err := os.ReadFile(path) //nolint:gosec // a path the operator gives
+	if err != nil {
+		return nil, err
+	}
+	certs, err := ca.ParseCertsPEM(pemBytes)
+	if err != nil {
+		return nil, err
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("holds no PEM certificate")
+	}
+	return ca.CertPool(certs), nil
+}
+
+// mgmtClientAuth is how the management API asks for client certificates: any certificate
+// (its key is the identity), or, with --mgmt-client-ca, only those that chain to it.
+func mgmtClientAuth(cfg Config, t *tls.Config) error {
+	if cfg.MgmtClientCAFile == "" {
+		t.ClientAuth = tls.RequestClientCert
+		return nil
+	}
+	pool, err := loadCertPool(cfg.MgmtClientCAFile)
+	if err != nil {
+		return fmt.Errorf("controlplane: --mgmt-client-ca %s: %w", cfg.MgmtClientCAFile, err)
+	}
+	t.ClientAuth, t.ClientCAs = tls.VerifyClientCertIfGiven, pool
+	return nil
 }

@@ -5,7 +5,9 @@
 //
 // The test carries the build tag e2e, so that `go test ./...` does not run it. It needs root
 // and the Debian packages iproute2, redis-server, python3-flask, python3-redis and
-// prometheus; without them it skips and says what is missing. Run it with
+// prometheus; without them it skips and says what is missing. Beside it, TestTwoTeams replays
+// the security review with two client identities (root), and TestRecoverLostStoreKey follows
+// the recovery workflow of docs/operations.md with keys made by openssl (no root). Run them with
 //
 //	make e2e
 package e2e

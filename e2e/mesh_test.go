@@ -71,8 +71,15 @@ func requireTools(t *testing.T) {
 // buildBinary builds the attestmesh binary that runs the sidecars and the launchers.
 func buildBinary(ctx context.Context, t *testing.T) string {
 	t.Helper()
+	return buildBinaryWith(ctx, t)
+}
+
+// buildBinaryWith builds the attestmesh binary with extra `go build` flags (-ldflags ...).
+func buildBinaryWith(ctx context.Context, t *testing.T, flags ...string) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "attestmesh")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "github.com/attestmesh/attestmesh/cmd/attestmesh")
+	args := append(append([]string{"build", "-trimpath"}, flags...), "-o", bin, "github.com/attestmesh/attestmesh/cmd/attestmesh")
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "go build:\n%s", out)
@@ -105,7 +112,7 @@ func startMesh(ctx context.Context, t *testing.T, bin string) *mesh {
 	stateDir := t.TempDir()
 	// Runs last, after Up has stopped: whatever Up left behind (a bug that Teardown reports)
 	// is removed, so that a failed run leaves the machine clean.
-	t.Cleanup(func() { sweep(t, stateDir, bin) })
+	t.Cleanup(func() { sweep(ctx, t, stateDir, bin) })
 
 	upCtx, cancel := context.WithCancel(ctx)
 	m := &mesh{bin: bin, binMR: binMR, out: &proxytest.SyncBuffer{}, cancel: cancel, done: make(chan struct{})}
@@ -285,7 +292,7 @@ scrape_configs:
 	out, err := exec.CommandContext(ctx, "promtool", "check", "config", cfgFile).CombinedOutput()
 	require.NoError(t, err, "promtool check config:\n%s", out)
 
-	listen := freeLoopbackAddr(t)
+	listen := freeLoopbackAddr(ctx, t)
 	p.base = "http://" + listen
 	logFile, err := os.Create(filepath.Join(dir, "prometheus.log"))
 	require.NoError(t, err)
@@ -324,10 +331,10 @@ scrape_configs:
 }
 
 // freeLoopbackAddr returns a loopback address with a port that was free a moment ago.
-func freeLoopbackAddr(t *testing.T) string {
+func freeLoopbackAddr(ctx context.Context, t *testing.T) string {
 	t.Helper()
 	var lc net.ListenConfig
-	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())
@@ -440,15 +447,15 @@ func (s *suite) teardown(t *testing.T) {
 		assert.Empty(c, mentioning(t, m.info.StateDir, m.bin), "processes that mention the state dir or the binary")
 	}, 10*time.Second, 100*time.Millisecond)
 
-	assert.Empty(t, ours(t, "netns", "list"), "namespaces left behind (ip netns list)")
-	assert.Empty(t, ours(t, "-o", "link", "show"), "links left behind (ip link show)")
+	assert.Empty(t, ours(t.Context(), t, "netns", "list"), "namespaces left behind (ip netns list)")
+	assert.Empty(t, ours(t.Context(), t, "-o", "link", "show"), "links left behind (ip link show)")
 }
 
 // ours runs `ip ARGS` (a listing of namespaces or links) and returns the names that this test's
 // bridge accounts for: the bridge, its namespaces (bridge-...) and their veths (vbridge...).
-func ours(t *testing.T, args ...string) []string {
+func ours(ctx context.Context, t *testing.T, args ...string) []string {
 	t.Helper()
-	out, err := exec.CommandContext(context.WithoutCancel(t.Context()), "ip", args...).Output()
+	out, err := exec.CommandContext(ctx, "ip", args...).Output()
 	require.NoError(t, err, "ip %s", strings.Join(args, " "))
 	var names []string
 	for line := range strings.Lines(string(out)) {
@@ -469,15 +476,16 @@ func ours(t *testing.T, args ...string) []string {
 
 // sweep kills the processes and removes the namespaces and links that a run on bridge could
 // have left behind.
-func sweep(t *testing.T, stateDir, bin string) {
+func sweep(ctx context.Context, t *testing.T, stateDir, bin string) {
 	t.Helper()
-	ctx := context.WithoutCancel(t.Context())
+	// A cleanup runs after the test's context is cancelled: keep its values, not its end.
+	ctx = context.WithoutCancel(ctx)
 	run := func(args ...string) string {
 		out, _ := exec.CommandContext(ctx, "ip", args...).Output()
 		return string(out)
 	}
 	var left []string
-	for _, ns := range ours(t, "netns", "list") {
+	for _, ns := range ours(ctx, t, "netns", "list") {
 		for _, f := range strings.Fields(run("netns", "pids", ns)) {
 			if pid, err := strconv.Atoi(f); err == nil {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -490,7 +498,7 @@ func sweep(t *testing.T, stateDir, bin string) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		left = append(left, fmt.Sprintf("process %d", pid))
 	}
-	for _, name := range ours(t, "-o", "link", "show") {
+	for _, name := range ours(ctx, t, "-o", "link", "show") {
 		run("link", "del", name)
 		left = append(left, "link "+name)
 	}

@@ -107,7 +107,7 @@ secrets:
 		// And her launcher gets nothing.
 		code, out := cp.launch(ctx, t, bin, "victimns/flask/app", "/bin/cat")
 		assert.Equal(t, 1, code)
-		assert.Contains(t, out, "attestation refused (unknown_session)")
+		assert.Contains(t, out, `attestation refused (unknown_service): config ID "victimns/flask/app" names no session and service known here`)
 		assert.NotContains(t, out, "PRIVATE KEY")
 	})
 
@@ -150,23 +150,42 @@ type cpProc struct {
 
 func startControlPlane(ctx context.Context, t *testing.T, bin string) *cpProc {
 	t.Helper()
+	// The ports are picked free and then bound by the control plane: another process may take
+	// one in between (these machines run several test suites at once). That, and only that, is
+	// retried with other ports.
+	for attempt := 1; ; attempt++ {
+		cp, log, err := tryControlPlane(ctx, t, bin)
+		if err == nil {
+			return cp
+		}
+		if attempt == 3 || !strings.Contains(log, "address already in use") {
+			t.Fatalf("the control plane did not start: %v\n--- control plane log ---\n%s", err, log)
+		}
+		t.Logf("a port was taken between picking and binding it; starting again with others (%d)", attempt)
+	}
+}
+
+// tryControlPlane starts the control plane on free loopback ports; on failure it returns the
+// log, and the process is gone.
+func tryControlPlane(ctx context.Context, t *testing.T, bin string) (*cpProc, string, error) {
+	t.Helper()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "store.key")
 	require.NoError(t, os.WriteFile(keyFile, []byte(hex.EncodeToString(bytes.Repeat([]byte{0x5a}, 32))), 0o600))
-	cp := &cpProc{mgmt: freeLoopbackAddr(t), attest: freeLoopbackAddr(t), las: freeLoopbackAddr(t), metrics: freeLoopbackAddr(t)}
+	cp := &cpProc{mgmt: freeLoopbackAddr(ctx, t), attest: freeLoopbackAddr(ctx, t), las: freeLoopbackAddr(ctx, t), metrics: freeLoopbackAddr(ctx, t)}
 	data := filepath.Join(dir, "data")
 	cp.caFile = filepath.Join(data, "ca.pem")
 	logFile, err := os.Create(filepath.Join(dir, "controlplane.log"))
 	require.NoError(t, err)
 	cmd := exec.Command(bin, "controlplane", "--data-dir", data, "--store-key-file", keyFile, "--simulation", //nolint:noctx // stopped in cleanup
-		"--mgmt-addr", cp.mgmt, "--attest-addr", cp.attest, "--xds-addr", freeLoopbackAddr(t), "--metrics-addr", cp.metrics,
+		"--mgmt-addr", cp.mgmt, "--attest-addr", cp.attest, "--xds-addr", freeLoopbackAddr(ctx, t), "--metrics-addr", cp.metrics,
 		"--las-addr", cp.las, "--advertise-host", "127.0.0.1", "--sidecar-binary", bin)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, cmd.Start())
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
+	stop := func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
 		case <-done:
@@ -175,22 +194,39 @@ func startControlPlane(ctx context.Context, t *testing.T, bin string) *cpProc {
 			<-done
 		}
 		_ = logFile.Close()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-done:
+			stop()
+			b, _ := os.ReadFile(logFile.Name())
+			return nil, string(b), errors.New("it exited")
+		case <-ctx.Done():
+			stop()
+			return nil, "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if _, err := os.Stat(cp.caFile); err == nil {
+			if c, err := net.DialTimeout("tcp", cp.mgmt, time.Second); err == nil {
+				_ = c.Close()
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			stop()
+			b, _ := os.ReadFile(logFile.Name())
+			return nil, string(b), errors.New("not serving within 30 s")
+		}
+	}
+	t.Cleanup(func() {
+		stop()
 		if t.Failed() {
 			b, _ := os.ReadFile(logFile.Name())
 			t.Logf("--- control plane log ---\n%s", b)
 		}
 	})
-	require.Eventually(t, func() bool {
-		if _, err := os.Stat(cp.caFile); err != nil {
-			return false
-		}
-		c, err := net.DialTimeout("tcp", cp.mgmt, time.Second)
-		if err == nil {
-			_ = c.Close()
-		}
-		return err == nil
-	}, 30*time.Second, 100*time.Millisecond, "the control plane did not start")
-	return cp
+	return cp, "", nil
 }
 
 // launch runs `attestmesh launch` for configID with binary; it returns the exit code and the
@@ -257,10 +293,13 @@ func (cp *cpProc) registrationFollowsRights(ctx context.Context, t *testing.T, b
 	require.NoError(t, err)
 	dc, err := mgmtapi.NewClient(mgmtapi.ClientConfig{URL: "https://" + cp.mgmt, Roots: pool, Identity: deputyID})
 	require.NoError(t, err)
+	// A mesh is named after a session its registrant controls: the deputy's own.
+	code, _, stderr := run(deputy, "session", "create", "-f", file("rights.yaml", "name: rights\nversion: \"0.3\"\n"))
+	require.Equal(t, 0, code, stderr)
 	require.NoError(t, dc.PutMesh(ctx, "rights", reg), "the deputy may update both sessions")
 
 	// The server's sidecar and its app's launcher, as `attestmesh up` runs them.
-	admin := freeLoopbackAddr(t)
+	admin := freeLoopbackAddr(ctx, t)
 	common := []string{"--attest-addr", cp.attest, "--ca-file", cp.caFile, "--las-addr", cp.las}
 	startBackground(t, bin, append([]string{"proxy", "--config-id", "victimns/srv/srv", "--admin-addr", admin}, common...)...)
 	startBackground(t, bin, append(append([]string{"launch", "--config-id", "victimns/srv/srv"}, common...), "--", "/bin/sleep")...)

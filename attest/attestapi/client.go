@@ -28,7 +28,8 @@ type QuoteProvider interface {
 
 // ClientConfig configures a Client.
 type ClientConfig struct {
-	// Addr is the attestation API's host:port.
+	// Addr is the attestation API: host:port, several host:port separated by commas (replicas),
+	// or dns:///name:port (see Target).
 	Addr string
 	// Bundle holds the control plane's CA certificates (the pinned trust anchor, distributed
 	// out of band: a file, a Kubernetes ConfigMap).
@@ -96,7 +97,11 @@ func Dial(cfg ClientConfig) (*Client, error) {
 	serverID := ControlPlaneID(td)
 	tlsCfg := tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(td, cfg.Bundle), tlsconfig.AuthorizeID(serverID))
 	tlsCfg.MinVersion = tls.VersionTLS13
-	conn, err := grpc.NewClient(cfg.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	target, opts, err := Target(cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))...)
 	if err != nil {
 		return nil, fmt.Errorf("attestapi: client: dial %s: %w", cfg.Addr, err)
 	}
@@ -122,6 +127,16 @@ func (c *Client) Close() error { return c.conn.Close() }
 // the Attest call. The returned error carries the control plane's reason verbatim (see
 // RefusalReason).
 func (c *Client) Attest(ctx context.Context, r Request) (*Result, error) {
+	res, err := c.attest(ctx, r)
+	var re *RefusedError
+	if errors.As(err, &re) && strings.Contains(re.Status.Message(), OtherReplicaNonce) {
+		// The connection moved to another replica between the nonce and the evidence.
+		res, err = c.attest(ctx, r)
+	}
+	return res, err
+}
+
+func (c *Client) attest(ctx context.Context, r Request) (*Result, error) {
 	configID, key, ev := r.ConfigID, r.Key, r.Evidence
 	nr, err := c.api.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: configID})
 	if err != nil {

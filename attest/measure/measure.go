@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 )
 
 // MREnclave is a 32-byte enclave measurement.
@@ -38,13 +39,33 @@ func File(path string) (MREnclave, error) {
 	if !st.Mode().IsRegular() {
 		return MREnclave{}, fmt.Errorf("measure: %s (resolved from %s) is not a regular file", resolved, path)
 	}
+	return hash(f, resolved)
+}
+
+func hash(r io.Reader, name string) (MREnclave, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return MREnclave{}, fmt.Errorf("measure: reading %s: %w", resolved, err)
+	if _, err := io.Copy(h, r); err != nil {
+		return MREnclave{}, fmt.Errorf("measure: reading %s: %w", name, err)
 	}
 	var m MREnclave
 	copy(m[:], h.Sum(nil))
 	return m, nil
+}
+
+// Running measures the executable this process runs: on Linux the file behind /proc/self/exe,
+// which stays the running program's bytes even when its path has since been replaced (an
+// upgrade in place); elsewhere Self. It equals File of the binary's path as long as nobody
+// replaced it.
+func Running() (MREnclave, error) {
+	if runtime.GOOS != "linux" {
+		return Self()
+	}
+	f, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return MREnclave{}, fmt.Errorf("measure: the running executable: %w", err)
+	}
+	defer f.Close()
+	return hash(f, "/proc/self/exe")
 }
 
 // Self measures the running executable.

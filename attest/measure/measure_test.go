@@ -59,3 +59,13 @@ func TestFileRefusals(t *testing.T) {
 	_, err = measure.File(dangling)
 	require.Error(t, err)
 }
+
+// TestRunningEqualsSelf: the running test binary, measured through /proc/self/exe, is the
+// file its path names (nobody replaced it).
+func TestRunningEqualsSelf(t *testing.T) {
+	running, err := measure.Running()
+	require.NoError(t, err)
+	self, err := measure.Self()
+	require.NoError(t, err)
+	assert.Equal(t, self, running)
+}

@@ -31,7 +31,7 @@
 //
 // # Binding
 //
-// BindReportData and CheckReportData implement the binding of DESIGN.md: REPORTDATA holds
+// BindReportData and CheckReportData implement the binding of the attestation protocol: REPORTDATA holds
 // SHA-256 of the CSR's public key (its DER SubjectPublicKeyInfo) in the first 32 bytes and the
 // control plane's nonce in the last 32. They apply to hardware and simulated quotes alike.
 package sim

@@ -89,9 +89,10 @@ type LAS struct {
 }
 
 // NewLAS validates cfg and binds the listener, so that Addr is known and a busy address fails
-// here. Call Run to serve, or Close to release the listener without serving. For a Unix socket,
-// a stale socket file at the path is replaced; any other file there is an error.
-func NewLAS(cfg LASConfig) (*LAS, error) {
+// here; ctx bounds the bind only. Call Run to serve, or Close to release the listener without
+// serving. For a Unix socket, a stale socket file at the path is replaced; any other file there
+// is an error.
+func NewLAS(ctx context.Context, cfg LASConfig) (*LAS, error) {
 	if cfg.Platform == nil {
 		return nil, errors.New("sim: LAS: no platform configured")
 	}
@@ -117,7 +118,7 @@ func NewLAS(cfg LASConfig) (*LAS, error) {
 			return nil, err
 		}
 	}
-	ln, err := (&net.ListenConfig{}).Listen(context.Background(), network, address)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, network, address)
 	if err != nil {
 		return nil, fmt.Errorf("sim: LAS listen on %s: %w", addr, err)
 	}

@@ -24,7 +24,7 @@ import (
 // startLAS serves p on addr until the test ends, and checks that Run stops cleanly.
 func startLAS(t *testing.T, p *Platform, addr string) *LAS {
 	t.Helper()
-	l, err := NewLAS(LASConfig{Platform: p, Addr: addr})
+	l, err := NewLAS(t.Context(), LASConfig{Platform: p, Addr: addr})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -235,7 +235,7 @@ func TestNewLAS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l, err := NewLAS(tt.cfg)
+			l, err := NewLAS(t.Context(), tt.cfg)
 			if tt.want != "" {
 				require.ErrorContains(t, err, tt.want)
 				return

@@ -47,6 +47,9 @@ type Denial struct {
 	*Refusal
 	Public string
 	Detail string
+	// PublicAs, when set, is the refusal the caller is told instead of Refusal (the metrics and
+	// the log keep Refusal's reason): two refusals that must look alike to strangers.
+	PublicAs *Refusal
 }
 
 func (d *Denial) Error() string { return d.Refusal.Error() + ": " + d.Detail }
@@ -82,6 +85,9 @@ func toStatus(err error) error {
 	}
 	var d *Denial
 	if errors.As(err, &d) {
+		if d.PublicAs != nil {
+			return status.Error(d.PublicAs.Code, d.PublicAs.Error()+": "+d.Public)
+		}
 		return status.Error(r.Code, d.Refusal.Error()+": "+d.Public)
 	}
 	return status.Error(r.Code, err.Error())

@@ -112,19 +112,71 @@ func TestNonceFloodKeepsNoState(t *testing.T) {
 	require.NoError(t, n.Consume("s/svc", fresh[:]), "expired entries make room")
 }
 
+// TestNonceCheckRemembersNothing: Check accepts an issued nonce any number of times and keeps
+// nothing; Consume then takes it once.
+func TestNonceCheckRemembersNothing(t *testing.T) {
+	n := NewNonces([]byte("nonce key of at least 32 bytes.."), time.Minute, 0, nil)
+	nonce, _, err := n.Issue("s/svc")
+	require.NoError(t, err)
+	for range 10 {
+		require.NoError(t, n.Check("s/svc", nonce[:]))
+	}
+	assert.Zero(t, n.used.len())
+	require.NoError(t, n.Consume("s/svc", nonce[:]))
+	err = n.Check("s/svc", nonce[:])
+	assert.Equal(t, attestapi.ReasonNonceReplayed, ReasonOf(err), "%v", err)
+}
+
+// TestReplayCacheExpiresByBucket: entries leave exactly when they expire, whatever order they
+// came in, and an entry is never dropped before its expiry.
+func TestReplayCacheExpiresByBucket(t *testing.T) {
+	c := newReplayCache(100)
+	start := time.Unix(1_700_000_000, 0)
+	id := func(i byte) (b [nonceIDSize]byte) { b[0] = i; return b }
+	// Expiries at +30.5 s, +10 s, +20.2 s, added out of order.
+	require.Equal(t, replayFresh, c.add(id(1), start.Add(30500*time.Millisecond), start))
+	require.Equal(t, replayFresh, c.add(id(2), start.Add(10*time.Second), start))
+	require.Equal(t, replayFresh, c.add(id(3), start.Add(20200*time.Millisecond), start))
+	for _, tt := range []struct {
+		at   time.Duration
+		want []byte
+	}{
+		{9999 * time.Millisecond, []byte{1, 2, 3}},
+		{10 * time.Second, []byte{1, 3}},
+		{20 * time.Second, []byte{1, 3}},
+		{21 * time.Second, []byte{1}},
+		{31 * time.Second, nil},
+	} {
+		now := start.Add(tt.at)
+		var got []byte
+		for i := byte(1); i <= 3; i++ {
+			if c.contains(id(i), now) {
+				got = append(got, i)
+			}
+		}
+		assert.Equal(t, tt.want, got, "at +%s", tt.at)
+	}
+	assert.Zero(t, c.len())
+	assert.Empty(t, c.buckets)
+}
+
 func TestGrants(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
 	g := NewGrants([]byte("grant key of at least 32 bytes.."), 5*time.Minute, 0, clock.Now)
-	a, err := g.Issue("s/svc")
+	theApp := app{ISVProdID: 7, ISVSVN: 3}
+	theApp.MREnclave[0], theApp.MRSigner[31] = 0xaa, 0xbb
+	a, err := g.Issue("s/svc", theApp)
 	require.NoError(t, err)
-	b, err := g.Issue("s/svc")
+	b, err := g.Issue("s/svc", theApp)
 	require.NoError(t, err)
-	c, err := g.Issue("s/svc")
+	c, err := g.Issue("s/svc", theApp)
 	require.NoError(t, err)
-	forged, err := NewGrants([]byte("another key, also of 32 bytes..."), 5*time.Minute, 0, clock.Now).Issue("s/svc")
+	forged, err := NewGrants([]byte("another key, also of 32 bytes..."), 5*time.Minute, 0, clock.Now).Issue("s/svc", theApp)
 	require.NoError(t, err)
 	tampered := bytes.Clone(a)
 	tampered[len(grantMagic)+8] ^= 1
+	otherApp := bytes.Clone(b)
+	otherApp[grantIDEnd] ^= 1 // another MRENCLAVE
 	tests := []struct {
 		name     string
 		configID string
@@ -137,14 +189,16 @@ func TestGrants(t *testing.T) {
 		{"another service", "s/other", b, 0, `the sidecar grant is for config ID "s/svc", not "s/other"`},
 		{"another key", "s/svc", forged, 0, "not issued by this control plane"},
 		{"tampered", "s/svc", tampered, 0, "not issued by this control plane"},
+		{"another app", "s/svc", otherApp, 0, "not issued by this control plane"},
 		{"garbage", "s/svc", []byte("grant"), 0, "the sidecar grant is malformed"},
 		{"expired", "s/svc", c, 5 * time.Minute, "the sidecar grant expired at"},
 	}
 	for _, tt := range tests {
 		clock.Advance(tt.advance)
-		err := g.Redeem(tt.configID, tt.grant)
+		got, err := g.Redeem(tt.configID, tt.grant)
 		if tt.msg == "" {
 			require.NoError(t, err, tt.name)
+			assert.Equal(t, theApp, got, "the grant names the app that was attested")
 			continue
 		}
 		require.Error(t, err, tt.name)
@@ -167,7 +221,7 @@ func FuzzRedeem(f *testing.F) {
 	n := NewNonces(key, time.Minute, 0, clock.Now)
 	// The same grant and nonce in every fuzzing process (each one runs this setup).
 	g.rand, n.rand = zeros{}, zeros{}
-	grant, err := g.Issue("s/svc")
+	grant, err := g.Issue("s/svc", app{})
 	require.NoError(f, err)
 	nonce, _, err := n.Issue("s/svc")
 	require.NoError(f, err)
@@ -175,7 +229,7 @@ func FuzzRedeem(f *testing.F) {
 	f.Add(nonce[:])
 	f.Add([]byte(grantMagic))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if g.Redeem("s/svc", b) == nil && !bytes.Equal(b, grant) {
+		if _, err := g.Redeem("s/svc", b); err == nil && !bytes.Equal(b, grant) {
 			t.Fatalf("a grant this control plane never issued was redeemed: %x", b)
 		}
 		if n.Consume("s/svc", b) == nil && !bytes.Equal(b, nonce[:]) {

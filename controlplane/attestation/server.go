@@ -15,6 +15,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -67,7 +68,8 @@ type Config struct {
 	// zero means DefaultReplayCapacity.
 	ReplayCapacity int
 	// PeerRate and PeerBurst bound the Attest calls of each source address (per second;
-	// defaults DefaultPeerRate and DefaultPeerBurst; a negative rate disables the limit).
+	// defaults DefaultPeerRate and DefaultPeerBurst; a negative rate disables the limit), and,
+	// ratelimit.PrefixFactor times higher, those of each /24 (IPv4) or /64 (IPv6).
 	PeerRate  float64
 	PeerBurst int
 	// SVIDTTL is the lifetime of issued SVIDs; zero means DefaultSVIDTTL.
@@ -97,7 +99,7 @@ type Server struct {
 	cfg    Config
 	nonces *Nonces
 	grants *Grants
-	peers  *ratelimit.Limiter
+	peers  *ratelimit.Pair
 	verify chan struct{} // bounds concurrent quote verifications
 	log    *slog.Logger
 }
@@ -134,7 +136,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg:    cfg,
 		nonces: NewNonces(nonceKey, cfg.NonceTTL, cfg.ReplayCapacity, cfg.Now),
 		grants: NewGrants(grantKey, cfg.GrantTTL, cfg.ReplayCapacity, cfg.Now),
-		peers:  ratelimit.New(ratelimit.Config{Rate: cfg.PeerRate, Burst: cfg.PeerBurst}),
+		peers:  ratelimit.NewPair(ratelimit.Config{Rate: cfg.PeerRate, Burst: cfg.PeerBurst}),
 		verify: make(chan struct{}, 4*runtime.GOMAXPROCS(0)),
 		log:    log.With("subsystem", "attestation"),
 	}, nil
@@ -239,11 +241,12 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 		return nil, "", err
 	}
 	if !s.peers.Allow(peerHost(ctx)) {
-		return nil, "", fmt.Errorf("%w: too many attestations from this address: at most %g per second (bursts of %d)",
-			refuse(attestapi.ReasonRateLimited), s.cfg.PeerRate, s.cfg.PeerBurst)
+		return nil, "", fmt.Errorf("%w: too many attestations from this address or its network: at most %g per second (bursts of %d) "+
+			"per address, %d times that per network", refuse(attestapi.ReasonRateLimited), s.cfg.PeerRate, s.cfg.PeerBurst, ratelimit.PrefixFactor)
 	}
-	// The nonce is consumed first: whatever happens next, this evidence cannot be replayed.
-	if err := s.nonces.Consume(req.GetConfigId(), req.GetNonce()); err != nil {
+	// The nonce is checked now and consumed only once the evidence has verified: junk costs
+	// the replay cache nothing, and evidence that verified can never be used twice.
+	if err := s.nonces.Check(req.GetConfigId(), req.GetNonce()); err != nil {
 		return nil, "", err
 	}
 	sess, vals, err := s.cfg.CAS.Lookup(ctx, sessName)
@@ -251,7 +254,7 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 		var ie *cas.ImportError
 		switch {
 		case cas.CodeOf(err) == cas.CodeNotFound:
-			return nil, "", fmt.Errorf("%w: session %q does not exist", refuse(attestapi.ReasonUnknownSession), sessName)
+			return nil, "", unknownConfigID(attestapi.ReasonUnknownSession, req.GetConfigId(), "session %q does not exist", sessName)
 		case errors.As(err, &ie):
 			return nil, "", deny(attestapi.ReasonImport, "the session imports a secret that its exporter does not grant (any more)", "%s", ie.Error())
 		}
@@ -259,8 +262,8 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 	}
 	svc, ok := sess.Service(svcName)
 	if !ok {
-		return nil, "", deny(attestapi.ReasonUnknownService, fmt.Sprintf("session %q has no service %q", sessName, svcName),
-			"session %q has no service %q (services: %s)", sessName, svcName, serviceNames(sess))
+		return nil, "", unknownConfigID(attestapi.ReasonUnknownService, req.GetConfigId(), "session %q has no service %q (services: %s)",
+			sessName, svcName, serviceNames(sess))
 	}
 	csr, err := ca.ParseCSR(req.GetCsr())
 	if err != nil {
@@ -284,18 +287,33 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 	if err != nil {
 		return nil, tee, fmt.Errorf("%w: %w", refuse(attestapi.ReasonMalformed), err)
 	}
+	var extra []pkix.Extension
 	if sidecar {
 		if err := s.checkSidecar(id.MREnclave, sess, svc); err != nil {
 			return nil, tee, err
 		}
-		if err := s.checkSidecarProof(req, csr, spiffeID); err != nil {
+		if err := s.nonces.Consume(req.GetConfigId(), req.GetNonce()); err != nil {
 			return nil, tee, err
 		}
-	} else if err := CheckService(id, svc); err != nil {
-		return nil, tee, err
+		a, err := s.checkSidecarProof(req, csr, spiffeID, svc)
+		if err != nil {
+			return nil, tee, err
+		}
+		ext, err := a.extension()
+		if err != nil {
+			return nil, tee, err
+		}
+		extra = append(extra, ext)
+	} else {
+		if err := CheckService(id, svc); err != nil {
+			return nil, tee, err
+		}
+		if err := s.nonces.Consume(req.GetConfigId(), req.GetNonce()); err != nil {
+			return nil, tee, err
+		}
 	}
 
-	chain, err := s.cfg.Authority.IssueSVID(csr, spiffeID, s.cfg.SVIDTTL, tee)
+	chain, err := s.cfg.Authority.IssueSVID(csr, spiffeID, s.cfg.SVIDTTL, tee, extra...)
 	if err != nil {
 		return nil, tee, fmt.Errorf("%w: %w", refuse(attestapi.ReasonCSRInvalid), err)
 	}
@@ -324,10 +342,20 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 		return nil, tee, fmt.Errorf("attestation: render %s: %w", req.GetConfigId(), err)
 	}
 	resp.Config = renderedConfig(rs)
-	if resp.SidecarGrant, err = s.grants.Issue(req.GetConfigId()); err != nil {
+	if resp.SidecarGrant, err = s.grants.Issue(req.GetConfigId(), appOf(id)); err != nil {
 		return nil, tee, err
 	}
 	return resp, tee, nil
+}
+
+// unknownConfigID refuses a config ID whose session or service does not exist. Callers are told
+// the same either way (unknown_service), so that nobody learns which sessions exist; the log
+// and the metrics keep the precise reason.
+func unknownConfigID(reason attestapi.Reason, configID, format string, args ...any) error {
+	return &Denial{
+		Refusal: refuse(reason), PublicAs: refuse(attestapi.ReasonUnknownService),
+		Public: fmt.Sprintf("config ID %q names no session and service known here", configID), Detail: fmt.Sprintf(format, args...),
+	}
 }
 
 // verifyQuote verifies a quote, at most a few at a time: the rest wait their turn.
@@ -366,38 +394,48 @@ func (s *Server) checkSidecar(mre []byte, sess *session.Session, svc *session.Se
 		"sidecar mrenclave mismatch: got %s, service %q allows [%s]", got, svc.Name, strings.Join(allowed, ", "))
 }
 
-// checkSidecarProof checks that a sidecar speaks for an attested app of its service: a grant
-// that the app's launcher handed over (its first SVID), or the SVID it holds, for the same
-// identity and the same key (a renewal).
-func (s *Server) checkSidecarProof(req *attestationpb.AttestRequest, csr *x509.CertificateRequest, want spiffeid.ID) error {
+// checkSidecarProof checks that a sidecar speaks for an attested app of its service, and
+// returns that app: a grant that the app's launcher handed over (its first SVID), or the sidecar
+// SVID it holds, for the same identity and the same key (a renewal), whose app the service must
+// still accept.
+func (s *Server) checkSidecarProof(req *attestationpb.AttestRequest, csr *x509.CertificateRequest, want spiffeid.ID, svc *session.Service) (app, error) {
 	if grant := req.GetSidecarGrant(); len(grant) > 0 {
 		return s.grants.Redeem(req.GetConfigId(), grant)
 	}
 	ders := req.GetCurrentSvid()
 	if len(ders) == 0 {
-		return fmt.Errorf("%w: a sidecar needs the grant that an attested app of %s handed it, or, to renew, the SVID it holds",
+		return app{}, fmt.Errorf("%w: a sidecar needs the grant that an attested app of %s handed it, or, to renew, the SVID it holds",
 			refuse(attestapi.ReasonSidecarGrant), req.GetConfigId())
 	}
 	certs := make([]*x509.Certificate, 0, len(ders))
 	for i, der := range ders {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return fmt.Errorf("%w: current_svid[%d]: %w", refuse(attestapi.ReasonSidecarGrant), i, err)
+			return app{}, fmt.Errorf("%w: current_svid[%d]: %w", refuse(attestapi.ReasonSidecarGrant), i, err)
 		}
 		certs = append(certs, c)
 	}
 	bundle := x509bundle.FromX509Authorities(s.cfg.Authority.TrustDomain(), s.cfg.Authority.Bundle())
 	got, _, err := x509svid.Verify(certs, bundle, x509svid.WithTime(s.cfg.Now()))
 	if err != nil {
-		return fmt.Errorf("%w: current_svid does not verify: %w", refuse(attestapi.ReasonSidecarGrant), err)
+		return app{}, fmt.Errorf("%w: current_svid does not verify: %w", refuse(attestapi.ReasonSidecarGrant), err)
 	}
 	if got != want {
-		return fmt.Errorf("%w: current_svid is for %s, not %s", refuse(attestapi.ReasonSidecarGrant), got, want)
+		return app{}, fmt.Errorf("%w: current_svid is for %s, not %s", refuse(attestapi.ReasonSidecarGrant), got, want)
 	}
 	if !bytes.Equal(certs[0].RawSubjectPublicKeyInfo, csr.RawSubjectPublicKeyInfo) {
-		return fmt.Errorf("%w: current_svid holds another key than the CSR: a renewal keeps the key", refuse(attestapi.ReasonSidecarGrant))
+		return app{}, fmt.Errorf("%w: current_svid holds another key than the CSR: a renewal keeps the key", refuse(attestapi.ReasonSidecarGrant))
 	}
-	return nil
+	a, ok := appOfSVID(certs[0])
+	if !ok {
+		return app{}, fmt.Errorf("%w: current_svid is not a sidecar SVID that names its app: renew with a grant from the app's launcher",
+			refuse(attestapi.ReasonSidecarGrant))
+	}
+	if err := CheckService(a.identity(), svc); err != nil {
+		return app{}, deny(attestapi.ReasonSidecarGrant, "the app this sidecar speaks for is no longer accepted by its service: renew with a grant "+
+			"from the app's launcher (which attests the app again)", "renewal refused: %s", err.Error())
+	}
+	return a, nil
 }
 
 func serviceNames(s *session.Session) string {

@@ -60,9 +60,10 @@ type fixture struct {
 
 // fixtureOptions change what newFixtureWith sets up.
 type fixtureOptions struct {
-	platform  sim.PlatformOptions
-	peerRate  float64
-	peerBurst int
+	platform       sim.PlatformOptions
+	peerRate       float64
+	peerBurst      int
+	replayCapacity int
 }
 
 var (
@@ -92,7 +93,7 @@ func newFixtureWith(tb testing.TB, opts fixtureOptions) *fixture {
 	srv, err := attestation.NewServer(attestation.Config{
 		CAS: f.cas, Authority: f.auth, Verifier: verifier, Metrics: attestation.NewMetrics(f.reg), MACKey: bytes.Repeat([]byte{7}, 32),
 		SVIDTTL: 10 * time.Minute, XDSAddress: "127.0.0.1:18000", SidecarMREnclaves: [][32]byte{f.sidecar},
-		PeerRate: opts.peerRate, PeerBurst: opts.peerBurst, Logger: slog.New(slog.NewTextHandler(f.log, nil)),
+		PeerRate: opts.peerRate, PeerBurst: opts.peerBurst, ReplayCapacity: opts.replayCapacity, Logger: slog.New(slog.NewTextHandler(f.log, nil)),
 	})
 	require.NoError(tb, err)
 	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -239,8 +240,10 @@ func TestAttestRefusals(t *testing.T) {
 		role     attestationpb.Role
 		ev       attestapi.Evidence
 		reason   attestapi.Reason
-		msg      string // what the caller is told
-		logged   string // what only the log says (the policy's allowed values)
+		// publicReason is the reason the caller is told when it differs from the logged one.
+		publicReason attestapi.Reason
+		msg          string // what the caller is told
+		logged       string // what only the log says (the policy's allowed values)
 	}{
 		{
 			name: "wrong mrenclave", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_APP,
@@ -263,13 +266,16 @@ func TestAttestRefusals(t *testing.T) {
 		{
 			name: "unknown service", mode: "simulation", configID: "demo/flask/nope", role: attestationpb.Role_ROLE_APP,
 			ev: attestapi.Evidence{MREnclave: pythonMR}, reason: attestapi.ReasonUnknownService,
-			msg:    `attestation refused (unknown_service): session "demo/flask" has no service "nope"`,
+			msg:    `attestation refused (unknown_service): config ID "demo/flask/nope" names no session and service known here`,
 			logged: "(services: flask_restapi)",
 		},
 		{
 			name: "unknown session", mode: "simulation", configID: "demo/other/x", role: attestationpb.Role_ROLE_APP,
-			ev: attestapi.Evidence{MREnclave: pythonMR}, reason: attestapi.ReasonUnknownSession,
-			msg: `session "demo/other" does not exist`,
+			// The caller is told what it would be told of an unknown service: which sessions
+			// exist is nobody's business; the log and the metric say which it was.
+			ev: attestapi.Evidence{MREnclave: pythonMR}, reason: attestapi.ReasonUnknownSession, publicReason: attestapi.ReasonUnknownService,
+			msg:    `attestation refused (unknown_service): config ID "demo/other/x" names no session and service known here`,
+			logged: `session "demo/other" does not exist`,
 		},
 		{
 			name: "sidecar with the app's measurement", mode: "simulation", configID: "demo/flask/flask_restapi", role: attestationpb.Role_ROLE_SIDECAR,
@@ -298,7 +304,11 @@ func TestAttestRefusals(t *testing.T) {
 			}
 			_, err := f.client.Attest(context.Background(), attestapi.Request{ConfigID: tt.configID, Role: tt.role, Key: newKey(t), Evidence: tt.ev})
 			require.Error(t, err)
-			assert.Equal(t, tt.reason, attestapi.RefusalReason(err))
+			public := tt.reason
+			if tt.publicReason != "" {
+				public = tt.publicReason
+			}
+			assert.Equal(t, public, attestapi.RefusalReason(err))
 			assert.Contains(t, err.Error(), tt.msg)
 			if tt.logged != "" {
 				assert.NotContains(t, err.Error(), tt.logged, "the caller is not told what the policy allows")
@@ -496,4 +506,77 @@ func TestAttestReplayAndBinding(t *testing.T) {
 	_, err = f.raw.Attest(ctx, &attestationpb.AttestRequest{ConfigId: cid, Role: attestationpb.Role_ROLE_APP, Nonce: nr.GetNonce(), Quote: []byte("garbage"), Csr: csr})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "quote_invalid")
+
+	// Evidence that does not verify leaves its nonce unused (junk cannot fill the replay
+	// cache): the same nonce then carries real evidence, once.
+	quote, csr = evidence(key, nr.GetNonce(), key)
+	req = &attestationpb.AttestRequest{ConfigId: cid, Role: attestationpb.Role_ROLE_APP, Nonce: nr.GetNonce(), Quote: quote, Csr: csr}
+	_, err = f.raw.Attest(ctx, req)
+	require.NoError(t, err, "the nonce of refused junk is still good")
+	_, err = f.raw.Attest(ctx, req)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "nonce already used (replayed evidence)")
+}
+
+// The security review's anonymous flood: callers that hold nonces but no valid evidence send
+// junk with each; none of it is remembered, so the replay cache (here 8 entries) stays empty
+// and a real attestation goes through.
+func TestJunkEvidenceFillsNothing(t *testing.T) {
+	f := newFixtureWith(t, fixtureOptions{replayCapacity: 8, peerRate: -1})
+	f.createExample(t, "simulation", nil)
+	ctx := context.Background()
+	for i := range 64 {
+		nr, err := f.raw.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: "demo/redis/redis"})
+		require.NoError(t, err)
+		_, err = f.raw.Attest(ctx, &attestationpb.AttestRequest{ConfigId: "demo/redis/redis", Role: attestationpb.Role_ROLE_APP,
+			Nonce: nr.GetNonce(), Quote: []byte{byte(i)}, Csr: []byte{1}})
+		require.Error(t, err)
+		assert.NotContains(t, err.Error(), "nonce_capacity")
+	}
+	_, err := f.client.Attest(ctx, app("demo/redis/redis", newKey(t), redisMR))
+	require.NoError(t, err, "64 junk attestations with fresh nonces took none of the 8 replay slots")
+}
+
+// A sidecar renews only while the app it speaks for is accepted: once the session revokes the
+// app's measurement, the renewal on the current SVID is refused, and the sidecar must fetch a
+// grant, which an attestation of the revoked app cannot give. An app's own SVID is no proof.
+func TestSidecarRenewalFollowsItsApp(t *testing.T) {
+	f := newFixture(t)
+	f.createExample(t, "simulation", nil)
+	ctx := context.Background()
+	appRes, err := f.client.Attest(ctx, app("demo/redis/redis", newKey(t), redisMR))
+	require.NoError(t, err)
+	key := newKey(t)
+	res, err := f.client.Attest(ctx, withGrantOf(sidecar("demo/redis/redis", key, f.sidecar), appRes.SidecarGrant))
+	require.NoError(t, err)
+
+	appKey := newKey(t)
+	appRes2, err := f.client.Attest(ctx, app("demo/redis/redis", appKey, redisMR))
+	require.NoError(t, err)
+	asApp := sidecar("demo/redis/redis", appKey, f.sidecar)
+	asApp.CurrentSVID = appRes2.SVID
+	_, err = f.client.Attest(ctx, asApp)
+	require.ErrorContains(t, err, "current_svid is not a sidecar SVID that names its app")
+
+	renew := sidecar("demo/redis/redis", key, f.sidecar)
+	renew.CurrentSVID = res.SVID
+	renewed, err := f.client.Attest(ctx, renew)
+	require.NoError(t, err, "renewal while the app is accepted")
+
+	// The owner revokes the app's measurement.
+	cur, err := f.cas.Get(ctx, "demo/redis", f.owner)
+	require.NoError(t, err)
+	newMR := [32]byte{4, 5, 7}
+	doc := strings.ReplaceAll(string(cur.Document), hexOf(redisMR), hexOf(newMR))
+	_, err = f.cas.Update(ctx, append([]byte("predecessor: "+cur.Hash+"\n"), doc...), f.owner)
+	require.NoError(t, err)
+
+	renew.CurrentSVID = renewed.SVID
+	_, err = f.client.Attest(ctx, renew)
+	require.Error(t, err)
+	assert.Equal(t, attestapi.ReasonSidecarGrant, attestapi.RefusalReason(err), "%v", err)
+	assert.Contains(t, err.Error(), "the app this sidecar speaks for is no longer accepted by its service")
+	_, err = f.client.Attest(ctx, app("demo/redis/redis", newKey(t), redisMR))
+	assert.Equal(t, attestapi.ReasonMREnclave, attestapi.RefusalReason(err), "and the revoked app gets no new grant: %v", err)
+	assert.Contains(t, f.log.String(), "renewal refused: ", "the log says why")
 }

@@ -194,9 +194,10 @@ func (a *Authority) BundlePEM() []byte { return MarshalCertsPEM(a.cert) }
 // or Ed25519 with a valid signature (ParseCSR checks both; IssueSVID checks again). Nothing
 // else of the CSR is used. The SVID has exactly one URI SAN (id), is not a CA, has KeyUsage
 // digitalSignature and ExtKeyUsage serverAuth and clientAuth, lives ttl (DefaultSVIDTTL when
-// zero) but never past the root, and records tee (see attestapi.OIDTEE). The chain returned is the
+// zero) but never past the root, and records tee (see attestapi.OIDTEE) and the extra
+// (non-critical) extensions the caller adds. The chain returned is the
 // SVID alone: the root is in the bundle.
-func (a *Authority) IssueSVID(csr *x509.CertificateRequest, id spiffeid.ID, ttl time.Duration, tee attestapi.TEE) ([]*x509.Certificate, error) {
+func (a *Authority) IssueSVID(csr *x509.CertificateRequest, id spiffeid.ID, ttl time.Duration, tee attestapi.TEE, extra ...pkix.Extension) ([]*x509.Certificate, error) {
 	if csr == nil {
 		return nil, errors.New("ca: issue SVID: no CSR")
 	}
@@ -236,7 +237,7 @@ func (a *Authority) IssueSVID(csr *x509.CertificateRequest, id spiffeid.ID, ttl 
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		ExtraExtensions:       []pkix.Extension{ext},
+		ExtraExtensions:       append([]pkix.Extension{ext}, extra...),
 	}
 	cert, err := a.signer(csr.PublicKey, ttl).sign("issue SVID", tmpl)
 	if err != nil {

@@ -23,7 +23,9 @@
 //
 // A workload binds its key to its quote: the quote's 64-byte REPORTDATA is
 // PublicKeyHash(csr.PublicKey) (SHA-256 of the DER SubjectPublicKeyInfo, 32 bytes) followed
-// by the control plane's 32-byte nonce. ReportData computes it for both sides.
+// by the control plane's 32-byte nonce. The binding belongs to the attestation API's contract:
+// attestapi.BindReportData computes it for the workload and attestapi.CheckReportData checks
+// it on the control plane.
 //
 // # Randomness
 //

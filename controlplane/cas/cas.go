@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -54,6 +55,7 @@ const (
 	LimitGeneratedBytes    Limit = "generated_bytes"
 	LimitKeyGeneration     Limit = "key_generation"
 	LimitSessionsPerClient Limit = "sessions_per_client"
+	LimitMeshesPerClient   Limit = "meshes_per_client"
 	LimitRate              Limit = "rate"
 )
 
@@ -139,6 +141,9 @@ type Limits struct {
 	// MaxSessionsPerClient bounds the sessions one client identity may create
 	// (DefaultMaxSessionsPerClient).
 	MaxSessionsPerClient int
+	// MaxMeshesPerClient bounds the meshes one client identity may register
+	// (DefaultMaxMeshesPerClient).
+	MaxMeshesPerClient int
 }
 
 // Default limits.
@@ -147,6 +152,7 @@ const (
 	DefaultMaxGeneratedBytes    = 1 << 20
 	DefaultMaxNewRSAKeys        = 4
 	DefaultMaxSessionsPerClient = 1000
+	DefaultMaxMeshesPerClient   = 100
 )
 
 func (l Limits) withDefaults() Limits {
@@ -159,6 +165,7 @@ func (l Limits) withDefaults() Limits {
 	def(&l.MaxGeneratedBytes, DefaultMaxGeneratedBytes)
 	def(&l.MaxNewRSAKeys, DefaultMaxNewRSAKeys)
 	def(&l.MaxSessionsPerClient, DefaultMaxSessionsPerClient)
+	def(&l.MaxMeshesPerClient, DefaultMaxMeshesPerClient)
 	return l
 }
 
@@ -188,6 +195,8 @@ type CAS struct {
 	now      func() time.Time
 	rand     io.Reader
 	onChange func(string)
+	rsaSlots chan struct{} // bounds concurrent RSA key generations (half the cores)
+	meshMu   sync.Mutex    // serializes the validation and write of mesh registrations
 
 	meshSessionsOf MeshSessions
 
@@ -210,7 +219,10 @@ const maxDecoded = 4096
 
 // New returns a CAS over cfg.Store.
 func New(cfg Config) *CAS {
-	c := &CAS{store: cfg.Store, limits: cfg.Limits.withDefaults(), log: cfg.Logger, now: cfg.Now, rand: cfg.Rand, onChange: cfg.OnChange, meshSessionsOf: cfg.MeshSessions}
+	c := &CAS{
+		store: cfg.Store, limits: cfg.Limits.withDefaults(), log: cfg.Logger, now: cfg.Now, rand: cfg.Rand, onChange: cfg.OnChange,
+		meshSessionsOf: cfg.MeshSessions, rsaSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)),
+	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -277,7 +289,8 @@ func (c *CAS) Create(ctx context.Context, raw []byte, client Client) (*Info, err
 	if err := session.CheckCreate(s); err != nil {
 		return nil, errorf(CodeInvalid, err, "cannot create session %q", s.Name)
 	}
-	if err := c.mayCreateIn(ctx, s.Name, client); err != nil {
+	nsCond, err := c.mayCreateIn(ctx, s.Name, client)
+	if err != nil {
 		return nil, err
 	}
 	if err := session.CheckImports(s, c.lookupFunc(ctx, client)); err != nil {
@@ -285,6 +298,12 @@ func (c *CAS) Create(ctx context.Context, raw []byte, client Client) (*Info, err
 	}
 	if err := c.checkQuota(ctx, client); err != nil {
 		return nil, err
+	}
+	// A name that is taken fails before any key is generated (the store checks again).
+	if _, err := c.store.Get(ctx, sessionPrefix+s.Name); err == nil {
+		return nil, errorf(CodeConflict, nil, "session %q already exists: update it with predecessor set to its current hash", s.Name)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("cas: read session %q: %w", s.Name, err)
 	}
 	secrets, changed, err := c.generate(ctx, s, nil)
 	if err != nil {
@@ -296,9 +315,18 @@ func (c *CAS) Create(ctx context.Context, raw []byte, client Client) (*Info, err
 	if err != nil {
 		return nil, fmt.Errorf("cas: encode session %q: %w", s.Name, err)
 	}
-	if err := c.store.CompareAndSwap(ctx, sessionPrefix+s.Name, nil, val); err != nil {
+	// Stored only if the name is still free and the namespace still says what it said when it
+	// let the client in (its owner may have changed it while the keys were generated).
+	conds := []store.Cond{{Key: sessionPrefix + s.Name}}
+	if nsCond != nil {
+		conds = append(conds, *nsCond)
+	}
+	if err := c.store.Apply(ctx, conds, []store.Write{{Key: sessionPrefix + s.Name, Value: val}}); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return nil, errorf(CodeConflict, nil, "session %q already exists: update it with predecessor set to its current hash", s.Name)
+			if _, getErr := c.store.Get(ctx, sessionPrefix+s.Name); getErr == nil {
+				return nil, errorf(CodeConflict, nil, "session %q already exists: update it with predecessor set to its current hash", s.Name)
+			}
+			return nil, errorf(CodeConflict, nil, "cannot create session %q: its namespace session changed meanwhile; retry", s.Name)
 		}
 		return nil, fmt.Errorf("cas: store session %q: %w", s.Name, err)
 	}
@@ -319,27 +347,29 @@ func Namespace(name string) (string, bool) {
 	return name[:i], true
 }
 
-// mayCreateIn checks the namespace rule for creating session name.
-func (c *CAS) mayCreateIn(ctx context.Context, name string, client Client) error {
+// mayCreateIn checks the namespace rule for creating session name. It returns the condition
+// that the namespace session must still meet when the new session is stored (nil for a
+// top-level name).
+func (c *CAS) mayCreateIn(ctx context.Context, name string, client Client) (*store.Cond, error) {
 	ns, ok := Namespace(name)
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	_, rec, nsSession, err := c.load(ctx, ns)
+	nsRaw, rec, nsSession, err := c.load(ctx, ns)
 	if err != nil && CodeOf(err) != CodeNotFound {
-		return err
+		return nil, err
 	}
 	readable := err == nil && allowed(nsSession.AccessPolicy.Read, rec.Creator, client) == nil
 	if err == nil && allowed(nsSession.AccessPolicy.CreateSessions, rec.Creator, client) == nil {
-		return nil
+		return &store.Cond{Key: sessionPrefix + ns, Value: nsRaw}, nil
 	}
 	c.log.InfoContext(ctx, "session creation refused by its namespace", "session", name, "namespace", ns, "namespace_exists", err == nil)
 	switch {
 	case readable:
-		return errorf(CodeForbidden, nil, "cannot create session %q: namespace session %q does not let this client create sessions in it "+
+		return nil, errorf(CodeForbidden, nil, "cannot create session %q: namespace session %q does not let this client create sessions in it "+
 			"(its access_policy.create_sessions is %s)", name, ns, describePolicy(nsSession.AccessPolicy.CreateSessions))
 	default:
-		return errorf(CodeForbidden, nil, "cannot create session %q: its namespace session %q does not exist or does not let this client "+
+		return nil, errorf(CodeForbidden, nil, "cannot create session %q: its namespace session %q does not exist or does not let this client "+
 			"create sessions in it: create session %q first (attestmesh apply and up do), or ask its owner to add you to its access_policy.create_sessions",
 			name, ns, ns)
 	}
@@ -424,6 +454,58 @@ func (c *CAS) changed(name string) {
 	}
 }
 
+// Delete removes a session. Its updaters may delete it, and so may the updaters of its
+// namespace session (a namespace's owner can clear out what others created in it). A session
+// that has sessions in its namespace is deleted only after them: otherwise its name, and with
+// it their namespace, would be free for anyone to take. The delete happens only if the session
+// is still what was read. Workloads of a deleted session fail their next attestation or
+// renewal; importers of its secrets fail theirs with import_refused.
+func (c *CAS) Delete(ctx context.Context, name string, client Client) error {
+	if client.ID == "" {
+		return errorf(CodeUnauthenticated, nil, "deleting a session needs a client certificate")
+	}
+	raw, rec, s, err := c.load(ctx, name)
+	if err != nil {
+		if CodeOf(err) == CodeNotFound {
+			return notVisible(name)
+		}
+		return err
+	}
+	if err := allowed(s.AccessPolicy.Update, rec.Creator, client); err != nil && !c.ownsNamespaceOf(ctx, name, client) {
+		if allowed(s.AccessPolicy.Read, rec.Creator, client) != nil {
+			return notVisible(name)
+		}
+		return errorf(CodeForbidden, nil, "deleting session %q refused: %v (its updaters and its namespace's updaters may delete it)", name, err)
+	}
+	children, err := c.store.List(ctx, sessionPrefix+name+"/")
+	if err != nil {
+		return fmt.Errorf("cas: list sessions: %w", err)
+	}
+	if len(children) > 0 {
+		return errorf(CodeConflict, nil, "session %q has %d sessions in its namespace (such as %q): delete them first",
+			name, len(children), strings.TrimPrefix(children[0].Key, sessionPrefix))
+	}
+	if err := c.store.CompareAndSwap(ctx, sessionPrefix+name, raw, nil); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return errorf(CodeConflict, nil, "session %q changed concurrently; read it again and retry", name)
+		}
+		return fmt.Errorf("cas: delete session %q: %w", name, err)
+	}
+	c.log.InfoContext(ctx, "session deleted", "session", name, "hash", rec.Hash)
+	c.changed(name)
+	return nil
+}
+
+// ownsNamespaceOf reports whether client may update the namespace session of name.
+func (c *CAS) ownsNamespaceOf(ctx context.Context, name string, client Client) bool {
+	ns, ok := Namespace(name)
+	if !ok {
+		return false
+	}
+	_, rec, s, err := c.load(ctx, ns)
+	return err == nil && allowed(s.AccessPolicy.Update, rec.Creator, client) == nil
+}
+
 // Get returns a session's document if the client may read it.
 func (c *CAS) Get(ctx context.Context, name string, client Client) (*Info, error) {
 	if client.ID == "" {
@@ -497,18 +579,24 @@ func (c *CAS) Count(ctx context.Context) (int, error) {
 // PublicValue returns the certificate (PEM) of a secret marked export_public. No
 // authentication is needed; nothing else is readable this way.
 func (c *CAS) PublicValue(ctx context.Context, name, secret string) ([]byte, error) {
+	// One answer for a missing session, a missing secret and a secret that is not public:
+	// anonymous callers learn nothing of which sessions exist.
+	none := errorf(CodeNotFound, nil, "no public secret %q in session %q (only secrets with export_public: true are readable, "+
+		"of sessions that exist)", secret, name)
 	_, rec, s, err := c.load(ctx, name)
+	if CodeOf(err) == CodeNotFound {
+		return nil, none
+	}
 	if err != nil {
 		return nil, err
 	}
 	def, ok := s.Secret(secret)
 	if !ok || !def.ExportPublic {
-		// Do not reveal whether a non-public secret exists.
-		return nil, errorf(CodeNotFound, nil, "session %q has no public secret %q (only secrets with export_public: true are readable)", name, secret)
+		return nil, none
 	}
 	v, ok := rec.Secrets[secret]
 	if !ok || len(v.CertPEM) == 0 {
-		return nil, errorf(CodeNotFound, nil, "session %q has no public secret %q", name, secret)
+		return nil, none
 	}
 	return slices.Clone(v.CertPEM), nil
 }
@@ -581,6 +669,9 @@ func (c *CAS) imported(ctx context.Context, importer *session.Session, importerH
 	}
 	if err := session.CheckImportMode(from, importer); err != nil {
 		return session.Value{}, refuse(strings.TrimPrefix(err.Error(), "session: "))
+	}
+	if why := session.PinnedOwnersProblem(exp, importer); why != "" {
+		return session.Value{}, refuse(why)
 	}
 	st, ok := rec.Secrets[exp.Name]
 	if !ok {

@@ -37,11 +37,12 @@ func (s storedSecret) value() session.Value {
 
 // generator materialises a session's secrets, keeping what the update rules keep.
 type generator struct {
-	ctx  context.Context
-	s    *session.Session
-	prev map[string]storedSecret
-	now  time.Time
-	rand io.Reader
+	ctx   context.Context
+	s     *session.Session
+	prev  map[string]storedSecret
+	now   time.Time
+	rand  io.Reader
+	slots chan struct{} // RSA key generations under way, bounded; nil: unbounded
 
 	out     map[string]storedSecret
 	keys    map[string]crypto.Signer // parsed keys of out, by secret name
@@ -58,7 +59,7 @@ func (c *CAS) generate(ctx context.Context, s *session.Session, prev map[string]
 	if err := c.checkLimits(s, prev); err != nil {
 		return nil, nil, err
 	}
-	out, changed, err := generate(ctx, s, prev, c.now(), c.rand)
+	out, changed, err := generate(ctx, s, prev, c.now(), c.rand, c.rsaSlots)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -104,12 +105,12 @@ func (c *CAS) checkLimits(s *session.Session, prev map[string]storedSecret) erro
 }
 
 // generate returns the secrets of s; see CAS.generate.
-func generate(ctx context.Context, s *session.Session, prev map[string]storedSecret, now time.Time, r io.Reader) (map[string]storedSecret, []string, error) {
+func generate(ctx context.Context, s *session.Session, prev map[string]storedSecret, now time.Time, r io.Reader, slots chan struct{}) (map[string]storedSecret, []string, error) {
 	if r == nil {
 		r = rand.Reader
 	}
 	g := &generator{
-		ctx: ctx, s: s, prev: prev, now: now, rand: r,
+		ctx: ctx, s: s, prev: prev, now: now, rand: r, slots: slots,
 		out: map[string]storedSecret{}, keys: map[string]crypto.Signer{}, certs: map[string]*x509.Certificate{},
 	}
 	for i := range s.Secrets {
@@ -208,6 +209,16 @@ func (g *generator) keepOrGenerate(name string, kind session.Kind, alg session.A
 	}
 	if err := g.ctx.Err(); err != nil {
 		return nil, nil, fmt.Errorf("cas: secret %q: %w", name, err)
+	}
+	if g.slots != nil && (caAlg == ca.RSA2048 || caAlg == ca.RSA3072) {
+		// An RSA key costs up to a second of CPU: only a few are made at once, whoever asks,
+		// so that requests for them cannot take every core.
+		select {
+		case g.slots <- struct{}{}:
+			defer func() { <-g.slots }()
+		case <-g.ctx.Done():
+			return nil, nil, fmt.Errorf("cas: secret %q: waiting to generate its RSA key: %w", name, g.ctx.Err())
+		}
 	}
 	key, err := ca.GenerateKey(caAlg)
 	if err != nil {

@@ -200,6 +200,10 @@ func (in *Injector) Patch(ctx context.Context, pod *corev1.Pod) ([]PatchOp, erro
 	if err := checkConfigID(id); err != nil {
 		return nil, err
 	}
+	if pod.Spec.HostNetwork {
+		return nil, refuse("the pod uses hostNetwork: its sidecar's grant socket and listeners would be in the node's network namespace, " +
+			"where every host process reaches them; remove hostNetwork: true")
+	}
 	app, err := appContainer(pod)
 	if err != nil {
 		return nil, err

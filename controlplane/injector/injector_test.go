@@ -244,6 +244,11 @@ func TestPatchRefused(t *testing.T) {
 			p.Labels = map[string]string{LabelInjected: "true"}
 			return p
 		}(), []string{"the pod carries the label attestmesh.io/injected itself: only the injector sets it"}},
+		{"host network", func() *corev1.Pod {
+			p := one(container("a", []string{"/a"}, nil), withID("plain/svc"))
+			p.Spec.HostNetwork = true
+			return p
+		}(), []string{"the pod uses hostNetwork: its sidecar's grant socket"}},
 		{"sidecar name taken", pod([]corev1.Container{container("a", []string{"/a"}, nil), container(SidecarName, []string{"/p"}, nil)},
 			withID("plain/svc"), annotate(AnnotationContainer, "a")),
 			[]string{`named "attestmesh-proxy"`}},

@@ -55,11 +55,11 @@ func NewNetwork(ctx context.Context, bridge string, prefix netip.Prefix) (*Netwo
 	}
 	n.links = append(n.links, bridge)
 	if err := ipCmd(ctx, "addr", "add", fmt.Sprintf("%s/%d", n.Host, prefix.Bits()), "dev", bridge); err != nil {
-		n.Close()
+		n.Close(ctx)
 		return nil, err
 	}
 	if err := ipCmd(ctx, "link", "set", bridge, "up"); err != nil {
-		n.Close()
+		n.Close(ctx)
 		return nil, err
 	}
 	return n, nil
@@ -103,9 +103,11 @@ func shortName(name string) string {
 	return name
 }
 
-// Close deletes every namespace and link the network created. It is safe to call twice.
-func (n *Network) Close() {
-	ctx := context.Background()
+// Close deletes every namespace and link the network created. It is safe to call twice. It
+// runs to the end when ctx is already cancelled (the usual case: up was interrupted), using
+// only ctx's values.
+func (n *Network) Close(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
 	for _, ns := range n.ns {
 		_ = ipCmd(ctx, "netns", "del", ns)
 	}

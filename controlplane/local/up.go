@@ -34,7 +34,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/store"
 )
 
-// Default ports of the control plane, as DESIGN.md fixes them, and of the sidecars' admin.
+// Default ports of the control plane (the README's and the chart's), and of the sidecars' admin.
 const (
 	mgmtPort    = 8081
 	attestPort  = 18765
@@ -170,7 +170,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	defer netw.Close()
+	defer netw.Close(ctx)
 	info := &Info{StateDir: cfg.StateDir, Host: netw.Host, Services: map[string]*ServiceInfo{}, ExportedCAs: map[string]string{}}
 	addr := netw.Host
 	for i, s := range m.Services {

@@ -183,7 +183,7 @@ func (m *Mesh) Apply(ctx context.Context, api SessionAPI, vars map[string]string
 		}
 		parsed[i] = s
 	}
-	nsChanges, err := ensureNamespaces(ctx, api, parsed, out)
+	nsChanges, err := ensureNamespaces(ctx, api, parsed, m.Name, out)
 	changes = append(changes, nsChanges...)
 	if err != nil {
 		return changes, err
@@ -213,16 +213,21 @@ func NamespaceDocument(name string) []byte {
 }
 
 // ensureNamespaces creates, outermost first, every namespace session that the sessions need
-// ("a" and "a/b" for "a/b/c") and that does not exist yet, owned by the caller.
-func ensureNamespaces(ctx context.Context, api SessionAPI, sessions []*session.Session, out io.Writer) ([]Change, error) {
+// ("a" and "a/b" for "a/b/c") and that does not exist yet, owned by the caller; and the session
+// the mesh is named after (its registration needs one that its registrant controls), unless the
+// mesh's own sessions include it.
+func ensureNamespaces(ctx context.Context, api SessionAPI, sessions []*session.Session, meshName string, out io.Writer) ([]Change, error) {
 	var need []string
+	want := func(ns string) {
+		if !slices.Contains(need, ns) && !slices.ContainsFunc(sessions, func(x *session.Session) bool { return x.Name == ns }) {
+			need = append(need, ns)
+		}
+	}
+	want(meshName)
 	for _, s := range sessions {
 		parts := strings.Split(s.Name, "/")
 		for i := 1; i < len(parts); i++ {
-			ns := strings.Join(parts[:i], "/")
-			if !slices.Contains(need, ns) && !slices.ContainsFunc(sessions, func(x *session.Session) bool { return x.Name == ns }) {
-				need = append(need, ns)
-			}
+			want(strings.Join(parts[:i], "/"))
 		}
 	}
 	slices.SortStableFunc(need, func(a, b string) int { return strings.Count(a, "/") - strings.Count(b, "/") })

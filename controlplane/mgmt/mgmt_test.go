@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt/mgmttest"
 	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
+	"github.com/attestmesh/attestmesh/controlplane/ratelimit"
 	"github.com/attestmesh/attestmesh/controlplane/session"
 )
 
@@ -184,21 +187,56 @@ func TestRateLimitPerClient(t *testing.T) {
 	assert.Positive(t, counts(t, e.srv.Metrics)["get_public/limit_rate"])
 }
 
+// The security review's bypass: a fresh self-made client certificate per request is a fresh
+// identity, but every request also counts against its source network, and so does every
+// session created.
+func TestThrowawayIdentitiesShareTheirNetworksLimits(t *testing.T) {
+	srv := mgmttest.StartWith(t, func(c *mgmt.Config) { c.ClientRate, c.ClientBurst = 0.01, 5 })
+	ctx := t.Context()
+	allowed, limited := 0, 0
+	for range 3 * ratelimit.PrefixFactor * 5 {
+		_, err := srv.Client(t, true).List(ctx)
+		var ae *mgmtapi.APIError
+		switch {
+		case err == nil:
+			allowed++
+		case errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests:
+			limited++
+			assert.Contains(t, ae.Msg, "too many requests from this client or its network")
+		default:
+			require.NoError(t, err)
+		}
+	}
+	assert.Equal(t, ratelimit.PrefixFactor*5, allowed, "one network gets PrefixFactor clients' burst, however many identities it makes")
+	assert.Equal(t, 2*ratelimit.PrefixFactor*5, limited)
+
+	srv = mgmttest.StartWith(t, func(c *mgmt.Config) { c.CreateRate, c.CreateBurst = 0.001, 3 })
+	for i := range 5 {
+		_, err := srv.Client(t, true).Create(ctx, fmt.Appendf(nil, "name: squat%d\nversion: \"0.3\"\n", i))
+		if i < 3 {
+			require.NoError(t, err)
+			continue
+		}
+		requireAPIError(t, err, http.StatusTooManyRequests, "too many sessions and meshes created from this network")
+	}
+	assert.InDelta(t, 2, counts(t, srv.Metrics)["create_session/limit_rate"], 0)
+}
+
 func TestDeleteMesh(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
 	_, err := e.owner.Create(ctx, exampleDoc(t, "redis-session.yaml"))
 	require.NoError(t, err)
-	reg := []byte(`{"mesh": "name: m\nsessions: [s.yaml]\nservices:\n  - {name: redis, config_id: ns/redis/redis, binary: /bin/true, ports: [{port: 6379}]}\n",` +
+	reg := []byte(`{"mesh": "name: ns\nsessions: [s.yaml]\nservices:\n  - {name: redis, config_id: ns/redis/redis, binary: /bin/true, ports: [{port: 6379}]}\n",` +
 		`"endpoints": {"redis": "10.0.0.2"}}`)
-	require.NoError(t, e.owner.PutMesh(ctx, "m", reg))
-	err = e.other.PutMesh(ctx, "m", reg)
-	requireAPIError(t, err, http.StatusNotFound, `it configures the sidecars of session "ns/redis"`)
-	err = e.other.DeleteMesh(ctx, "m")
-	requireAPIError(t, err, http.StatusForbidden, "registered by another client")
-	require.NoError(t, e.owner.DeleteMesh(ctx, "m"))
-	err = e.owner.DeleteMesh(ctx, "m")
-	requireAPIError(t, err, http.StatusNotFound, `mesh "m" is not registered`)
+	require.NoError(t, e.owner.PutMesh(ctx, "ns", reg))
+	err = e.other.PutMesh(ctx, "ns", reg)
+	requireAPIError(t, err, http.StatusForbidden, `cannot register mesh "ns": a mesh is named after a session its registrant controls`)
+	err = e.other.DeleteMesh(ctx, "ns")
+	requireAPIError(t, err, http.StatusNotFound, `mesh "ns" is not registered, or this client may not delete it`)
+	require.NoError(t, e.owner.DeleteMesh(ctx, "ns"))
+	err = e.owner.DeleteMesh(ctx, "ns")
+	requireAPIError(t, err, http.StatusNotFound, `mesh "ns" is not registered, or this client may not delete it`)
 	ms, err := e.srv.CAS.Meshes(ctx)
 	require.NoError(t, err)
 	assert.Empty(t, ms)

@@ -1,14 +1,17 @@
 // Package mgmt is the control plane's management API (HTTPS, default port 8081): create,
 // update, read and list sessions, authenticated by TLS client certificate and authorized by
 // each session's access_policy; and, without authentication, the control plane's CA bundle and
-// the public values of secrets marked export_public.
+// the public values of secrets marked export_public, and the control plane's attestation
+// evidence, whose quote binds the CA's key and the caller's nonce.
 //
 //	POST /v1/sessions                    create (body: the session YAML)        201
 //	PUT  /v1/sessions/{name}             update (body: YAML with predecessor)  200
 //	GET  /v1/sessions/{name}             read (JSON: name, hash, document)     200
 //	GET  /v1/sessions                    list the sessions the client may read 200
+//	DELETE /v1/sessions/{name}           delete (its or its namespace's updaters) 204
 //	GET  /v1/public/{session}/{secret}   public certificate (PEM), no auth     200
 //	GET  /v1/ca                          the control plane's CA bundle (PEM)   200
+//	GET  /v1/attestation?nonce=HEX       the control plane's evidence (JSON, see controlplane/evidence), no auth 200
 //	PUT  /v1/meshes/{name}               register a mesh (JSON, see mgmtapi.Registration) 204
 //	DELETE /v1/meshes/{name}             remove a mesh registration            204
 //
@@ -16,11 +19,16 @@
 // says why, and is counted by reason in attestmesh_management_requests_total; internal failures
 // are a 500 that names no internal state. A session the client may not read is "not found or not
 // permitted", whether it exists or not. Each client identity (and each address, for requests
-// without one) has its own request rate; past it, requests get 429.
+// without one) has its own request rate, and so does each source network (a /24 or /64), with
+// a slower one for requests that make the store grow; past them, requests get 429. Evidence
+// costs a quote each: it has its own, lower rate per source address and network, and one for
+// all callers together.
 package mgmt
 
 import (
+	"cmp"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +41,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/evidence"
 	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 	"github.com/attestmesh/attestmesh/controlplane/ratelimit"
 	"github.com/attestmesh/attestmesh/controlplane/session"
@@ -46,14 +55,34 @@ type Config struct {
 	CAS *cas.CAS
 	// BundlePEM is the control plane's CA bundle, served at /v1/ca.
 	BundlePEM []byte
-	// ValidateMesh checks a mesh registration from client before it is stored; nil accepts
-	// any. A CAS error it returns (e.g. CodeForbidden) keeps its code.
+	// ValidateMesh checks a mesh registration from client, once the CAS has checked the
+	// client's rights and atomically with the write (see cas.PutMesh); nil accepts any. A CAS
+	// error it returns (e.g. CodeForbidden) keeps its code.
 	ValidateMesh func(ctx context.Context, name string, doc []byte, client cas.Client) error
 	// ClientRate and ClientBurst bound each client identity's requests (per second; defaults
 	// DefaultClientRate and DefaultClientBurst); requests without a client certificate are
 	// bounded the same way per source address. A negative rate disables the limit.
 	ClientRate  float64
 	ClientBurst int
+	// CreateRate and CreateBurst bound, per source network (ratelimit.SourcePrefix), the
+	// requests that make the store grow: session creations and mesh registrations (defaults
+	// DefaultCreateRate and DefaultCreateBurst). Client identities cost nothing to make, so this
+	// is what bounds the growth of a store that anyone may write to. A negative rate disables it.
+	CreateRate  float64
+	CreateBurst int
+	// Evidence, when set, makes the control plane's evidence for a caller's nonce (see
+	// controlplane/evidence.Issuer), served at GET /v1/attestation?nonce=HEX; nil answers that
+	// this control plane serves none.
+	Evidence func(ctx context.Context, nonce [32]byte) ([]byte, error)
+	// EvidenceRate and EvidenceBurst bound evidence requests per source address, and, at
+	// ratelimit.PrefixFactor times that, per source network (defaults DefaultEvidenceRate and
+	// DefaultEvidenceBurst); EvidenceTotalRate and EvidenceTotalBurst bound them all together
+	// (DefaultEvidenceTotalRate, DefaultEvidenceTotalBurst), since every one costs a quote. A
+	// negative rate disables its limit.
+	EvidenceRate       float64
+	EvidenceBurst      int
+	EvidenceTotalRate  float64
+	EvidenceTotalBurst int
 	// Registerer receives the metrics; nil registers none.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -63,7 +92,17 @@ type Config struct {
 const (
 	DefaultClientRate  = 20
 	DefaultClientBurst = 100
+	DefaultCreateRate  = 1
+	DefaultCreateBurst = 100
+	// Evidence: per source address (and PrefixFactor times that per network), and in total.
+	DefaultEvidenceRate       = 1
+	DefaultEvidenceBurst      = 5
+	DefaultEvidenceTotalRate  = 10
+	DefaultEvidenceTotalBurst = 20
 )
+
+// growing names the operations that make the store grow.
+var growing = map[string]bool{"create_session": true, "put_mesh": true}
 
 // Handler serves the management API.
 type Handler struct {
@@ -71,7 +110,11 @@ type Handler struct {
 	cas      *cas.CAS
 	log      *slog.Logger
 	mux      *http.ServeMux
-	limiter  *ratelimit.Limiter
+	limiter  *ratelimit.Limiter // per client identity, or per address when anonymous
+	prefixes *ratelimit.Limiter // per source network: ratelimit.PrefixFactor times more
+	creates  *ratelimit.Limiter // store-growing requests per source network
+	evidence *ratelimit.Pair    // evidence requests per source address and network
+	quotes   *ratelimit.Limiter // evidence requests of everyone, under one key
 	requests *prometheus.CounterVec
 }
 
@@ -87,9 +130,21 @@ func NewHandler(cfg Config) *Handler {
 	if cfg.ClientBurst == 0 {
 		cfg.ClientBurst = DefaultClientBurst
 	}
+	if cfg.CreateRate == 0 {
+		cfg.CreateRate = DefaultCreateRate
+	}
+	if cfg.CreateBurst == 0 {
+		cfg.CreateBurst = DefaultCreateBurst
+	}
+	cfg.EvidenceRate, cfg.EvidenceBurst = cmp.Or(cfg.EvidenceRate, DefaultEvidenceRate), cmp.Or(cfg.EvidenceBurst, DefaultEvidenceBurst)
+	cfg.EvidenceTotalRate, cfg.EvidenceTotalBurst = cmp.Or(cfg.EvidenceTotalRate, DefaultEvidenceTotalRate), cmp.Or(cfg.EvidenceTotalBurst, DefaultEvidenceTotalBurst)
 	h := &Handler{
 		cfg: cfg, cas: cfg.CAS, log: log.With("subsystem", "mgmt"), mux: http.NewServeMux(),
-		limiter: ratelimit.New(ratelimit.Config{Rate: cfg.ClientRate, Burst: cfg.ClientBurst}),
+		limiter:  ratelimit.New(ratelimit.Config{Rate: cfg.ClientRate, Burst: cfg.ClientBurst}),
+		prefixes: ratelimit.New(ratelimit.Config{Rate: cfg.ClientRate * ratelimit.PrefixFactor, Burst: cfg.ClientBurst * ratelimit.PrefixFactor}),
+		creates:  ratelimit.New(ratelimit.Config{Rate: cfg.CreateRate, Burst: cfg.CreateBurst}),
+		evidence: ratelimit.NewPair(ratelimit.Config{Rate: cfg.EvidenceRate, Burst: cfg.EvidenceBurst}),
+		quotes:   ratelimit.New(ratelimit.Config{Rate: cfg.EvidenceTotalRate, Burst: cfg.EvidenceTotalBurst, MaxKeys: 1}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "attestmesh_management_requests_total",
 			Help: "Management API requests by operation and result: ok, or the refusal's reason (invalid, not_found, forbidden, conflict, unauthenticated, limit_<limit>, internal).",
@@ -101,10 +156,20 @@ func NewHandler(cfg Config) *Handler {
 	route := func(pattern, op string, f func(http.ResponseWriter, *http.Request)) {
 		h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			r = r.WithContext(withOperation(r.Context(), op))
-			if !h.limiter.Allow(rateKey(r)) {
+			// A new client identity costs nothing to make, so every request also counts
+			// against its source network.
+			if !h.limiter.Allow(rateKey(r)) || !h.prefixes.Allow(ratelimit.SourcePrefix(remoteHost(r))) {
 				w.Header().Set("Retry-After", "1")
 				h.fail(w, r, &cas.Error{Code: cas.CodeLimit, Limit: cas.LimitRate, Msg: fmt.Sprintf(
-					"too many requests from this client: at most %g per second (bursts of %d); retry later", cfg.ClientRate, cfg.ClientBurst)})
+					"too many requests from this client or its network: at most %g per second (bursts of %d) per client, "+
+						"%d times that per network; retry later", cfg.ClientRate, cfg.ClientBurst, ratelimit.PrefixFactor)})
+				return
+			}
+			if growing[op] && !h.creates.Allow(ratelimit.SourcePrefix(remoteHost(r))) {
+				w.Header().Set("Retry-After", "10")
+				h.fail(w, r, &cas.Error{Code: cas.CodeLimit, Limit: cas.LimitRate, Msg: fmt.Sprintf(
+					"too many sessions and meshes created from this network: at most %g per second (bursts of %d); retry later",
+					cfg.CreateRate, cfg.CreateBurst)})
 				return
 			}
 			f(w, r)
@@ -113,9 +178,11 @@ func NewHandler(cfg Config) *Handler {
 	route("POST /v1/sessions", "create_session", h.create)
 	route("PUT /v1/sessions/{name...}", "update_session", h.update)
 	route("GET /v1/sessions/{name...}", "get_session", h.get)
+	route("DELETE /v1/sessions/{name...}", "delete_session", h.deleteSession)
 	route("GET /v1/sessions", "list_sessions", h.list)
 	route("GET /v1/public/{path...}", "get_public", h.public)
 	route("GET /v1/ca", "get_ca", h.ca)
+	route("GET "+evidence.Path, "get_attestation", h.attestation)
 	route("PUT /v1/meshes/{name}", "put_mesh", h.putMesh)
 	route("DELETE /v1/meshes/{name}", "delete_mesh", h.deleteMesh)
 	return h
@@ -142,11 +209,16 @@ func rateKey(r *http.Request) string {
 	if c := client(r); c.ID != "" {
 		return "client:" + c.ID
 	}
+	return "addr:" + remoteHost(r)
+}
+
+// remoteHost is the address a request came from (the connection's, never a header's).
+func remoteHost(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		host = r.RemoteAddr
+		return r.RemoteAddr
 	}
-	return "addr:" + host
+	return host
 }
 
 func client(r *http.Request) cas.Client {
@@ -221,6 +293,15 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, sessionResponse(info, true))
 }
 
+func (h *Handler) deleteSession(w http.ResponseWriter, r *http.Request) {
+	if err := h.cas.Delete(r.Context(), r.PathValue("name"), client(r)); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.ok(r)
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	infos, err := h.cas.List(r.Context(), client(r))
 	if err != nil {
@@ -260,17 +341,11 @@ func (h *Handler) putMesh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	var validate func(context.Context) error
 	if h.cfg.ValidateMesh != nil {
-		if err := h.cfg.ValidateMesh(r.Context(), name, doc, client(r)); err != nil {
-			if cas.CodeOf(err) != 0 {
-				h.fail(w, r, err)
-				return
-			}
-			h.fail(w, r, &cas.Error{Code: cas.CodeInvalid, Msg: "invalid mesh registration", Err: err})
-			return
-		}
+		validate = func(ctx context.Context) error { return h.cfg.ValidateMesh(ctx, name, doc, client(r)) }
 	}
-	if err := h.cas.PutMesh(r.Context(), name, doc, client(r)); err != nil {
+	if err := h.cas.PutMesh(r.Context(), name, doc, client(r), validate); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -285,6 +360,48 @@ func (h *Handler) deleteMesh(w http.ResponseWriter, r *http.Request) {
 	}
 	h.ok(r)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// attestation serves the control plane's evidence for the caller's nonce.
+func (h *Handler) attestation(w http.ResponseWriter, r *http.Request) {
+	values := r.URL.Query()["nonce"]
+	if len(values) != 1 {
+		h.fail(w, r, &cas.Error{Code: cas.CodeInvalid, Msg: fmt.Sprintf(
+			"want one nonce: %s?nonce=<64 hex digits>, 32 fresh random bytes of the caller's (got %d)", evidence.Path, len(values))})
+		return
+	}
+	var nonce [32]byte
+	if len(values[0]) != hex.EncodedLen(len(nonce)) {
+		h.fail(w, r, &cas.Error{Code: cas.CodeInvalid, Msg: fmt.Sprintf(
+			"nonce: want 64 hex digits (32 bytes), got %d characters", len(values[0]))})
+		return
+	}
+	if _, err := hex.Decode(nonce[:], []byte(values[0])); err != nil {
+		h.fail(w, r, &cas.Error{Code: cas.CodeInvalid, Msg: "nonce: want 64 hex digits (32 bytes): " + err.Error()})
+		return
+	}
+	if h.cfg.Evidence == nil {
+		h.fail(w, r, &cas.Error{Code: cas.CodeNotFound, Msg: "this control plane serves no attestation evidence: " +
+			"it runs neither in an SGX enclave under Gramine (/dev/attestation) nor with --simulation"})
+		return
+	}
+	if !h.evidence.Allow(remoteHost(r)) || !h.quotes.Allow("") {
+		w.Header().Set("Retry-After", "5")
+		h.fail(w, r, &cas.Error{Code: cas.CodeLimit, Limit: cas.LimitRate, Msg: fmt.Sprintf(
+			"too many attestation requests: each costs a quote; at most %g per second (bursts of %d) per address, "+
+				"%d times that per network, %g per second for everyone; retry later",
+			h.cfg.EvidenceRate, h.cfg.EvidenceBurst, ratelimit.PrefixFactor, h.cfg.EvidenceTotalRate)})
+		return
+	}
+	body, err := h.cfg.Evidence(r.Context(), nonce)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.ok(r)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(body)
 }
 
 func (h *Handler) ca(w http.ResponseWriter, r *http.Request) {
@@ -310,7 +427,7 @@ func statusOf(err error) int {
 		switch cas.LimitOf(err) {
 		case cas.LimitRate:
 			return http.StatusTooManyRequests
-		case cas.LimitSessionsPerClient:
+		case cas.LimitSessionsPerClient, cas.LimitMeshesPerClient:
 			return http.StatusForbidden
 		default:
 			return http.StatusRequestEntityTooLarge

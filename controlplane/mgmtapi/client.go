@@ -130,6 +130,11 @@ func (c *Client) Get(ctx context.Context, name string) (*SessionResponse, error)
 	return &out, c.do(ctx, http.MethodGet, "/v1/sessions/"+name, nil, &out)
 }
 
+// Delete removes a session (see the control plane's rules: its updaters, or its namespace's).
+func (c *Client) Delete(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/sessions/"+name, nil, nil)
+}
+
 // List lists the sessions the client may read.
 func (c *Client) List(ctx context.Context) ([]SessionResponse, error) {
 	var out []SessionResponse

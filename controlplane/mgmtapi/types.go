@@ -7,7 +7,8 @@
 //	GET    /v1/sessions/{name}           read                                  200 SessionResponse with the document
 //	GET    /v1/sessions                  the sessions the client may read      200 []SessionResponse
 //	GET    /v1/public/{session}/{secret} an export_public certificate (PEM), no client certificate
-//	GET    /v1/ca                        the control plane's CA bundle (PEM)
+//	GET    /v1/ca                        the control plane's CA bundle (PEM), unauthenticated: pin it only after attesting
+//	GET    /v1/attestation?nonce=HEX     the control plane's evidence, which binds its CA (see controlplane/evidence)
 //	PUT    /v1/meshes/{name}             register a mesh (body: Registration)  204
 //	DELETE /v1/meshes/{name}             remove a mesh registration            204
 //

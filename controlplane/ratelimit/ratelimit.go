@@ -6,6 +6,7 @@ package ratelimit
 
 import (
 	"container/list"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -80,4 +81,52 @@ func (l *Limiter) Keys() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.order.Len()
+}
+
+// PrefixFactor is how many callers' worth of requests the addresses of one network prefix share
+// (see SourcePrefix): an API that limits each address also limits each prefix, at PrefixFactor
+// times the rate and burst, so that one host with many addresses gains no more than that.
+const PrefixFactor = 4
+
+// SourcePrefix is the network prefix that a source address belongs to, the key of the
+// per-prefix limit: its /24 for IPv4 (and IPv4-mapped IPv6), its /64 for IPv6. Whoever holds
+// one address usually holds its whole prefix. An address that does not parse is its own key.
+func SourcePrefix(host string) string {
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	addr = addr.Unmap()
+	bits := 64
+	if addr.Is4() {
+		bits = 24
+	}
+	p, err := addr.WithZone("").Prefix(bits)
+	if err != nil {
+		return host
+	}
+	return p.String()
+}
+
+// Pair limits each source address and, at PrefixFactor times the rate and burst, each source
+// prefix (SourcePrefix). Safe for concurrent use.
+type Pair struct {
+	cfg    Config
+	addr   *Limiter
+	prefix *Limiter
+}
+
+// NewPair returns a Pair whose per-address limit is cfg.
+func NewPair(cfg Config) *Pair {
+	pcfg := cfg
+	pcfg.Rate *= PrefixFactor
+	pcfg.Burst *= PrefixFactor
+	return &Pair{cfg: cfg, addr: New(cfg), prefix: New(pcfg)}
+}
+
+// Allow reports whether a request from host (an address, no port) may proceed: both its
+// address and its prefix must have a token. A request refused by the address limit does not
+// spend the prefix's token.
+func (p *Pair) Allow(host string) bool {
+	return p.addr.Allow(host) && p.prefix.Allow(SourcePrefix(host))
 }

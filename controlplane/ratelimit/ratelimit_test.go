@@ -41,3 +41,37 @@ func TestZeroRateAllowsAll(t *testing.T) {
 	var nilL *Limiter
 	assert.True(t, nilL.Allow("x"))
 }
+
+func TestSourcePrefix(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"192.0.2.17", "192.0.2.0/24"},
+		{"127.1.2.3", "127.1.2.0/24"},
+		{"::ffff:192.0.2.17", "192.0.2.0/24"},
+		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+		{"fe80::1%eth0", "fe80::/64"},
+		{"unknown", "unknown"},
+	} {
+		assert.Equal(t, tt.want, SourcePrefix(tt.in), tt.in)
+	}
+}
+
+// TestPairBoundsAPrefix: many addresses of one prefix share PrefixFactor addresses' worth of
+// requests, while another prefix keeps its own.
+func TestPairBoundsAPrefix(t *testing.T) {
+	now := time.Unix(1000, 0)
+	p := NewPair(Config{Rate: 1, Burst: 2})
+	p.addr.now = func() time.Time { return now }
+	p.prefix.now = p.addr.now
+	allowed := 0
+	for i := range 100 {
+		for range 2 {
+			if p.Allow(fmt.Sprintf("10.0.0.%d", i)) {
+				allowed++
+			}
+		}
+	}
+	assert.Equal(t, 2*PrefixFactor, allowed, "100 addresses of one /24 get the prefix's burst, not 100 bursts")
+	assert.True(t, p.Allow("10.0.1.1"), "another prefix has its own bucket")
+	assert.True(t, p.Allow("10.0.1.1"))
+	assert.False(t, p.Allow("10.0.1.1"), "and each address its own limit")
+}

@@ -51,6 +51,7 @@ type Config struct {
 type Registry struct {
 	cfg     Config
 	log     *slog.Logger
+	build   *builder
 	meshes  *prometheus.GaugeVec
 	exclude *prometheus.CounterVec
 
@@ -72,7 +73,7 @@ func New(cfg Config) *Registry {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Registry{
-		cfg: cfg, log: log.With("subsystem", "registry"),
+		cfg: cfg, log: log.With("subsystem", "registry"), build: newBuilder(cfg.TrustDomain),
 		svids: map[spiffeid.ID][]*x509.Certificate{}, kick: make(chan struct{}, 1),
 		meshes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "attestmesh_mesh_registrations",
@@ -104,7 +105,7 @@ func (r *Registry) Validate(ctx context.Context, name string, doc []byte, _ cas.
 		return err
 	}
 	others = slices.DeleteFunc(others, func(o cas.Mesh) bool { return o.Name == name })
-	_, skipped := BuildModel(r.cfg.TrustDomain, append(others, cas.Mesh{Name: name, Doc: doc}))
+	_, skipped := r.build.model(append(others, cas.Mesh{Name: name, Doc: doc}))
 	if err := skipped[name]; err != nil {
 		return fmt.Errorf("mesh %q does not fit with the registered meshes: %w", name, err)
 	}
@@ -187,7 +188,7 @@ func (r *Registry) rebuild(ctx context.Context, pub Publisher) error {
 		}
 		meshes = append(meshes, m)
 	}
-	model, skipped := BuildModel(r.cfg.TrustDomain, meshes)
+	model, skipped := r.build.model(meshes)
 	for name, err := range skipped {
 		// One broken or conflicting mesh must not stop the others' updates.
 		r.exclude.WithLabelValues(ExcludedInvalid).Inc()
@@ -211,28 +212,8 @@ func (r *Registry) rebuild(ctx context.Context, pub Publisher) error {
 }
 
 // BuildModel merges the registered meshes into one xDS model, in the order given. A mesh that
-// does not parse, or that conflicts with the meshes before it (a config ID or a port claimed
-// twice), is left out and reported in skipped; the others are kept.
+// does not parse, or that conflicts with the meshes before it (a config ID claimed twice), is
+// left out and reported in skipped; the others are kept.
 func BuildModel(td spiffeid.TrustDomain, meshes []cas.Mesh) (*xds.Mesh, map[string]error) {
-	model := &xds.Mesh{TrustDomain: td}
-	skipped := map[string]error{}
-	for _, m := range meshes {
-		reg, parsed, err := Parse(m.Doc)
-		if err != nil {
-			skipped[m.Name] = err
-			continue
-		}
-		svcs, err := XDSServices(reg, parsed, td)
-		if err != nil {
-			skipped[m.Name] = err
-			continue
-		}
-		candidate := &xds.Mesh{TrustDomain: td, Services: append(slices.Clone(model.Services), svcs...)}
-		if err := candidate.Validate(); err != nil {
-			skipped[m.Name] = err
-			continue
-		}
-		model = candidate
-	}
-	return model, skipped
+	return newBuilder(td).model(meshes)
 }

@@ -117,8 +117,12 @@ func CheckImports(s *Session, lookup Lookup) error {
 			p.add(sp+".secret", "secret %q of session %q is itself imported and cannot be imported again", src.Name, from.Name)
 			continue
 		}
-		if err := CheckImportMode(from, s); err != nil {
-			p.add(sp+".session", "%s", strings.TrimPrefix(err.Error(), "session: "))
+		if err := importMode(from, s); err != nil {
+			p.add(sp+".session", "%s", err)
+			continue
+		}
+		if why := PinnedOwnersProblem(src, s); why != "" {
+			p.add("access_policy.update", "%s", why)
 			continue
 		}
 		if sec.Kind != "" && sec.Kind != src.Kind {
@@ -148,13 +152,49 @@ func CheckImports(s *Session, lookup Lookup) error {
 // simulated quotes: the simulated platform signs any measurement, so the secret would reach
 // whoever can ask it. The error names both sessions and modes.
 func CheckImportMode(exporter, importer *Session) error {
+	if err := importMode(exporter, importer); err != nil {
+		return fmt.Errorf("session: %w", err)
+	}
+	return nil
+}
+
+// importMode is CheckImportMode without the package prefix, for the problem list.
+func importMode(exporter, importer *Session) error {
 	from, to := exporter.Security.Attestation.Mode, importer.Security.Attestation.Mode
 	if from == ModeHardware && to == ModeSimulation {
-		return fmt.Errorf("session: session %q (security.attestation.mode: %s) exports to session %q, which accepts simulated quotes "+
+		return fmt.Errorf("session %q (security.attestation.mode: %s) exports to session %q, which accepts simulated quotes "+
 			"(security.attestation.mode: %s): a workload attested only by the simulated platform would receive a hardware session's secret",
 			exporter.Name, from, importer.Name, to)
 	}
 	return nil
+}
+
+// PinnedOwnersProblem returns why importer may not import secret src, which reaches it only by
+// exports pinned with session_hash, or "" when it may. A pin fixes the importer's document, not
+// who uploads it: whoever uploads the published bytes first becomes their CREATOR. So a pinned
+// importer must name who may update it (certificates, or NONE), never CREATOR or ANY.
+func PinnedOwnersProblem(src *Secret, importer *Session) string {
+	pinned := false
+	for _, e := range src.Export {
+		if e.Session != importer.Name {
+			continue
+		}
+		if e.SessionHash == "" {
+			return ""
+		}
+		pinned = true
+	}
+	if !pinned {
+		return ""
+	}
+	for _, p := range importer.AccessPolicy.Update {
+		if p == PolicyCreator || p == PolicyAny {
+			return fmt.Sprintf("secret %q is exported to session %q by its document's hash (session_hash), which pins the document but not who "+
+				"uploads it, and access_policy.update is %s: name the session's updaters by certificate instead (or NONE)",
+				src.Name, importer.Name, p)
+		}
+	}
+	return ""
 }
 
 // KeyExported reports whether the private key of certificate secret cert (of session

@@ -2,6 +2,7 @@ package session
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -17,6 +18,16 @@ import (
 //
 // An unterminated quote or a trailing backslash is an error.
 func SplitCommand(cmd string) ([]string, error) {
+	words, err := splitCommand(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("session: command: %w", err)
+	}
+	return words, nil
+}
+
+// splitCommand is SplitCommand with errors that name neither the package nor the field, for
+// the problem list, which names the field.
+func splitCommand(cmd string) ([]string, error) {
 	var words []string
 	var w strings.Builder
 	inWord := false
@@ -32,7 +43,7 @@ func SplitCommand(cmd string) ([]string, error) {
 		case '\'':
 			j := strings.IndexByte(cmd[i+1:], '\'')
 			if j < 0 {
-				return nil, errors.New("session: command: unterminated single quote")
+				return nil, errors.New("unterminated single quote")
 			}
 			w.WriteString(cmd[i+1 : i+1+j])
 			i += j + 1
@@ -46,12 +57,12 @@ func SplitCommand(cmd string) ([]string, error) {
 				w.WriteByte(cmd[i])
 			}
 			if i >= len(cmd) {
-				return nil, errors.New("session: command: unterminated double quote")
+				return nil, errors.New("unterminated double quote")
 			}
 			inWord = true
 		case '\\':
 			if i+1 >= len(cmd) {
-				return nil, errors.New("session: command: trailing backslash")
+				return nil, errors.New("trailing backslash")
 			}
 			i++
 			w.WriteByte(cmd[i])

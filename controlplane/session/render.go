@@ -143,9 +143,9 @@ func (s *Session) RenderService(name string, v Values) (*RenderedService, error)
 		Files:   map[string][]byte{},
 		FSPF:    FSPF{Path: svc.FSPFPath, Key: svc.FSPFKey, Tag: svc.FSPFTag},
 	}
-	words, err := SplitCommand(svc.Command)
+	words, err := splitCommand(svc.Command)
 	if err != nil {
-		return nil, fmt.Errorf("session: service %q: %w", name, err)
+		return nil, fmt.Errorf("session: service %q: command: %w", name, err)
 	}
 	for i, w := range words {
 		out, err := renderBytes(w, v)

@@ -1,5 +1,5 @@
 // Package session implements the attestmesh session language: the subset of the SCONE CAS
-// session language v0.3 described in DESIGN.md. It parses session documents (YAML) with the
+// session language v0.3 that docs/sessions.md describes. It parses session documents (YAML) with the
 // line of every field, validates them (all problems at once), checks imports against exports
 // across sessions, enforces the create and update rules, expands template variables, and
 // renders a service's configuration (argv, environment, injected files) from secret values.
@@ -246,31 +246,41 @@ const maxValidity = 100 * 365 * 24 * time.Hour
 // "y" (365 days), or a Go duration such as "720h" or "90m". It refuses zero, negative and
 // more than 100 years.
 func ParseValidFor(v string) (time.Duration, error) {
+	d, err := parseValidFor(v)
+	if err != nil {
+		return 0, fmt.Errorf("session: %w", err)
+	}
+	return d, nil
+}
+
+// parseValidFor is ParseValidFor with errors that start at the field ("valid_for ..."), for
+// the problem list.
+func parseValidFor(v string) (time.Duration, error) {
 	var d time.Duration
 	if n, ok := strings.CutSuffix(v, "d"); ok {
 		days, err := strconv.ParseUint(n, 10, 32)
 		if err != nil {
-			return 0, fmt.Errorf("session: valid_for %q: want a number of days like \"90d\"", v)
+			return 0, fmt.Errorf("valid_for %q: want a number of days like \"90d\"", v)
 		}
 		d = time.Duration(min(days, 1<<20)) * 24 * time.Hour
 	} else if n, ok := strings.CutSuffix(v, "y"); ok {
 		years, err := strconv.ParseUint(n, 10, 32)
 		if err != nil {
-			return 0, fmt.Errorf("session: valid_for %q: want a number of years like \"1y\"", v)
+			return 0, fmt.Errorf("valid_for %q: want a number of years like \"1y\"", v)
 		}
 		d = time.Duration(min(years, 1<<10)) * 365 * 24 * time.Hour
 	} else {
 		var err error
 		d, err = time.ParseDuration(v)
 		if err != nil {
-			return 0, fmt.Errorf("session: valid_for %q: want like \"90d\", \"1y\" or \"720h\": %w", v, err)
+			return 0, fmt.Errorf("valid_for %q: want like \"90d\", \"1y\" or \"720h\": %w", v, err)
 		}
 	}
 	if d <= 0 {
-		return 0, fmt.Errorf("session: valid_for %q: must be positive", v)
+		return 0, fmt.Errorf("valid_for %q: must be positive", v)
 	}
 	if d > maxValidity {
-		return 0, fmt.Errorf("session: valid_for %q: more than 100 years", v)
+		return 0, fmt.Errorf("valid_for %q: more than 100 years", v)
 	}
 	return d, nil
 }

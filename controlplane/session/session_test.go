@@ -310,3 +310,72 @@ func TestErrorsAs(t *testing.T) {
 	require.ErrorAs(t, wrapped, &se)
 	assert.Equal(t, `line 6: bogus: unknown key "bogus" (known: access_policy, images, name, predecessor, secrets, security, services, version)`, se.Problems[0].String())
 }
+
+// TestFieldMessagesCarryNoPrefix pins the exact message of the problems whose checks are also
+// exported as functions: the problem list carries the field, so the message holds neither the
+// package prefix nor the field again, while the exported function's error holds both.
+func TestFieldMessagesCarryNoPrefix(t *testing.T) {
+	long := strings.Repeat("n", 201)
+	tests := []struct {
+		name  string
+		doc   string
+		full  bool
+		field string
+		msg   string
+	}{
+		{name: "own name missing", full: true, doc: "version: \"0.3\"\n", field: "name", msg: "required"},
+		{name: "own name too long", full: true, doc: "name: " + long + "\nversion: \"0.3\"\n", field: "name", msg: "201 characters, at most 200"},
+		{
+			name: "own name malformed", full: true, doc: "name: a//b\nversion: \"0.3\"\n", field: "name",
+			msg: `name "a//b": each '/'-separated part must be non-empty, not . or .., and hold only letters, digits, '.', '-' and '_'`,
+		},
+		{
+			name: "export to a malformed name", doc: "secrets:\n  - {name: a, kind: ascii, export: [{session: \"/x\"}]}\n",
+			field: "secrets[0].export[0].session",
+			msg:   `name "/x": each '/'-separated part must be non-empty, not . or .., and hold only letters, digits, '.', '-' and '_'`,
+		},
+		{
+			name: "import from an empty name", doc: "secrets:\n  - {name: a, import: {session: \"\", secret: b}}\n",
+			field: "secrets[0].import.session", msg: "name: required",
+		},
+		{
+			name: "import from a long name", doc: "secrets:\n  - {name: a, import: {session: " + long + ", secret: b}}\n",
+			field: "secrets[0].import.session", msg: "name: 201 characters, at most 200",
+		},
+		{name: "command", doc: "    command: echo \"open\n", field: "services[0].command", msg: "unterminated double quote"},
+		{
+			name: "valid_for", doc: "secrets:\n  - {name: c, kind: x509, valid_for: 5w}\n", field: "secrets[0].valid_for",
+			msg: `valid_for "5w": want like "90d", "1y" or "720h": time: unknown unit "w" in duration "5w"`,
+		},
+		{name: "valid_for days", doc: "secrets:\n  - {name: c, kind: x509, valid_for: xd}\n", field: "secrets[0].valid_for", msg: `valid_for "xd": want a number of days like "90d"`},
+		{name: "valid_for zero", doc: "secrets:\n  - {name: c, kind: x509, valid_for: 0y}\n", field: "secrets[0].valid_for", msg: `valid_for "0y": must be positive`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := tt.doc
+			if !tt.full {
+				doc = base + doc
+			}
+			s, err := session.Parse([]byte(doc))
+			require.NoError(t, err)
+			var se *session.Error
+			require.ErrorAs(t, s.Validate(), &se)
+			var got []string
+			for _, p := range se.Problems {
+				if p.Field == tt.field {
+					got = append(got, p.Msg)
+				}
+			}
+			assert.Equal(t, []string{tt.msg}, got)
+		})
+	}
+
+	// The exported checks say which package and which field.
+	_, err := session.SplitCommand(`echo "open`)
+	require.EqualError(t, err, "session: command: unterminated double quote")
+	_, err = session.ParseValidFor("0y")
+	require.EqualError(t, err, `session: valid_for "0y": must be positive`)
+	require.EqualError(t, session.CheckSessionName(""), "session: name: required")
+	require.EqualError(t, session.CheckSessionName("a//b"),
+		`session: name "a//b": each '/'-separated part must be non-empty, not . or .., and hold only letters, digits, '.', '-' and '_'`)
+}

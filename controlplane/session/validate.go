@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"maps"
 	"path"
@@ -65,25 +66,57 @@ const maxNameLength = 200
 // CheckSessionName reports whether name is a valid session name: SPIFFE path segments
 // separated by '/', at most 200 characters.
 func CheckSessionName(name string) error {
+	if p := checkName(name); p != nil {
+		return errors.New("session: " + p.inField(name))
+	}
+	return nil
+}
+
+// nameProblem is what is wrong with a session name.
+type nameProblem struct {
+	detail   string
+	showName bool // the message quotes the name
+}
+
+// checkName returns what is wrong with a session name, or nil.
+func checkName(name string) *nameProblem {
 	if name == "" {
-		return fmt.Errorf("session: name: required")
+		return &nameProblem{detail: "required"}
 	}
 	if len(name) > maxNameLength {
-		return fmt.Errorf("session: name: %d characters, at most %d", len(name), maxNameLength)
+		return &nameProblem{detail: fmt.Sprintf("%d characters, at most %d", len(name), maxNameLength)}
 	}
 	for _, seg := range strings.Split(name, "/") {
 		if !isSegment(seg) {
-			return fmt.Errorf("session: name %q: each '/'-separated part must be non-empty, not . or .., "+
-				"and hold only letters, digits, '.', '-' and '_'", truncate(name, 60))
+			return &nameProblem{showName: true, detail: "each '/'-separated part must be non-empty, not . or .., " +
+				"and hold only letters, digits, '.', '-' and '_'"}
 		}
 	}
 	return nil
 }
 
+// inField words the problem for a field that holds a session name: "name: required",
+// `name "a//b": each ...`.
+func (p *nameProblem) inField(name string) string {
+	if p.showName {
+		return fmt.Sprintf("name %q: %s", truncate(name, 60), p.detail)
+	}
+	return "name: " + p.detail
+}
+
+// ownName words the problem for the session's own name field, which the problem already
+// names, unless the message quotes the name.
+func (p *nameProblem) ownName(name string) string {
+	if p.showName {
+		return p.inField(name)
+	}
+	return p.detail
+}
+
 func (v validator) header() {
 	s := v.s
-	if err := CheckSessionName(s.Name); err != nil {
-		v.p.add("name", "%s", strings.TrimPrefix(strings.TrimPrefix(err.Error(), "session: "), "name: "))
+	if p := checkName(s.Name); p != nil {
+		v.p.add("name", "%s", p.ownName(s.Name))
 	}
 	switch s.Version {
 	case Version:
@@ -163,8 +196,8 @@ func (v validator) services() {
 				v.p.add(ap+".signer.mrsigner", "want 64 hex characters, got %q", truncate(av.Signer.MRSigner, 80))
 			}
 		}
-		if _, err := SplitCommand(svc.Command); err != nil {
-			v.p.add(sp+".command", "%s", strings.TrimPrefix(err.Error(), "session: command: "))
+		if _, err := splitCommand(svc.Command); err != nil {
+			v.p.add(sp+".command", "%s", err)
 		}
 		for _, k := range slices.Sorted(maps.Keys(svc.Environment)) {
 			if k == "" || strings.ContainsAny(k, "=\x00") {
@@ -281,8 +314,8 @@ func (v validator) secrets() {
 		}
 		for j, e := range sec.Export {
 			ep := index(sp+".export", j) + ".session"
-			if err := CheckSessionName(e.Session); err != nil {
-				v.p.add(ep, "%s", strings.TrimPrefix(err.Error(), "session: "))
+			if p := checkName(e.Session); p != nil {
+				v.p.add(ep, "%s", p.inField(e.Session))
 			} else if e.Session == v.s.Name {
 				v.p.add(ep, "a session cannot export to itself")
 			}
@@ -333,8 +366,8 @@ var allowed = map[Kind][]string{
 
 func (v validator) importFields(sp string, sec *Secret) {
 	im := sec.Import
-	if err := CheckSessionName(im.Session); err != nil {
-		v.p.add(sp+".import.session", "%s", strings.TrimPrefix(err.Error(), "session: "))
+	if p := checkName(im.Session); p != nil {
+		v.p.add(sp+".import.session", "%s", p.inField(im.Session))
 	} else if im.Session == v.s.Name {
 		v.p.add(sp+".import.session", "a session cannot import from itself")
 	}
@@ -409,8 +442,8 @@ func (v validator) sizeRange(sp string, size int) {
 
 func (v validator) certFields(sp string, sec *Secret) {
 	if sec.ValidFor != "" {
-		if _, err := ParseValidFor(sec.ValidFor); err != nil {
-			v.p.add(sp+".valid_for", "%s", strings.TrimPrefix(err.Error(), "session: "))
+		if _, err := parseValidFor(sec.ValidFor); err != nil {
+			v.p.add(sp+".valid_for", "%s", err)
 		}
 	}
 	for i, name := range sec.DNS {

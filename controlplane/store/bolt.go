@@ -28,6 +28,10 @@ type BoltConfig struct {
 	// LockTimeout bounds the wait for another process's lock on the file; zero means
 	// DefaultLockTimeout. A negative value is refused.
 	LockTimeout time.Duration
+	// ReadOnly opens an existing store file without creating or changing anything (a shared
+	// lock: several readers at once, no writer); writes then fail. `attestmesh recover` reads
+	// the store this way.
+	ReadOnly bool
 }
 
 // Bolt is the embedded Backend: one bbolt file under the data directory, one bucket, fsync on
@@ -55,6 +59,9 @@ func OpenBolt(cfg BoltConfig) (*Bolt, error) {
 	timeout := cfg.LockTimeout
 	if timeout == 0 {
 		timeout = DefaultLockTimeout
+	}
+	if cfg.ReadOnly {
+		return openBoltReadOnly(cfg.Dir, timeout)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: create data dir: %w", err)
@@ -88,6 +95,34 @@ func OpenBolt(cfg BoltConfig) (*Bolt, error) {
 	}); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: initialize %s: %w", path, err)
+	}
+	return &Bolt{db: db, path: path}, nil
+}
+
+func openBoltReadOnly(dir string, timeout time.Duration) (*Bolt, error) {
+	path := filepath.Join(dir, BoltFileName)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("store: no store under --data-dir %s: %w", dir, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("store: %s is not a regular file", path)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: true})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("store: %s is locked by another process (stop the control plane on this data dir first): %w", path, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if err := db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(boltBucket) == nil {
+			return fmt.Errorf("store: %s holds no attestmesh records", path)
+		}
+		return nil
+	}); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	return &Bolt{db: db, path: path}, nil
 }

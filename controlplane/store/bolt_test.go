@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/attestmesh/attestmesh/controlplane/store"
+	"github.com/attestmesh/attestmesh/controlplane/store/storetest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -26,12 +27,15 @@ func openBolt(t *testing.T, dir string) *store.Bolt {
 	return b
 }
 
-// backends runs a test against the plain and the encrypted layer, which share the contract.
+// backends runs a test against the plain and the encrypted layer, which share the contract,
+// and against the encrypted layer on a real (embedded) etcd.
 func backends(t *testing.T) map[string]store.Backend {
 	t.Helper()
 	enc, err := store.Encrypted(t.Context(), openBolt(t, t.TempDir()), testKey(1))
 	require.NoError(t, err)
-	return map[string]store.Backend{"bolt": openBolt(t, t.TempDir()), "encrypted": enc}
+	encEtcd, err := store.Encrypted(t.Context(), storetest.OpenEtcdEngine(t), testKey(1))
+	require.NoError(t, err)
+	return map[string]store.Backend{"bolt": openBolt(t, t.TempDir()), "encrypted": enc, "encrypted-etcd": encEtcd}
 }
 
 func testKey(seed byte) store.Key {

@@ -22,7 +22,10 @@
 //   - the environment variable ATTESTMESH_STORE_KEY, 64 hex characters.
 //
 // GenerateKeyFile creates a key file (mode 0600, never overwriting one) for the first start.
-// Losing the key loses the store: back it up separately from the data directory.
+// Losing the key loses the store: back it up separately from the data directory, and seal it to
+// recovery keys (package controlplane/recovery): the recovery record is the one reserved record
+// that is readable without the key (RecoveryRecord, ReadRecoveryRecord), and Verify checks a
+// recovered key against the store without writing to it.
 //
 // In SCONE, the CAS runs inside an enclave and seals its database with a key derived from the
 // enclave's sealing key, so only the same CAS code on the same CPU can open it. attestmesh's

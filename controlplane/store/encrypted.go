@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -116,9 +117,27 @@ func Encrypted(ctx context.Context, b Engine, key Key) (*EncryptedBackend, error
 // sealed with another key; on an empty engine it stores the check value. It refuses a non-empty
 // engine that has no check value (plaintext or foreign data). It then checks the sealed state:
 // records that do not match its digest fail with ErrCorrupt, and a generation older than the
-// anchor's fails with ErrRollback unless opts.AllowRollback. A store written by a version
-// without the sealed state gets one.
+// anchor's, a written store whose anchor records nothing, and records without a sealed state
+// (a store written by a version without it) fail with ErrRollback unless opts.AllowRollback.
 func Open(ctx context.Context, b Engine, key Key, opts Options) (*EncryptedBackend, error) {
+	e, err := newBackend(b, key, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.checkKey(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.loadState(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.checkAnchor(ctx); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// newBackend derives the sealing and digest keys; it reads and writes nothing.
+func newBackend(b Engine, key Key, opts Options) (*EncryptedBackend, error) {
 	if err := checkNonZero(key); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -136,17 +155,7 @@ func Open(ctx context.Context, b Engine, key Key, opts Options) (*EncryptedBacke
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &EncryptedBackend{inner: b, aead: aead, macKey: mac.Sum(nil), opts: opts, log: log}
-	if err := e.checkKey(ctx); err != nil {
-		return nil, err
-	}
-	if err := e.loadState(ctx); err != nil {
-		return nil, err
-	}
-	if err := e.checkAnchor(ctx); err != nil {
-		return nil, err
-	}
-	return e, nil
+	return &EncryptedBackend{inner: b, aead: aead, macKey: mac.Sum(nil), opts: opts, log: log}, nil
 }
 
 func (e *EncryptedBackend) checkKey(ctx context.Context) error {
@@ -211,11 +220,18 @@ func (e *EncryptedBackend) loadState(ctx context.Context) error {
 			continue
 		}
 		if raw == nil {
-			// A new store, or one written before the sealed state existed: start it.
+			// A new store gets its sealed state. A store with records but none was written by
+			// a version before the sealed state, or had its state removed to hide a change:
+			// only the operator can tell, so it opens only with AllowRollback.
 			st = sealedState{Digest: digest}
 			if n > 0 {
+				if !e.opts.AllowRollback {
+					return fmt.Errorf("%w: the store holds %d records but no sealed state: either it was written by a version of attestmesh "+
+						"before the sealed state (then start once with --allow-store-rollback to seal it as it is), or its sealed state was "+
+						"removed to hide changed records", ErrRollback, n)
+				}
 				st.Generation = 1
-				e.log.InfoContext(ctx, "store: sealed state created for an existing store", "records", n)
+				e.log.WarnContext(ctx, "store: sealed state created for a store that had none, as --allow-store-rollback says", "records", n)
 			}
 			sealed := e.seal(stateRecord, st.marshal())
 			err := e.inner.Apply(ctx, []Cond{{Key: stateRecord}}, []Write{{Key: stateRecord, Value: sealed}})
@@ -265,6 +281,13 @@ func (e *EncryptedBackend) checkAnchor(ctx context.Context) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if anchored == 0 && e.state.Generation > 0 && !e.opts.AllowRollback {
+		// Every write raises the anchor, so a store that was written to has a generation
+		// recorded: an empty anchor was lost or reset, and a rollback would go unnoticed.
+		return fmt.Errorf("%w: the store is at generation %d, but %s records none: the anchor was lost or reset (or was just "+
+			"configured for an existing store); if you know the store is current, start once with --allow-store-rollback to record "+
+			"its generation", ErrRollback, e.state.Generation, e.opts.Anchor)
+	}
 	if e.state.Generation < anchored {
 		if !e.opts.AllowRollback {
 			return fmt.Errorf("%w: the store is at generation %d, but %s recorded generation %d: this is an older copy of the store "+
@@ -374,39 +397,81 @@ func (e *EncryptedBackend) Delete(ctx context.Context, key string) error {
 // write sets key to val (deletes it when val is nil), when compare is set only if its plaintext
 // equals old (nil: absent), together with the next sealed state, in one batch.
 func (e *EncryptedBackend) write(ctx context.Context, key string, old []byte, compare bool, val []byte) error {
-	if err := userKey(key); err != nil {
-		return err
+	var conds []Cond
+	if compare {
+		conds = []Cond{{Key: key, Value: old}}
 	}
-	var sealedNew []byte
-	if val != nil {
-		sealedNew = e.seal(key, val)
+	return e.Apply(ctx, conds, []Write{{Key: key, Value: val}})
+}
+
+// Apply implements Backend: conditions compare plaintexts; the writes are sealed and applied
+// together with the next sealed state, on the condition that the exact sealed bytes read for
+// every key involved are still there.
+func (e *EncryptedBackend) Apply(ctx context.Context, conds []Cond, writes []Write) error {
+	keys := make([]string, 0, len(conds)+len(writes))
+	for _, c := range conds {
+		keys = append(keys, c.Key)
+	}
+	sealed := make([]Write, len(writes))
+	for i, w := range writes {
+		if slices.ContainsFunc(writes[:i], func(o Write) bool { return o.Key == w.Key }) {
+			return fmt.Errorf("store: key %q is written twice in one batch", w.Key)
+		}
+		keys = append(keys, w.Key)
+		sealed[i] = Write{Key: w.Key}
+		if w.Value != nil {
+			sealed[i].Value = e.seal(w.Key, w.Value)
+		}
+	}
+	for _, k := range keys {
+		if err := userKey(k); err != nil {
+			return err
+		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for range maxRetries {
-		raw, err := e.inner.Get(ctx, key)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			raw = nil
-		case err != nil:
-			return err
+		current := make([]Cond, 0, len(keys))
+		seen := map[string]bool{}
+		for _, k := range keys {
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			raw, err := e.inner.Get(ctx, k)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				raw = nil
+			case err != nil:
+				return err
+			}
+			current = append(current, Cond{Key: k, Value: raw})
 		}
-		if compare {
-			if err := e.compare(key, raw, old); err != nil {
+		for _, c := range conds {
+			if err := e.compare(c.Key, rawOf(current, c.Key), c.Value); err != nil {
 				return err
 			}
 		}
-		err = e.commitLocked(ctx, []Cond{{Key: key, Value: raw}}, []Write{{Key: key, Value: sealedNew}}, e.state.Generation+1)
+		err := e.commitLocked(ctx, current, sealed, e.state.Generation+1)
 		if !errors.Is(err, ErrConflict) {
 			return err
 		}
-		// The record or the sealed state moved: read both again; a changed record fails the
+		// A record or the sealed state moved: read them again; a changed record fails the
 		// comparison above on the next round.
 		if _, err := e.reloadStateLocked(ctx); err != nil {
 			return err
 		}
 	}
-	return fmt.Errorf("%w: %q: the store kept changing under this write", ErrConflict, key)
+	return fmt.Errorf("%w: %v: the store kept changing under this write", ErrConflict, keys)
+}
+
+func rawOf(current []Cond, key string) []byte {
+	for _, c := range current {
+		if c.Key == key {
+			return c.Value
+		}
+	}
+	return nil
 }
 
 // compare checks the current sealed record raw against the expected plaintext old.
@@ -430,12 +495,15 @@ func (e *EncryptedBackend) compare(key string, raw, old []byte) error {
 }
 
 // commitLocked applies writes on conds and on the current sealed state, with the next state at
-// generation gen, then raises the anchor.
+// generation gen, then raises the anchor. conds must give the current sealed bytes of every
+// written key (at most one write per key).
 func (e *EncryptedBackend) commitLocked(ctx context.Context, conds []Cond, writes []Write, gen uint64) error {
 	next := sealedState{Generation: gen, Digest: e.state.Digest}
-	for i, w := range writes {
-		if conds != nil && conds[i].Value != nil {
-			e.fold(&next.Digest, w.Key, conds[i].Value)
+	for _, w := range writes {
+		// conds holds the current sealed bytes of every written key (nil: absent): out of the
+		// digest they go, the new bytes in.
+		if old := rawOf(conds, w.Key); old != nil {
+			e.fold(&next.Digest, w.Key, old)
 		}
 		if w.Value != nil {
 			e.fold(&next.Digest, w.Key, w.Value)

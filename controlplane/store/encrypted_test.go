@@ -208,3 +208,37 @@ func FuzzOpenRecord(f *testing.F) {
 		require.ErrorIs(t, err, store.ErrCorrupt)
 	})
 }
+
+// Apply writes several records on conditions over other records, all or nothing, and the
+// sealed state stays right (the store reopens).
+func TestEncryptedApply(t *testing.T) {
+	dir := t.TempDir()
+	ctx := t.Context()
+	s, err := openEncrypted(t, dir, testKey(7))
+	require.NoError(t, err)
+	require.NoError(t, s.Put(ctx, "ns", []byte("v1")))
+	require.NoError(t, s.Put(ctx, "gone", []byte("x")))
+
+	// The condition holds: a record appears and another goes, together.
+	require.NoError(t, s.Apply(ctx, []store.Cond{{Key: "ns", Value: []byte("v1")}, {Key: "child"}},
+		[]store.Write{{Key: "child", Value: []byte("c")}, {Key: "gone"}}))
+	got, err := s.Get(ctx, "child")
+	require.NoError(t, err)
+	assert.Equal(t, "c", string(got))
+	_, err = s.Get(ctx, "gone")
+	require.ErrorIs(t, err, store.ErrNotFound)
+
+	// The condition fails: nothing changes.
+	require.NoError(t, s.Put(ctx, "ns", []byte("v2")))
+	err = s.Apply(ctx, []store.Cond{{Key: "ns", Value: []byte("v1")}}, []store.Write{{Key: "other", Value: []byte("o")}})
+	require.ErrorIs(t, err, store.ErrConflict)
+	_, err = s.Get(ctx, "other")
+	require.ErrorIs(t, err, store.ErrNotFound)
+	err = s.Apply(ctx, nil, []store.Write{{Key: "a", Value: []byte("1")}, {Key: "a", Value: []byte("2")}})
+	require.ErrorContains(t, err, `key "a" is written twice in one batch`)
+	require.NoError(t, s.Close())
+
+	s, err = openEncrypted(t, dir, testKey(7))
+	require.NoError(t, err, "the sealed state matches the records")
+	require.NoError(t, s.Close())
+}

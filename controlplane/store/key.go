@@ -180,30 +180,44 @@ func GenerateKeyFile(path string) (Key, error) {
 	if _, err := rand.Read(k[:]); err != nil {
 		return Key{}, fmt.Errorf("store: generate key: %w", err)
 	}
+	if err := WriteKeyFile(path, k); err != nil {
+		return Key{}, err
+	}
+	return k, nil
+}
+
+// WriteKeyFile writes k to path as 64 hex characters and a newline, with mode 0600, and syncs
+// it. It refuses to overwrite an existing file: losing the old key loses the store.
+func WriteKeyFile(path string, k Key) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) {
-		return Key{}, fmt.Errorf("store: key file %s already exists; refusing to overwrite it (the store sealed with it would be lost): %w", path, err)
+		return fmt.Errorf("store: key file %s already exists; refusing to overwrite it (the store sealed with it would be lost): %w", path, err)
 	}
 	if err != nil {
-		return Key{}, fmt.Errorf("store: create key file: %w", err)
+		return fmt.Errorf("store: create key file: %w", err)
 	}
-	buf := make([]byte, 0, 2*KeySize+1)
-	buf = hex.AppendEncode(buf, k[:])
-	buf = append(buf, '\n')
+	buf := AppendHexKey(make([]byte, 0, 2*KeySize+1), k)
 	defer clear(buf)
 	if _, err := f.Write(buf); err != nil {
 		_ = f.Close()
 		_ = os.Remove(path)
-		return Key{}, fmt.Errorf("store: write key file %s: %w", path, err)
+		return fmt.Errorf("store: write key file %s: %w", path, err)
 	}
 	if err := f.Sync(); err != nil {
 		_ = f.Close()
 		_ = os.Remove(path)
-		return Key{}, fmt.Errorf("store: sync key file %s: %w", path, err)
+		return fmt.Errorf("store: sync key file %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
 		_ = os.Remove(path)
-		return Key{}, fmt.Errorf("store: close key file %s: %w", path, err)
+		return fmt.Errorf("store: close key file %s: %w", path, err)
 	}
-	return k, nil
+	return nil
+}
+
+// AppendHexKey appends k as 64 hex characters and a newline to b: the format of key files and
+// of ATTESTMESH_STORE_KEY. The caller clears what holds it when done.
+func AppendHexKey(b []byte, k Key) []byte {
+	b = hex.AppendEncode(b, k[:])
+	return append(b, '\n')
 }

@@ -118,6 +118,52 @@ func TestSplicedRecordRefused(t *testing.T) {
 			assert.Contains(t, err.Error(), "do not match the store's sealed state")
 		})
 	}
+
+	// The security review's splice: an old record copied in and the sealed state removed, so
+	// that nothing is left to check the records against. Refused with or without an anchor,
+	// and with an anchor file deleted too.
+	splice := func(t *testing.T) string {
+		t.Helper()
+		work := t.TempDir()
+		copyFile(t, filepath.Join(dir, store.BoltFileName), filepath.Join(work, store.BoltFileName))
+		b := openBolt(t, work)
+		require.NoError(t, b.Put(ctx, "sessions/a", old))
+		require.NoError(t, b.Delete(ctx, "\x00attestmesh/state"))
+		require.NoError(t, b.Close())
+		return work
+	}
+	for _, a := range []store.Anchor{nil, anchor, &store.FileAnchor{Path: filepath.Join(t.TempDir(), "deleted.generation")}} {
+		_, err := openAnchored(t, splice(t), a, false)
+		require.ErrorIs(t, err, store.ErrRollback, "anchor %v", a)
+		assert.Contains(t, err.Error(), "the store holds 2 records but no sealed state")
+	}
+}
+
+// An anchor that records nothing for a store that was written to was lost or reset (the
+// security review deleted the anchor file before putting back an old store): refused, until
+// the operator says the store is current.
+func TestEmptyAnchorRefused(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	anchor := &store.FileAnchor{Path: filepath.Join(t.TempDir(), "store.generation")}
+	s, err := openAnchored(t, dir, anchor, false)
+	require.NoError(t, err)
+	require.NoError(t, s.Put(ctx, "sessions/a", []byte("v1")))
+	require.NoError(t, s.Close())
+	require.NoError(t, os.Remove(anchor.Path))
+
+	_, err = openAnchored(t, dir, anchor, false)
+	require.ErrorIs(t, err, store.ErrRollback)
+	assert.Contains(t, err.Error(), fmt.Sprintf("the store is at generation 1, but file %s records none", anchor.Path))
+	s, err = openAnchored(t, dir, anchor, true)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	got, err := anchor.Load(ctx)
+	require.NoError(t, err)
+	assert.Positive(t, got, "the allowed start recorded the generation")
+	s, err = openAnchored(t, dir, anchor, false)
+	require.NoError(t, err, "and the next start is normal")
+	require.NoError(t, s.Close())
 }
 
 func TestStateForStoresWrittenBefore(t *testing.T) {
@@ -133,8 +179,11 @@ func TestStateForStoresWrittenBefore(t *testing.T) {
 	require.NoError(t, b.Close())
 
 	anchor := &store.FileAnchor{Path: filepath.Join(t.TempDir(), "g")}
-	s, err = openAnchored(t, dir, anchor, false)
-	require.NoError(t, err, "an old store gets its sealed state")
+	_, err = openAnchored(t, dir, anchor, false)
+	require.ErrorIs(t, err, store.ErrRollback, "nothing tells an old store from one whose state was removed")
+	assert.Contains(t, err.Error(), "start once with --allow-store-rollback to seal it as it is")
+	s, err = openAnchored(t, dir, anchor, true)
+	require.NoError(t, err, "the operator says it is an old store: it gets its sealed state")
 	assert.Equal(t, uint64(1), s.Generation())
 	require.NoError(t, s.Put(ctx, "sessions/b", []byte("b")))
 	require.NoError(t, s.Close())

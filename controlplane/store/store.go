@@ -50,6 +50,10 @@ type Backend interface {
 	CompareAndSwap(ctx context.Context, key string, old, newVal []byte) error
 	// Delete removes key. Deleting a missing key is not an error.
 	Delete(ctx context.Context, key string) error
+	// Apply checks every condition (on values as Get returns them) and, only if all hold,
+	// applies every write, atomically and durably. A failed condition returns an error
+	// wrapping ErrConflict and changes nothing.
+	Apply(ctx context.Context, conds []Cond, writes []Write) error
 	// List returns every record whose key starts with prefix, in ascending key order.
 	List(ctx context.Context, prefix string) ([]KV, error)
 	// Close releases the backend. Operations after Close fail.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -26,35 +25,16 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	sidecar "github.com/attestmesh/attestmesh/proxy/resource"
 )
 
-// Names shared with the sidecar (docs/xds-conventions.md).
-const (
-	// SVIDSecretName is the SDS secret holding the node's X.509-SVID chain.
-	SVIDSecretName = "svid"
-	// TrustBundleSecretName is the SDS secret holding the trust domain's CA bundle.
-	TrustBundleSecretName = "trust_bundle"
-	// AttestedKeyProvider is the private key provider the svid secret names: the key never
-	// leaves the workload.
-	AttestedKeyProvider = "attestmesh.attested_key"
-	// OutboundConnectTimeout is the connect_timeout of outbound clusters.
-	OutboundConnectTimeout = 5 * time.Second
-)
-
-// InboundName is the name of the inbound listener for a served port.
-func InboundName(port uint32) string { return "inbound|" + strconv.FormatUint(uint64(port), 10) }
-
-// LocalClusterName is the name of the cluster leading to the app's own port.
-func LocalClusterName(port uint32) string { return "local|" + strconv.FormatUint(uint64(port), 10) }
-
-// OutboundName is the name of the outbound listener and of its cluster for a connection to
-// service's port.
-func OutboundName(service string, port uint32) string {
-	return "outbound|" + service + "|" + strconv.FormatUint(uint64(port), 10)
-}
+// OutboundConnectTimeout is the connect_timeout of outbound clusters.
+const OutboundConnectTimeout = 5 * time.Second
 
 // Build returns the listeners, clusters and secrets of service svc in mesh m, keyed by type URL
-// and sorted by name, as docs/xds-conventions.md describes them. bundle is the trust domain's CA
+// and sorted by name, as docs/xds-conventions.md describes them, with the names the sidecar's
+// parsers (proxy/resource) own. bundle is the trust domain's CA
 // bundle; svid is the service's X.509-SVID chain, leaf first, whose SPIFFE ID must be the
 // service's. Build validates the mesh; the resources themselves are checked by ValidateSnapshot.
 func Build(m *Mesh, svc string, bundle, svid []*x509.Certificate) (map[resource.Type][]types.Resource, error) {
@@ -76,9 +56,9 @@ func Build(m *Mesh, svc string, bundle, svid []*x509.Certificate) (map[resource.
 	}
 	listeners, clusters := buildConfig(idx, s)
 	return map[resource.Type][]types.Resource{
-		resource.ListenerType: listeners,
-		resource.ClusterType:  clusters,
-		resource.SecretType:   {svidSecret, bundleSecret},
+		sidecar.ListenerType: listeners,
+		sidecar.ClusterType:  clusters,
+		sidecar.SecretType:   {svidSecret, bundleSecret},
 	}, nil
 }
 
@@ -122,7 +102,7 @@ func buildTrustBundle(bundle []*x509.Certificate) (*tlsv3.Secret, error) {
 		return nil, errors.New("xds: build: trust bundle is empty")
 	}
 	return &tlsv3.Secret{
-		Name: TrustBundleSecretName,
+		Name: sidecar.SecretTrustBundle,
 		Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 			TrustedCa: inlineBytes(encodePEM(bundle)),
 		}},
@@ -141,10 +121,10 @@ func buildSVIDSecret(want spiffeid.ID, chain []*x509.Certificate) (*tlsv3.Secret
 		return nil, fmt.Errorf("xds: build: SVID for %q holds SPIFFE ID %q", want, got)
 	}
 	return &tlsv3.Secret{
-		Name: SVIDSecretName,
+		Name: sidecar.SecretSVID,
 		Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
 			CertificateChain:   inlineBytes(encodePEM(chain)),
-			PrivateKeyProvider: &tlsv3.PrivateKeyProvider{ProviderName: AttestedKeyProvider},
+			PrivateKeyProvider: &tlsv3.PrivateKeyProvider{ProviderName: sidecar.KeyProvider},
 		}},
 	}, nil
 }
@@ -188,11 +168,11 @@ func commonTLS(peers []spiffeid.ID) *tlsv3.CommonTlsContext {
 	}
 	return &tlsv3.CommonTlsContext{
 		TlsParams:                      &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3},
-		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsConfig(SVIDSecretName)},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsConfig(sidecar.SecretSVID)},
 		ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
 			CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 				DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: sans},
-				ValidationContextSdsSecretConfig: sdsConfig(TrustBundleSecretName),
+				ValidationContextSdsSecretConfig: sdsConfig(sidecar.SecretTrustBundle),
 			},
 		},
 	}
@@ -226,12 +206,12 @@ func tcpProxyFilter(statPrefix, clusterName string) *listener.Filter {
 }
 
 func inboundListener(bind string, p Port, peers []spiffeid.ID) *listener.Listener {
-	name := InboundName(p.Port)
+	name := sidecar.InboundName(p.Port)
 	return &listener.Listener{
 		Name:    name,
 		Address: socketAddress(bind, p.Port),
 		FilterChains: []*listener.FilterChain{{
-			Filters: []*listener.Filter{tcpProxyFilter(name, LocalClusterName(p.Port))},
+			Filters: []*listener.Filter{tcpProxyFilter(name, sidecar.LocalClusterName(p.Port))},
 			TransportSocket: &core.TransportSocket{
 				Name: wellknown.TransportSocketTLS,
 				ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(&tlsv3.DownstreamTlsContext{
@@ -244,7 +224,7 @@ func inboundListener(bind string, p Port, peers []spiffeid.ID) *listener.Listene
 }
 
 func localCluster(p Port) *cluster.Cluster {
-	name := LocalClusterName(p.Port)
+	name := sidecar.LocalClusterName(p.Port)
 	return &cluster.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
@@ -253,7 +233,7 @@ func localCluster(p Port) *cluster.Cluster {
 }
 
 func outboundListener(c Connect) *listener.Listener {
-	name := OutboundName(c.Service, c.Port)
+	name := sidecar.OutboundName(c.Service, c.Port)
 	return &listener.Listener{
 		Name:    name,
 		Address: socketAddress("127.0.0.1", c.LocalPort),
@@ -264,7 +244,7 @@ func outboundListener(c Connect) *listener.Listener {
 }
 
 func outboundCluster(c Connect, server spiffeid.ID) *cluster.Cluster {
-	name := OutboundName(c.Service, c.Port)
+	name := sidecar.OutboundName(c.Service, c.Port)
 	addrs := make([]*core.Address, 0, len(c.Endpoints))
 	eps := slices.Clone(c.Endpoints)
 	slices.Sort(eps)

@@ -30,6 +30,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+
+	sidecar "github.com/attestmesh/attestmesh/proxy/resource"
 )
 
 // The fan-out benchmark's sidecars run in a child process (this test binary again, with
@@ -212,7 +214,7 @@ func fanoutSidecar(ctx context.Context, addr string, roots *x509.CertPool, cert 
 		return err
 	}
 	node := &core.Node{Id: id}
-	names := map[string][]string{resource.SecretType: {SVIDSecretName, TrustBundleSecretName}}
+	names := map[string][]string{resource.SecretType: {sidecar.SecretSVID, sidecar.SecretTrustBundle}}
 	for _, typ := range []string{resource.ListenerType, resource.ClusterType, resource.SecretType} {
 		if err := stream.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: typ, ResourceNames: names[typ]}); err != nil {
 			return err

@@ -7,7 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the xDS server's Prometheus metrics (DESIGN.md, "Metrics"). Label values are
+// metrics are the xDS server's Prometheus metrics (their names are part of the product's interface: docs/operations.md). Label values are
 // bounded: type URLs outside the known xDS types count as "other".
 type metrics struct {
 	connected prometheus.Gauge

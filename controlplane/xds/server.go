@@ -169,14 +169,14 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(s.tls)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}), // sidecars ping every 10 s
 		// A sidecar's stream is idle between pushes: its connection holds no read buffer of
 		// gRPC's own (TLS buffers the record it decrypted); the write buffer is shared already.
 		grpc.ReadBufferSize(0),
 	)
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, xds)
 
-	s.log.Info("xds: serving ADS", "addr", lis.Addr().String())
+	s.log.Info("serving ADS", "addr", lis.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(lis) }()
 	select {
@@ -195,14 +195,14 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	select {
 	case <-stopped:
 	case <-timer.C:
-		s.log.Warn("xds: graceful stop timed out, closing connections", "timeout", shutdownTimeout)
+		s.log.Warn("graceful stop timed out, closing connections", "timeout", shutdownTimeout)
 		gs.Stop()
 		<-stopped
 	}
 	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("xds: serve: %w", err)
 	}
-	s.log.Info("xds: stopped")
+	s.log.Info("stopped")
 	return nil
 }
 
@@ -269,14 +269,14 @@ func (s *Server) onStreamOpen(ctx context.Context, key streamKey) error {
 	id, addr, chain, err := peerID(ctx)
 	if err != nil {
 		s.metrics.refused.WithLabelValues(refusedNoSVID).Inc()
-		s.log.Warn("xds: stream refused", "peer", addr, "reason", err.Error())
+		s.log.Warn("stream refused", "peer", addr, "reason", err.Error())
 		return status.Error(codes.Unauthenticated, err.Error())
 	}
 	s.streamsMu.Lock()
 	s.streams[key] = &streamState{node: id, peer: addr, requested: make(map[string]time.Time)}
 	s.streamsMu.Unlock()
 	s.metrics.connected.Inc()
-	s.log.Info("xds: sidecar connected", "node", id.String(), "peer", addr, "stream", key.id, "delta", key.delta)
+	s.log.Info("sidecar connected", "node", id.String(), "peer", addr, "stream", key.id, "delta", key.delta)
 	if s.onPeer != nil {
 		s.onPeer(id, chain)
 	}
@@ -292,7 +292,7 @@ func (s *Server) onStreamClosed(key streamKey) {
 		return
 	}
 	s.metrics.connected.Dec()
-	s.log.Info("xds: sidecar disconnected", "node", st.node.String(), "peer", st.peer, "stream", key.id, "delta", key.delta)
+	s.log.Info("sidecar disconnected", "node", st.node.String(), "peer", st.peer, "stream", key.id, "delta", key.delta)
 }
 
 // onRequest makes the authenticated SPIFFE ID the request's node ID, refusing a request that
@@ -309,7 +309,7 @@ func (s *Server) onRequest(key streamKey, node *core.Node, typeURL string, nack 
 	want := st.node.String()
 	if node.GetId() != "" && node.GetId() != want {
 		s.metrics.refused.WithLabelValues(refusedNodeIDMismatch).Inc()
-		s.log.Warn("xds: stream refused", "peer", st.peer, "node", want, "claimed_node_id", node.GetId(),
+		s.log.Warn("stream refused", "peer", st.peer, "node", want, "claimed_node_id", node.GetId(),
 			"reason", "node.id differs from the client certificate's SPIFFE ID")
 		return node, status.Errorf(codes.PermissionDenied,
 			"xds: node.id %q does not match the SPIFFE ID %q of the client certificate", node.GetId(), want)
@@ -320,7 +320,7 @@ func (s *Server) onRequest(key streamKey, node *core.Node, typeURL string, nack 
 	node.Id = want
 	if nack != nil {
 		s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
-		s.log.Warn("xds: NACK", "node", want, "type_url", typeURL, "version", version, "nonce", nonce,
+		s.log.Warn("NACK", "node", want, "type_url", typeURL, "version", version, "nonce", nonce,
 			"error", nack.GetMessage())
 		return node, nil
 	}
@@ -381,7 +381,7 @@ func (s *Server) Update(m *Mesh, bundle []*x509.Certificate, svids map[spiffeid.
 		svc := &all[i]
 		chain := svids[svc.ID]
 		if len(chain) == 0 {
-			s.log.Debug("xds: no SVID yet, no snapshot", "node", svc.ID.String())
+			s.log.Debug("no SVID yet, no snapshot", "node", svc.ID.String())
 			continue
 		}
 		old := s.services[svc.ID]
@@ -433,7 +433,7 @@ func (s *Server) Update(m *Mesh, bundle []*x509.Certificate, svids map[spiffeid.
 		s.cache.ClearSnapshot(id.String())
 	}
 	s.services = services
-	s.log.Info("xds: snapshots updated", "services", len(services), "published", len(changed),
+	s.log.Info("snapshots updated", "services", len(services), "published", len(changed),
 		"unchanged", len(services)-len(changed), "removed", len(removed))
 	return errors.Join(errs...)
 }

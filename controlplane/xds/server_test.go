@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/attestmesh/attestmesh/proxy/proxytest"
+	sidecar "github.com/attestmesh/attestmesh/proxy/resource"
 )
 
 // adsEnv is a Server serving on 127.0.0.1 with a test CA, and client certificates for the
@@ -193,11 +194,11 @@ func TestADSServesOnlyTheNodesOwnResources(t *testing.T) {
 			cds, err := fetch(t, stream, request(tt.nodeID, resource.ClusterType))
 			require.NoError(t, err)
 			assert.Equal(t, tt.clusters, resourceNames(t, cds))
-			sds, err := fetch(t, stream, request(tt.nodeID, resource.SecretType, SVIDSecretName, TrustBundleSecretName))
+			sds, err := fetch(t, stream, request(tt.nodeID, resource.SecretType, sidecar.SecretSVID, sidecar.SecretTrustBundle))
 			require.NoError(t, err)
-			assert.ElementsMatch(t, []string{SVIDSecretName, TrustBundleSecretName}, resourceNames(t, sds))
-			assert.Equal(t, pemOf(e.leaves[tt.id]), secretPEM(t, sds, SVIDSecretName), "svid must be the node's own")
-			assert.Equal(t, pemOf(e.ca.cert), secretPEM(t, sds, TrustBundleSecretName))
+			assert.ElementsMatch(t, []string{sidecar.SecretSVID, sidecar.SecretTrustBundle}, resourceNames(t, sds))
+			assert.Equal(t, pemOf(e.leaves[tt.id]), secretPEM(t, sds, sidecar.SecretSVID), "svid must be the node's own")
+			assert.Equal(t, pemOf(e.ca.cert), secretPEM(t, sds, sidecar.SecretTrustBundle))
 		})
 	}
 	assert.InDelta(t, 3, value(t, e.srv.metrics.pushes.WithLabelValues(resource.ListenerType)), 0)
@@ -239,7 +240,7 @@ func TestADSRefusals(t *testing.T) {
 		{
 			name: "client certificate without a SPIFFE ID", cert: "no-spiffe-id", nodeID: flaskID.String(), code: codes.Unauthenticated,
 			msg:        "xds: client certificate is not an X.509-SVID",
-			log:        `msg="xds: stream refused"`,
+			log:        `msg="stream refused" subsystem=xds`,
 			refusedFor: refusedNoSVID,
 		},
 		{name: "no client certificate", nodeID: flaskID.String(), code: codes.Unavailable},
@@ -270,7 +271,7 @@ func TestADSNACKAndPushOnUpdate(t *testing.T) {
 	node := flaskID.String()
 	lds, err := fetch(t, stream, request(node, resource.ListenerType))
 	require.NoError(t, err)
-	sds, err := fetch(t, stream, request(node, resource.SecretType, SVIDSecretName, TrustBundleSecretName))
+	sds, err := fetch(t, stream, request(node, resource.SecretType, sidecar.SecretSVID, sidecar.SecretTrustBundle))
 	require.NoError(t, err)
 	require.InDelta(t, 1, value(t, e.srv.metrics.connected), 0)
 
@@ -279,7 +280,7 @@ func TestADSNACKAndPushOnUpdate(t *testing.T) {
 	nack.ResponseNonce = lds.GetNonce()
 	nack.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: "listener outbound|redis|16379: port in use"}
 	require.NoError(t, stream.Send(nack))
-	ack := request(node, resource.SecretType, SVIDSecretName, TrustBundleSecretName)
+	ack := request(node, resource.SecretType, sidecar.SecretSVID, sidecar.SecretTrustBundle)
 	ack.VersionInfo, ack.ResponseNonce = sds.GetVersionInfo(), sds.GetNonce()
 	require.NoError(t, stream.Send(ack))
 	require.Eventually(t, func() bool {
@@ -302,7 +303,7 @@ func TestADSNACKAndPushOnUpdate(t *testing.T) {
 		}
 	}
 	assert.NotEqual(t, sds.GetVersionInfo(), pushed.GetVersionInfo())
-	assert.Equal(t, pemOf(leaf), secretPEM(t, pushed, SVIDSecretName))
+	assert.Equal(t, pemOf(leaf), secretPEM(t, pushed, sidecar.SecretSVID))
 }
 
 func metricValue(t *testing.T, m prometheus.Metric) *dto.Metric {

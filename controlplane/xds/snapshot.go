@@ -13,6 +13,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
+
+	sidecar "github.com/attestmesh/attestmesh/proxy/resource"
 )
 
 // bundleState is the trust bundle secret, shared by every snapshot.
@@ -83,8 +85,8 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 		st.secrets = cache.Resources{
 			Version: version(h, b.hash),
 			Items: map[string]types.ResourceWithTTL{
-				SVIDSecretName:        {Resource: svid},
-				TrustBundleSecretName: {Resource: b.secret},
+				sidecar.SecretSVID:        {Resource: svid},
+				sidecar.SecretTrustBundle: {Resource: b.secret},
 			},
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	sidecar "github.com/attestmesh/attestmesh/proxy/resource"
 )
 
 func newTestServer(t *testing.T) *Server {
@@ -39,8 +41,8 @@ func TestUpdateSharesAndVersions(t *testing.T) {
 	srv := newTestServer(t)
 	require.NoError(t, srv.Update(flaskRedis(), bundle, svids))
 	flask1, redis1 := snapshotOf(t, srv, flaskID), snapshotOf(t, srv, redisID)
-	assert.Same(t, flask1.Resources[types.Secret].Items[TrustBundleSecretName].Resource,
-		redis1.Resources[types.Secret].Items[TrustBundleSecretName].Resource, "the trust bundle secret is one object")
+	assert.Same(t, flask1.Resources[types.Secret].Items[sidecar.SecretTrustBundle].Resource,
+		redis1.Resources[types.Secret].Items[sidecar.SecretTrustBundle].Resource, "the trust bundle secret is one object")
 
 	// Same inputs: the same snapshot objects, nothing re-published.
 	require.NoError(t, srv.Update(flaskRedis(), bundle, svids))

@@ -13,11 +13,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/attestmesh/attestmesh/attest/measure"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/injector"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
@@ -105,14 +107,23 @@ func (cp *controlPlane) apply(t *testing.T, m *mesh.Mesh) string {
 	t.Helper()
 	work := t.TempDir()
 	require.NoError(t, os.CopyFS(work, os.DirFS(m.Dir)))
-	require.NoError(t, os.WriteFile(filepath.Join(cp.dir, "ca.pem"), cp.caPEM, 0o600))
 	chartDir := filepath.Join(work, "target", "helm")
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
+	// As the install docs do: attest the control plane, and pin the CA bundle verify writes.
+	mr, err := measure.File(cp.bin)
+	require.NoError(t, err)
+	verify := exec.CommandContext(ctx, cp.bin, "controlplane", "verify", "--addr", strings.TrimPrefix(cp.mgmtURL, "https://"), //nolint:gosec // the binary this test built
+		"--simulation", "--mrenclave", mr.Hex(), "--out", filepath.Join(cp.dir, "ca.pem"))
+	out, err := verify.CombinedOutput()
+	require.NoError(t, err, "attestmesh controlplane verify: %s", out)
+	pinned, err := os.ReadFile(filepath.Join(cp.dir, "ca.pem"))
+	require.NoError(t, err)
+	require.Equal(t, string(cp.caPEM), string(pinned), "verify pins the control plane's CA")
 	cmd := exec.CommandContext(ctx, cp.bin, "apply", "-f", filepath.Join(work, "mesh.yaml"), //nolint:gosec // the binary this test built
 		"--controlplane", cp.mgmtURL, "--ca-file", filepath.Join(cp.dir, "ca.pem"),
 		"--identity-dir", filepath.Join(cp.dir, "identity"), "--chart-dir", chartDir)
-	out, err := cmd.CombinedOutput()
+	out, err = cmd.CombinedOutput()
 	require.NoError(t, err, "attestmesh apply: %s", out)
 	t.Logf("attestmesh apply:\n%s", out)
 	_, err = fs.Stat(os.DirFS(chartDir), "Chart.yaml")

@@ -29,6 +29,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/resource"
 	"k8s.io/client-go/kubernetes"
@@ -118,6 +119,16 @@ func TestKubernetes(t *testing.T) {
 		assert.Equal(t, p.Spec.Containers[0].Command, got.Spec.Containers[0].Command)
 		assert.Equal(t, p.Spec.Containers[0].Args, got.Spec.Containers[0].Args)
 		assert.Empty(t, got.Spec.Volumes)
+
+		// The LAS NetworkPolicy trusts the injector's label; the webhook sees pods only at
+		// creation, so the chart's ValidatingAdmissionPolicy refuses adding it later.
+		patch := []byte(`{"metadata":{"labels":{"` + injector.LabelInjected + `":"true"}}}`)
+		_, err = client.CoreV1().Pods(appNamespace).Patch(ctx, "plain", types.MergePatchType, patch, metav1.PatchOptions{})
+		require.Error(t, err, "a label added after creation is refused")
+		assert.Contains(t, err.Error(), "the label attestmesh.io/injected is set by the attestmesh injector when a pod is created and cannot be changed")
+		other := []byte(`{"metadata":{"labels":{"team":"records"}}}`)
+		_, err = client.CoreV1().Pods(appNamespace).Patch(ctx, "plain", types.MergePatchType, other, metav1.PatchOptions{})
+		require.NoError(t, err, "other labels change as before")
 	})
 
 	refusals := []struct {

@@ -27,8 +27,10 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/proxy/metrics"
 )
 
@@ -134,14 +136,22 @@ func (c *Client) Status() Status {
 // Run keeps an ADS stream open until ctx is done, reconnecting with backoff.
 // It returns nil when ctx is canceled.
 func (c *Client) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.cfg.Addr,
+	// Several control-plane replicas: one at a time, the next one when it fails (see
+	// attestapi.Target). Keepalives notice a replica that stopped answering without closing
+	// the connection.
+	target, opts, err := attestapi.Target(c.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("ads: %w", err)
+	}
+	conn, err := grpc.NewClient(target, append(opts,
 		grpc.WithTransportCredentials(credentials.NewTLS(c.cfg.TLS)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
 				BaseDelay: c.cfg.InitialBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: c.cfg.MaxBackoff,
 			},
 			MinConnectTimeout: 5 * time.Second,
-		}))
+		}))...)
 	if err != nil {
 		return fmt.Errorf("ads: dial %s: %w", c.cfg.Addr, err)
 	}

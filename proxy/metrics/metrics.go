@@ -1,5 +1,5 @@
-// Package metrics defines the sidecar's Prometheus metrics (DESIGN.md,
-// "Metrics"). Every label value is bounded: listener and cluster names come
+// Package metrics defines the sidecar's Prometheus metrics (their names are
+// part of the product's interface). Every label value is bounded: listener and cluster names come
 // from configuration, reasons and results from fixed sets.
 package metrics
 

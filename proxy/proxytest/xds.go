@@ -22,7 +22,6 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -35,6 +34,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/attestmesh/attestmesh/proxy/resource"
 )
 
 // XDSServer is a go-control-plane ADS server (snapshot cache keyed by
@@ -133,10 +134,10 @@ func (s *XDSServer) NACK(typeURL string) (string, bool) {
 
 // Publish sets node's snapshot.
 func (s *XDSServer) Publish(ctx context.Context, node string, version string, res Resources) error {
-	snap, err := cachev3.NewSnapshot(version, map[resourcev3.Type][]types.Resource{
-		resourcev3.ListenerType: res.Listeners,
-		resourcev3.ClusterType:  res.Clusters,
-		resourcev3.SecretType:   res.Secrets,
+	snap, err := cachev3.NewSnapshot(version, map[string][]types.Resource{
+		resource.ListenerType: res.Listeners,
+		resource.ClusterType:  res.Clusters,
+		resource.SecretType:   res.Secrets,
 	})
 	if err != nil {
 		return fmt.Errorf("proxytest: snapshot: %w", err)
@@ -171,11 +172,11 @@ func commonTLS(allowed []spiffeid.ID) *tlsv3.CommonTlsContext {
 	}
 	return &tlsv3.CommonTlsContext{
 		TlsParams:                      &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3},
-		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "svid", SdsConfig: ads()}},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: resource.SecretSVID, SdsConfig: ads()}},
 		ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
 			CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 				DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: sans},
-				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "trust_bundle", SdsConfig: ads()},
+				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: resource.SecretTrustBundle, SdsConfig: ads()},
 			},
 		},
 	}
@@ -190,6 +191,13 @@ func mustAny(m proto.Message) *anypb.Any {
 }
 
 func address(hostport string) *corev3.Address {
+	host, port := splitHostPort(hostport)
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+func splitHostPort(hostport string) (string, uint32) {
 	host, p, err := net.SplitHostPort(hostport)
 	if err != nil {
 		panic(fmt.Sprintf("proxytest: address %q: %v", hostport, err))
@@ -198,9 +206,14 @@ func address(hostport string) *corev3.Address {
 	if err != nil {
 		panic(fmt.Sprintf("proxytest: port %q: %v", hostport, err))
 	}
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
-	}}}
+	return host, uint32(port)
+}
+
+func port32(port int) uint32 {
+	if port < 0 || port > 65535 {
+		panic(fmt.Sprintf("proxytest: port %d out of range", port))
+	}
+	return uint32(port)
 }
 
 func tcpProxy(name, cluster string) *listenerv3.Filter {
@@ -215,13 +228,13 @@ func tcpProxy(name, cluster string) *listenerv3.Filter {
 
 // InboundListener builds `inbound|<port>` on addr, accepting allowed.
 func InboundListener(addr string, allowed ...spiffeid.ID) *listenerv3.Listener {
-	_, port, _ := net.SplitHostPort(addr)
-	name := "inbound|" + port
+	_, port := splitHostPort(addr)
+	name := resource.InboundName(port)
 	return &listenerv3.Listener{
 		Name:    name,
 		Address: address(addr),
 		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{tcpProxy(name, "local|"+port)},
+			Filters: []*listenerv3.Filter{tcpProxy(name, resource.LocalClusterName(port))},
 			TransportSocket: &corev3.TransportSocket{
 				Name: wellknown.TransportSocketTLS,
 				ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&tlsv3.DownstreamTlsContext{
@@ -236,13 +249,13 @@ func InboundListener(addr string, allowed ...spiffeid.ID) *listenerv3.Listener {
 // LocalCluster builds `local|<port>` for the inbound listener on port,
 // pointing at the app on appAddr.
 func LocalCluster(inboundAddr, appAddr string) *clusterv3.Cluster {
-	_, port, _ := net.SplitHostPort(inboundAddr)
-	return staticCluster("local|"+port, []string{appAddr}, nil)
+	_, port := splitHostPort(inboundAddr)
+	return staticCluster(resource.LocalClusterName(port), []string{appAddr}, nil)
 }
 
 // OutboundListener builds `outbound|<service>|<port>` on localAddr.
 func OutboundListener(service string, port int, localAddr string) *listenerv3.Listener {
-	name := fmt.Sprintf("outbound|%s|%d", service, port)
+	name := resource.OutboundName(service, port32(port))
 	return &listenerv3.Listener{
 		Name:         name,
 		Address:      address(localAddr),
@@ -253,7 +266,7 @@ func OutboundListener(service string, port int, localAddr string) *listenerv3.Li
 // OutboundCluster builds `outbound|<service>|<port>` to the server sidecars
 // at endpoints, which must present server.
 func OutboundCluster(service string, port int, server spiffeid.ID, endpoints ...string) *clusterv3.Cluster {
-	name := fmt.Sprintf("outbound|%s|%d", service, port)
+	name := resource.OutboundName(service, port32(port))
 	ts := &corev3.TransportSocket{
 		Name: wellknown.TransportSocketTLS,
 		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&tlsv3.UpstreamTlsContext{
@@ -287,11 +300,11 @@ func staticCluster(name string, endpoints []string, ts *corev3.TransportSocket) 
 // provider) and the `trust_bundle` secret (ca).
 func Secrets(chainPEM []byte, ca *CA) []types.Resource {
 	return []types.Resource{
-		&tlsv3.Secret{Name: "svid", Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+		&tlsv3.Secret{Name: resource.SecretSVID, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
 			CertificateChain:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: chainPEM}},
-			PrivateKeyProvider: &tlsv3.PrivateKeyProvider{ProviderName: "attestmesh.attested_key"},
+			PrivateKeyProvider: &tlsv3.PrivateKeyProvider{ProviderName: resource.KeyProvider},
 		}}},
-		&tlsv3.Secret{Name: "trust_bundle", Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+		&tlsv3.Secret{Name: resource.SecretTrustBundle, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: ca.PEM()}},
 		}}},
 	}

@@ -28,22 +28,6 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// The SDS secret names the sidecar knows.
-const (
-	SecretSVID        = "svid"
-	SecretTrustBundle = "trust_bundle"
-	// KeyProvider is the private_key_provider name of the svid secret: the
-	// key is the one the sidecar generated before attesting.
-	KeyProvider = "attestmesh.attested_key"
-)
-
-// Type URLs of the resources the sidecar subscribes to.
-const (
-	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
-	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-	SecretType   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-)
-
 // Defaults applied when a resource leaves a field unset.
 const (
 	DefaultConnectTimeout = 5 * time.Second

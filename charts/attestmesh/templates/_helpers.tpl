@@ -96,3 +96,52 @@ app.kubernetes.io/component: controlplane
 {{- .Values.webhook.tlsSecret }}
 {{- end }}
 {{- end }}
+
+{{/* "true" when the store is in etcd (several replicas may share it). */}}
+{{- define "attestmesh.etcd" -}}
+{{- if or .Values.store.etcd.endpoints .Values.store.etcd.bundled.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The bundled etcd's name (StatefulSet and its headless Service). */}}
+{{- define "attestmesh.etcdName" -}}
+{{- printf "%s-etcd" (include "attestmesh.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on the bundled etcd's objects. */}}
+{{- define "attestmesh.etcdLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "attestmesh.etcdSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: attestmesh
+{{- end }}
+
+{{/* Labels that select the bundled etcd's pods. */}}
+{{- define "attestmesh.etcdSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "attestmesh.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: etcd
+{{- end }}
+
+{{/* The Secret with the etcd client's certificate, key and CA. */}}
+{{- define "attestmesh.etcdTLSSecret" -}}
+{{- if .Values.store.etcd.bundled.enabled }}
+{{- printf "%s-tls" (include "attestmesh.etcdName" .) }}
+{{- else }}
+{{- .Values.store.etcd.tlsSecret }}
+{{- end }}
+{{- end }}
+
+{{/* --store for etcd: etcd://member,member,... */}}
+{{- define "attestmesh.etcdStore" -}}
+{{- if .Values.store.etcd.bundled.enabled }}
+{{- $name := include "attestmesh.etcdName" . }}
+{{- $members := list }}
+{{- range $i := until (int .Values.store.etcd.bundled.replicas) }}
+{{- $members = append $members (printf "%s-%d.%s.%s.svc:2379" $name $i $name $.Release.Namespace) }}
+{{- end }}
+{{- printf "etcd://%s" (join "," $members) }}
+{{- else }}
+{{- printf "etcd://%s" (join "," .Values.store.etcd.endpoints) }}
+{{- end }}
+{{- end }}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -25,9 +26,10 @@ It then writes the application's Helm chart to --chart-dir (target/helm): a Depl
 Service per mesh service, annotated for the sidecar injector, so that
   helm install <name> target/helm
 runs the application on Kubernetes (see docs/kubernetes.md). --chart-dir "" skips it.`,
-		Example: `  attestmesh apply -f examples/flask-redis/mesh.yaml --ca-file /var/lib/attestmesh/ca.pem`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Example: `  attestmesh controlplane verify --addr 127.0.0.1:8081 --simulation --mrenclave "$(attestmesh measure bin/attestmesh)" --out ca.pem
+  attestmesh apply -f examples/flask-redis/mesh.yaml --ca-file ca.pem`,
+		Args: cobra.NoArgs,
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			m, err := mesh.Load(file)
 			if err != nil {
 				return err
@@ -40,10 +42,10 @@ runs the application on Kubernetes (see docs/kubernetes.md). --chart-dir "" skip
 			if err != nil {
 				return err
 			}
-			if err := m.EncryptFSPF(vars, "", mesh.SessionFSPF(cmd.Context(), c)); err != nil {
+			if err := m.EncryptFSPF(vars, "", mesh.SessionFSPF(ctx, c)); err != nil {
 				return err
 			}
-			changes, err := m.Apply(cmd.Context(), c, vars, cmd.OutOrStdout())
+			changes, err := m.Apply(ctx, c, vars, cmd.OutOrStdout())
 			if err != nil {
 				return err
 			}
@@ -56,7 +58,7 @@ runs the application on Kubernetes (see docs/kubernetes.md). --chart-dir "" skip
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote the Helm chart of %s to %s (helm install %s %s)\n", m.Name, chartDir, m.Name, chartDir)
 			return nil
-		},
+		}),
 	}
 	cf.register(cmd.Flags())
 	cmd.Flags().StringVarP(&file, "file", "f", "", "mesh file")

@@ -36,7 +36,8 @@ func (f *clientFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.url, "controlplane", envOr("ATTESTMESH_CONTROLPLANE", "https://127.0.0.1:8081"),
 		"management API URL ($ATTESTMESH_CONTROLPLANE)")
 	fs.StringVar(&f.caFile, "ca-file", envOr("ATTESTMESH_CA_FILE", ""),
-		"the control plane's CA bundle, to verify it (written to <data-dir>/ca.pem by the control plane; $ATTESTMESH_CA_FILE)")
+		"the control plane's CA bundle, pinned: as `attestmesh controlplane verify --out FILE` wrote it after attesting the control plane "+
+			"(or its <data-dir>/ca.pem on its own machine); $ATTESTMESH_CA_FILE")
 	fs.StringVar(&f.identityDir, "identity-dir", envOr("ATTESTMESH_IDENTITY_DIR", defaultIdentityDir()),
 		"where the client identity (client.crt, client.key) lives; created on first use ($ATTESTMESH_IDENTITY_DIR)")
 }
@@ -44,7 +45,8 @@ func (f *clientFlags) register(fs *pflag.FlagSet) {
 // client builds a management API client with the client identity.
 func (f *clientFlags) client() (*mgmtapi.Client, error) {
 	if f.caFile == "" {
-		return nil, fmt.Errorf("--ca-file is required: the control plane's CA bundle (its <data-dir>/ca.pem)")
+		return nil, fmt.Errorf("--ca-file is required: the control plane's CA bundle, as `attestmesh controlplane verify --out FILE` " +
+			"wrote it after attesting the control plane (or its <data-dir>/ca.pem on its own machine)")
 	}
 	pemBytes, err := os.ReadFile(f.caFile)
 	if err != nil {

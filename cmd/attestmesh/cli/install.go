@@ -66,7 +66,7 @@ func runInstall(cfg installConfig, out io.Writer) error {
 		return fmt.Errorf("install: $%s does not hold a PEM certificate", cfg.CAEnv)
 	}
 	if err := writeFileAtomic(cfg.CAFile, []byte(pem), 0o644); err != nil {
-		return err
+		return fmt.Errorf("install: %w", err)
 	}
 	fmt.Fprintf(out, "installed %s (%s)\n", cfg.CAFile, certs[0].Subject.CommonName)
 	return nil
@@ -82,14 +82,17 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	if err != nil {
 		return fmt.Errorf("install: read %s: %w", src, err)
 	}
-	return writeFileAtomic(dst, data, mode)
+	if err := writeFileAtomic(dst, data, mode); err != nil {
+		return fmt.Errorf("install: %w", err)
+	}
+	return nil
 }
 
 // writeFileAtomic writes data to a temporary file beside path and renames it into place.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".install-*")
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
-		return fmt.Errorf("install: %w", err)
+		return err
 	}
 	defer os.Remove(tmp.Name())
 	_, err = tmp.Write(data)
@@ -100,10 +103,7 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("install: write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("install: %w", err)
-	}
-	return nil
+	return os.Rename(tmp.Name(), path)
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"os"
 
@@ -18,7 +19,7 @@ type workloadFlags struct {
 	attestAddr string
 	caFile     string
 	lasAddr    string
-	logLevel   string
+	logLevel   logLevel
 }
 
 func (w *workloadFlags) register(cmd *cobra.Command) {
@@ -27,7 +28,7 @@ func (w *workloadFlags) register(cmd *cobra.Command) {
 	f.StringVar(&w.attestAddr, "attest-addr", envOr("ATTESTMESH_ATTEST_ADDR", "127.0.0.1:18765"), "the control plane's attestation API ($ATTESTMESH_ATTEST_ADDR)")
 	f.StringVar(&w.caFile, "ca-file", envOr("ATTESTMESH_CA_FILE", ""), "the control plane's CA bundle to pin ($ATTESTMESH_CA_FILE)")
 	f.StringVar(&w.lasAddr, "las-addr", "", "the simulated platform's LAS (host:port or unix:/path; default $ATTESTMESH_LAS_ADDR or "+sim.DefaultLASAddr+")")
-	f.StringVar(&w.logLevel, "log-level", "info", "debug, info, warn or error")
+	registerLogLevel(f, &w.logLevel)
 	_ = cmd.MarkFlagRequired("config-id")
 }
 
@@ -68,14 +69,14 @@ service's identity (--no-sidecar-grant: it has none).
 Exit status: the app's; 128+N if signal N killed it; 1 when launch refused to start it.`,
 		Example: `  attestmesh launch --config-id flask-redis/redis/redis --ca-file ca.pem -- /usr/bin/redis-server`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			log := newLogger(wf.logLevel).With("config_id", wf.configID)
 			client, err := wf.dial()
 			if err != nil {
 				return err
 			}
 			defer client.Close()
-			code, err := launch.Run(cmd.Context(), launch.Options{
+			code, err := launch.Run(ctx, launch.Options{
 				ConfigID: wf.configID,
 				Binary:   args[0],
 				Attestor: launch.FromAttestation(client),
@@ -89,7 +90,7 @@ Exit status: the app's; 128+N if signal N killed it; 1 when launch refused to st
 				return &exitError{code: code, err: fmt.Errorf("app exited with status %d", code)}
 			}
 			return nil
-		},
+		}),
 	}
 	wf.register(cmd)
 	cmd.Flags().BoolVar(&noGrants, "no-sidecar-grant", false, "do not hand a grant to a sidecar (the app has none)")

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -28,17 +29,17 @@ client that may update one of the sessions it names: an owner can always take th
 sessions' sidecars back from someone else's registration.`,
 		Example: `  attestmesh mesh delete flask-redis --ca-file ca.pem`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			c, err := cf.client()
 			if err != nil {
 				return err
 			}
-			if err := c.DeleteMesh(cmd.Context(), args[0]); err != nil {
+			if err := c.DeleteMesh(ctx, args[0]); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "mesh %s deleted\n", args[0])
 			return err
-		},
+		}),
 	}
 	cf.register(cmd.Flags())
 	return cmd

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
 	"github.com/attestmesh/attestmesh/proxy"
@@ -34,7 +36,7 @@ answered only to clients in the sidecar's own network namespace.
 --envoy-bootstrap prints instead a bootstrap for a real Envoy using the same control plane
 (see docs/envoy.md).`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			cfg.ConfigID = wf.configID
 			cfg.NoMultiplex = !multiplex
 			if bootstrap {
@@ -58,8 +60,8 @@ answered only to clients in the sidecar's own network namespace.
 				return err
 			}
 			cfg.Attestor = a
-			return proxy.Run(cmd.Context(), cfg)
-		},
+			return proxy.Run(ctx, cfg)
+		}),
 	}
 	wf.register(cmd)
 	f := cmd.Flags()

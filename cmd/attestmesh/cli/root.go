@@ -11,6 +11,11 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// version is the attestmesh version, set at build time with
+// -ldflags "-X github.com/attestmesh/attestmesh/cmd/attestmesh/cli.version=VERSION". It is part
+// of the binary, so of its measurement: two builds with different versions measure differently.
+var version = "dev"
+
 // exitError carries a process exit code through cobra.
 type exitError struct {
 	code int
@@ -36,6 +41,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// withContext adapts the body of a verb that needs the command line's context to cobra's
+// RunE, so that the body takes ctx as a parameter and passes it on. The context is Run's:
+// ExecuteContext hands it to cobra, which gives it back as cmd.Context().
+//
+//nolint:contextcheck // not a new context: Run's ctx, carried through cobra, which the linter cannot follow
+func withContext(run func(ctx context.Context, cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error { return run(cmd.Context(), cmd, args) }
+}
+
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "attestmesh",
@@ -44,6 +58,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 security policies (sessions), attests workloads (Intel SGX DCAP quotes, or simulated quotes
 in the same format), injects secrets only after attestation, and pushes mTLS configuration
 over xDS to sidecars whose SPIFFE identities exist only because attestation succeeded.`,
+		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -57,6 +72,7 @@ over xDS to sidecars whose SPIFFE identities exist only because attestation succ
 		newMeshCmd(),
 		newUpCmd(),
 		newControlPlaneCmd(),
+		newRecoverCmd(),
 		newLaunchCmd(),
 		newProxyCmd(),
 		newFSPFCmd(),

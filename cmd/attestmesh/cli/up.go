@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"net/netip"
 
 	"github.com/spf13/cobra"
@@ -28,15 +29,15 @@ func newUpCmd() *cobra.Command {
 Ctrl-C stops every process and removes the namespaces, the bridge and the state.`,
 		Example: `  sudo attestmesh up -f examples/flask-redis/mesh.yaml`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			p, err := netip.ParsePrefix(subnet)
 			if err != nil {
 				return err
 			}
 			cfg.Subnet = p
 			cfg.Out = cmd.OutOrStdout()
-			return local.Up(cmd.Context(), cfg)
-		},
+			return local.Up(ctx, cfg)
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVarP(&cfg.MeshFile, "file", "f", "", "mesh file")

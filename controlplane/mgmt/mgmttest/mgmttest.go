@@ -36,6 +36,12 @@ type Server struct {
 // Start starts a management API for the test; it stops when the test ends.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
+	return StartWith(tb, nil)
+}
+
+// StartWith is Start with the handler's configuration changed by configure (limits, say).
+func StartWith(tb testing.TB, configure func(*mgmt.Config)) *Server {
+	tb.Helper()
 	st := storetest.Open(tb)
 	auth, err := ca.NewAuthority(ca.AuthorityConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("test.local")})
 	require.NoError(tb, err)
@@ -46,7 +52,11 @@ func Start(tb testing.TB) *Server {
 
 	c := cas.New(cas.Config{Store: st, MeshSessions: registry.Sessions})
 	reg := prometheus.NewRegistry()
-	srv := httptest.NewUnstartedServer(mgmt.NewHandler(mgmt.Config{CAS: c, BundlePEM: auth.BundlePEM(), Registerer: reg}))
+	cfg := mgmt.Config{CAS: c, BundlePEM: auth.BundlePEM(), Registerer: reg}
+	if configure != nil {
+		configure(&cfg)
+	}
+	srv := httptest.NewUnstartedServer(mgmt.NewHandler(cfg))
 	srv.TLS = &tls.Config{
 		Certificates: []tls.Certificate{{Certificate: [][]byte{srvCert.Raw}, PrivateKey: srvKey}},
 		ClientAuth:   tls.RequestClientCert,

@@ -443,7 +443,7 @@ func clean(ctx context.Context, st *runState, anyRoot bool) ([]string, error) {
 				continue
 			}
 			for _, e := range newTopEntries(before, now) {
-				removed, err := removeStale(filepath.Join(p, e))
+				removed, err := removeStale(ctx, filepath.Join(p, e))
 				if err != nil {
 					errs = append(errs, err)
 				}
@@ -544,7 +544,7 @@ func findLeaks(ctx context.Context, st *runState, anyRoot bool) []string {
 				add("%s (did not exist)", p)
 			default:
 				for _, e := range newTopEntries(before, now) {
-					if stale := staleFiles(filepath.Join(p, e)); len(stale) > 0 {
+					if stale := staleFiles(ctx, filepath.Join(p, e)); len(stale) > 0 {
 						add("%s", filepath.Join(p, e))
 					}
 				}
@@ -798,13 +798,14 @@ func removeUnmounted(p string) error {
 
 // liveSocket says whether path is a unix socket that something listens on: another
 // containerd's shim, say (the system's, in /run/containerd/s), not ours to remove; ours have
-// all exited when this is asked.
-func liveSocket(path string) bool {
+// all exited when this is asked. A socket taken for dead is removed, so the probe does not end
+// with ctx (a teardown that ran out of time): it keeps ctx's values and has its own second.
+func liveSocket(ctx context.Context, path string) bool {
 	fi, err := os.Lstat(path) //nolint:gosec // a path found under the watched directories
 	if err != nil || fi.Mode()&fs.ModeSocket == 0 {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
@@ -816,10 +817,10 @@ func liveSocket(path string) bool {
 }
 
 // staleFiles are the files in a tree (or the path itself) that are not live sockets.
-func staleFiles(root string) []string {
+func staleFiles(ctx context.Context, root string) []string {
 	var out []string
 	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && !liveSocket(p) {
+		if err == nil && !d.IsDir() && !liveSocket(ctx, p) {
 			out = append(out, p)
 		}
 		return nil
@@ -829,10 +830,10 @@ func staleFiles(root string) []string {
 
 // removeStale removes a tree that a cluster left, except live sockets (and the directories
 // that hold them), and never what is mounted in it.
-func removeStale(root string) ([]string, error) {
+func removeStale(ctx context.Context, root string) ([]string, error) {
 	var live bool
 	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && liveSocket(p) {
+		if err == nil && !d.IsDir() && liveSocket(ctx, p) {
 			live = true
 		}
 		return nil
@@ -843,7 +844,7 @@ func removeStale(root string) ([]string, error) {
 		}
 		return []string{root}, nil
 	}
-	stale := staleFiles(root)
+	stale := staleFiles(ctx, root)
 	var errs []error
 	for _, f := range stale {
 		if err := os.Remove(f); err != nil {

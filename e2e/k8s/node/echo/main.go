@@ -50,7 +50,8 @@ func run(ctx context.Context, stderr io.Writer) int {
 		return 1
 	case <-ctx.Done():
 	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// ctx is done: drain for up to 5 s from a context that keeps its values, not its end.
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdown); err != nil {
 		fmt.Fprintln(stderr, "echo:", err)
