@@ -35,7 +35,7 @@ FUZZ_TARGETS := ./attest/dcap:FuzzParseQuote ./attest/dcap:FuzzVerify ./attest/s
 	./controlplane/attestation:FuzzRedeem ./attest/dcap:FuzzCheckRevocation ./controlplane/recovery:FuzzParseRecord \
 	./controlplane/recovery:FuzzParseShares \
 	./proxy/resource:FuzzParseListeners ./proxy/resource:FuzzParseClusters ./proxy/resource:FuzzParseSecrets \
-	./controlplane/registry:FuzzParse ./controlplane/evidence:FuzzParse
+	./controlplane/registry:FuzzParse ./controlplane/evidence:FuzzParse ./proxy/listener:FuzzMuxFrames
 
 .PHONY: fuzz
 fuzz: ## fuzz every parser of untrusted bytes for FUZZTIME each (default 60s; new inputs minimized for at most 5 s)
