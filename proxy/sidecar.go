@@ -89,6 +89,9 @@ type Config struct {
 	EnvoyCredentialsDir string
 }
 
+// MuxProto is the ALPN protocol of the multiplexed tunnels between sidecars (see Config.NoMultiplex).
+const MuxProto = listener.MuxProto
+
 // SPIFFEID returns the workload's SPIFFE ID for cfg.
 func (cfg *Config) SPIFFEID() (spiffeid.ID, error) {
 	td, err := spiffeid.TrustDomainFromString(cfg.trustDomain())

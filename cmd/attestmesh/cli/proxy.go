@@ -6,7 +6,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attestmesh/attestmesh/proxy"
-	"github.com/attestmesh/attestmesh/proxy/listener"
 )
 
 func newProxyCmd() *cobra.Command {
@@ -70,7 +69,7 @@ answered only to clients in the sidecar's own network namespace.
 	f.StringVar(&cfg.AdminAddr, "admin-addr", "127.0.0.1:15000", "admin endpoint: /ready, /config_dump, /metrics")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the admin endpoint, only to clients in the sidecar's network namespace")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long open connections may drain on SIGTERM")
-	f.BoolVar(&multiplex, "multiplex", true, "carry app connections to and from other attestmesh sidecars as streams over shared mTLS connections (negotiated by ALPN "+listener.MuxProto+"; other peers get one mTLS connection per app connection)")
+	f.BoolVar(&multiplex, "multiplex", true, "carry app connections to and from other attestmesh sidecars as streams over shared mTLS connections (negotiated by ALPN "+proxy.MuxProto+"; other peers get one mTLS connection per app connection)")
 	f.IntVar(&concurrency, "concurrency", 0, "threads that run the sidecar at once (GOMAXPROCS); 0: Go's default, or 1 under a CPU limit of one CPU or less")
 	f.BoolVar(&bootstrap, "envoy-bootstrap", false, "print a bootstrap for a real Envoy and exit")
 	return cmd
