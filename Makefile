@@ -73,7 +73,14 @@ IMAGE ?= ghcr.io/attestmesh/attestmesh:dev
 image: build ## build the attestmesh image without Docker: target/image/oci (OCI layout) and target/image/attestmesh.tar
 	$(GO) run ./charts/image/mkimage -binary $(BIN) -ref $(IMAGE) -version $(or $(VERSION),dev) -out target/image
 
+EXAMPLE_IMAGES ?= target/images
+
+.PHONY: example-images
+example-images: ## the example's images from Debian's packages (mmdebstrap, root file systems cached in ~/.cache/attestmesh/images): target/images/redis.tar and api.tar
+	$(GO) run ./charts/image/mkdebimage -ref localhost/flaskredis/redis:1 -packages redis-server -out $(EXAMPLE_IMAGES)/redis.tar
+	$(GO) run ./charts/image/mkdebimage -ref localhost/flaskredis/api:1 -packages python3,python3-flask,python3-redis -out $(EXAMPLE_IMAGES)/api.tar
+
 .PHONY: e2e-k8s
-e2e-k8s: ## Kubernetes: Helm charts and the injector against a real API server; a real single-node cluster runs pods (root; binaries built once into ~/.cache/attestmesh/k8s)
+e2e-k8s: ## Kubernetes on a real single-node cluster: the charts, the injector, the example through the sidecars, Prometheus (root; binaries built once into ~/.cache/attestmesh/k8s, images' root file systems into ~/.cache/attestmesh/images)
 	cd e2e/k8s && nice -n 10 ./build-k8s.sh
-	$(GO) test -tags e2e_k8s -count=1 -timeout 20m -v ./e2e/k8s/...
+	$(GO) test -tags e2e_k8s -count=1 -timeout 45m -v ./e2e/k8s/...

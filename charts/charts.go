@@ -5,8 +5,10 @@
 // The package knows nothing of the control plane: WriteAppChart takes an App, the parts of a
 // mesh file that a chart needs, which the caller fills in (mesh.Mesh.ChartApp does).
 //
-// The application chart has a Deployment per mesh service, and a Service for each one that
-// listens on ports, named after the mesh service (the mesh's DNS names). Every pod carries
+// The application chart has a Deployment per mesh service, named RELEASE-SERVICE, and a Service
+// for each one that listens on ports, named after the mesh service (the mesh's DNS names, which
+// the sessions' certificates carry). A service's encrypted code travels in a ConfigMap
+// (RELEASE-SERVICE-fspf) mounted at the session's fspf_path. Every pod carries
 // attestmesh.io/config-id, so the injector adds the sidecar and runs the container's command
 // under `attestmesh launch`; the command is the mesh service's binary alone, because the
 // session supplies the arguments. Images, replicas and resources are values.
@@ -19,6 +21,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -47,7 +50,27 @@ type Service struct {
 	// Image holds Binary.
 	Image string
 	Ports []Port
+	// FSPF, when set, is the service's encrypted code, carried by the chart in a ConfigMap and
+	// mounted where the session's fspf_path says.
+	FSPF *FSPF
 }
+
+// FSPF is an encrypted tree (`attestmesh fspf encrypt`) that the chart carries.
+type FSPF struct {
+	// Dir is the encrypted tree on this machine.
+	Dir string
+	// Files are its files, relative to Dir, slash-separated.
+	Files []string
+	// MountPath is where the pod sees it: the session's fspf_path.
+	MountPath string
+}
+
+// FSPFMountPath is where an application chart mounts a service's encrypted code, and so the
+// fspf_path that `attestmesh apply` gives the service's session.
+func FSPFMountPath(service string) string { return "/attestmesh/fspf/" + service }
+
+// maxFSPFBytes bounds the encrypted code a chart carries: a ConfigMap holds at most 1 MiB.
+const maxFSPFBytes = 1000 * 1024
 
 // Port is a port the service serves in the mesh.
 type Port struct {
@@ -97,6 +120,23 @@ func WriteAppChart(m *App, dir string, opts AppChartOptions) error {
 	files := map[string][]byte{
 		"Chart.yaml":  chartYAML(m, opts),
 		"values.yaml": valuesYAML(m, opts),
+	}
+	for _, s := range m.Services {
+		if s.FSPF == nil {
+			continue
+		}
+		total := 0
+		for _, f := range s.FSPF.Files {
+			data, err := os.ReadFile(filepath.Join(s.FSPF.Dir, filepath.FromSlash(f)))
+			if err != nil {
+				return fmt.Errorf("charts: service %q: encrypted code: %w", s.Name, err)
+			}
+			total += len(data)
+			files[path.Join("files", "fspf", s.Name, f)] = data
+		}
+		if total > maxFSPFBytes {
+			return fmt.Errorf("charts: service %q: the encrypted code is %d bytes, more than a ConfigMap holds (%d): put it in the image instead", s.Name, total, maxFSPFBytes)
+		}
 	}
 	err := fs.WalkDir(appFS, "app", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -170,6 +210,13 @@ func valuesYAML(m *App, opts AppChartOptions) []byte {
 			b.WriteString("    ports:\n")
 			for _, p := range s.Ports {
 				fmt.Fprintf(&b, "      - port: %d\n        expose: %t\n", p.Port, p.Expose)
+			}
+		}
+		if s.FSPF != nil {
+			b.WriteString("    # -- Its encrypted code (files/fspf/" + s.Name + "/), mounted read-only from a ConfigMap where the session's fspf_path says.\n")
+			fmt.Fprintf(&b, "    fspf:\n      mountPath: %s\n      files:\n", quote(s.FSPF.MountPath))
+			for _, f := range s.FSPF.Files {
+				fmt.Fprintf(&b, "        - %s\n", quote(f))
 			}
 		}
 		b.WriteString("    # -- Type of its Service (LoadBalancer or NodePort to reach exposed ports from outside).\n")

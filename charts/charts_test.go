@@ -1,6 +1,7 @@
 package charts_test
 
 import (
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"os"
@@ -24,6 +25,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/attestmesh/attestmesh/attest/fspf"
 	"github.com/attestmesh/attestmesh/charts"
 	"github.com/attestmesh/attestmesh/controlplane/injector"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
@@ -126,7 +128,8 @@ func TestControlPlaneChart(t *testing.T) {
 			name:   "defaults: simulation, control plane patches the caBundle",
 			values: nil,
 			want: []string{
-				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
+				"ClusterRole/attestmesh-system-rel-attestmesh-endpoints", "ClusterRole/attestmesh-system-rel-attestmesh-injector",
+				"ClusterRoleBinding/attestmesh-system-rel-attestmesh-endpoints", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
 				"ConfigMap/rel-attestmesh-dashboard", "MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector",
 				"NetworkPolicy/rel-attestmesh-las",
 				"Role/rel-attestmesh-store-anchor", "RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation",
@@ -166,6 +169,12 @@ func TestControlPlaneChart(t *testing.T) {
 					APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
 					ResourceNames: []string{"attestmesh-system-rel-attestmesh-injector"}, Verbs: []string{"get", "patch"},
 				}}, role.Rules, "least privilege: one object, two verbs")
+				assert.Contains(t, c.Args, "--kubernetes")
+				follow := decode[rbacv1.ClusterRole](t, find(t, objs, "ClusterRole", "attestmesh-system-rel-attestmesh-endpoints"))
+				assert.Equal(t, []rbacv1.PolicyRule{
+					{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+					{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+				}, follow.Rules, "least privilege: read pods and EndpointSlices, nothing else")
 
 				mwc := decode[admissionregv1.MutatingWebhookConfiguration](t, find(t, objs, "MutatingWebhookConfiguration", "attestmesh-system-rel-attestmesh-injector"))
 				w := mwc.Webhooks[0]
@@ -221,6 +230,8 @@ func TestControlPlaneChart(t *testing.T) {
 				"store":            map[string]any{"key": map[string]any{"existingSecret": "my-key"}, "anchor": map[string]any{"enabled": false}},
 				"grafanaDashboard": map[string]any{"enabled": false},
 				"serviceMonitor":   map[string]any{"enabled": true},
+				"rbac":             map[string]any{"create": false},
+				"service":          map[string]any{"clusterIP": "10.96.0.50"},
 			},
 			want: []string{
 				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "Service/rel-attestmesh",
@@ -241,6 +252,11 @@ func TestControlPlaneChart(t *testing.T) {
 				assert.Contains(t, c.Args, "--collateral-dir=/etc/attestmesh/collateral")
 				assert.Contains(t, c.Args, "--store-anchor=none")
 				assert.False(t, *ss.Spec.Template.Spec.AutomountServiceAccountToken, "no API access needed")
+				assert.NotContains(t, c.Args, "--kubernetes")
+				assert.Contains(t, c.Args, "--advertise-host=10.96.0.50", "a fixed ClusterIP stands for the DNS name")
+				assert.Contains(t, c.Args, "--injector-attest-addr=10.96.0.50:18765")
+				svc := decode[corev1.Service](t, find(t, objs, "Service", "rel-attestmesh"))
+				assert.Equal(t, "10.96.0.50", svc.Spec.ClusterIP)
 				assert.Equal(t, "my-key", ss.Spec.Template.Spec.Volumes[0].Secret.SecretName)
 			},
 		},
@@ -251,7 +267,8 @@ func TestControlPlaneChart(t *testing.T) {
 				"threshold":  2,
 			}}},
 			want: []string{
-				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
+				"ClusterRole/attestmesh-system-rel-attestmesh-endpoints", "ClusterRole/attestmesh-system-rel-attestmesh-injector",
+				"ClusterRoleBinding/attestmesh-system-rel-attestmesh-endpoints", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
 				"ConfigMap/rel-attestmesh-recovery-keys",
 				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "NetworkPolicy/rel-attestmesh-las", "Role/rel-attestmesh-store-anchor",
 				"RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation", "Secret/rel-attestmesh-store-key",
@@ -284,7 +301,8 @@ func TestControlPlaneChart(t *testing.T) {
 			name:   "cert-manager",
 			values: map[string]any{"certManager": map[string]any{"enabled": true}, "grafanaDashboard": map[string]any{"enabled": false}},
 			want: []string{
-				"Certificate/rel-attestmesh-webhook", "Issuer/rel-attestmesh-selfsigned",
+				"Certificate/rel-attestmesh-webhook", "ClusterRole/attestmesh-system-rel-attestmesh-endpoints",
+				"ClusterRoleBinding/attestmesh-system-rel-attestmesh-endpoints", "Issuer/rel-attestmesh-selfsigned",
 				"MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector", "NetworkPolicy/rel-attestmesh-las", "Role/rel-attestmesh-store-anchor",
 				"RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation", "Secret/rel-attestmesh-store-key",
 				"Service/rel-attestmesh", "Service/rel-attestmesh-headless", "ServiceAccount/rel-attestmesh", "StatefulSet/rel-attestmesh",
@@ -302,7 +320,8 @@ func TestControlPlaneChart(t *testing.T) {
 			name:   "three replicas on the bundled etcd",
 			values: map[string]any{"replicas": 3, "store": map[string]any{"etcd": map[string]any{"bundled": map[string]any{"enabled": true}}}},
 			want: []string{
-				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
+				"ClusterRole/attestmesh-system-rel-attestmesh-endpoints", "ClusterRole/attestmesh-system-rel-attestmesh-injector",
+				"ClusterRoleBinding/attestmesh-system-rel-attestmesh-endpoints", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
 				"ConfigMap/rel-attestmesh-dashboard", "MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector",
 				"NetworkPolicy/rel-attestmesh-etcd", "NetworkPolicy/rel-attestmesh-las",
 				"PodDisruptionBudget/rel-attestmesh", "PodDisruptionBudget/rel-attestmesh-etcd",
@@ -373,7 +392,8 @@ func TestControlPlaneChart(t *testing.T) {
 			values: map[string]any{"replicas": 2, "store": map[string]any{"etcd": map[string]any{
 				"endpoints": []any{"etcd-a.db:2379", "etcd-b.db:2379"}, "tlsSecret": "my-etcd-client"}}},
 			want: []string{
-				"ClusterRole/attestmesh-system-rel-attestmesh-injector", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
+				"ClusterRole/attestmesh-system-rel-attestmesh-endpoints", "ClusterRole/attestmesh-system-rel-attestmesh-injector",
+				"ClusterRoleBinding/attestmesh-system-rel-attestmesh-endpoints", "ClusterRoleBinding/attestmesh-system-rel-attestmesh-injector",
 				"ConfigMap/rel-attestmesh-dashboard", "MutatingWebhookConfiguration/attestmesh-system-rel-attestmesh-injector",
 				"NetworkPolicy/rel-attestmesh-las", "PodDisruptionBudget/rel-attestmesh",
 				"Role/rel-attestmesh-store-anchor", "RoleBinding/rel-attestmesh-store-anchor", "Secret/rel-attestmesh-store-generation",
@@ -453,12 +473,21 @@ func exampleMesh(t *testing.T) *mesh.Mesh {
 func TestWriteAppChartMatchesMesh(t *testing.T) {
 	m := exampleMesh(t)
 	dir := filepath.Join(t.TempDir(), "helm")
-	require.NoError(t, charts.WriteAppChart(m.ChartApp(), dir, charts.AppChartOptions{Replicas: 2}))
+	app := m.ChartApp()
+	// The API's code, encrypted: the chart carries it in a ConfigMap.
+	enc := filepath.Join(t.TempDir(), "app.enc")
+	_, _, err := fspf.Encrypt(filepath.Join(m.Dir, "app"), enc, rand.Reader)
+	require.NoError(t, err)
+	encFiles, err := mesh.FSPFFiles(enc)
+	require.NoError(t, err)
+	require.Equal(t, "api", app.Services[1].Name)
+	app.Services[1].FSPF = &charts.FSPF{Dir: enc, Files: encFiles, MountPath: charts.FSPFMountPath("api")}
+	require.NoError(t, charts.WriteAppChart(app, dir, charts.AppChartOptions{Replicas: 2}))
 	requireLintClean(t, dir, nil)
 
 	ch, err := loader.Load(dir)
 	require.NoError(t, err)
-	assert.Equal(t, "flask-redis", ch.Metadata.Name)
+	assert.Equal(t, m.Name, ch.Metadata.Name)
 
 	objs := render(t, dir, nil)
 	var deployments, services []string
@@ -470,17 +499,36 @@ func TestWriteAppChartMatchesMesh(t *testing.T) {
 			services = append(services, o.Metadata.Name)
 		}
 	}
-	var want []string
+	var want, wantDeployments []string
 	for _, s := range m.Services {
 		want = append(want, s.Name)
+		wantDeployments = append(wantDeployments, "rel-"+s.Name)
 	}
 	slices.Sort(want)
-	assert.Equal(t, want, deployments, "a Deployment per mesh service")
-	assert.Equal(t, want, services, "a Service per mesh service with ports")
+	slices.Sort(wantDeployments)
+	assert.Equal(t, wantDeployments, deployments, "a Deployment per mesh service, named under the release")
+	assert.Equal(t, want, services, "a Service per mesh service with ports, named as in the mesh (its DNS name)")
+
+	// The encrypted code: a ConfigMap whose files are the encrypted tree, mounted read-only at
+	// the session's fspf_path.
+	cm := decode[corev1.ConfigMap](t, find(t, objs, "ConfigMap", "rel-api-fspf"))
+	api := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "rel-api"))
+	vol := api.Spec.Template.Spec.Volumes
+	require.Len(t, vol, 1)
+	require.NotNil(t, vol[0].ConfigMap)
+	assert.Equal(t, "rel-api-fspf", vol[0].ConfigMap.Name)
+	require.Len(t, vol[0].ConfigMap.Items, len(encFiles))
+	for _, it := range vol[0].ConfigMap.Items {
+		data, err := os.ReadFile(filepath.Join(enc, it.Path))
+		require.NoError(t, err)
+		assert.Equal(t, data, cm.BinaryData[it.Key], it.Path)
+	}
+	assert.Equal(t, []corev1.VolumeMount{{Name: "fspf", MountPath: "/attestmesh/fspf/api", ReadOnly: true}},
+		api.Spec.Template.Spec.Containers[0].VolumeMounts)
 
 	for _, s := range m.Services {
 		t.Run(s.Name, func(t *testing.T) {
-			d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", s.Name))
+			d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "rel-"+s.Name))
 			assert.Equal(t, int32(2), *d.Spec.Replicas)
 			assert.Equal(t, s.ConfigID, d.Spec.Template.Annotations[injector.AnnotationConfigID])
 			require.Len(t, d.Spec.Template.Spec.Containers, 1, "one container: the injector needs no attestmesh.io/container")
@@ -504,7 +552,7 @@ func TestWriteAppChartMatchesMesh(t *testing.T) {
 
 	// Overriding values works per service.
 	objs = render(t, dir, map[string]any{"services": map[string]any{"redis": map[string]any{"replicas": 3, "image": "example.org/redis:8"}}})
-	d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "redis"))
+	d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "rel-redis"))
 	assert.Equal(t, int32(3), *d.Spec.Replicas)
 	assert.Equal(t, "example.org/redis:8", d.Spec.Template.Spec.Containers[0].Image)
 }

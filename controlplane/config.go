@@ -89,6 +89,12 @@ type Config struct {
 	// WebhookConfigName, when set and running in a cluster, is the
 	// MutatingWebhookConfiguration whose caBundle the control plane patches with its CA.
 	WebhookConfigName string
+	// Kubernetes follows the cluster the control plane runs in (in-cluster credentials): the
+	// ready pods of injected workloads become the endpoints of Kubernetes mesh registrations.
+	Kubernetes bool
+	// Kubeconfig, with Kubernetes, is a kubeconfig file to use instead of the pod's service
+	// account (a control plane outside the cluster).
+	Kubeconfig string
 	// AdvertiseAddr is the host that workloads use to reach this control plane; it goes into
 	// the server certificate and the xDS address told to sidecars.
 	AdvertiseHost string

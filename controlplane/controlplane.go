@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -17,11 +18,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
 	"github.com/attestmesh/attestmesh/controlplane/attestation"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/cas"
+	"github.com/attestmesh/attestmesh/controlplane/endpoints"
 	"github.com/attestmesh/attestmesh/controlplane/mgmt"
 	"github.com/attestmesh/attestmesh/controlplane/registry"
 	"github.com/attestmesh/attestmesh/controlplane/xds"
@@ -60,8 +65,16 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	sessions.count = casSvc.Count
 	sessions.changed(ctx) // the sessions already stored count from the start
+	var cluster *endpoints.Watcher
+	var ready registry.Cluster
+	if cfg.Kubernetes {
+		if cluster, err = newClusterWatcher(cfg, func() { signal(changes) }, log); err != nil {
+			return err
+		}
+		ready = cluster.Ready
+	}
 	meshes := registry.New(registry.Config{
-		CAS: casSvc, TrustDomain: td, Bundle: authority.Bundle, Changes: changes, Registerer: reg, Logger: log,
+		CAS: casSvc, TrustDomain: td, Bundle: authority.Bundle, Changes: changes, Cluster: ready, Registerer: reg, Logger: log,
 	})
 
 	// Attestation: the verifier (and, in simulation, the platform and its LAS).
@@ -139,6 +152,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if las != nil {
 		tasks["LAS"] = las.Run
 	}
+	if cluster != nil {
+		tasks["cluster endpoints"] = cluster.Run
+	}
 	if st.watch != nil {
 		// Other replicas write too: their changes reach this replica's xDS feed as its own do.
 		tasks["store watch"] = func(ctx context.Context) error {
@@ -173,6 +189,29 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	}
 	return g.Wait()
+}
+
+// newClusterWatcher follows the cluster with the pod's service account (or cfg.Kubeconfig).
+func newClusterWatcher(cfg Config, onChange func(), log *slog.Logger) (*endpoints.Watcher, error) {
+	var rc *rest.Config
+	var err error
+	if cfg.Kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: --kubernetes: cannot reach the cluster's API server: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: --kubernetes: %w", err)
+	}
+	w, err := endpoints.New(endpoints.Config{Client: client, OnChange: onChange, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	return w, nil
 }
 
 // signal asks for a rebuild on c without blocking.

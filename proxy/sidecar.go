@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -87,6 +88,11 @@ type Config struct {
 	// EnvoyCredentialsDir is where EnvoyBootstrap expects a real Envoy's
 	// SVID, key and bundle (/run/attestmesh if empty).
 	EnvoyCredentialsDir string
+	// InboundIP, when set, is the workload's own address (its pod IP): inbound
+	// listeners sent on the wildcard address bind to it instead, so that they
+	// do not clash with the app's ports on 127.0.0.1, and replicas that share
+	// one configuration each serve on their own address.
+	InboundIP netip.Addr
 }
 
 // MuxProto is the ALPN protocol of the multiplexed tunnels between sidecars (see Config.NoMultiplex).
@@ -413,6 +419,27 @@ func (s *Sidecar) renew(ctx context.Context) error {
 	}
 }
 
+// BindInbound returns ls with every inbound listener on the wildcard address
+// bound to ip instead (ls itself when ip is not set). Outbound listeners are
+// on loopback and stay there.
+func BindInbound(ls []*resource.Listener, ip netip.Addr) []*resource.Listener {
+	if !ip.IsValid() {
+		return ls
+	}
+	out := make([]*resource.Listener, len(ls))
+	for i, l := range ls {
+		out[i] = l
+		ap, err := netip.ParseAddrPort(l.Address)
+		if l.Direction != resource.Inbound || err != nil || !ap.Addr().IsUnspecified() {
+			continue
+		}
+		c := *l
+		c.Address = netip.AddrPortFrom(ip, ap.Port()).String()
+		out[i] = &c
+	}
+	return out
+}
+
 // handler applies ADS responses to the listener manager and credentials.
 type handler struct{ s *Sidecar }
 
@@ -424,7 +451,7 @@ func (h *handler) Apply(typeURL string, res []*anypb.Any) error {
 		if err != nil {
 			return err
 		}
-		return s.mgr.UpdateListeners(ls)
+		return s.mgr.UpdateListeners(BindInbound(ls, s.cfg.InboundIP))
 	case resource.ClusterType:
 		cs, err := resource.ParseClusters(res)
 		if err != nil {

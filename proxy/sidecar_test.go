@@ -103,7 +103,9 @@ func TestTunnel(t *testing.T) {
 				}
 				return server.metric(t, "attestmesh_sidecar_tls_handshake_failures_total", fmtLabels("listener", inbound, "reason", tt.reason)) == beforeFail+1
 			}, 5*time.Second, 10*time.Millisecond)
-			assert.Contains(t, server.logs.String(), tt.logMessage)
+			// The refusal is counted, then logged: wait for the log line too.
+			assert.Eventually(t, func() bool { return strings.Contains(server.logs.String(), tt.logMessage) },
+				5*time.Second, 10*time.Millisecond, "log line %q", tt.logMessage)
 		})
 	}
 	assert.Contains(t, server.logs.String(), "peer not authorized")

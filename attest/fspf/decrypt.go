@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 )
 
 // Sentinel errors of Decrypt; every refusal wraps one of them.
@@ -57,7 +58,24 @@ func Decrypt(dir string, key Key, tag Tag) (*Tree, error) {
 		}
 		dir = filepath.Dir(dir)
 	}
-	return DecryptFS(os.DirFS(dir), key, tag)
+	return DecryptFS(os.DirFS(atomicWriterData(dir)), key, tag)
+}
+
+// atomicWriterData returns the directory that holds a tree mounted from a Kubernetes ConfigMap
+// or Secret volume, and dir itself otherwise. The kubelet writes such a volume atomically: the
+// files and directories are in a timestamped directory, ..data is a symlink to it, and every
+// top-level name is a symlink into ..data. The tree is then ..data's target, with regular files
+// and directories only; the manifest and the tag check it as any other tree.
+func atomicWriterData(dir string) string {
+	const data = "..data"
+	target, err := os.Readlink(filepath.Join(dir, data))
+	if err != nil || target == "" || strings.ContainsRune(target, filepath.Separator) || target == "." || target == ".." {
+		return dir // not a symlink to a sibling: no atomic writer here
+	}
+	if fi, err := os.Stat(filepath.Join(dir, target)); err != nil || !fi.IsDir() {
+		return dir
+	}
+	return filepath.Join(dir, target)
 }
 
 // DecryptFS is Decrypt over any file system whose root is the encrypted tree.

@@ -425,3 +425,42 @@ func TestKeyNeverPrints(t *testing.T) {
 	}
 	assert.Equal(t, strings.Repeat("5a", 32), hex.EncodeToString(k[:]))
 }
+
+// TestDecryptKubernetesVolume: a tree mounted from a ConfigMap (the app chart's) is laid out by
+// the kubelet's atomic writer: the tree in a timestamped directory, ..data a symlink to it, the
+// top-level names symlinks into ..data. Decrypt checks and opens the tree behind ..data.
+func TestDecryptKubernetesVolume(t *testing.T) {
+	enc, k, tag := encrypted(t)
+	want, err := fspf.Decrypt(enc, k, tag)
+	require.NoError(t, err)
+
+	vol := filepath.Join(t.TempDir(), "vol")
+	require.NoError(t, os.Mkdir(vol, 0o755))
+	const ts = "..2026_11_27_15_05_01.1202003433"
+	require.NoError(t, os.Rename(enc, filepath.Join(vol, ts)))
+	require.NoError(t, os.Symlink(ts, filepath.Join(vol, "..data")))
+	entries, err := os.ReadDir(filepath.Join(vol, ts))
+	require.NoError(t, err)
+	for _, e := range entries {
+		require.NoError(t, os.Symlink(filepath.Join("..data", e.Name()), filepath.Join(vol, e.Name())))
+	}
+	got, err := fspf.Decrypt(vol, k, tag)
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+	got, err = fspf.Decrypt(filepath.Join(vol, fspf.ManifestName), k, tag)
+	require.NoError(t, err, "the session's fspf_path may name the manifest")
+	assert.Equal(t, want, got)
+
+	// The tree behind ..data is checked as any other.
+	require.NoError(t, os.WriteFile(filepath.Join(vol, ts, "extra.txt"), []byte("x"), 0o600))
+	_, err = fspf.Decrypt(vol, k, tag)
+	require.ErrorContains(t, err, "extra.txt")
+
+	// A ..data that is not a symlink to a directory beside it is not followed: the tree is
+	// the volume itself, whose symlinks are refused.
+	require.NoError(t, os.Remove(filepath.Join(vol, ts, "extra.txt")))
+	require.NoError(t, os.Remove(filepath.Join(vol, "..data")))
+	require.NoError(t, os.Symlink(filepath.Join(vol, ts), filepath.Join(vol, "..data")))
+	_, err = fspf.Decrypt(vol, k, tag)
+	require.ErrorContains(t, err, "..data")
+}

@@ -17,6 +17,11 @@
 //     command and args are kept in the annotation attestmesh.io/original-command for reference;
 //   - every directory of the session's injection files gets an emptyDir{medium: Memory} volume
 //     in the app container, so secrets never touch a node's disk;
+//   - the app container gets CAP_SYS_ADMIN, for the launcher alone: it mounts the injected
+//     files and the decrypted code on tmpfs in a private mount namespace and drops the
+//     capability from the bounding set before it execs the app;
+//   - the sidecar binds its inbound listeners to the pod's IP (--inbound-ip from status.podIP),
+//     so that they do not clash with the app's own ports on 127.0.0.1;
 //   - the pod is annotated attestmesh.io/injected: "true"; a pod that carries it is not changed
 //     again (the patch is empty).
 //
@@ -78,6 +83,7 @@ const (
 	InjectVolume    = "attestmesh-inject-"
 	AdminPort       = 15000
 	caEnv           = "ATTESTMESH_CA_PEM"
+	podIPEnv        = "ATTESTMESH_POD_IP"
 	imageBinaryPath = "/usr/local/bin/attestmesh"
 )
 
@@ -281,7 +287,28 @@ func (in *Injector) patch(pod *corev1.Pod, app int, id string, dirs []string) ([
 		mounts = append(mounts, corev1.VolumeMount{Name: InjectVolume + strconv.Itoa(i), MountPath: d})
 	}
 	ops = appendList(ops, base+"/volumeMounts", len(c.VolumeMounts) > 0, mounts)
-	return ops, nil
+	return append(ops, launcherCapability(base, c.SecurityContext)...), nil
+}
+
+// launcherCapability adds CAP_SYS_ADMIN to the app container: the launcher needs it to mount
+// the injected files and the decrypted code on tmpfs in a mount namespace of its own, where no
+// other process sees them (other containers of the pod have mount namespaces of their own and
+// do not mount the app's in-memory volumes either). The launcher takes it out of the bounding
+// set before it execs the app, so the app never holds it.
+func launcherCapability(base string, sc *corev1.SecurityContext) []PatchOp {
+	const sysAdmin = corev1.Capability("SYS_ADMIN")
+	switch {
+	case sc == nil:
+		return []PatchOp{{Op: "add", Path: base + "/securityContext", Value: &corev1.SecurityContext{
+			Capabilities: &corev1.Capabilities{Add: []corev1.Capability{sysAdmin}},
+		}}}
+	case sc.Capabilities == nil:
+		return []PatchOp{{Op: "add", Path: base + "/securityContext/capabilities", Value: &corev1.Capabilities{Add: []corev1.Capability{sysAdmin}}}}
+	case slices.Contains(sc.Capabilities.Add, sysAdmin) || slices.Contains(sc.Capabilities.Add, "CAP_SYS_ADMIN"):
+		return nil
+	default:
+		return appendList(nil, base+"/securityContext/capabilities/add", len(sc.Capabilities.Add) > 0, []corev1.Capability{sysAdmin})
+	}
 }
 
 // appendList adds items to the list at p: item by item when the list exists, else the list.
@@ -366,7 +393,11 @@ func (in *Injector) sidecar(id string) corev1.Container {
 		Image:           in.cfg.Image,
 		ImagePullPolicy: in.cfg.ImagePullPolicy,
 		Command: slices.Concat([]string{imageBinaryPath, "proxy"}, in.attestFlags(id),
-			[]string{"--admin-addr", ":" + strconv.Itoa(AdminPort)}),
+			[]string{"--admin-addr", ":" + strconv.Itoa(AdminPort), "--inbound-ip", "$(" + podIPEnv + ")"}),
+		// Replicas share one configuration; each binds its inbound listeners to its own pod IP.
+		Env: []corev1.EnvVar{{Name: podIPEnv, ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"},
+		}}},
 		RestartPolicy:  ptr(corev1.ContainerRestartPolicyAlways),
 		Ports:          []corev1.ContainerPort{{Name: "attestmesh-adm", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP}},
 		ReadinessProbe: probe(3),

@@ -162,7 +162,10 @@ func TestPatchResult(t *testing.T) {
 	assert.Equal(t, corev1.ContainerRestartPolicyAlways, *side.RestartPolicy)
 	assert.Equal(t, []string{imageBinaryPath, "proxy", "--config-id", "flask-redis/flask/flask_restapi",
 		"--attest-addr", "attestmesh.attestmesh-system.svc:18765", "--ca-file", CAPath,
-		"--las-addr", "attestmesh.attestmesh-system.svc:18766", "--admin-addr", ":15000"}, side.Command)
+		"--las-addr", "attestmesh.attestmesh-system.svc:18766", "--admin-addr", ":15000",
+		"--inbound-ip", "$(ATTESTMESH_POD_IP)"}, side.Command)
+	require.Len(t, side.Env, 1)
+	assert.Equal(t, "status.podIP", side.Env[0].ValueFrom.FieldRef.FieldPath, "the sidecar binds its pod's IP")
 	require.NotNil(t, side.ReadinessProbe)
 	assert.Equal(t, "/ready", side.ReadinessProbe.HTTPGet.Path)
 	assert.Equal(t, int32(AdminPort), side.ReadinessProbe.HTTPGet.Port.IntVal)
@@ -172,6 +175,9 @@ func TestPatchResult(t *testing.T) {
 		"--attest-addr", "attestmesh.attestmesh-system.svc:18765", "--ca-file", CAPath,
 		"--las-addr", "attestmesh.attestmesh-system.svc:18766", "--", "/usr/bin/python3"}, app.Command)
 	assert.Nil(t, app.Args, "the session supplies the arguments")
+	require.NotNil(t, app.SecurityContext)
+	assert.Equal(t, []corev1.Capability{"SYS_ADMIN"}, app.SecurityContext.Capabilities.Add,
+		"for the launcher's mount namespace; it drops it before the exec")
 	mounts := map[string]string{}
 	for _, m := range app.VolumeMounts {
 		mounts[m.MountPath] = m.Name
@@ -193,6 +199,36 @@ func TestPatchResult(t *testing.T) {
 	// was labelled by its author, not by the injector.
 	_, err = in.Patch(t.Context(), got)
 	require.ErrorContains(t, err, "the pod carries the label attestmesh.io/injected itself")
+}
+
+// TestLauncherCapability: CAP_SYS_ADMIN joins what the pod's author set, once.
+func TestLauncherCapability(t *testing.T) {
+	in := newTestInjector(t, nil)
+	for name, tt := range map[string]struct {
+		sc   *corev1.SecurityContext
+		want []corev1.Capability
+	}{
+		"none":              {nil, []corev1.Capability{"SYS_ADMIN"}},
+		"no capabilities":   {&corev1.SecurityContext{RunAsUser: ptr(int64(0))}, []corev1.Capability{"SYS_ADMIN"}},
+		"others":            {&corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}}, []corev1.Capability{"NET_ADMIN", "SYS_ADMIN"}},
+		"drops only":        {&corev1.SecurityContext{Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"NET_RAW"}}}, []corev1.Capability{"SYS_ADMIN"}},
+		"already there":     {&corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN"}}}, []corev1.Capability{"SYS_ADMIN"}},
+		"already, prefixed": {&corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"CAP_SYS_ADMIN"}}}, []corev1.Capability{"CAP_SYS_ADMIN"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := container("redis", []string{"/usr/bin/redis-server"}, nil)
+			c.SecurityContext = tt.sc
+			orig := pod([]corev1.Container{c}, annotate(AnnotationConfigID, "flask-redis/redis/redis"))
+			ops, err := in.Patch(t.Context(), orig)
+			require.NoError(t, err)
+			got := applyPatch(t, orig, ops).Spec.Containers[0].SecurityContext
+			require.NotNil(t, got)
+			assert.Equal(t, tt.want, got.Capabilities.Add)
+			if tt.sc != nil && tt.sc.RunAsUser != nil {
+				assert.Equal(t, tt.sc.RunAsUser, got.RunAsUser, "the rest of the author's context stays")
+			}
+		})
+	}
 }
 
 func TestPatchNothingToDo(t *testing.T) {

@@ -19,7 +19,7 @@ import (
 func TestExampleMesh(t *testing.T) {
 	m, err := mesh.Load(filepath.Join("..", "..", "examples", "flask-redis", "mesh.yaml"))
 	require.NoError(t, err)
-	assert.Equal(t, "flask-redis", m.Name)
+	assert.Equal(t, "flaskredis", m.Name, "the Helm release of the seed: helm install flaskredis target/helm")
 	require.Len(t, m.Services, 2)
 	api, ok := m.Service("api")
 	require.True(t, ok)
@@ -93,10 +93,11 @@ func TestApplyCreatesUpdatesAndSkips(t *testing.T) {
 	var out bytes.Buffer
 	changes, err := m.Apply(ctx, api, vars, &out)
 	require.NoError(t, err)
-	require.Len(t, changes, 3)
-	assert.Equal(t, mesh.Change{Session: "flask-redis", Action: "created", Hash: changes[0].Hash}, changes[0], "the namespace comes first")
+	require.Len(t, changes, 4)
+	assert.Equal(t, mesh.Change{Session: "flaskredis", Action: "created", Hash: changes[0].Hash}, changes[0], "the mesh's name, a session of its own")
+	assert.Equal(t, mesh.Change{Session: "flask-redis", Action: "created", Hash: changes[1].Hash}, changes[1], "the namespace before its sessions")
 	assert.Contains(t, out.String(), "namespace flask-redis created")
-	changes = changes[1:]
+	changes = changes[2:]
 	assert.Equal(t, "created", changes[0].Action)
 	assert.Equal(t, "flask-redis/redis", changes[0].Session)
 	assert.Equal(t, "created", changes[1].Action)
@@ -120,7 +121,7 @@ func TestApplyCreatesUpdatesAndSkips(t *testing.T) {
 	vars["REDIS_MRENCLAVE"] = strings.Repeat("f", 64)
 	_, err = m.Apply(ctx, srv.Client(t, true), vars, &out)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "namespace session flask-redis exists and belongs to another client")
+	assert.Contains(t, err.Error(), "namespace session flaskredis exists and belongs to another client", "the mesh's name first")
 }
 
 // TestLocalPort: a client of two services that serve the same port gets one of them on

@@ -39,13 +39,19 @@ type ErrorResponse struct {
 }
 
 // Registration is what a deployment tells the control plane about a mesh so that it can
-// configure the sidecars: the mesh file (variables already resolved into config IDs) and the
-// IP address at which each service's sidecar is reachable.
+// configure the sidecars: the mesh file (variables already resolved into config IDs) and where
+// each service's sidecars are reachable: an IP address per service, or, on Kubernetes, the
+// ready pods that the control plane finds in its cluster.
 type Registration struct {
 	// Mesh is the mesh file.
 	Mesh string `json:"mesh"`
-	// Endpoints maps a service name to the IP address of its sidecar.
-	Endpoints map[string]string `json:"endpoints"`
+	// Endpoints maps a service name to the IP address of its sidecar. Empty with Kubernetes.
+	Endpoints map[string]string `json:"endpoints,omitempty"`
+	// Kubernetes says that the services run in the control plane's cluster (`attestmesh
+	// apply`): each service's endpoints are the IPs of the ready, injected pods that carry its
+	// config ID, followed as they come and go, and each sidecar binds its inbound listeners to
+	// its own pod IP.
+	Kubernetes bool `json:"kubernetes,omitempty"`
 }
 
 // Marshal encodes the registration as JSON.

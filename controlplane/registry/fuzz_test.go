@@ -72,7 +72,7 @@ func FuzzParse(f *testing.F) {
 		if reg == nil || m == nil || len(m.Services) == 0 {
 			t.Fatalf("accepted without a mesh: %v %v", reg, m)
 		}
-		model, skipped := BuildModel(td, []cas.Mesh{{Name: m.Name, Doc: doc}})
+		model, skipped := BuildModel(td, []cas.Mesh{{Name: m.Name, Doc: doc}}, nil)
 		if skipped[m.Name] != nil {
 			return
 		}

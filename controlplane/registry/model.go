@@ -3,6 +3,11 @@ package registry
 import (
 	"crypto/sha256"
 	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -64,8 +69,9 @@ func (b *builder) parse(doc []byte) ([]xds.Service, error) {
 }
 
 // model merges meshes in the order given; see BuildModel. It forgets what it remembered of
-// documents that are no longer registered.
-func (b *builder) model(meshes []cas.Mesh) (*xds.Mesh, map[string]error) {
+// documents that are no longer registered. What it remembers of a Kubernetes registration has
+// no endpoints: they are the ready pods of the moment, filled in here.
+func (b *builder) model(meshes []cas.Mesh, ready map[string][]netip.Addr) (*xds.Mesh, map[string]error) {
 	model := &xds.Mesh{TrustDomain: b.td}
 	skipped := map[string]error{}
 	names := map[string]string{}    // service name -> mesh
@@ -84,7 +90,7 @@ func (b *builder) model(meshes []cas.Mesh) (*xds.Mesh, map[string]error) {
 		for _, s := range svcs {
 			names[s.Name], ids[s.ID] = m.Name, s.Name
 		}
-		model.Services = append(model.Services, svcs...)
+		model.Services = append(model.Services, withClusterEndpoints(svcs, ready)...)
 	}
 	b.mu.Lock()
 	if len(b.built) > 2*len(live)+16 {
@@ -109,4 +115,33 @@ func fits(svcs []xds.Service, names map[string]string, ids map[spiffeid.ID]strin
 		}
 	}
 	return nil
+}
+
+// withClusterEndpoints returns svcs with the connections to services that bind their workloads'
+// IPs (a Kubernetes registration's) leading to the ready pods of the target's config ID; svcs
+// itself, which the builder keeps, is not changed.
+func withClusterEndpoints(svcs []xds.Service, ready map[string][]netip.Addr) []xds.Service {
+	byName := make(map[string]*xds.Service, len(svcs))
+	for i := range svcs {
+		byName[svcs[i].Name] = &svcs[i]
+	}
+	out := slices.Clone(svcs)
+	for i := range out {
+		if !slices.ContainsFunc(out[i].Connects, func(c xds.Connect) bool { return byName[c.Service] != nil && byName[c.Service].BindWorkloadIP }) {
+			continue
+		}
+		out[i].Connects = slices.Clone(out[i].Connects)
+		for j := range out[i].Connects {
+			c := &out[i].Connects[j]
+			target := byName[c.Service]
+			if target == nil || !target.BindWorkloadIP {
+				continue
+			}
+			c.Endpoints = nil
+			for _, a := range ready[strings.TrimPrefix(target.ID.Path(), "/")] {
+				c.Endpoints = append(c.Endpoints, net.JoinHostPort(a.String(), strconv.FormatUint(uint64(c.Port), 10)))
+			}
+		}
+	}
+	return out
 }

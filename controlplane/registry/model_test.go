@@ -2,6 +2,7 @@ package registry
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -34,7 +35,7 @@ func TestBuildModelSkipsBrokenAndConflictingMeshes(t *testing.T) {
 		{Name: "b", Doc: []byte("{not json")},
 		{Name: "c", Doc: reg("c", "one")}, // the same config IDs as a
 		{Name: "d", Doc: reg("d", "two")},
-	})
+	}, nil)
 	var names []string
 	for _, s := range model.Services {
 		names = append(names, s.Name)
@@ -87,15 +88,56 @@ func BenchmarkValidateAmongMeshes(b *testing.B) {
 				meshes = append(meshes, cas.Mesh{Name: name, Doc: doc})
 			}
 			bld := newBuilder(td)
-			_, skipped := bld.model(meshes[:n])
+			_, skipped := bld.model(meshes[:n], nil)
 			require.Empty(b, skipped)
 			b.ReportAllocs()
 			for b.Loop() {
-				_, skipped := bld.model(meshes)
+				_, skipped := bld.model(meshes, nil)
 				if len(skipped) != 0 {
 					b.Fatal(skipped)
 				}
 			}
 		})
 	}
+}
+
+// TestKubernetesRegistration: the endpoints of a Kubernetes registration are the ready pods of
+// each service's config ID at the time of the build, every replica's port; inbound listeners
+// bind each pod's own IP; a service without a ready pod leaves its clients' clusters empty.
+// Such a registration names no endpoints itself.
+func TestKubernetesRegistration(t *testing.T) {
+	meshDoc := "name: app\nsessions: [s.yaml]\nservices:\n" +
+		"  - name: redis\n    config_id: ns/redis/redis\n    binary: /usr/bin/redis-server\n    ports: [{port: 6379}]\n" +
+		"  - name: api\n    config_id: ns/flask/api\n    binary: /usr/bin/python3\n    ports: [{port: 4996, expose: true}]\n    connects: [{service: redis, port: 6379}]\n"
+	doc, err := (&mgmtapi.Registration{Mesh: meshDoc, Kubernetes: true}).Marshal()
+	require.NoError(t, err)
+	td := spiffeid.RequireTrustDomainFromString("attestmesh.local")
+	b := newBuilder(td)
+
+	two := map[string][]netip.Addr{"ns/redis/redis": {netip.MustParseAddr("10.232.0.5"), netip.MustParseAddr("10.232.0.9")}}
+	model, skipped := b.model([]cas.Mesh{{Name: "app", Doc: doc}}, two)
+	require.Empty(t, skipped)
+	require.Len(t, model.Services, 2)
+	redis, api := model.Services[0], model.Services[1]
+	assert.True(t, redis.BindWorkloadIP)
+	assert.Empty(t, redis.BindAddress)
+	assert.Equal(t, []xds.Port{{Port: 6379, AppPort: 6379, AllowedPeers: []string{"app.api"}}}, redis.Ports,
+		"the app's own port: the sidecar binds the pod IP, the app 127.0.0.1")
+	require.Len(t, api.Connects, 1)
+	assert.Equal(t, []string{"10.232.0.5:6379", "10.232.0.9:6379"}, api.Connects[0].Endpoints)
+	require.NoError(t, model.Validate())
+
+	// The same document again, with the pods of another moment: the builder remembers the
+	// parse, not the endpoints.
+	model, skipped = b.model([]cas.Mesh{{Name: "app", Doc: doc}}, map[string][]netip.Addr{"ns/redis/redis": {netip.MustParseAddr("10.232.0.7")}})
+	require.Empty(t, skipped)
+	assert.Equal(t, []string{"10.232.0.7:6379"}, model.Services[1].Connects[0].Endpoints)
+	model, skipped = b.model([]cas.Mesh{{Name: "app", Doc: doc}}, nil)
+	require.Empty(t, skipped, "no ready pod yet is no error")
+	assert.Empty(t, model.Services[1].Connects[0].Endpoints)
+
+	bad, err := (&mgmtapi.Registration{Mesh: meshDoc, Kubernetes: true, Endpoints: map[string]string{"redis": "10.0.0.1"}}).Marshal()
+	require.NoError(t, err)
+	_, _, err = Parse(bad)
+	require.ErrorContains(t, err, "a Kubernetes registration names no endpoints")
 }

@@ -18,6 +18,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -42,7 +43,10 @@ type Config struct {
 	Bundle func() []*x509.Certificate
 	// Changes signals a change of the sessions or meshes (the CAS's OnChange): the registry
 	// rebuilds.
-	Changes    <-chan struct{}
+	Changes <-chan struct{}
+	// Cluster, when set, gives the endpoints of Kubernetes registrations: the ready pods of each
+	// config ID. Call Changed when they change.
+	Cluster    Cluster
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 }
@@ -105,7 +109,7 @@ func (r *Registry) Validate(ctx context.Context, name string, doc []byte, _ cas.
 		return err
 	}
 	others = slices.DeleteFunc(others, func(o cas.Mesh) bool { return o.Name == name })
-	_, skipped := r.build.model(append(others, cas.Mesh{Name: name, Doc: doc}))
+	_, skipped := r.build.model(append(others, cas.Mesh{Name: name, Doc: doc}), r.ready())
 	if err := skipped[name]; err != nil {
 		return fmt.Errorf("mesh %q does not fit with the registered meshes: %w", name, err)
 	}
@@ -188,7 +192,7 @@ func (r *Registry) rebuild(ctx context.Context, pub Publisher) error {
 		}
 		meshes = append(meshes, m)
 	}
-	model, skipped := r.build.model(meshes)
+	model, skipped := r.build.model(meshes, r.ready())
 	for name, err := range skipped {
 		// One broken or conflicting mesh must not stop the others' updates.
 		r.exclude.WithLabelValues(ExcludedInvalid).Inc()
@@ -211,9 +215,18 @@ func (r *Registry) rebuild(ctx context.Context, pub Publisher) error {
 	return nil
 }
 
+// ready is the cluster's ready pods by config ID (nil without a cluster).
+func (r *Registry) ready() map[string][]netip.Addr {
+	if r.cfg.Cluster == nil {
+		return nil
+	}
+	return r.cfg.Cluster()
+}
+
 // BuildModel merges the registered meshes into one xDS model, in the order given. A mesh that
 // does not parse, or that conflicts with the meshes before it (a config ID claimed twice), is
-// left out and reported in skipped; the others are kept.
-func BuildModel(td spiffeid.TrustDomain, meshes []cas.Mesh) (*xds.Mesh, map[string]error) {
-	return newBuilder(td).model(meshes)
+// left out and reported in skipped; the others are kept. ready gives the endpoints of
+// Kubernetes registrations: the IPs of the ready pods of each config ID.
+func BuildModel(td spiffeid.TrustDomain, meshes []cas.Mesh, ready map[string][]netip.Addr) (*xds.Mesh, map[string]error) {
+	return newBuilder(td).model(meshes, ready)
 }

@@ -9,7 +9,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 )
 
 // KeySize is the size of the store key: AES-256.
@@ -64,6 +66,26 @@ func LoadKey(cfg KeyConfig) (Key, error) {
 	}
 }
 
+// ownGroupReadOnly reports whether a file that the group may access is only readable by it,
+// by nobody else, and the group is one of this process's own. That is a Kubernetes Secret
+// volume in a pod with an fsGroup: the kubelet owns the file as root, gives it the fsGroup
+// and adds group read to defaultMode 0400, which is how a non-root control plane reads it.
+func ownGroupReadOnly(fi os.FileInfo) bool {
+	perm := fi.Mode().Perm()
+	if perm&0o037 != 0 {
+		return false // group write or execute, or any access by others
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	if int(st.Gid) == os.Getegid() {
+		return true
+	}
+	groups, err := os.Getgroups()
+	return err == nil && slices.Contains(groups, int(st.Gid))
+}
+
 func loadKeyFile(path, dataDir string) (Key, error) {
 	if dataDir != "" {
 		inside, err := within(path, dataDir)
@@ -81,9 +103,9 @@ func loadKeyFile(path, dataDir string) (Key, error) {
 	if !fi.Mode().IsRegular() {
 		return Key{}, fmt.Errorf("store: key file %s is not a regular file", path)
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return Key{}, fmt.Errorf("store: key file %s has mode %04o: it must not be accessible by group or others "+
-			"(chmod 600 %s, or defaultMode: 0400 on the Kubernetes Secret volume)", path, perm, path)
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 && !ownGroupReadOnly(fi) {
+		return Key{}, fmt.Errorf("store: key file %s has mode %04o: it must not be accessible by others, nor by a group "+
+			"other than the control plane's own, read-only (chmod 600 %s, or defaultMode: 0400 on the Kubernetes Secret volume)", path, perm, path)
 	}
 	f, err := os.Open(path)
 	if err != nil {

@@ -45,7 +45,9 @@ func TestLoadKey(t *testing.T) {
 		{name: "kubernetes secret symlink", cfg: store.KeyConfig{File: filepath.Join(base, "secret", "store.key"), DataDir: dataDir}},
 		{name: "environment", env: &hexKey},
 		{name: "environment with spaces", env: ptr("  " + hexKey + "\n")},
-		{name: "group readable", cfg: store.KeyConfig{File: write("g", []byte(hexKey), 0o640)}, wantErr: "must not be accessible by group or others"},
+		{name: "readable by its own group (a Secret volume with fsGroup)", cfg: store.KeyConfig{File: write("g", []byte(hexKey), 0o440)}},
+		{name: "writable by its own group", cfg: store.KeyConfig{File: write("gw", []byte(hexKey), 0o660)}, wantErr: "must not be accessible by others, nor by a group"},
+		{name: "readable by another group", cfg: store.KeyConfig{File: otherGroup(t, write("og", []byte(hexKey), 0o640))}, wantErr: "must not be accessible by others, nor by a group"},
 		{name: "world readable", cfg: store.KeyConfig{File: write("o", []byte(hexKey), 0o604)}, wantErr: "mode 0604"},
 		{name: "inside the data dir", cfg: store.KeyConfig{File: inData, DataDir: dataDir}, wantErr: "inside the data dir"},
 		{name: "inside the data dir via dots", cfg: store.KeyConfig{File: filepath.Join(base, "x", "..", "data", "store.key"), DataDir: dataDir + "/"}, wantErr: "inside the data dir"},
@@ -109,4 +111,14 @@ func TestKeyNeverPrints(t *testing.T) {
 		assert.NotContains(t, strings.ToLower(out), hex.EncodeToString(k[:4]), verb)
 		assert.NotContains(t, out, "17 18 19", verb)
 	}
+}
+
+// otherGroup gives the file a group this process is not in (only root can: otherwise it makes
+// the file readable by others too, which is refused as well).
+func otherGroup(t *testing.T, p string) string {
+	t.Helper()
+	if err := os.Chown(p, -1, 54321); err != nil {
+		require.NoError(t, os.Chmod(p, 0o644))
+	}
+	return p
 }

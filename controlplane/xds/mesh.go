@@ -30,6 +30,12 @@ type Service struct {
 	ID spiffeid.ID
 	// BindAddress is the IP address the inbound listeners bind to; DefaultBindAddress when empty.
 	BindAddress string
+	// BindWorkloadIP says that the service's replicas have addresses of their own (pods), which
+	// one snapshot shared by all of them cannot name: the inbound listeners are sent on
+	// DefaultBindAddress and every sidecar binds them to its own workload's IP (its pod IP,
+	// `attestmesh proxy --inbound-ip`), so that they do not clash with the app's ports on
+	// 127.0.0.1. BindAddress must then be empty.
+	BindWorkloadIP bool
 	// Ports are the ports the service serves to the mesh through its sidecar.
 	Ports []Port
 	// Connects are the mesh services this service's app talks to through its sidecar.
@@ -63,7 +69,8 @@ type Connect struct {
 	// LocalPort is where the app expects its server, on 127.0.0.1.
 	LocalPort uint32
 	// Endpoints are the IP:port addresses of the server sidecars' inbound listeners. They are IP
-	// literals because the clusters are STATIC.
+	// literals because the clusters are STATIC. Empty while the service has no ready replica: the
+	// sidecar's outbound listener then closes the app's connections until one is there.
 	Endpoints []string
 }
 
@@ -120,6 +127,9 @@ func (m *Mesh) Validate() error {
 			}
 			ids[s.ID] = s.Name
 		}
+		if s.BindAddress != "" && s.BindWorkloadIP {
+			add("service %q: bind_address %q and bind_workload_ip exclude each other", s.Name, s.BindAddress)
+		}
 		if s.BindAddress != "" {
 			if _, err := netip.ParseAddr(s.BindAddress); err != nil {
 				add("service %q: bind_address %q is not an IP address", s.Name, s.BindAddress)
@@ -155,6 +165,9 @@ func validatePorts(idx map[string]*Service, s *Service) []error {
 		uses[port] = append(uses[port], portUse{addr: addr, what: what})
 	}
 	bind := s.bindAddress()
+	if s.BindWorkloadIP {
+		bind = "the workload's IP" // never the app's 127.0.0.1
+	}
 	for i, p := range s.Ports {
 		if !validPort(p.Port) {
 			add("ports[%d].port %d is not a TCP port (1-65535)", i, p.Port)
@@ -220,9 +233,6 @@ func validatePorts(idx map[string]*Service, s *Service) []error {
 			add("connects[%d].local_port %d is not a TCP port (1-65535)", i, c.LocalPort)
 		} else {
 			claim(c.LocalPort, "127.0.0.1", fmt.Sprintf("connects[%d].local_port (outbound listener on 127.0.0.1)", i))
-		}
-		if len(c.Endpoints) == 0 {
-			add("connects[%d]: endpoints is empty", i)
 		}
 		for j, ep := range c.Endpoints {
 			if _, _, err := splitEndpoint(ep); err != nil {

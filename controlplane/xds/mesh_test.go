@@ -107,10 +107,21 @@ func TestMeshValidate(t *testing.T) {
 			mutate:  func(m *Mesh) { m.Services[0].Connects = append(m.Services[0].Connects, m.Services[0].Connects[0]) },
 			wantErr: []string{`connects[1]: duplicate connection to "redis" port 16379 (also connects[0])`, "port clash on 6379"},
 		},
+		// A service without a ready replica: its clients' clusters have no endpoints for now.
+		{name: "no endpoints", mutate: func(m *Mesh) { m.Services[0].Connects[0].Endpoints = nil }},
+		// Replicas bind their own pod IPs: the inbound port may equal the app's port.
+		{name: "inbound on the workload's IP", mutate: func(m *Mesh) {
+			m.Services[1].BindWorkloadIP = true
+			m.Services[1].Ports[0].Port = 6379
+			m.Services[0].Connects[0].Port = 6379
+		}},
 		{
-			name:    "no endpoints",
-			mutate:  func(m *Mesh) { m.Services[0].Connects[0].Endpoints = nil },
-			wantErr: []string{`connects[0]: endpoints is empty`},
+			name: "bind address and the workload's IP",
+			mutate: func(m *Mesh) {
+				m.Services[1].BindWorkloadIP = true
+				m.Services[1].BindAddress = "10.0.0.12"
+			},
+			wantErr: []string{`service "redis": bind_address "10.0.0.12" and bind_workload_ip exclude each other`},
 		},
 		{
 			name:    "endpoint host name",

@@ -13,19 +13,21 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/release"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/attestmesh/attestmesh/e2e/k8s/node"
 )
 
 // TestReplicasChart installs the control-plane chart with three replicas on the bundled
 // three-member etcd into a real API server: every object is accepted (StatefulSets, PodDisruptionBudgets,
 // NetworkPolicies, the etcd certificates), an upgrade keeps the certificates the first install
 // generated (the chart looks them up in the API server), and uninstall removes everything.
-// Pods do not run here (no kubelet in this cluster); the control plane's replicas on real etcd
-// members are tested in controlplane (TestReplicasOnEtcd) and e2e (the chaos test).
+// It runs on the real node (package node), but its pods do not start: their images (the
+// attestmesh and etcd images it names by default) are not imported, and the node pulls from no
+// registry. The control plane's replicas on real etcd members are tested in controlplane
+// (TestReplicasOnEtcd) and e2e (the chaos test).
 func TestReplicasChart(t *testing.T) {
-	c := startCluster(t, binaries(t))
-	client, err := kubernetes.NewForConfig(c.rest)
-	require.NoError(t, err)
+	c := node.Start(t, node.Options{})
+	client := c.Client()
 	const ns = "attestmesh-ha"
 	chartDir := filepath.Join("..", "..", "charts", "attestmesh")
 	values := map[string]any{
@@ -35,7 +37,7 @@ func TestReplicasChart(t *testing.T) {
 			"key":  map[string]any{"keepOnUninstall": false}, "anchor": map[string]any{"keepOnUninstall": false},
 		},
 	}
-	rel := helmInstall(t, c, ns, "attestmesh", chartDir, values)
+	rel := helmInstall(t.Context(), t, c, ns, "attestmesh", chartDir, values)
 	objects := requireAllExist(t, c, rel)
 	for _, want := range []string{"StatefulSet/attestmesh", "StatefulSet/attestmesh-etcd", "Service/attestmesh-etcd",
 		"PodDisruptionBudget/attestmesh", "PodDisruptionBudget/attestmesh-etcd", "Secret/attestmesh-etcd-tls", "NetworkPolicy/attestmesh-etcd"} {

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -194,6 +195,7 @@ echo ==hostdir==; ls -A %[2]s
 echo ==env==; tr '\0' '\n' < /proc/$$/environ
 echo ==args==; printf '%%s\n' "$0" "$@"
 echo ==pwd==; pwd
+echo ==capbnd==; grep '^CapBnd' /proc/$$/status
 echo ==end==`, tls, hostDir)
 			cfg := &Config{
 				Argv: []string{"sh", "-c", script, "app-name", "arg one", "--flag"},
@@ -232,6 +234,12 @@ echo ==end==`, tls, hostDir)
 			assert.Equal(t, []string{"APP_MODE=test", "EMPTY=", "PATH=/usr/bin:/bin"}, env, "exactly the policy's environment")
 			assert.Equal(t, []string{"app-name", "arg one", "--flag"}, section(r.stdout, "args"))
 			assert.Equal(t, []string{work}, section(r.stdout, "pwd"))
+			bnd := section(r.stdout, "capbnd")
+			require.Len(t, bnd, 1)
+			mask, err := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(bnd[0], "CapBnd:")), 16, 64)
+			require.NoError(t, err, bnd[0])
+			assert.Zero(t, mask&(1<<capSysAdmin), "CAP_SYS_ADMIN, which the namespace needed, is out of the app's bounding set: %s", bnd[0])
+			assert.NotZero(t, mask&(1<<12), "other capabilities stay (CAP_NET_ADMIN): %s", bnd[0])
 
 			// The host never saw the files; the created mount points are gone, the host's
 			// directory is intact.

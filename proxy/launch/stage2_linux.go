@@ -60,9 +60,15 @@ func stage2(dec FSPFDecrypter) int {
 		p.wipe()
 		return fail(err)
 	}
-	// Capabilities are per thread: drop the ambient ones on the thread that execs.
+	// Capabilities are per thread: drop the ambient ones on the thread that execs, and take
+	// CAP_SYS_ADMIN, which the namespace needed, out of the bounding set, so that the
+	// application never holds it (not even as root).
 	runtime.LockOSThread()
 	if err := dropAmbientCaps(); err != nil {
+		p.wipe()
+		return fail(err)
+	}
+	if err := dropBoundingSysAdmin(); err != nil {
 		p.wipe()
 		return fail(err)
 	}
@@ -84,6 +90,24 @@ func dropAmbientCaps() error {
 		return fmt.Errorf("dropping ambient capabilities: %w", errno)
 	}
 	return nil
+}
+
+// dropBoundingSysAdmin removes CAP_SYS_ADMIN from the calling thread's bounding set: after the
+// exec the application cannot hold it, even as root. Without CAP_SETPCAP the bounding set cannot
+// change; that is harmless for an application that does not run as root (with the ambient set
+// cleared it execs without capabilities) and an error for one that does, unless CAP_SYS_ADMIN is
+// not in the set anyway.
+func dropBoundingSysAdmin() error {
+	const prCapBSetRead, prCapBSetDrop = 23, 24
+	_, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prCapBSetDrop, capSysAdmin, 0)
+	if errno == 0 || os.Geteuid() != 0 {
+		return nil
+	}
+	in, _, rerr := syscall.RawSyscall(syscall.SYS_PRCTL, prCapBSetRead, capSysAdmin, 0)
+	if rerr == 0 && in == 0 {
+		return nil
+	}
+	return fmt.Errorf("dropping CAP_SYS_ADMIN from the bounding set before starting the application: %w", errno)
 }
 
 // setup decrypts the fspf tree, mounts the tmpfs file systems, writes the files and changes to

@@ -257,7 +257,11 @@ func (l *listener) refused(st *lstate, log *slog.Logger, err error) {
 // dial connects to the next endpoint of cl: plaintext for a local cluster,
 // mTLS (authorizing the upstream's SPIFFE ID) for a remote one.
 func (l *listener) dial(st *lstate, cl *cluster, log *slog.Logger) (net.Conn, error) {
-	addr := cl.next()
+	addr, ok := cl.next()
+	if !ok {
+		log.Warn("upstream connect failed: the cluster has no endpoints (no ready replica)", "cluster", cl.spec.Name)
+		return nil, errNoEndpoints
+	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(l.m.ctx, cl.spec.ConnectTimeout)
 	defer cancel()
@@ -292,7 +296,11 @@ func (l *listener) dialAddr(ctx context.Context, st *lstate, cl *cluster, addr s
 // connection, dialing one if none has room. When the upstream does not speak MuxProto, the
 // connection it dialed becomes down's own tunnel: up is set and s is nil.
 func (l *listener) openStream(st *lstate, cl *cluster, down net.Conn, log *slog.Logger) (s *stream, up net.Conn, err error) {
-	addr := cl.next()
+	addr, ok := cl.next()
+	if !ok {
+		log.Warn("upstream connect failed: the cluster has no endpoints (no ready replica)", "cluster", cl.spec.Name)
+		return nil, nil, errNoEndpoints
+	}
 	p := cl.pool(addr)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(l.m.ctx, cl.spec.ConnectTimeout)
@@ -385,9 +393,16 @@ func (m *Manager) newCluster(s *resource.Cluster) *cluster {
 	return c
 }
 
-func (c *cluster) next() string {
+// errNoEndpoints refuses a connection to a cluster that has no endpoints.
+var errNoEndpoints = errors.New("listener: cluster has no endpoints")
+
+// next returns the next endpoint, round robin; false when there is none.
+func (c *cluster) next() (string, bool) {
+	if len(c.spec.Endpoints) == 0 {
+		return "", false
+	}
 	n := c.rr.Add(1)
-	return c.spec.Endpoints[int(n-1)%len(c.spec.Endpoints)]
+	return c.spec.Endpoints[int(n-1)%len(c.spec.Endpoints)], true
 }
 
 func (c *cluster) pool(addr string) *pool {

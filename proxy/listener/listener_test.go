@@ -175,3 +175,28 @@ func TestIdleTimeout(t *testing.T) {
 	require.ErrorIs(t, err, io.EOF)
 	assert.Less(t, time.Since(start), 2*time.Second)
 }
+
+// TestEndpointsFollowReplicas: the cluster's endpoints change as replicas come and go. A
+// connection made before keeps its upstream; while the cluster has no endpoint, new
+// connections are closed; once one is back, they are served again.
+func TestEndpointsFollowReplicas(t *testing.T) {
+	mgr, addr := setup(t)
+	require.NoError(t, mgr.UpdateListeners([]*resource.Listener{relay("a", addr, 0)}))
+	open := dial(t, addr)
+	roundTrip(t, open, "before")
+
+	other, err := proxytest.StartEcho()
+	require.NoError(t, err)
+	t.Cleanup(other.Close)
+	require.NoError(t, mgr.UpdateClusters([]*resource.Cluster{{Name: "echo", ConnectTimeout: time.Second}}))
+	ok, reason := mgr.Ready()
+	assert.True(t, ok, "a cluster without endpoints keeps its listener warm: %s", reason)
+	roundTrip(t, open, "no endpoints now: the open connection stays")
+	refused := dial(t, addr)
+	_, err = refused.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "a new connection is closed: no endpoint to carry it to")
+
+	require.NoError(t, mgr.UpdateClusters([]*resource.Cluster{{Name: "echo", Endpoints: []string{other.Addr}, ConnectTimeout: time.Second}}))
+	roundTrip(t, dial(t, addr), "a replica is back")
+	roundTrip(t, open, "and the first connection still has its upstream")
+}

@@ -70,8 +70,10 @@ type Listener struct {
 
 // Cluster is an accepted Cluster resource.
 type Cluster struct {
-	Name           string
-	Endpoints      []string // host:port
+	Name string
+	// Endpoints are host:port addresses. An mTLS cluster may have none (its service has no ready
+	// replica yet); a plaintext one always has its app's.
+	Endpoints      []string
 	ConnectTimeout time.Duration
 	// TLS is nil for a plaintext (local) cluster.
 	TLS   *UpstreamTLS
@@ -270,11 +272,11 @@ func parseCluster(c *clusterv3.Cluster) (*Cluster, error) {
 			out.Endpoints = append(out.Endpoints, addr)
 		}
 	}
-	if len(out.Endpoints) == 0 {
-		return nil, errors.New("no endpoints")
-	}
 	ts := c.GetTransportSocket()
 	if ts == nil {
+		if len(out.Endpoints) == 0 {
+			return nil, errors.New("no endpoints: a plaintext cluster leads to the app on loopback")
+		}
 		for _, e := range out.Endpoints {
 			ip, err := netip.ParseAddrPort(e)
 			if err != nil || !ip.Addr().IsLoopback() {

@@ -201,11 +201,16 @@ func TestParseClusters(t *testing.T) {
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 			return c
 		}, "only STATIC clusters"},
-		{"no endpoints", func() *clusterv3.Cluster {
+		{"mTLS without endpoints (no ready replica yet)", func() *clusterv3.Cluster {
 			c := proxytest.OutboundCluster("redis", 6379, server, "10.0.0.1:8443")
 			c.LoadAssignment.Endpoints = nil
 			return c
-		}, "no endpoints"},
+		}, ""},
+		{"plaintext without endpoints", func() *clusterv3.Cluster {
+			c := proxytest.LocalCluster("0.0.0.0:8443", "127.0.0.1:6379")
+			c.LoadAssignment.Endpoints = nil
+			return c
+		}, "no endpoints: a plaintext cluster"},
 		{"hostname endpoint", func() *clusterv3.Cluster {
 			c := proxytest.OutboundCluster("redis", 6379, server, "10.0.0.1:8443")
 			c.LoadAssignment.Endpoints[0].LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress().Address = "redis.local"

@@ -44,9 +44,14 @@ app.kubernetes.io/component: controlplane
 {{- end }}
 {{- end }}
 
-{{/* The Service's cluster DNS name. */}}
+{{/* How workloads reach the control plane: the Service's cluster DNS name, or its fixed
+ClusterIP (service.clusterIP) in a cluster without DNS. */}}
 {{- define "attestmesh.host" -}}
+{{- if .Values.service.clusterIP }}
+{{- .Values.service.clusterIP }}
+{{- else }}
 {{- printf "%s.%s.svc" (include "attestmesh.fullname" .) .Release.Namespace }}
+{{- end }}
 {{- end }}
 
 {{/* How injected pods reach the attestation API. */}}
@@ -85,7 +90,7 @@ app.kubernetes.io/component: controlplane
 
 {{/* "true" when the control plane talks to the API server: its webhook's caBundle, its store's anchor. */}}
 {{- define "attestmesh.usesAPI" -}}
-{{- if or (include "attestmesh.patchCABundle" .) .Values.store.anchor.enabled }}true{{ end }}
+{{- if or (include "attestmesh.patchCABundle" .) .Values.store.anchor.enabled .Values.rbac.create }}true{{ end }}
 {{- end }}
 
 {{/* The Secret with the webhook's serving certificate, if any. */}}
@@ -95,6 +100,11 @@ app.kubernetes.io/component: controlplane
 {{- else }}
 {{- .Values.webhook.tlsSecret }}
 {{- end }}
+{{- end }}
+
+{{/* The ClusterRole (and binding) that lets the control plane follow pods and EndpointSlices. */}}
+{{- define "attestmesh.endpointsRole" -}}
+{{- printf "%s-%s-endpoints" .Release.Namespace (include "attestmesh.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/* "true" when the store is in etcd (several replicas may share it). */}}

@@ -102,6 +102,8 @@ The CA bundle is also written to <data-dir>/ca.pem (and, in simulation, the simu
 	f.StringVar(&cfg.WebhookCertFile, "webhook-cert-file", "", "the webhook's TLS certificate (e.g. from cert-manager); default: the control plane's own")
 	f.StringVar(&cfg.WebhookKeyFile, "webhook-key-file", "", "the webhook's TLS key, with --webhook-cert-file")
 	f.StringVar(&cfg.WebhookConfigName, "webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle to patch with the CA when running in a cluster")
+	f.BoolVar(&cfg.Kubernetes, "kubernetes", false, "follow the Kubernetes cluster the control plane runs in: the ready pods of injected workloads are the endpoints of meshes that `attestmesh apply` registered (needs get, list, watch on pods and endpointslices)")
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "with --kubernetes: a kubeconfig to use instead of the pod's service account")
 	f.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host name or IP workloads use to reach the control plane (default 127.0.0.1)")
 	f.StringVar(&cfg.AdvertiseXDS, "advertise-xds", "", "xDS address(es) told to sidecars, for several replicas: host:port,host:port,... or dns:///name:port "+
 		"(default: --advertise-host and this replica's xDS port)")

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
 
 	"github.com/spf13/cobra"
 
@@ -14,6 +16,7 @@ func newProxyCmd() *cobra.Command {
 	var bootstrap bool
 	var concurrency int
 	var multiplex bool
+	var inboundIP string
 	cmd := &cobra.Command{
 		Use:   "proxy --config-id SESSION/SERVICE",
 		Short: "Run the sidecar: attest, get an SVID, follow ADS, serve the mTLS tunnels",
@@ -38,6 +41,13 @@ answered only to clients in the sidecar's own network namespace.
 		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			cfg.ConfigID = wf.configID
 			cfg.NoMultiplex = !multiplex
+			if inboundIP != "" {
+				ip, err := netip.ParseAddr(inboundIP)
+				if err != nil {
+					return fmt.Errorf("proxy: --inbound-ip %q: want an IP address (the pod's, from status.podIP): %w", inboundIP, err)
+				}
+				cfg.InboundIP = ip
+			}
 			if bootstrap {
 				out, err := proxy.EnvoyBootstrap(cfg)
 				if err != nil {
@@ -72,5 +82,6 @@ answered only to clients in the sidecar's own network namespace.
 	f.BoolVar(&multiplex, "multiplex", true, "carry app connections to and from other attestmesh sidecars as streams over shared mTLS connections (negotiated by ALPN "+proxy.MuxProto+"; other peers get one mTLS connection per app connection)")
 	f.IntVar(&concurrency, "concurrency", 0, "threads that run the sidecar at once (GOMAXPROCS); 0: Go's default, or 1 under a CPU limit of one CPU or less")
 	f.BoolVar(&bootstrap, "envoy-bootstrap", false, "print a bootstrap for a real Envoy and exit")
+	f.StringVar(&inboundIP, "inbound-ip", "", "bind inbound listeners sent on the wildcard address to this IP (the pod's IP; the injector sets it)")
 	return cmd
 }

@@ -206,6 +206,9 @@ func (c *Cluster) Bridge() string { return c.opts.Bridge }
 // Timings says how long Start took to reach each stage.
 func (c *Cluster) Timings() Timings { return c.timings }
 
+// Root is the directory every component keeps its state in (removed by teardown).
+func (c *Cluster) Root() string { return c.root }
+
 // ContainerdAddress is the path of the private containerd's socket (for ctr --address).
 func (c *Cluster) ContainerdAddress() string { return c.path("run", "containerd", "containerd.sock") }
 
