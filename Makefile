@@ -25,7 +25,7 @@ test: ## run every unit and integration test with the race detector
 .PHONY: lint
 lint: ## gofmt check and golangci-lint (pinned in go.mod as a tool)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) tool golangci-lint run --build-tags e2e,e2e_k8s $(PKGS)
+	$(GO) tool golangci-lint run --build-tags e2e,e2e_k8s,benchmesh $(PKGS)
 
 # Every parser of untrusted bytes, as package:FuzzTarget.
 FUZZ_TARGETS := ./attest/dcap:FuzzParseQuote ./attest/dcap:FuzzVerify ./attest/sim:FuzzDecodeQuoteRequest \
@@ -35,7 +35,7 @@ FUZZ_TARGETS := ./attest/dcap:FuzzParseQuote ./attest/dcap:FuzzVerify ./attest/s
 	./controlplane/attestation:FuzzRedeem ./attest/dcap:FuzzCheckRevocation ./controlplane/recovery:FuzzParseRecord \
 	./controlplane/recovery:FuzzParseShares \
 	./proxy/resource:FuzzParseListeners ./proxy/resource:FuzzParseClusters ./proxy/resource:FuzzParseSecrets \
-	./controlplane/registry:FuzzParse ./controlplane/evidence:FuzzParse
+	./controlplane/registry:FuzzParse ./controlplane/evidence:FuzzParse ./proxy/listener:FuzzMuxFrames
 
 .PHONY: fuzz
 fuzz: ## fuzz every parser of untrusted bytes for FUZZTIME each (default 60s; new inputs minimized for at most 5 s)
@@ -59,8 +59,13 @@ proto: ## regenerate the attestation API (attest/attestapi/attestationpb) from i
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0 generate --path attest/attestapi/attestationpb
 
 .PHONY: bench
-bench: ## benchmarks: SVID issuance, xDS fan-out to 1000 nodes, tunnel throughput vs a direct connection
+bench: ## benchmarks: attestations with SVIDs (concurrent clients), 1000 ADS streams ACKing a change and memory per sidecar, snapshot rebuilds, tunnel throughput
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 $(PKGS)
+
+.PHONY: bench-mesh
+bench-mesh: build ## Redis through the sidecar pair beside HAProxy and stunnel pairs and direct, one table (root; ROUNDS=3; SHORT=1: one short round for CI)
+	$(GO) test -tags benchmesh -count=1 -timeout 90m -v -run '^TestBenchMesh$$' ./e2e/bench/ -args \
+		-bin $(CURDIR)/$(BIN) -rounds $(or $(ROUNDS),3) -out $(CURDIR)/target/bench-mesh.md $(if $(SHORT),-test.short) $(BENCH_MESH_ARGS)
 
 .PHONY: clean
 clean: ## remove build outputs

@@ -31,9 +31,10 @@ func newVerifier(ctx context.Context, cfg Config, st store.Backend, log *slog.Lo
 	}
 	v.Simulation = attestation.TrustAnchor{
 		Root: platform.Root(),
-		Collateral: attestation.CollateralFunc(func(context.Context, string) (dcap.Collateral, error) {
+		// Signed afresh once a minute rather than for every quote.
+		Collateral: &attestation.CachedCollateral{TTL: time.Minute, Source: attestation.CollateralFunc(func(context.Context, string) (dcap.Collateral, error) {
 			return platform.Collateral(time.Now())
-		}),
+		})},
 		SkipRevocation: !platform.HasCRLs(),
 	}
 	if !platform.HasCRLs() {

@@ -69,8 +69,14 @@ type Config struct {
 	XDSAnyMember bool
 	// AdminAddr (admin.DefaultAddr if empty).
 	AdminAddr string
-	Logger    *slog.Logger
-	Attestor  Attestor
+	// Pprof serves Go's profiles on the admin endpoint under /debug/pprof/, to clients in the
+	// sidecar's own network namespace only.
+	Pprof bool
+	// NoMultiplex gives every app connection its own mTLS connection to the upstream sidecar,
+	// instead of a stream over a shared one (listener.MuxProto), and refuses streams inbound.
+	NoMultiplex bool
+	Logger      *slog.Logger
+	Attestor    Attestor
 	// DrainTimeout bounds the graceful drain on shutdown (DefaultDrainTimeout).
 	DrainTimeout time.Duration
 	// Registry receives the metrics (a new registry if nil).
@@ -88,6 +94,9 @@ type Config struct {
 	// one configuration each serve on their own address.
 	InboundIP netip.Addr
 }
+
+// MuxProto is the ALPN protocol of the multiplexed tunnels between sidecars (see Config.NoMultiplex).
+const MuxProto = listener.MuxProto
 
 // SPIFFEID returns the workload's SPIFFE ID for cfg.
 func (cfg *Config) SPIFFEID() (spiffeid.ID, error) {
@@ -188,7 +197,7 @@ func New(cfg Config) (*Sidecar, error) {
 		m.SVIDExpiry.Reset()
 		m.SVIDExpiry.WithLabelValues(teeLabel(svid.Certificates[0])).Set(float64(svid.Certificates[0].NotAfter.Unix()))
 	})
-	mgr, err := listener.New(listener.Config{Creds: creds, Metrics: m, Logger: log})
+	mgr, err := listener.New(listener.Config{Creds: creds, Metrics: m, Logger: log, Multiplex: !cfg.NoMultiplex})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
@@ -210,6 +219,7 @@ func Run(ctx context.Context, cfg Config) error {
 func (s *Sidecar) Run(ctx context.Context) error {
 	adm, err := admin.New(admin.Config{
 		Addr: s.cfg.AdminAddr, Ready: s.ready, ConfigDump: s.ConfigDump, Gatherer: s.reg, Logger: s.log,
+		Pprof: s.cfg.Pprof,
 	})
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)

@@ -176,7 +176,7 @@ func openSigned(what string, body json.RawMessage, sigHex string, key *ecdsa.Pub
 	if len(sig) != ECDSASigSize {
 		return fail(ReasonMalformed, "%s: signature: got %d bytes, want %d (r || s)", what, len(sig), ECDSASigSize)
 	}
-	if !verifyRaw(key, body, sig) {
+	if !verifyRawCached(key, body, sig) {
 		return fail(ReasonCollateralSignature, "%s: signature does not verify with the TCB signing key", what)
 	}
 	return nil

@@ -29,7 +29,7 @@ func parseCRL(what string, b []byte) (*x509.RevocationList, error) {
 // (thisUpdate) before now, and now before its nextUpdate. (Options.CollateralMaxAge is for TCB
 // Info and QE Identity: a CRL is current until the CA says it publishes the next.)
 func checkCRL(what string, crl *x509.RevocationList, issuer *x509.Certificate, now time.Time) error {
-	if err := crl.CheckSignatureFrom(issuer); err != nil {
+	if err := checkCRLSignatureCached(crl, issuer); err != nil {
 		return fail(ReasonCRL, "%s: not signed by %q: %v", what, issuer.Subject, err)
 	}
 	if now.Before(crl.ThisUpdate) {

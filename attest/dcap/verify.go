@@ -66,7 +66,7 @@ func Verify(quote []byte, c Collateral, opts Options) (*Identity, error) {
 		return nil, fail(ReasonPCKChainMissing, "quote: PCK certificate chain not present (certification data type %d, want %d); "+
 			"such a quote can only be verified with the PCK certificate fetched from Intel PCS", sig.Certification.Type, CertDataPCKChain)
 	}
-	certs, err := parsePEMChain(sig.Certification.Data)
+	certs, err := parsePEMChainCached(sig.Certification.Data)
 	if err != nil {
 		return nil, fail(ReasonPCKChain, "quote: PCK certificate chain: %v", err)
 	}
@@ -80,7 +80,7 @@ func Verify(quote []byte, c Collateral, opts Options) (*Identity, error) {
 	}
 
 	// The QE report, signed by the PCK key, binds the attestation key.
-	if !verifyRaw(pckKey, rq.qeReport, sig.QEReportSignature[:]) {
+	if !verifyRawCached(pckKey, rq.qeReport, sig.QEReportSignature[:]) {
 		return nil, fail(ReasonQESignature, "quote: QE report signature does not verify with the PCK certificate's key")
 	}
 	bind := sha256.New()
@@ -102,7 +102,7 @@ func Verify(quote []byte, c Collateral, opts Options) (*Identity, error) {
 	}
 
 	// The collateral.
-	tcbCerts, err := parsePEMChain(c.TCBSignChain)
+	tcbCerts, err := parsePEMChainCached(c.TCBSignChain)
 	if err != nil {
 		return nil, fail(ReasonCollateralSignature, "TCB signing chain: %v", err)
 	}
@@ -119,14 +119,14 @@ func Verify(quote []byte, c Collateral, opts Options) (*Identity, error) {
 			return nil, err
 		}
 	}
-	qeID, err := openQEIdentity(c.QEIdentity, tcbKey)
+	qeID, err := openCached("qe-identity", c.QEIdentity, tcbKey, openQEIdentity)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkFresh("QE Identity", qeID.IssueDate, qeID.NextUpdate, now, opts.CollateralMaxAge); err != nil {
 		return nil, err
 	}
-	tcbInfo, err := openTCBInfo(c.TCBInfo, tcbKey)
+	tcbInfo, err := openCached("tcb-info", c.TCBInfo, tcbKey, openTCBInfo)
 	if err != nil {
 		return nil, err
 	}

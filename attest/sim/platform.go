@@ -14,6 +14,7 @@ import (
 	"io"
 	"math/big"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/attestmesh/attestmesh/attest/dcap"
@@ -74,6 +75,13 @@ type Platform struct {
 	ext                          *pckExtension
 	tcbStatus                    string
 	advisoryIDs                  []string
+
+	// qeSig is the PCK key's signature over the QE report, made once: as on a real platform,
+	// where the PCE certifies the attestation key once and every quote carries the same
+	// signature (so a verifier checks it once).
+	qeSigOnce sync.Once
+	qeSig     [dcap.ECDSASigSize]byte
+	qeSigErr  error
 }
 
 // NewPlatform creates a simulated platform with a fresh root CA. rand supplies serial

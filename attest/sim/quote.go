@@ -91,9 +91,11 @@ func (p *Platform) Quote(r Report) ([]byte, error) {
 	if s.ISVSignature, err = signRaw(p.attKey, append(q.Header.Marshal(), q.Body.Marshal()...)); err != nil {
 		return nil, err
 	}
-	if s.QEReportSignature, err = signRaw(p.pckKey, s.QEReport.Marshal()); err != nil {
-		return nil, err
+	p.qeSigOnce.Do(func() { p.qeSig, p.qeSigErr = signRaw(p.pckKey, s.QEReport.Marshal()) })
+	if p.qeSigErr != nil {
+		return nil, p.qeSigErr
 	}
+	s.QEReportSignature = p.qeSig
 	var chain bytes.Buffer
 	for _, c := range [][]byte{p.pck.Raw, p.pckCA.Raw, p.root.Raw} {
 		if err := pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: c}); err != nil {

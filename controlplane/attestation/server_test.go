@@ -71,58 +71,58 @@ var (
 	redisMR  = [32]byte{4, 5, 6}
 )
 
-func newFixture(t *testing.T) *fixture {
-	t.Helper()
-	return newFixtureWith(t, fixtureOptions{})
+func newFixture(tb testing.TB) *fixture {
+	tb.Helper()
+	return newFixtureWith(tb, fixtureOptions{})
 }
 
-func newFixtureWith(t *testing.T, opts fixtureOptions) *fixture {
-	t.Helper()
-	f := &fixture{reg: prometheus.NewRegistry(), cas: cas.New(cas.Config{Store: storetest.Open(t)}), sidecar: [32]byte{9, 9}, log: &proxytest.SyncBuffer{}}
+func newFixtureWith(tb testing.TB, opts fixtureOptions) *fixture {
+	tb.Helper()
+	f := &fixture{reg: prometheus.NewRegistry(), cas: cas.New(cas.Config{Store: storetest.Open(tb)}), sidecar: [32]byte{9, 9}, log: &proxytest.SyncBuffer{}}
 	var err error
 	f.auth, err = ca.NewAuthority(ca.AuthorityConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("attestmesh.local")})
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	f.platform, err = sim.NewPlatform(rand.Reader, opts.platform)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	f.owner = cas.Client{ID: "owner"}
 
 	verifier := &attestation.Verifier{
-		Simulation: attestation.TrustAnchor{Root: f.platform.Root(), Collateral: attestation.CollateralFunc(
-			func(context.Context, string) (dcap.Collateral, error) { return f.platform.Collateral(time.Now()) })},
+		Simulation: attestation.TrustAnchor{Root: f.platform.Root(), Collateral: &attestation.CachedCollateral{TTL: time.Minute, Source: attestation.CollateralFunc(
+			func(context.Context, string) (dcap.Collateral, error) { return f.platform.Collateral(time.Now()) })}},
 	}
 	srv, err := attestation.NewServer(attestation.Config{
 		CAS: f.cas, Authority: f.auth, Verifier: verifier, Metrics: attestation.NewMetrics(f.reg), MACKey: bytes.Repeat([]byte{7}, 32),
 		SVIDTTL: 10 * time.Minute, XDSAddress: "127.0.0.1:18000", SidecarMREnclaves: [][32]byte{f.sidecar},
 		PeerRate: opts.peerRate, PeerBurst: opts.peerBurst, ReplayCapacity: opts.replayCapacity, Logger: slog.New(slog.NewTextHandler(f.log, nil)),
 	})
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	cert, err := f.auth.IssueServerCert(srvKey.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 0)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
 		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: srvKey}},
 	})))
 	attestationpb.RegisterAttestationServer(g, srv)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	go func() { _ = g.Serve(ln) }()
-	t.Cleanup(g.Stop)
+	tb.Cleanup(g.Stop)
 
 	f.client, err = attestapi.Dial(attestapi.ClientConfig{Addr: ln.Addr().String(), Bundle: f.auth.Bundle(), Quotes: platformQuotes{f.platform}})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = f.client.Close() })
+	require.NoError(tb, err)
+	tb.Cleanup(func() { _ = f.client.Close() })
 	pool := x509.NewCertPool()
 	pool.AddCert(f.auth.Bundle()[0])
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS13})))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
+	require.NoError(tb, err)
+	tb.Cleanup(func() { _ = conn.Close() })
 	f.raw = attestationpb.NewAttestationClient(conn)
 	return f
 }
 
-func (f *fixture) createExample(t *testing.T, mode string, mutate func(string) string) {
-	t.Helper()
+func (f *fixture) createExample(tb testing.TB, mode string, mutate func(string) string) {
+	tb.Helper()
 	vars := map[string]string{
 		"REDIS_SESSION": "demo/redis", "FLASK_SESSION": "demo/flask", "ATTESTATION_MODE": mode,
 		"REDIS_MRENCLAVE": hexOf(redisMR), "PYTHON_MRENCLAVE": hexOf(pythonMR),
@@ -130,18 +130,18 @@ func (f *fixture) createExample(t *testing.T, mode string, mutate func(string) s
 	}
 	if _, err := f.cas.Get(context.Background(), "demo", f.owner); err != nil {
 		_, err = f.cas.Create(context.Background(), []byte("name: demo\nversion: \"0.3\"\n"), f.owner)
-		require.NoError(t, err, "namespace demo")
+		require.NoError(tb, err, "namespace demo")
 	}
 	for _, file := range []string{"redis-session.yaml", "flask-session.yaml"} {
 		raw, err := os.ReadFile(filepath.Join("..", "..", "examples", "flask-redis", file))
-		require.NoError(t, err)
+		require.NoError(tb, err)
 		doc, err := session.Expand(raw, vars)
-		require.NoError(t, err)
+		require.NoError(tb, err)
 		if mutate != nil {
 			doc = []byte(mutate(string(doc)))
 		}
 		_, err = f.cas.Create(context.Background(), doc, f.owner)
-		require.NoError(t, err)
+		require.NoError(tb, err)
 	}
 }
 

@@ -2,6 +2,7 @@ package attestation
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/attestmesh/attestmesh/attest/attestapi"
@@ -29,6 +31,49 @@ type CollateralFunc func(ctx context.Context, fmspc string) (dcap.Collateral, er
 // Collateral implements CollateralSource.
 func (f CollateralFunc) Collateral(ctx context.Context, fmspc string) (dcap.Collateral, error) {
 	return f(ctx, fmspc)
+}
+
+// CachedCollateral keeps the collateral that Source gives for each FMSPC for TTL, for a
+// source that makes it on every call (the simulated platform signs fresh documents). Errors
+// are not kept. Safe for concurrent use.
+type CachedCollateral struct {
+	Source CollateralSource
+	TTL    time.Duration
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+
+	mu sync.Mutex
+	m  map[string]cachedCollateral
+}
+
+type cachedCollateral struct {
+	c       dcap.Collateral
+	expires time.Time
+}
+
+// Collateral implements CollateralSource.
+func (cc *CachedCollateral) Collateral(ctx context.Context, fmspc string) (dcap.Collateral, error) {
+	now := time.Now()
+	if cc.Now != nil {
+		now = cc.Now()
+	}
+	cc.mu.Lock()
+	e, ok := cc.m[fmspc]
+	cc.mu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.c, nil
+	}
+	c, err := cc.Source.Collateral(ctx, fmspc)
+	if err != nil {
+		return c, err
+	}
+	cc.mu.Lock()
+	if cc.m == nil || len(cc.m) >= 1024 {
+		cc.m = map[string]cachedCollateral{}
+	}
+	cc.m[fmspc] = cachedCollateral{c: c, expires: now.Add(cc.TTL)}
+	cc.mu.Unlock()
+	return c, nil
 }
 
 // DirCollateral reads hardware collateral from a directory, as fetched from Intel PCS (or a
@@ -179,8 +224,35 @@ func quoteRoot(q *dcap.Quote) *x509.Certificate {
 	return chain[len(chain)-1]
 }
 
+// fmspcs keeps the FMSPC of each PCK chain seen: every quote of a platform carries the same.
+var fmspcs = struct {
+	sync.Mutex
+	m map[[sha256.Size]byte]string
+}{}
+
 // quoteFMSPC reads the FMSPC from the PCK leaf certificate in the quote, to pick collateral.
 func quoteFMSPC(q *dcap.Quote) (string, error) {
+	k := sha256.Sum256(q.Signature.Certification.Data)
+	fmspcs.Lock()
+	f, ok := fmspcs.m[k]
+	fmspcs.Unlock()
+	if ok && q.Signature.Certification.Type == dcap.CertDataPCKChain {
+		return f, nil
+	}
+	f, err := parseQuoteFMSPC(q)
+	if err != nil {
+		return "", err
+	}
+	fmspcs.Lock()
+	if fmspcs.m == nil || len(fmspcs.m) >= 1024 {
+		fmspcs.m = map[[sha256.Size]byte]string{}
+	}
+	fmspcs.m[k] = f
+	fmspcs.Unlock()
+	return f, nil
+}
+
+func parseQuoteFMSPC(q *dcap.Quote) (string, error) {
 	chain := quoteChain(q)
 	if len(chain) == 0 {
 		return "", errors.New("dcap: PCK certificate chain not present in the quote (certification data type 5 required)")

@@ -4,6 +4,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync"
+	"weak"
 )
 
 // MaxCSRSize bounds the DER CSRs that ParseCSR reads. A P-256 or Ed25519 CSR is a few
@@ -27,5 +29,36 @@ func ParseCSR(der []byte) (*x509.CertificateRequest, error) {
 	if err := checkCSR(csr); err != nil {
 		return nil, fmt.Errorf("ca: parse CSR: %w", err)
 	}
+	checkedCSRs.add(csr)
 	return csr, nil
+}
+
+// checkedCSRs are the last CSRs that ParseCSR checked, so that IssueSVID does not verify
+// their signatures again. Weak: it keeps none of them alive.
+var checkedCSRs = &csrRing{}
+
+type csrRing struct {
+	mu   sync.Mutex
+	ring [256]weak.Pointer[x509.CertificateRequest]
+	next int
+}
+
+func (r *csrRing) add(csr *x509.CertificateRequest) {
+	w := weak.Make(csr)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ring[r.next] = w
+	r.next = (r.next + 1) % len(r.ring)
+}
+
+func (r *csrRing) has(csr *x509.CertificateRequest) bool {
+	w := weak.Make(csr)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, have := range r.ring {
+		if have == w {
+			return true
+		}
+	}
+	return false
 }

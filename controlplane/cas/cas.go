@@ -10,6 +10,7 @@
 package cas
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -198,7 +199,23 @@ type CAS struct {
 	meshMu   sync.Mutex    // serializes the validation and write of mesh registrations
 
 	meshSessionsOf MeshSessions
+
+	// decoded keeps the last parse of each stored session for the attestation path, which
+	// reads the same few sessions for every workload: the parse is reused while the stored
+	// bytes are the same.
+	decodedMu sync.Mutex
+	decoded   map[string]*decodedSession
 }
+
+// decodedSession is a stored session and its parse. Shared: nobody may modify rec or s.
+type decodedSession struct {
+	raw []byte
+	rec *record
+	s   *session.Session
+}
+
+// maxDecoded bounds CAS.decoded; it starts over when full.
+const maxDecoded = 4096
 
 // New returns a CAS over cfg.Store.
 func New(cfg Config) *CAS {
@@ -590,7 +607,7 @@ func (c *CAS) PublicValue(ctx context.Context, name, secret string) ([]byte, err
 // exported to this session or to this exact document, or a hardware exporter and a session
 // that accepts simulation) fails with an *ImportError.
 func (c *CAS) Lookup(ctx context.Context, name string) (*session.Session, session.Values, error) {
-	_, rec, s, err := c.load(ctx, name)
+	rec, s, err := c.loadShared(ctx, name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -634,7 +651,7 @@ func (c *CAS) imported(ctx context.Context, importer *session.Session, importerH
 	refuse := func(why string) error {
 		return &ImportError{Importer: importer.Name, Exporter: def.Import.Session, Secret: def.Import.Secret, Why: why}
 	}
-	_, rec, from, err := c.load(ctx, def.Import.Session)
+	rec, from, err := c.loadShared(ctx, def.Import.Session)
 	if CodeOf(err) == CodeNotFound {
 		return session.Value{}, refuse("the exporting session does not exist")
 	}
@@ -694,6 +711,35 @@ func (c *CAS) load(ctx context.Context, name string) ([]byte, *record, *session.
 		return nil, nil, nil, err
 	}
 	return raw, rec, s, nil
+}
+
+// loadShared is load for readers that modify neither the record nor the session: the parse
+// of unchanged bytes is shared with earlier calls.
+func (c *CAS) loadShared(ctx context.Context, name string) (*record, *session.Session, error) {
+	raw, err := c.store.Get(ctx, sessionPrefix+name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, errorf(CodeNotFound, nil, "session %q does not exist", name)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("cas: read session %q: %w", name, err)
+	}
+	c.decodedMu.Lock()
+	d := c.decoded[name]
+	c.decodedMu.Unlock()
+	if d != nil && bytes.Equal(d.raw, raw) {
+		return d.rec, d.s, nil
+	}
+	rec, s, err := decode(name, raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.decodedMu.Lock()
+	if c.decoded == nil || len(c.decoded) >= maxDecoded {
+		c.decoded = map[string]*decodedSession{}
+	}
+	c.decoded[name] = &decodedSession{raw: raw, rec: rec, s: s}
+	c.decodedMu.Unlock()
+	return rec, s, nil
 }
 
 func decode(name string, raw []byte) (*record, *session.Session, error) {

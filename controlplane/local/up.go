@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +66,8 @@ type Config struct {
 	Ready func(*Info)
 	// StartTimeout bounds how long each step may take; zero means 60 s.
 	StartTimeout time.Duration
+	// SidecarArgs are extra flags for every sidecar (`attestmesh proxy`).
+	SidecarArgs []string
 }
 
 // Info describes a running mesh.
@@ -87,6 +90,9 @@ type ServiceInfo struct {
 	Address   netip.Addr
 	AdminAddr string // the sidecar's admin endpoint: /ready, /config_dump, /metrics
 	Ports     []mesh.Port
+	// SidecarPID and LauncherPID are the processes of the sidecar and of the launcher (the
+	// app runs as its child); `ip netns exec` runs them without a fork of its own.
+	SidecarPID, LauncherPID int
 }
 
 type proc struct {
@@ -264,7 +270,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	for _, s := range m.Services {
 		si := info.Services[s.Name]
 		sidecar, err := start(cfg.StateDir, s.Name+"-sidecar", si.Namespace, cfg.Binary,
-			append([]string{"proxy", "--config-id", s.ConfigID, "--admin-addr", si.AdminAddr}, common...)...)
+			slices.Concat([]string{"proxy", "--config-id", s.ConfigID, "--admin-addr", si.AdminAddr}, common, cfg.SidecarArgs)...)
 		if err != nil {
 			return err
 		}
@@ -275,6 +281,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 			return err
 		}
 		procs = append(procs, app)
+		si.SidecarPID, si.LauncherPID = sidecar.cmd.Process.Pid, app.cmd.Process.Pid
 		id, err := waitSidecar(ctx, sidecar, si.AdminAddr, timeout)
 		if err != nil {
 			if app.exited() {

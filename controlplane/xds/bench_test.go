@@ -54,6 +54,12 @@ func benchSVIDs(b *testing.B, ca *testCA, m *Mesh) map[spiffeid.ID][]*x509.Certi
 	b.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(b, err)
+	return benchSVIDsFor(b, ca, m, key)
+}
+
+// benchSVIDsFor issues one SVID per service of m, all for key.
+func benchSVIDsFor(b *testing.B, ca *testCA, m *Mesh, key *ecdsa.PrivateKey) map[spiffeid.ID][]*x509.Certificate {
+	b.Helper()
 	now := time.Now()
 	out := make(map[spiffeid.ID][]*x509.Certificate, len(m.Services))
 	for i, s := range m.Services {

@@ -170,6 +170,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		grpc.Creds(credentials.NewTLS(s.tls)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}), // sidecars ping every 10 s
+		// A sidecar's stream is idle between pushes: its connection holds no read buffer of
+		// gRPC's own (TLS buffers the record it decrypted); the write buffer is shared already.
+		grpc.ReadBufferSize(0),
 	)
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, xds)
 

@@ -1,6 +1,7 @@
 // Package admin serves the sidecar's admin endpoint (default
 // 127.0.0.1:15000): /healthz (the process serves), /ready (attested, listeners warm),
-// /config_dump and /metrics.
+// /config_dump and /metrics; with Pprof, Go's profiles under /debug/pprof/ to clients in the
+// sidecar's own network namespace only.
 package admin
 
 import (
@@ -31,6 +32,9 @@ type Config struct {
 	ConfigDump func() any
 	Gatherer   prometheus.Gatherer
 	Logger     *slog.Logger
+	// Pprof serves Go's profiles under /debug/pprof/, only to clients in the sidecar's own
+	// network namespace (off by default: a profile shows what the sidecar is doing).
+	Pprof bool
 }
 
 // Server is the admin HTTP server.
@@ -60,6 +64,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /ready", s.ready)
 	mux.HandleFunc("GET /config_dump", s.configDump)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
+	if s.cfg.Pprof {
+		s.pprofRoutes(mux)
+	}
 	return mux
 }
 
@@ -93,7 +100,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("admin: listen %s: %w", s.cfg.Addr, err)
 	}
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	s.log.Info("admin endpoint listening", "address", ln.Addr().String())
+	s.log.Info("admin endpoint listening", "address", ln.Addr().String(), "pprof", s.cfg.Pprof)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

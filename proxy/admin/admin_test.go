@@ -1,8 +1,11 @@
 package admin_test
 
 import (
+	"bytes"
+	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -65,4 +68,59 @@ func TestHandler(t *testing.T) {
 			assert.Contains(t, body, tt.want)
 		})
 	}
+}
+
+func TestPprof(t *testing.T) {
+	newServer := func(t *testing.T, pprof bool) http.Handler {
+		t.Helper()
+		s, err := admin.New(admin.Config{
+			Ready:      func() (bool, string) { return true, "" },
+			ConfigDump: func() any { return nil },
+			Gatherer:   prometheus.NewRegistry(),
+			Logger:     slog.New(slog.DiscardHandler),
+			Pprof:      pprof,
+		})
+		require.NoError(t, err)
+		return s.Handler()
+	}
+	serve := func(h http.Handler, remote string, local net.Addr, path string) *httptest.ResponseRecorder {
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodGet, path, nil)
+		req.RemoteAddr = remote
+		if local != nil {
+			req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, local))
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	podAddr := &net.TCPAddr{IP: net.ParseIP("192.0.2.10"), Port: 15000}
+	tests := []struct {
+		name     string
+		pprof    bool
+		remote   string
+		local    net.Addr
+		path     string
+		wantCode int
+		want     string
+	}{
+		{"off by default", false, "127.0.0.1:40000", nil, "/debug/pprof/heap", http.StatusNotFound, ""},
+		{"index from loopback", true, "127.0.0.1:40000", nil, "/debug/pprof/", http.StatusOK, "goroutine"},
+		{"goroutines from loopback", true, "[::1]:40000", nil, "/debug/pprof/goroutine?debug=1", http.StatusOK, "goroutine profile:"},
+		{"from the pod's own address", true, "192.0.2.10:40000", podAddr, "/debug/pprof/goroutine?debug=1", http.StatusOK, "goroutine profile:"},
+		{"from another address", true, "192.0.2.11:40000", podAddr, "/debug/pprof/heap", http.StatusForbidden, "network namespace"},
+		{"unknown profile", true, "127.0.0.1:40000", nil, "/debug/pprof/nothing", http.StatusNotFound, "unknown profile"},
+		{"bad duration", true, "127.0.0.1:40000", nil, "/debug/pprof/profile?seconds=-1", http.StatusBadRequest, "seconds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := serve(newServer(t, tt.pprof), tt.remote, tt.local, tt.path)
+			assert.Equal(t, tt.wantCode, w.Code)
+			assert.Contains(t, w.Body.String(), tt.want)
+		})
+	}
+	t.Run("CPU profile", func(t *testing.T) {
+		w := serve(newServer(t, true), "127.0.0.1:40000", nil, "/debug/pprof/profile?seconds=0.05")
+		require.Equal(t, http.StatusOK, w.Code)
+		assert.True(t, bytes.HasPrefix(w.Body.Bytes(), []byte{0x1f, 0x8b}), "a gzipped profile.proto")
+	})
 }

@@ -39,6 +39,9 @@ type Config struct {
 	// SessionCacheSize is the number of TLS client sessions kept for
 	// resumption towards upstream sidecars (256 if 0).
 	SessionCacheSize int
+	// Multiplex offers and accepts MuxProto: app connections to and from other sidecars
+	// travel as streams over shared mTLS connections.
+	Multiplex bool
 }
 
 // Manager runs the listeners and holds the clusters. Its methods are safe for
@@ -61,6 +64,7 @@ type Manager struct {
 	wg       sync.WaitGroup // accept loops and connection goroutines
 	connsMu  sync.Mutex
 	conns    map[*conn]struct{}
+	muxes    map[*muxConn]struct{}
 	draining bool // no new connections are tracked once set
 	connWG   sync.WaitGroup
 }
@@ -86,6 +90,7 @@ func New(cfg Config) (*Manager, error) {
 		byAddr:   map[string]*listener{},
 		secrets:  map[string]bool{},
 		conns:    map[*conn]struct{}{},
+		muxes:    map[*muxConn]struct{}{},
 	}
 	empty := map[string]*cluster{}
 	m.clusters.Store(&empty)
@@ -151,6 +156,7 @@ func (m *Manager) UpdateListeners(specs []*resource.Listener) error {
 			continue
 		}
 		m.log.Info("listener removed; its connections drain", "listener", l.state.Load().spec.Name, "address", addr)
+		l.removed.Store(true)
 		_ = l.ln.Close()
 		delete(m.byAddr, addr)
 	}
@@ -180,7 +186,10 @@ func (m *Manager) UpdateClusters(specs []*resource.Cluster) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.clusters.Store(&next)
+	old := m.clusters.Swap(&next)
+	for _, c := range *old {
+		c.retire()
+	}
 	m.log.Info("clusters updated", "clusters", slices.Sorted(maps.Keys(next)))
 	m.reconcileLocked()
 	return nil
@@ -320,6 +329,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	if !m.closing {
 		m.closing = true
 		for _, l := range m.byAddr {
+			l.removed.Store(true)
 			_ = l.ln.Close()
 		}
 		m.log.Info("draining connections", "active", m.activeConns())
@@ -327,7 +337,12 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	m.mu.Unlock()
 	m.connsMu.Lock()
 	m.draining = true
+	muxes := slices.Collect(maps.Keys(m.muxes))
 	m.connsMu.Unlock()
+	// Multiplexed connections take no new streams and close with their last one.
+	for _, mc := range muxes {
+		mc.drain()
+	}
 
 	drained := make(chan struct{})
 	go func() {
@@ -354,9 +369,11 @@ func (m *Manager) activeConns() int {
 	return len(m.conns)
 }
 
-// conn is one proxied connection, tracked for a forced close.
+// conn is one proxied connection, tracked for a forced close: down and up, or a stream of a
+// multiplexed connection.
 type conn struct {
 	down, up net.Conn
+	stream   *stream
 }
 
 func (m *Manager) track(c *conn) bool {
@@ -386,14 +403,23 @@ func (m *Manager) untrack(c *conn) {
 func (m *Manager) closeAll() int {
 	m.cancel()
 	m.connsMu.Lock()
-	defer m.connsMu.Unlock()
-	for c := range m.conns {
+	muxes := slices.Collect(maps.Keys(m.muxes))
+	conns := slices.Collect(maps.Keys(m.conns))
+	m.connsMu.Unlock()
+	for _, mc := range muxes {
+		mc.close(errors.New("listener: drain deadline"))
+	}
+	for _, c := range conns {
+		if c.stream != nil {
+			c.stream.abort(true, errors.New("listener: drain deadline"))
+			continue
+		}
 		_ = c.down.Close()
 		if c.up != nil {
 			_ = c.up.Close()
 		}
 	}
-	return len(m.conns)
+	return len(conns)
 }
 
 // lstate is a listener's configuration with its metric handles, swapped

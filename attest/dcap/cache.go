@@ -1,0 +1,154 @@
+package dcap
+
+import (
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"sync"
+)
+
+// verified remembers the signature checks that succeeded, so that the collateral and PCK
+// chains that every quote of a platform carries are verified once, not once per quote: a
+// control plane attests many workloads on few platforms. A signature over the same bytes with
+// the same key verifies forever; what depends on time (validity periods, freshness, CRL
+// nextUpdate) and revocation is checked on every call. Failures are never remembered. Safe for
+// concurrent use.
+var verified = &sigCache{}
+
+// maxVerified bounds the cache; it starts over when full.
+const maxVerified = 4096
+
+type sigCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]struct{}
+}
+
+func (c *sigCache) has(k [32]byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.m[k]
+	return ok
+}
+
+func (c *sigCache) add(k [32]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxVerified {
+		c.m = make(map[[32]byte]struct{})
+	}
+	c.m[k] = struct{}{}
+}
+
+// cacheKey hashes a kind and the length-prefixed parts that a check depends on.
+func cacheKey(kind string, parts ...[]byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(kind))
+	var n [8]byte
+	for _, p := range parts {
+		binary.LittleEndian.PutUint64(n[:], uint64(len(p)))
+		h.Write(n[:])
+		h.Write(p)
+	}
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// verifyRawCached is verifyRaw for signatures that recur (collateral, QE reports).
+func verifyRawCached(pub *ecdsa.PublicKey, msg, sig []byte) bool {
+	point, err := pub.Bytes()
+	if err != nil {
+		return false
+	}
+	k := cacheKey("raw", point, msg, sig)
+	if verified.has(k) {
+		return true
+	}
+	if !verifyRaw(pub, msg, sig) {
+		return false
+	}
+	verified.add(k)
+	return true
+}
+
+// checkCRLSignatureCached checks that crl is signed by issuer, once per CRL and issuer.
+func checkCRLSignatureCached(crl *x509.RevocationList, issuer *x509.Certificate) error {
+	k := cacheKey("crl", crl.Raw, issuer.Raw)
+	if verified.has(k) {
+		return nil
+	}
+	if err := crl.CheckSignatureFrom(issuer); err != nil {
+		return err
+	}
+	verified.add(k)
+	return nil
+}
+
+// chainKey identifies a chain with its root for verifyChain.
+func chainKey(certs []*x509.Certificate, root *x509.Certificate) [32]byte {
+	parts := make([][]byte, 0, len(certs)+1)
+	for _, c := range certs {
+		parts = append(parts, c.Raw)
+	}
+	return cacheKey("chain", append(parts, root.Raw)...)
+}
+
+// parsed keeps parses of collateral documents and certificate chains, by their bytes (and,
+// for a signed document, the key that verified it): the same few recur in every quote of a
+// platform. The values are shared: nobody may modify them.
+var parsed = &parseCache{}
+
+type parseCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]any
+}
+
+func (c *parseCache) get(k [32]byte) (any, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[k]
+	return v, ok
+}
+
+func (c *parseCache) put(k [32]byte, v any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxVerified {
+		c.m = make(map[[32]byte]any)
+	}
+	c.m[k] = v
+}
+
+// parsePEMChainCached is parsePEMChain for chains that recur.
+func parsePEMChainCached(b []byte) ([]*x509.Certificate, error) {
+	k := cacheKey("pem-chain", b)
+	if v, ok := parsed.get(k); ok {
+		return v.([]*x509.Certificate), nil
+	}
+	certs, err := parsePEMChain(b)
+	if err != nil {
+		return nil, err
+	}
+	parsed.put(k, certs)
+	return certs, nil
+}
+
+// openCached returns the document that open verified and parsed from doc with key before,
+// or calls open and keeps its result.
+func openCached[T any](kind string, doc []byte, key *ecdsa.PublicKey, open func([]byte, *ecdsa.PublicKey) (*T, error)) (*T, error) {
+	point, err := key.Bytes()
+	if err != nil {
+		return open(doc, key)
+	}
+	k := cacheKey(kind, point, doc)
+	if v, ok := parsed.get(k); ok {
+		return v.(*T), nil
+	}
+	t, err := open(doc, key)
+	if err != nil {
+		return nil, err
+	}
+	parsed.put(k, t)
+	return t, nil
+}
