@@ -40,21 +40,8 @@ import (
 // their xDS feed within a second, attestation at either, and a nonce good only at the replica
 // that issued it.
 func TestReplicasOnEtcd(t *testing.T) {
-	etcd := storetest.Etcd(t)
-	u, err := url.Parse(etcd.Endpoints[0])
-	require.NoError(t, err)
-	keyFile := filepath.Join(t.TempDir(), "store.key")
-	_, err = store.GenerateKeyFile(keyFile)
-	require.NoError(t, err)
-	replica := func() *running {
-		return startWith(t, controlplane.Config{
-			// A --data-dir that does not exist yet: with etcd, nothing but the control plane
-			// itself creates it.
-			DataDir: filepath.Join(t.TempDir(), "data"), Store: "etcd://" + u.Host, StoreKeyFile: keyFile, StoreAnchor: "none", TrustDomain: "attestmesh.local",
-			MgmtAddr: "127.0.0.1:0", AttestAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
-			Simulation: true, LASAddr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
-	}
+	cfg := etcdReplicas(t)
+	replica := func() *running { return startReplica(t, cfg) }
 	a, b := replica(), replica()
 	require.Equal(t, string(a.addrs.BundlePEM), string(b.addrs.BundlePEM), "one CA: the second replica loads the first one's")
 
@@ -62,7 +49,7 @@ func TestReplicasOnEtcd(t *testing.T) {
 	defer cancel()
 	ownerDir := t.TempDir()
 	atA, atB := a.client(t, ownerDir), b.client(t, ownerDir)
-	_, err = atA.Create(ctx, []byte("name: it\nversion: \"0.3\"\n"))
+	_, err := atA.Create(ctx, []byte("name: it\nversion: \"0.3\"\n"))
 	require.NoError(t, err)
 	for _, s := range [][2]string{{"it/server", "server"}, {"it/client", "client"}} {
 		_, err := atB.Create(ctx, itSession(s[0], s[1]))
@@ -121,22 +108,11 @@ func TestReplicasOnEtcd(t *testing.T) {
 // etcd and gives the key back; a key the record does not know is refused, naming the keys it
 // expects.
 func TestRecoverFromEtcd(t *testing.T) {
-	etcd := storetest.Etcd(t)
-	u, err := url.Parse(etcd.Endpoints[0])
+	cfg := etcdReplicas(t)
+	keyHex, err := os.ReadFile(cfg.StoreKeyFile)
 	require.NoError(t, err)
-	keyFile := filepath.Join(t.TempDir(), "store.key")
-	_, err = store.GenerateKeyFile(keyFile)
-	require.NoError(t, err)
-	keyHex, err := os.ReadFile(keyFile)
-	require.NoError(t, err)
-	cfg := controlplane.Config{
-		Store: "etcd://" + u.Host, StoreKeyFile: keyFile, StoreAnchor: "none", TrustDomain: "attestmesh.local",
-		MgmtAddr: "127.0.0.1:0", AttestAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
-		RecoveryKeyFiles: []string{testKey("x25519-a.pub.pem"), testKey("p256-sec1.pub.pem")}, RecoveryThreshold: 1,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	a := func() *running { c := cfg; c.DataDir = t.TempDir(); return startWith(t, c) }()
-	b := func() *running { c := cfg; c.DataDir = t.TempDir(); return startWith(t, c) }()
+	cfg.RecoveryKeyFiles, cfg.RecoveryThreshold = []string{testKey("x25519-a.pub.pem"), testKey("p256-sec1.pub.pem")}, 1
+	a, b := startReplica(t, cfg), startReplica(t, cfg)
 	a.stop(t)
 	b.stop(t)
 
@@ -164,19 +140,9 @@ func TestRecoverFromEtcd(t *testing.T) {
 // same predecessor: exactly one wins; the other is refused with the conflict (HTTP 409), and
 // both then serve the winner's document. Repeated, so that the two requests really overlap.
 func TestReplicasRaceOneUpdate(t *testing.T) {
-	etcd := storetest.Etcd(t)
-	u, err := url.Parse(etcd.Endpoints[0])
-	require.NoError(t, err)
-	keyFile := filepath.Join(t.TempDir(), "store.key")
-	_, err = store.GenerateKeyFile(keyFile)
-	require.NoError(t, err)
-	replica := func() *running {
-		return startWith(t, controlplane.Config{
-			DataDir: t.TempDir(), Store: "etcd://" + u.Host, StoreKeyFile: keyFile, StoreAnchor: "none", TrustDomain: "attestmesh.local",
-			MgmtAddr: "127.0.0.1:0", AttestAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
-			Simulation: true, LASAddr: "127.0.0.1:0", ClientRate: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
-	}
+	cfg := etcdReplicas(t)
+	cfg.ClientRate = -1
+	replica := func() *running { return startReplica(t, cfg) }
 	a, b := replica(), replica()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -237,4 +203,30 @@ func TestReplicasRaceOneUpdate(t *testing.T) {
 		}
 	}
 	t.Logf("%d rounds: replica A won %d, replica B won %d; every loser got HTTP 409", rounds, wins[0], wins[1])
+}
+
+// etcdReplicas is the Config that replicas on one fresh (real, embedded) etcd share: the etcd,
+// one store key, no anchor, loopback ports, simulation. startReplica gives each its own
+// --data-dir.
+func etcdReplicas(t *testing.T) controlplane.Config {
+	t.Helper()
+	etcd := storetest.Etcd(t)
+	u, err := url.Parse(etcd.Endpoints[0])
+	require.NoError(t, err)
+	keyFile := filepath.Join(t.TempDir(), "store.key")
+	_, err = store.GenerateKeyFile(keyFile)
+	require.NoError(t, err)
+	return controlplane.Config{
+		Store: "etcd://" + u.Host, StoreKeyFile: keyFile, StoreAnchor: "none", TrustDomain: "attestmesh.local",
+		MgmtAddr: "127.0.0.1:0", AttestAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
+		Simulation: true, LASAddr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+// startReplica starts a replica of cfg with a --data-dir that does not exist yet: with etcd,
+// nothing but the control plane itself creates it.
+func startReplica(t *testing.T, cfg controlplane.Config) *running {
+	t.Helper()
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	return startWith(t, cfg)
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 	"github.com/attestmesh/attestmesh/controlplane/session"
+	"github.com/attestmesh/attestmesh/e2e/e2etest"
 )
 
 // The chaos test's workload and schedule.
@@ -376,7 +377,7 @@ func redisPing(ctx context.Context, timeout time.Duration) error {
 
 // adsStatus reads the sidecar's ADS stream state from its admin endpoint.
 func (s *sidecarProc) adsStatus(ctx context.Context) (connected bool, lastError string, err error) {
-	body, err := get(ctx, "http://"+s.admin+"/config_dump")
+	body, err := e2etest.Get(ctx, "http://"+s.admin+"/config_dump")
 	if err != nil {
 		return false, "", err
 	}
@@ -394,11 +395,11 @@ func (s *sidecarProc) adsStatus(ctx context.Context) (connected bool, lastError 
 
 // connectedSidecars is the replica's attestmesh_xds_connected_sidecars.
 func (r *replica) connectedSidecars(ctx context.Context) (int, error) {
-	body, err := get(ctx, "http://"+r.metrics+"/metrics")
+	body, err := e2etest.Get(ctx, "http://"+r.metrics+"/metrics")
 	if err != nil {
 		return 0, err
 	}
-	return int(sample(body, "attestmesh_xds_connected_sidecars")), nil
+	return int(e2etest.Sample(body, "attestmesh_xds_connected_sidecars")), nil
 }
 
 // placeSidecars makes the two sidecars follow ADS at two different replicas (restarting the
@@ -804,7 +805,7 @@ func (c *chaos) reportAttestations(rs []attestRecord) {
 		if !r.live {
 			continue
 		}
-		body, err := get(c.ctx, "http://"+r.metrics+"/metrics")
+		body, err := e2etest.Get(c.ctx, "http://"+r.metrics+"/metrics")
 		if err != nil {
 			continue
 		}
@@ -1000,11 +1001,11 @@ func (c *chaos) checkAfter() {
 func (c *chaos) checkWatch() {
 	t, ctx := c.t, c.ctx
 	count := func(r *replica) (float64, error) {
-		body, err := get(ctx, "http://"+r.metrics+"/metrics")
+		body, err := e2etest.Get(ctx, "http://"+r.metrics+"/metrics")
 		if err != nil {
 			return 0, err
 		}
-		return sample(body, "attestmesh_sessions"), nil
+		return e2etest.Sample(body, "attestmesh_sessions"), nil
 	}
 	var before float64
 	require.EventuallyWithT(t, func(co *assert.CollectT) {

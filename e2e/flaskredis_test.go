@@ -36,6 +36,7 @@ import (
 	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
 	"github.com/attestmesh/attestmesh/attest/measure"
 	"github.com/attestmesh/attestmesh/attest/sim"
+	"github.com/attestmesh/attestmesh/e2e/e2etest"
 )
 
 // What the example names (examples/flask-redis).
@@ -231,7 +232,7 @@ func (s *suite) redisIsolation(t *testing.T) {
 	denials := fmt.Sprintf(`attestmesh_sidecar_authz_denials_total{listener=%q}`, redisListener)
 
 	t.Run("Plaintext", func(t *testing.T) {
-		before := scrape(ctx, t, metricsURL)
+		before := e2etest.Scrape(ctx, t, metricsURL)
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", addr)
 		require.NoError(t, err, "the sidecar listens at %s", addr)
@@ -243,17 +244,17 @@ func (s *suite) redisIsolation(t *testing.T) {
 		var ne net.Error
 		require.False(t, errors.As(err, &ne) && ne.Timeout(), "the sidecar closes the connection (read: %v)", err)
 		assert.NotContains(t, string(got), "PONG", "a plaintext PING never reaches Redis")
-		waitMetric(ctx, t, metricsURL, failures("plaintext"), sample(before, failures("plaintext"))+1)
+		waitMetric(ctx, t, metricsURL, failures("plaintext"), e2etest.Sample(before, failures("plaintext"))+1)
 	})
 
 	t.Run("OtherCA", func(t *testing.T) {
 		// A certificate with the ID that Redis does allow, from a CA that is not the mesh's.
 		svid := foreignSVID(t, flaskID)
-		before := scrape(ctx, t, metricsURL)
+		before := e2etest.Scrape(ctx, t, metricsURL)
 		err := redisExchange(ctx, addr, m.clientTLS(svid))
 		require.ErrorContains(t, err, "remote error: tls: bad certificate")
-		waitMetric(ctx, t, metricsURL, failures("unknown_ca"), sample(before, failures("unknown_ca"))+1)
-		assert.InDelta(t, sample(before, denials), sample(scrape(ctx, t, metricsURL), denials), 0, "not counted as an authorization denial")
+		waitMetric(ctx, t, metricsURL, failures("unknown_ca"), e2etest.Sample(before, failures("unknown_ca"))+1)
+		assert.InDelta(t, e2etest.Sample(before, denials), e2etest.Sample(e2etest.Scrape(ctx, t, metricsURL), denials), 0, "not counted as an authorization denial")
 	})
 
 	t.Run("ServiceNotAllowed", func(t *testing.T) {
@@ -262,13 +263,13 @@ func (s *suite) redisIsolation(t *testing.T) {
 		_, _, err := x509svid.Verify(svid.Certificates, m.meshBundle())
 		require.NoError(t, err)
 
-		before := scrape(ctx, t, metricsURL)
+		before := e2etest.Scrape(ctx, t, metricsURL)
 		err = redisExchange(ctx, addr, m.clientTLS(svid))
 		require.ErrorContains(t, err, "remote error: tls: bad certificate")
-		waitMetric(ctx, t, metricsURL, denials, sample(before, denials)+1)
-		after := scrape(ctx, t, metricsURL)
+		waitMetric(ctx, t, metricsURL, denials, e2etest.Sample(before, denials)+1)
+		after := e2etest.Scrape(ctx, t, metricsURL)
 		for _, r := range []string{"unknown_ca", "bad_certificate", "expired"} {
-			assert.InDelta(t, sample(before, failures(r)), sample(after, failures(r)), 0, "not counted as a %s handshake failure", r)
+			assert.InDelta(t, e2etest.Sample(before, failures(r)), e2etest.Sample(after, failures(r)), 0, "not counted as a %s handshake failure", r)
 		}
 		// The reason, with the refused ID, in the Redis sidecar's log.
 		logFile := filepath.Join(m.info.StateDir, "redis-sidecar.log")

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -12,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -35,6 +33,7 @@ import (
 	"github.com/attestmesh/attestmesh/attest/measure"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/local"
+	"github.com/attestmesh/attestmesh/e2e/e2etest"
 
 	"github.com/attestmesh/attestmesh/proxy/proxytest"
 )
@@ -204,56 +203,11 @@ func (m *mesh) apiClient(cfg *tls.Config) *http.Client {
 	}}
 }
 
-// scrape returns the text of a Prometheus endpoint.
-func scrape(ctx context.Context, t require.TestingT, u string) string {
-	text, err := get(ctx, u)
-	require.NoError(t, err)
-	return text
-}
-
-func get(ctx context.Context, u string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s: %s", u, resp.Status, b)
-	}
-	return string(b), nil
-}
-
-// sample returns the value of series (name{labels} exactly as exposed) in text; 0 when absent,
-// as a counter that was never incremented.
-func sample(text, series string) float64 {
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, err := strconv.ParseFloat(strings.Fields(v)[0], 64)
-			if err == nil {
-				return f
-			}
-		}
-	}
-	return 0
-}
-
 // waitMetric polls the endpoint until series reaches want.
 func waitMetric(ctx context.Context, t *testing.T, u, series string, want float64) {
 	t.Helper()
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		assert.InDelta(c, want, sample(scrape(ctx, c, u), series), 0)
+		assert.InDelta(c, want, e2etest.Sample(e2etest.Scrape(ctx, c, u), series), 0)
 	}, 10*time.Second, 100*time.Millisecond, "%s at %s", series, u)
 }
 
@@ -324,7 +278,7 @@ scrape_configs:
 			require.Fail(c, "prometheus exited", "%v", err)
 		default:
 		}
-		_, err := get(ctx, p.base+"/-/ready")
+		_, err := e2etest.Get(ctx, p.base+"/-/ready")
 		assert.NoError(c, err)
 	}, 30*time.Second, 100*time.Millisecond, "prometheus ready at %s", p.base)
 	return p
@@ -344,7 +298,7 @@ func freeLoopbackAddr(ctx context.Context, t *testing.T) string {
 // query runs an instant query and returns each series' value keyed by the listed labels'
 // values joined with "/" ("" for a single unlabelled result).
 func (p *prometheus) query(ctx context.Context, q string, by ...string) (map[string]float64, error) {
-	body, err := get(ctx, p.base+"/api/v1/query?query="+url.QueryEscape(q))
+	body, err := e2etest.Get(ctx, p.base+"/api/v1/query?query="+url.QueryEscape(q))
 	if err != nil {
 		return nil, err
 	}
@@ -411,7 +365,7 @@ func (s *suite) prometheus(t *testing.T) {
 	for name, u := range p.targets {
 		t.Run("PromtoolCheckMetrics/"+name, func(t *testing.T) {
 			cmd := exec.CommandContext(ctx, "promtool", "check", "metrics")
-			cmd.Stdin = strings.NewReader(scrape(ctx, t, u))
+			cmd.Stdin = strings.NewReader(e2etest.Scrape(ctx, t, u))
 			out, err := cmd.CombinedOutput()
 			require.NoError(t, err, "promtool check metrics on %s:\n%s", u, out)
 			assert.Empty(t, strings.TrimSpace(string(out)), "promtool check metrics on %s", u)
@@ -447,31 +401,8 @@ func (s *suite) teardown(t *testing.T) {
 		assert.Empty(c, mentioning(t, m.info.StateDir, m.bin), "processes that mention the state dir or the binary")
 	}, 10*time.Second, 100*time.Millisecond)
 
-	assert.Empty(t, ours(t.Context(), t, "netns", "list"), "namespaces left behind (ip netns list)")
-	assert.Empty(t, ours(t.Context(), t, "-o", "link", "show"), "links left behind (ip link show)")
-}
-
-// ours runs `ip ARGS` (a listing of namespaces or links) and returns the names that this test's
-// bridge accounts for: the bridge, its namespaces (bridge-...) and their veths (vbridge...).
-func ours(ctx context.Context, t *testing.T, args ...string) []string {
-	t.Helper()
-	out, err := exec.CommandContext(ctx, "ip", args...).Output()
-	require.NoError(t, err, "ip %s", strings.Join(args, " "))
-	var names []string
-	for line := range strings.Lines(string(out)) {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		name := f[0] // ip netns list: NAME (id: N)
-		if len(f) > 1 && strings.HasSuffix(f[0], ":") {
-			name = strings.TrimSuffix(strings.SplitN(f[1], "@", 2)[0], ":") // ip -o link: N: NAME[@PEER]: ...
-		}
-		if name == bridge || strings.HasPrefix(name, bridge+"-") || strings.HasPrefix(name, "v"+bridge) {
-			names = append(names, name)
-		}
-	}
-	return names
+	assert.Empty(t, e2etest.Ours(t.Context(), t, bridge, "netns", "list"), "namespaces left behind (ip netns list)")
+	assert.Empty(t, e2etest.Ours(t.Context(), t, bridge, "-o", "link", "show"), "links left behind (ip link show)")
 }
 
 // sweep kills the processes and removes the namespaces and links that a run on bridge could
@@ -485,7 +416,7 @@ func sweep(ctx context.Context, t *testing.T, stateDir, bin string) {
 		return string(out)
 	}
 	var left []string
-	for _, ns := range ours(ctx, t, "netns", "list") {
+	for _, ns := range e2etest.Ours(ctx, t, bridge, "netns", "list") {
 		for _, f := range strings.Fields(run("netns", "pids", ns)) {
 			if pid, err := strconv.Atoi(f); err == nil {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -498,7 +429,7 @@ func sweep(ctx context.Context, t *testing.T, stateDir, bin string) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		left = append(left, fmt.Sprintf("process %d", pid))
 	}
-	for _, name := range ours(ctx, t, "-o", "link", "show") {
+	for _, name := range e2etest.Ours(ctx, t, bridge, "-o", "link", "show") {
 		run("link", "del", name)
 		left = append(left, "link "+name)
 	}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attestmesh/attestmesh/e2e/e2etest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -239,7 +240,7 @@ func (c *etcdCluster) waitHealthy(ctx context.Context, m *etcdMember, within tim
 		if m.p.exited() {
 			return fmt.Errorf("%s exited", m.name)
 		}
-		body, err := get(ctx, "http://"+m.client+"/health")
+		body, err := e2etest.Get(ctx, "http://"+m.client+"/health")
 		switch {
 		case err != nil:
 			last = fmt.Errorf("%s /health: %w", m.name, err)

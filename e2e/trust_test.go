@@ -22,6 +22,7 @@ import (
 
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
+	"github.com/attestmesh/attestmesh/e2e/e2etest"
 )
 
 // TestTwoTeams replays, with the real binary and two client identities, what the security
@@ -304,7 +305,7 @@ func (cp *cpProc) registrationFollowsRights(ctx context.Context, t *testing.T, b
 	startBackground(t, bin, append([]string{"proxy", "--config-id", "victimns/srv/srv", "--admin-addr", admin}, common...)...)
 	startBackground(t, bin, append(append([]string{"launch", "--config-id", "victimns/srv/srv"}, common...), "--", "/bin/sleep")...)
 	listeners := func() (int, error) {
-		body, err := get(ctx, "http://"+admin+"/config_dump")
+		body, err := e2etest.Get(ctx, "http://"+admin+"/config_dump")
 		if err != nil {
 			return -1, err
 		}
@@ -321,10 +322,10 @@ func (cp *cpProc) registrationFollowsRights(ctx context.Context, t *testing.T, b
 	require.Equal(t, 0, code, stderr)
 	require.Eventually(t, func() bool { n, _ := listeners(); return n == 0 }, 30*time.Second, 200*time.Millisecond,
 		"the registration no longer configures the sidecar")
-	metrics, err := get(ctx, "http://"+cp.metrics+"/metrics")
+	metrics, err := e2etest.Get(ctx, "http://"+cp.metrics+"/metrics")
 	require.NoError(t, err)
-	assert.Positive(t, sample(metrics, `attestmesh_mesh_exclusions_total{reason="registrant_lost_rights"}`))
-	assert.InDelta(t, 1, sample(metrics, `attestmesh_mesh_registrations{state="excluded"}`), 0)
+	assert.Positive(t, e2etest.Sample(metrics, `attestmesh_mesh_exclusions_total{reason="registrant_lost_rights"}`))
+	assert.InDelta(t, 1, e2etest.Sample(metrics, `attestmesh_mesh_registrations{state="excluded"}`), 0)
 
 	// The deputy can no longer replace it; alice deletes it.
 	require.Error(t, dc.PutMesh(ctx, "rights", reg))

@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/attestmesh/attestmesh/controlplane/local"
+	"github.com/attestmesh/attestmesh/e2e/e2etest"
 	"github.com/attestmesh/attestmesh/proxy/proxytest"
 )
 
@@ -222,8 +223,8 @@ func TestBenchMesh(t *testing.T) {
 		}
 		assert.Empty(c, mentioning(dir), "processes that mention the run's directory")
 	}, 15*time.Second, 100*time.Millisecond)
-	assert.Empty(t, ours(t, "netns", "list"), "namespaces left behind (ip netns list)")
-	assert.Empty(t, ours(t, "-o", "link", "show"), "links left behind (ip link show)")
+	assert.Empty(t, e2etest.Ours(context.WithoutCancel(t.Context()), t, bridge, "netns", "list"), "namespaces left behind (ip netns list)")
+	assert.Empty(t, e2etest.Ours(context.WithoutCancel(t.Context()), t, bridge, "-o", "link", "show"), "links left behind (ip link show)")
 }
 
 // path is one way from the client's namespace to a Redis in the server's.

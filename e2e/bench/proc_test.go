@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
+	"github.com/attestmesh/attestmesh/e2e/e2etest"
 )
 
 // daemon is a process the benchmark started in a namespace.
@@ -210,29 +210,6 @@ func mentioning(sub string) []int {
 	return pids
 }
 
-// ours runs `ip ARGS` (a listing of namespaces or links) and returns the names that belong to
-// the benchmark's bridge: the bridge, its namespaces (ambench-...) and their veths (vambench...).
-func ours(t *testing.T, args ...string) []string {
-	t.Helper()
-	out, err := exec.CommandContext(context.WithoutCancel(t.Context()), "ip", args...).Output()
-	require.NoError(t, err, "ip %s", strings.Join(args, " "))
-	var names []string
-	for line := range strings.Lines(string(out)) {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		name := f[0] // ip netns list: NAME (id: N)
-		if len(f) > 1 && strings.HasSuffix(f[0], ":") {
-			name = strings.TrimSuffix(strings.SplitN(f[1], "@", 2)[0], ":") // ip -o link: N: NAME[@PEER]: ...
-		}
-		if name == bridge || strings.HasPrefix(name, bridge+"-") || strings.HasPrefix(name, "v"+bridge) {
-			names = append(names, name)
-		}
-	}
-	return names
-}
-
 // sweep kills the processes in the benchmark's namespaces and those that mention its
 // directory, then removes its namespaces and links: whatever a failed run left behind.
 func sweep(t *testing.T, dir string) {
@@ -243,7 +220,7 @@ func sweep(t *testing.T, dir string) {
 		return string(out)
 	}
 	var left []string
-	for _, ns := range ours(t, "netns", "list") {
+	for _, ns := range e2etest.Ours(context.WithoutCancel(t.Context()), t, bridge, "netns", "list") {
 		for _, f := range strings.Fields(run("netns", "pids", ns)) {
 			if pid, err := strconv.Atoi(f); err == nil {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -257,7 +234,7 @@ func sweep(t *testing.T, dir string) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		left = append(left, fmt.Sprintf("process %d", pid))
 	}
-	for _, name := range ours(t, "-o", "link", "show") {
+	for _, name := range e2etest.Ours(context.WithoutCancel(t.Context()), t, bridge, "-o", "link", "show") {
 		run("link", "del", name)
 		left = append(left, "link "+name)
 	}

@@ -59,6 +59,7 @@ import (
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/injector"
 	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
+	"github.com/attestmesh/attestmesh/e2e/e2etest"
 	"github.com/attestmesh/attestmesh/e2e/k8s/node"
 )
 
@@ -378,7 +379,7 @@ func (s *suite) intruder(t *testing.T) {
 	redisAddr := podAddr(redis, 6379)
 	metricsURL := "http://" + podAddr(redis, 15000).String() + "/metrics"
 	denials := `attestmesh_sidecar_authz_denials_total{listener="inbound|6379"}`
-	before := scrape(ctx, t, metricsURL)
+	before := e2etest.Scrape(ctx, t, metricsURL)
 
 	svidPEM, keyPEM := s.intruderSVID(ctx, t)
 	grace := int64(1)
@@ -396,12 +397,12 @@ func (s *suite) intruder(t *testing.T) {
 	probe := waitPodRunning(ctx, t, s.cs, appNamespace, "intruder")
 	answer := getEventually(ctx, t, s.c, "http://"+podAddr(probe, 8080).String()+"/tls?addr="+url.QueryEscape(redisAddr.String()))
 	assert.Contains(t, answer, "refused: remote error: tls: bad certificate", "Redis's sidecar refuses the intruder's SPIFFE ID")
-	waitMetric(ctx, t, metricsURL, denials, sample(before, denials)+1)
+	waitMetric(ctx, t, metricsURL, denials, e2etest.Sample(before, denials)+1)
 	require.NoError(t, s.cs.CoreV1().Pods(appNamespace).Delete(ctx, "intruder", metav1.DeleteOptions{}))
 
 	plaintext := `attestmesh_sidecar_tls_handshake_failures_total{listener="inbound|6379",reason="plaintext"}`
 	assert.NotContains(t, plaintextPing(ctx, redisAddr), "PONG", "a plaintext PING never reaches Redis")
-	waitMetric(ctx, t, metricsURL, plaintext, sample(before, plaintext)+1)
+	waitMetric(ctx, t, metricsURL, plaintext, e2etest.Sample(before, plaintext)+1)
 }
 
 // intruderSVID creates a session of its own whose service no mesh route lets reach Redis and
@@ -899,50 +900,9 @@ func waitPodRunning(ctx context.Context, t *testing.T, cs kubernetes.Interface, 
 	return p
 }
 
-func scrape(ctx context.Context, t require.TestingT, u string) string {
-	body, err := get(ctx, u)
-	require.NoError(t, err)
-	return body
-}
-
-func get(ctx context.Context, u string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s: %s", u, resp.Status, b)
-	}
-	return string(b), nil
-}
-
-// sample returns the value of one series (its exact text) in a scrape, 0 when absent.
-func sample(text, series string) float64 {
-	for line := range strings.SplitSeq(text, "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err == nil {
-				return v
-			}
-		}
-	}
-	return 0
-}
-
 func waitMetric(ctx context.Context, t *testing.T, u, series string, want float64) {
 	t.Helper()
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		assert.GreaterOrEqual(c, sample(scrape(ctx, c, u), series), want)
+		assert.GreaterOrEqual(c, e2etest.Sample(e2etest.Scrape(ctx, c, u), series), want)
 	}, 30*time.Second, 200*time.Millisecond, "%s at %s reaches %v", series, u, want)
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attestmesh/attestmesh/e2e/e2etest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -43,7 +44,7 @@ func (s *suite) eds(t *testing.T) {
 		}
 	}
 	getRecord(3) // the API's pool holds its connection now
-	opened := sampleLabels(scrape(ctx, t, metricsURL), "attestmesh_sidecar_connections_total", outbound)
+	opened := sampleLabels(e2etest.Scrape(ctx, t, metricsURL), "attestmesh_sidecar_connections_total", outbound)
 	require.Positive(t, opened, "the API's sidecar has opened connections to Redis")
 
 	scaleRedis := func(n int) {
@@ -67,7 +68,7 @@ func (s *suite) eds(t *testing.T) {
 	removeLatency := time.Since(goneAt)
 	assert.Equal(t, []string{first.Status.PodIP}, remaining, "the first Redis pod stays")
 	getRecord(10)
-	assert.InDelta(t, opened, sampleLabels(scrape(ctx, t, metricsURL), "attestmesh_sidecar_connections_total", outbound), 0,
+	assert.InDelta(t, opened, sampleLabels(e2etest.Scrape(ctx, t, metricsURL), "attestmesh_sidecar_connections_total", outbound), 0,
 		"no new connection to Redis: the pooled one was never dropped")
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		p, err := s.cs.CoreV1().Pods(appNamespace).Get(ctx, second.Name, metav1.GetOptions{})
@@ -109,7 +110,7 @@ func waitEndpoints(ctx context.Context, t *testing.T, s *suite, api *corev1.Pod,
 	u := "http://" + podAddr(api, 15000).String() + "/config_dump"
 	var ips []string
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		body, err := get(ctx, u)
+		body, err := e2etest.Get(ctx, u)
 		require.NoError(c, err)
 		ips = clusterEndpoints(c, body, "flaskredis.redis")
 		assert.True(c, ok(ips), "endpoints of the redis cluster: %v", ips)

@@ -28,6 +28,7 @@ import (
 
 	"github.com/attestmesh/attestmesh/attest/measure"
 	"github.com/attestmesh/attestmesh/controlplane/injector"
+	"github.com/attestmesh/attestmesh/e2e/e2etest"
 )
 
 var authTokenRequest = authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(600))}}
@@ -141,7 +142,7 @@ scrape_configs:
 	}()
 	t.Cleanup(func() { p.stop(t) })
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		_, err := get(ctx, p.base+"/-/ready")
+		_, err := e2etest.Get(ctx, p.base+"/-/ready")
 		assert.NoError(c, err)
 	}, 30*time.Second, 100*time.Millisecond, "prometheus ready at %s", p.base)
 	return p
@@ -163,7 +164,7 @@ func (p *prometheus) stop(t *testing.T) {
 
 // query runs an instant query and returns the number of series and the raw result.
 func (p *prometheus) query(ctx context.Context, q string) (int, string, error) {
-	body, err := get(ctx, p.base+"/api/v1/query?query="+url.QueryEscape(q))
+	body, err := e2etest.Get(ctx, p.base+"/api/v1/query?query="+url.QueryEscape(q))
 	if err != nil {
 		return 0, "", err
 	}
