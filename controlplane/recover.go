@@ -99,6 +99,11 @@ func Recover(ctx context.Context, cfg RecoverConfig) error {
 		keys = append(keys, k)
 	}
 	var plain []*recovery.Share
+	defer func() { // cleared on every return, also before they join shares
+		for _, s := range plain {
+			s.Clear()
+		}
+	}()
 	var sealed []*recovery.SealedShare
 	shareFile := map[any]string{}
 	for _, f := range cfg.ShareFiles {
@@ -191,7 +196,9 @@ func Recover(ctx context.Context, cfg RecoverConfig) error {
 		fmt.Fprintf(msg, "store key reconstructed: it authenticates the record and opens the store %s "+
 			"(generation %d, %d records, all matching its sealed state)\n", cfg.StoreSource, status.Generation, status.Records)
 	}
-	if err := writeOutput(cfg.KeyOut, store.AppendHexKey(nil, key), 0o600, cfg.Stdout, true); err != nil {
+	keyHex := store.AppendHexKey(nil, key)
+	defer clear(keyHex)
+	if err := writeOutput(cfg.KeyOut, keyHex, 0o600, cfg.Stdout, true); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	if cfg.KeyOut != "-" {

@@ -68,8 +68,9 @@ func TestReplicasOnEtcd(t *testing.T) {
 		return scrape(t, b.addrs.Metrics, "attestmesh_mesh_registrations", "state", "active") == 1
 	},
 		5*time.Second, 20*time.Millisecond, "replica B's registry follows A's write")
+	// How long it took is measured, not asserted (a loaded machine is no benchmark): the chaos
+	// test (make e2e) reports it for every replica.
 	t.Logf("replica B saw A's mesh registration after %s", time.Since(start).Round(time.Millisecond))
-	assert.Less(t, time.Since(start), time.Second)
 
 	// Attestation: a client given both replicas attests; a nonce from A is refused at B.
 	caCerts, err := ca.ParseCertsPEM(a.addrs.BundlePEM)

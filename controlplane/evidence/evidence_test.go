@@ -405,3 +405,25 @@ func TestIssuerBoundsConcurrentQuotes(t *testing.T) {
 	close(release)
 	require.NoError(t, g.Wait())
 }
+
+// TestEvidenceMissingSimulatedParts: Evidence built by a caller rather than Parse, without the
+// simulated root or collateral, is refused with what is missing (not a nil dereference).
+func TestEvidenceMissingSimulatedParts(t *testing.T) {
+	c := startCP(t, sim.PlatformOptions{}, sim.Report{MREnclave: ourMR})
+	nonce, err := evidence.NewNonce()
+	require.NoError(t, err)
+	ev, peer, err := evidence.Fetch(t.Context(), c.addr, nonce)
+	require.NoError(t, err)
+	for name, strip := range map[string]func(e *evidence.Evidence){
+		"no root":       func(e *evidence.Evidence) { e.SimulatedRoot = nil },
+		"no collateral": func(e *evidence.Evidence) { e.Collateral = nil },
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := *ev
+			strip(&e)
+			_, err := evidence.Verify(t.Context(), &e, nonce, peer, simPolicy())
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "simulated evidence without its simulated root or collateral")
+		})
+	}
+}

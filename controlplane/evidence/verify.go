@@ -97,6 +97,9 @@ func Verify(ctx context.Context, ev *Evidence, nonce [32]byte, peer []*x509.Cert
 			return nil, fmt.Errorf("evidence: collateral for the control plane's platform (FMSPC %s): %w", fmspc, err)
 		}
 	} else {
+		if ev.SimulatedRoot == nil || ev.Collateral == nil {
+			return nil, errors.New("evidence: simulated evidence without its simulated root or collateral")
+		}
 		switch {
 		case res.Root == nil:
 			res.Root, res.RootFromEvidence = ev.SimulatedRoot, true

@@ -208,6 +208,10 @@ func fingerprint(pub any) (Fingerprint, error) {
 	return sha256.Sum256(der), nil
 }
 
+// errEncryptedKey refuses an encrypted private key with the way to give it decrypted.
+var errEncryptedKey = errors.New("recovery: the private key is encrypted: decrypt it into a pipe, never onto disk: " +
+	"openssl pkey -in KEY.pem | attestmesh recover ... --key -")
+
 // ParsePrivateKey parses a PEM private key: "PRIVATE KEY" (PKCS #8, what `openssl genpkey`
 // writes), "RSA PRIVATE KEY" (PKCS #1) or "EC PRIVATE KEY" (SEC 1, what `openssl ecparam
 // -genkey` writes). An encrypted key is refused with the command that decrypts it into a pipe.
@@ -223,6 +227,11 @@ func ParsePrivateKey(pemBytes []byte) (*PrivateKey, error) {
 		if b == nil {
 			break
 		}
+		if _, encrypted := b.Headers["Proc-Type"]; encrypted {
+			// Legacy PEM encryption (openssl -traditional -aes256): an "RSA PRIVATE KEY" or
+			// "EC PRIVATE KEY" whose DER is ciphertext.
+			return nil, errEncryptedKey
+		}
 		var err error
 		switch b.Type {
 		case "PRIVATE KEY":
@@ -232,15 +241,10 @@ func ParsePrivateKey(pemBytes []byte) (*PrivateKey, error) {
 		case "EC PRIVATE KEY":
 			priv, err = x509.ParseECPrivateKey(b.Bytes)
 		case "ENCRYPTED PRIVATE KEY":
-			return nil, errors.New("recovery: the private key is encrypted: decrypt it into a pipe, never onto disk: " +
-				"openssl pkey -in KEY.pem | attestmesh recover ... --key -")
+			return nil, errEncryptedKey
 		case "PUBLIC KEY", "RSA PUBLIC KEY":
 			return nil, errors.New("recovery: this is a public key: recovery needs the private key")
 		default:
-			if _, encrypted := b.Headers["Proc-Type"]; encrypted {
-				return nil, errors.New("recovery: the private key is encrypted: decrypt it into a pipe, never onto disk: " +
-					"openssl pkey -in KEY.pem | attestmesh recover ... --key -")
-			}
 			continue
 		}
 		if err != nil {

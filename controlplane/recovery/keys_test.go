@@ -103,6 +103,7 @@ func TestKeysRefused(t *testing.T) {
 		{"Ed25519 public", "ed25519.pub.pem", false, "ed25519.PublicKey key: supported recovery keys are"},
 		{"Ed25519 private", "ed25519.pem", true, "ed25519.PrivateKey key: supported recovery keys are"},
 		{"encrypted private", "x25519-encrypted.pem", true, "openssl pkey -in KEY.pem | attestmesh recover"},
+		{"legacy-encrypted RSA private", "rsa3072-legacy-enc.pem", true, "openssl pkey -in KEY.pem | attestmesh recover"},
 		{"private given as public", "x25519-a.pem", false, "give the control plane the public key only"},
 		{"public given as private", "x25519-a.pub.pem", true, "this is a public key"},
 		{"fingerprints file", "fingerprints.txt", false, `no PEM "PUBLIC KEY" block`},

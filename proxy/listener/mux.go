@@ -132,6 +132,9 @@ func (m *Manager) newMuxConn(tc *tls.Conn, client bool, log *slog.Logger, onClos
 	return mc
 }
 
+// maxStreamID is the last stream ID a client connection opens (IDs are never reused).
+const maxStreamID = 1<<31 - 1
+
 // usable reports whether a client connection may take a new stream: not draining or full, the
 // local SVID unchanged since its handshake, the peer's certificate valid for another minute.
 // A connection that is too old for new streams starts to drain.
@@ -141,14 +144,20 @@ func (mc *muxConn) usable(now time.Time) bool {
 		return false
 	}
 	mc.mu.Lock()
-	defer mc.mu.Unlock()
-	return !mc.draining && !mc.closed && len(mc.streams) < maxStreams
+	exhausted := mc.nextID >= maxStreamID
+	ok := !mc.draining && !mc.closed && !exhausted && len(mc.streams) < maxStreams
+	mc.mu.Unlock()
+	if exhausted {
+		// Its stream IDs are spent: it drains, and the next app connection gets a new one.
+		go mc.drain()
+	}
+	return ok
 }
 
 // openStream starts a stream for the local connection local (client side).
 func (mc *muxConn) openStream(local net.Conn, bytes prometheus.Counter, idle time.Duration) (*stream, error) {
 	mc.mu.Lock()
-	if mc.draining || mc.closed || len(mc.streams) >= maxStreams || mc.nextID >= 1<<31 {
+	if mc.draining || mc.closed || len(mc.streams) >= maxStreams || mc.nextID >= maxStreamID {
 		mc.mu.Unlock()
 		return nil, errMuxFull
 	}

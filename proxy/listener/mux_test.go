@@ -289,3 +289,23 @@ func TestMuxIdleTimeout(t *testing.T) {
 	require.ErrorIs(t, err, io.EOF)
 	echoOnce(t, busy, []byte("still busy"))
 }
+
+// A client connection whose stream IDs are spent drains, and the next app connection goes over
+// a new mTLS connection (instead of waiting for the spent one until the connect timeout).
+func TestMuxStreamIDsExhausted(t *testing.T) {
+	tn := newTunnel(t, true, true)
+	first := dialApp(t, tn.clientAddr)
+	echoOnce(t, first, []byte("first"))
+	require.Equal(t, 1, muxCount(tn.client))
+	tn.client.connsMu.Lock()
+	for mc := range tn.client.muxes {
+		mc.mu.Lock()
+		mc.nextID = maxStreamID
+		mc.mu.Unlock()
+	}
+	tn.client.connsMu.Unlock()
+
+	next := dialApp(t, tn.clientAddr)
+	echoOnce(t, next, []byte("on a new connection"))
+	echoOnce(t, first, []byte("the spent one still carries its streams while it drains"))
+}
