@@ -120,18 +120,19 @@ func (c *parseCache) put(k [32]byte, v any) {
 	c.m[k] = v
 }
 
-// parsePEMChainCached is parsePEMChain for chains that recur.
-func parsePEMChainCached(b []byte) ([]*x509.Certificate, error) {
+// parsePEMChainCached is parsePEMChain for chains that recur. The chain is remembered only
+// when the caller calls keep, after it verified the chain: a chain that came with a quote is
+// the caller's bytes, and junk must not fill the cache (nor, by filling it, empty it of the
+// real platforms' chains).
+func parsePEMChainCached(b []byte) (certs []*x509.Certificate, keep func(), err error) {
 	k := cacheKey("pem-chain", b)
 	if v, ok := parsed.get(k); ok {
-		return v.([]*x509.Certificate), nil
+		return v.([]*x509.Certificate), func() {}, nil
 	}
-	certs, err := parsePEMChain(b)
-	if err != nil {
-		return nil, err
+	if certs, err = parsePEMChain(b); err != nil {
+		return nil, nil, err
 	}
-	parsed.put(k, certs)
-	return certs, nil
+	return certs, func() { parsed.put(k, certs) }, nil
 }
 
 // openCached returns the document that open verified and parsed from doc with key before,

@@ -38,3 +38,27 @@ func TestVerifyCacheKeepsOnlySignatures(t *testing.T) {
 	require.Error(t, err, "a changed TCB Info body is verified afresh")
 	assert.Equal(t, ReasonCollateralSignature, ReasonOf(err), "error: %v", err)
 }
+
+// A PCK chain that came with a quote is remembered only once it verified: chains that do not
+// chain to the root (junk sent by anyone) fill no cache.
+func TestUnverifiedChainsAreNotCached(t *testing.T) {
+	v := loadVectors(t)
+	saved := parsed
+	parsed = &parseCache{}
+	t.Cleanup(func() { parsed = saved })
+	q, err := ParseQuote(v.quote)
+	require.NoError(t, err)
+	chainKey := cacheKey("pem-chain", q.Signature.Certification.Data)
+
+	otherRoot, _ := newTestCA(t)
+	_, err = Verify(v.quote, v.collateral(), Options{Root: otherRoot, Now: time.Unix(validAt, 0), SkipRevocation: true})
+	require.Error(t, err)
+	assert.Equal(t, ReasonPCKChain, ReasonOf(err), "error: %v", err)
+	_, cached := parsed.get(chainKey)
+	assert.False(t, cached, "a chain that did not verify is not kept")
+
+	_, err = Verify(v.quote, v.collateral(), Options{Root: IntelRoot(), Now: time.Unix(validAt, 0), SkipRevocation: true})
+	require.NoError(t, err)
+	_, cached = parsed.get(chainKey)
+	assert.True(t, cached, "a verified chain is kept")
+}

@@ -66,7 +66,7 @@ func Verify(quote []byte, c Collateral, opts Options) (*Identity, error) {
 		return nil, fail(ReasonPCKChainMissing, "quote: PCK certificate chain not present (certification data type %d, want %d); "+
 			"such a quote can only be verified with the PCK certificate fetched from Intel PCS", sig.Certification.Type, CertDataPCKChain)
 	}
-	certs, err := parsePEMChainCached(sig.Certification.Data)
+	certs, keepCerts, err := parsePEMChainCached(sig.Certification.Data)
 	if err != nil {
 		return nil, fail(ReasonPCKChain, "quote: PCK certificate chain: %v", err)
 	}
@@ -74,6 +74,7 @@ func Verify(quote []byte, c Collateral, opts Options) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	keepCerts()
 	pckKey, ok := p256Key(pck)
 	if !ok {
 		return nil, fail(ReasonPCKChain, "PCK certificate chain: PCK certificate %q: public key is %T, want ECDSA P-256", pck.Subject, pck.PublicKey)
@@ -102,7 +103,7 @@ func Verify(quote []byte, c Collateral, opts Options) (*Identity, error) {
 	}
 
 	// The collateral.
-	tcbCerts, err := parsePEMChainCached(c.TCBSignChain)
+	tcbCerts, keepTCBCerts, err := parsePEMChainCached(c.TCBSignChain)
 	if err != nil {
 		return nil, fail(ReasonCollateralSignature, "TCB signing chain: %v", err)
 	}
@@ -110,6 +111,7 @@ func Verify(quote []byte, c Collateral, opts Options) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	keepTCBCerts()
 	tcbKey, ok := p256Key(tcbCert)
 	if !ok {
 		return nil, fail(ReasonCollateralSignature, "TCB signing chain: TCB signing certificate %q: public key is %T, want ECDSA P-256", tcbCert.Subject, tcbCert.PublicKey)
