@@ -35,6 +35,15 @@ up=$!
 cleanup() {
   if kill -0 "$up" 2>/dev/null; then
     kill -INT "$up"
+    # attestmesh up stops everything it started within seconds; do not hang if it does not.
+    for _ in $(seq 1 60); do
+      kill -0 "$up" 2>/dev/null || break
+      sleep 0.5
+    done
+    if kill -0 "$up" 2>/dev/null; then
+      say "attestmesh up did not stop within 30 s: killing it"
+      kill -KILL "$up" 2>/dev/null || true
+    fi
     wait "$up" || true
   fi
   rm -rf "$state"
