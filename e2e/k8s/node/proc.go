@@ -6,11 +6,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -248,9 +250,30 @@ func pickPorts(ctx context.Context, nodeIP netip.Addr) (ports, error) {
 	return p, nil
 }
 
-// freePort returns a TCP port on addr that was free a moment ago.
+// freePort returns a TCP port on addr that was free a moment ago. It is picked below the
+// kernel's ephemeral range: the components start one after another, and a port from that range
+// may meanwhile be taken as the source port of some connection (kube-controller-manager once
+// found its port so taken).
 func freePort(ctx context.Context, addr netip.Addr) (int, error) {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.ParseUint(f[0], 10, 16); err == nil {
+				low = int(v)
+			}
+		}
+	}
 	var lc net.ListenConfig
+	if low > 11000 {
+		for range 100 {
+			port := uint16(10000 + rand.IntN(low-10000)) //nolint:gosec // below low, itself a uint16; a test's port needs no strong randomness
+			l, err := lc.Listen(ctx, "tcp", netip.AddrPortFrom(addr, port).String())
+			if err == nil {
+				_ = l.Close()
+				return int(port), nil
+			}
+		}
+	}
 	l, err := lc.Listen(ctx, "tcp", netip.AddrPortFrom(addr, 0).String())
 	if err != nil {
 		return 0, fmt.Errorf("node: free port on %s: %w", addr, err)
