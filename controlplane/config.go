@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -239,13 +238,10 @@ func anchorFile(cfg Config) string {
 	return ""
 }
 
-// within reports whether path is dir or lies under it (lexically, after making both absolute).
+// within reports whether path is dir or lies under it, symlinks resolved (a data directory
+// reached through a link is still the data directory). A path that cannot be resolved counts
+// as inside: the check refuses rather than lets pass.
 func within(path, dir string) bool {
-	p, err1 := filepath.Abs(path)
-	d, err2 := filepath.Abs(dir)
-	if err1 != nil || err2 != nil {
-		return false
-	}
-	rel, err := filepath.Rel(d, p)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+	in, err := store.Within(path, dir)
+	return err != nil || in
 }

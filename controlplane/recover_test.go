@@ -140,6 +140,8 @@ func TestRecoverLostStoreKey(t *testing.T) {
 		return out
 	})
 	keyOut := filepath.Join(keyDir, "store.key")
+	linkedData := filepath.Join(t.TempDir(), "linked")
+	require.NoError(t, os.Symlink(dataDir, linkedData))
 	fpA, fpB, fpC := fingerprintOf(t, "rsa3072"), fingerprintOf(t, "x25519-a"), fingerprintOf(t, "p256-sec1")
 	expects := "expects 2 of 3 shares, from the keys " + fpA + " (share 1), " + fpB + " (share 2), " + fpC + " (share 3)"
 	for _, tc := range []struct {
@@ -170,6 +172,8 @@ func TestRecoverLostStoreKey(t *testing.T) {
 			[]string{"--key-out " + recordFile + " exists: refusing to overwrite it"}},
 		{"key out in the data dir", dataDir, []string{testKey("x25519-b.pem")}, []string{share1, share3}, filepath.Join(dataDir, "key"),
 			[]string{"is inside --data-dir"}},
+		{"key out in the data dir, reached through a link", linkedData, []string{testKey("x25519-b.pem")}, []string{share1, share3},
+			filepath.Join(dataDir, "key"), []string{"is inside --data-dir " + linkedData}},
 		{"nothing given", dataDir, nil, nil, keyOut, []string{"give the recovery private keys (--key) or the holders' shares (--share)"}},
 		{"a public key as key", dataDir, []string{testKey("x25519-b.pub.pem")}, []string{share1}, keyOut, []string{"this is a public key"}},
 	} {

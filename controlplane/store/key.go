@@ -88,7 +88,7 @@ func ownGroupReadOnly(fi os.FileInfo) bool {
 
 func loadKeyFile(path, dataDir string) (Key, error) {
 	if dataDir != "" {
-		inside, err := within(path, dataDir)
+		inside, err := Within(path, dataDir)
 		if err != nil {
 			return Key{}, err
 		}
@@ -156,8 +156,8 @@ func checkNonZero(k Key) error {
 	return nil
 }
 
-// within reports whether path lies inside dir, after resolving symlinks as far as they exist.
-func within(path, dir string) (bool, error) {
+// Within reports whether path lies inside dir, after resolving symlinks as far as they exist.
+func Within(path, dir string) (bool, error) {
 	p, err := resolve(path)
 	if err != nil {
 		return false, err
