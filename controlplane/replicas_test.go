@@ -113,7 +113,21 @@ func TestRecoverFromEtcd(t *testing.T) {
 	keyHex, err := os.ReadFile(cfg.StoreKeyFile)
 	require.NoError(t, err)
 	cfg.RecoveryKeyFiles, cfg.RecoveryThreshold = []string{testKey("x25519-a.pub.pem"), testKey("p256-sec1.pub.pem")}, 1
-	a, b := startReplica(t, cfg), startReplica(t, cfg)
+	ecfg, err := store.ParseEtcdURL(cfg.Store, nil)
+	require.NoError(t, err)
+	engine, err := store.OpenEtcd(t.Context(), ecfg)
+	require.NoError(t, err)
+	defer engine.Close()
+	storedRecord := func() []byte {
+		raw, err := store.ReadRecoveryRecord(t.Context(), engine)
+		require.NoError(t, err)
+		require.NotNil(t, raw, "a recovery record in etcd")
+		return raw
+	}
+	a := startReplica(t, cfg)
+	first := storedRecord()
+	b := startReplica(t, cfg)
+	assert.Equal(t, first, storedRecord(), "the second replica keeps the record the first sealed: one record, not one per replica")
 	a.stop(t)
 	b.stop(t)
 

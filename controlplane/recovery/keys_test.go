@@ -141,8 +141,13 @@ func TestPrivateKeyErrorsQuoteNothing(t *testing.T) {
 }
 
 func TestParseFingerprint(t *testing.T) {
-	for _, s := range []string{"", "sha256:", "sha1:" + strings.Repeat("a", 64), "sha256:" + strings.Repeat("a", 63), "sha256:" + strings.Repeat("g", 64)} {
+	const shape = "want sha256: and 64 hex characters"
+	for s, want := range map[string]string{
+		"": shape, "sha256:": shape, "sha1:" + strings.Repeat("a", 64): shape, "sha256:" + strings.Repeat("a", 63): shape,
+		"sha256:" + strings.Repeat("g", 64): "not hex",
+	} {
 		_, err := ParseFingerprint(s)
-		assert.Error(t, err, s)
+		require.Error(t, err, s)
+		assert.Contains(t, err.Error(), want, s)
 	}
 }
