@@ -85,10 +85,10 @@ func (r *replica) String() string { return fmt.Sprintf("replica %d (%s)", r.i, r
 // reports how fast the sidecars reconnected and noticed the stopped replica.
 func TestChaos(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: the launcher needs root for its private mount namespace (CI runs as root)")
+		e2etest.Prerequisite(t, "skipping: the launcher needs root for its private mount namespace (CI runs as root)")
 	}
 	if _, err := exec.LookPath(redisServer); err != nil {
-		t.Skipf("skipping: the tunnel runs %s (apt-get install -y redis-server)", redisServer)
+		e2etest.Prerequisite(t, fmt.Sprintf("skipping: the tunnel runs %s (apt-get install -y redis-server)", redisServer))
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
 	defer cancel()

@@ -62,8 +62,8 @@ func requireTools(t *testing.T) {
 		missing = append(missing, fmt.Sprintf("the flask and redis modules of %s (%s)", python, strings.TrimSpace(string(out))))
 	}
 	if len(missing) > 0 {
-		t.Skipf("e2e: needs %s; as root on Debian: apt-get install -y iproute2 redis-server python3-flask python3-redis prometheus",
-			strings.Join(missing, ", "))
+		e2etest.Prerequisite(t, fmt.Sprintf("e2e: needs %s; as root on Debian: apt-get install -y iproute2 redis-server python3-flask python3-redis prometheus",
+			strings.Join(missing, ", ")))
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/attestmesh/attestmesh/e2e/e2etest"
 	"github.com/attestmesh/attestmesh/proxy/proxytest"
 )
 
@@ -29,7 +30,7 @@ import (
 // sessions again.
 func TestRecoverLostStoreKey(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed (apt-get install openssl)")
+		e2etest.Prerequisite(t, "openssl not installed (apt-get install openssl)")
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()

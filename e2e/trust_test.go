@@ -31,7 +31,7 @@ import (
 // stops configuring sidecars once its registrant loses the rights it needs.
 func TestTwoTeams(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: the launcher needs root for its private mount namespace (CI runs as root)")
+		e2etest.Prerequisite(t, "skipping: the launcher needs root for its private mount namespace (CI runs as root)")
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -82,4 +83,24 @@ func Ours(ctx context.Context, t *testing.T, bridge string, args ...string) []st
 		}
 	}
 	return names
+}
+
+// CIEnv, when set (.ci/run sets it), makes a missing prerequisite fail the test instead of
+// skipping it: CI installs everything, so a skip there would hide a broken machine.
+const CIEnv = "ATTESTMESH_CI"
+
+// Prerequisite skips tb for reason (something this machine lacks), or fails it under CI.
+func Prerequisite(tb testing.TB, reason string) {
+	tb.Helper()
+	if fail, msg := prerequisiteVerdict(reason); fail {
+		tb.Fatal(msg)
+	}
+	tb.Skip(reason)
+}
+
+func prerequisiteVerdict(reason string) (fail bool, msg string) {
+	if os.Getenv(CIEnv) != "" {
+		return true, fmt.Sprintf("%s (%s is set: CI installs every prerequisite, so none may be missing)", reason, CIEnv)
+	}
+	return false, reason
 }

@@ -142,7 +142,7 @@ func (s *suite) images(ctx context.Context, t *testing.T) {
 	s.c.ImportImage(t, filepath.Join(dir, "image", "attestmesh.tar")) //nolint:contextcheck // the harness bounds its commands by the test
 
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
-		t.Skip("the example's images need mmdebstrap (apt-get install mmdebstrap)")
+		e2etest.Prerequisite(t, "the example's images need mmdebstrap (apt-get install mmdebstrap)")
 	}
 	home, err := os.UserHomeDir()
 	require.NoError(t, err)

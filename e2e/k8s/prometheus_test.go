@@ -90,7 +90,7 @@ func podTargets(ctx context.Context, cs kubernetes.Interface) ([]targetGroup, er
 func startPrometheus(ctx context.Context, t *testing.T, cs kubernetes.Interface) *prometheus {
 	t.Helper()
 	if _, err := exec.LookPath("prometheus"); err != nil {
-		t.Skip("needs Debian's prometheus")
+		e2etest.Prerequisite(t, "needs Debian's prometheus")
 	}
 	var lc net.ListenConfig
 	sdLn, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attestmesh/attestmesh/e2e/e2etest"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
@@ -141,7 +142,7 @@ func Start(t *testing.T, opts Options) *Cluster {
 	opts, err := opts.withDefaults(t)
 	require.NoError(t, err)
 	if reason := missingPrerequisite(); reason != "" {
-		t.Skip("node: skipping: " + reason)
+		e2etest.Prerequisite(t, "node: skipping: "+reason)
 	}
 	ensureBinaries(t, opts.BinDir)
 	began := time.Now()
@@ -347,7 +348,7 @@ func ensureBinaries(t *testing.T, dir string) {
 	}
 	_, self, _, ok := runtime.Caller(0)
 	if !ok {
-		t.Skip("node: skipping: cannot locate build-k8s.sh")
+		e2etest.Prerequisite(t, "node: skipping: cannot locate build-k8s.sh")
 	}
 	script := filepath.Join(filepath.Dir(self), "..", "build-k8s.sh")
 	t.Logf("node: building %s into %s with %s (the first build takes 20+ minutes on 2 cores)",
@@ -359,8 +360,8 @@ func ensureBinaries(t *testing.T, dir string) {
 	cmd.Env = append(os.Environ(), "OUT="+dir)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Skipf("node: skipping: cannot build the Kubernetes binaries (needs the Go module proxy; or set ATTESTMESH_K8S_BIN to prebuilt ones): %v\n%s",
-			err, lastBytes(out, 3000))
+		e2etest.Prerequisite(t, fmt.Sprintf("node: skipping: cannot build the Kubernetes binaries (needs the Go module proxy; or set ATTESTMESH_K8S_BIN to prebuilt ones): %v\n%s",
+			err, lastBytes(out, 3000)))
 	}
 }
 
