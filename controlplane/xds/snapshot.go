@@ -11,8 +11,10 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	sidecar "github.com/attestmesh/attestmesh/proxy/resource"
 )
@@ -21,7 +23,16 @@ import (
 type bundleState struct {
 	key    [32]byte // hash of the bundle's DER
 	secret *tlsv3.Secret
-	hash   [32]byte // content hash of secret
+	wire   *anypb.Any // secret marshalled, shared by every response that carries it
+	hash   [32]byte   // content hash of secret
+}
+
+// wireResources are the resources of one type of a snapshot as state-of-the-world responses
+// carry them: marshalled once when built, shared by every response and every stream.
+type wireResources struct {
+	version string
+	names   []string     // sorted
+	anys    []*anypb.Any // anys[i] is the resource named names[i]
 }
 
 // serviceState is what was published for one service (one SPIFFE ID, all its replicas). Each
@@ -32,8 +43,9 @@ type serviceState struct {
 	configKey [32]byte // hash of the mesh inputs of the listeners and clusters
 	listeners cache.Resources
 	clusters  cache.Resources
-	refs      []reference // what the listeners and clusters reference, checked when built
-	svidKey   [32]byte    // hash of the SVID chain's DER
+	wire      [len(wireTypes)]*wireResources // listeners, clusters and secrets, as wireTypes orders them
+	refs      []reference                    // what the listeners and clusters reference, checked when built
+	svidKey   [32]byte                       // hash of the SVID chain's DER
 	bundleKey [32]byte
 	secrets   cache.Resources
 	snap      *cache.Snapshot
@@ -53,13 +65,14 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 	var errs []error
 	if configSame {
 		st.listeners, st.clusters, st.refs = old.listeners, old.clusters, old.refs
+		st.wire[wireListeners], st.wire[wireClusters] = old.wire[wireListeners], old.wire[wireClusters]
 	} else {
 		listeners, clusters := buildConfig(idx, svc)
 		var err error
-		if st.listeners, err = newResources(listeners); err != nil {
+		if st.listeners, st.wire[wireListeners], err = newResources(resource.ListenerType, listeners); err != nil {
 			return nil, err
 		}
-		if st.clusters, err = newResources(clusters); err != nil {
+		if st.clusters, st.wire[wireClusters], err = newResources(resource.ClusterType, clusters); err != nil {
 			return nil, err
 		}
 		refs, err := checkItems(st.listeners.Items)
@@ -70,13 +83,13 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 		st.refs = append(st.refs, refs...)
 	}
 	if secretsSame {
-		st.secrets = old.secrets
+		st.secrets, st.wire[wireSecrets] = old.secrets, old.wire[wireSecrets]
 	} else {
 		svid, err := buildSVIDSecret(svc.ID, chain)
 		if err != nil {
 			return nil, err
 		}
-		h, err := hashResource(svid)
+		svidWire, h, err := marshalResource(resource.SecretType, svid)
 		if err != nil {
 			return nil, err
 		}
@@ -88,6 +101,11 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 				sidecar.SecretSVID:        {Resource: svid},
 				sidecar.SecretTrustBundle: {Resource: b.secret},
 			},
+		}
+		st.wire[wireSecrets] = &wireResources{
+			version: st.secrets.Version,
+			names:   []string{sidecar.SecretSVID, sidecar.SecretTrustBundle}, // sorted
+			anys:    []*anypb.Any{svidWire, b.wire},
 		}
 	}
 	snap := &cache.Snapshot{}
@@ -102,17 +120,22 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 	return st, nil
 }
 
-// newResources indexes rs with a version that is the hash of their content.
-func newResources(rs []types.Resource) (cache.Resources, error) {
+// newResources indexes rs, resources of typeURL sorted by name, with a version that is the
+// hash of their content, and marshals them for the wire.
+func newResources(typeURL string, rs []types.Resource) (cache.Resources, *wireResources, error) {
 	hashes := make([][32]byte, 0, len(rs))
+	wire := &wireResources{names: make([]string, 0, len(rs)), anys: make([]*anypb.Any, 0, len(rs))}
 	for _, r := range rs {
-		h, err := hashResource(r)
+		a, h, err := marshalResource(typeURL, r)
 		if err != nil {
-			return cache.Resources{}, err
+			return cache.Resources{}, nil, err
 		}
 		hashes = append(hashes, h)
+		wire.names = append(wire.names, resourceName(r))
+		wire.anys = append(wire.anys, a)
 	}
-	return cache.NewResources(version(hashes...), rs), nil
+	wire.version = version(hashes...)
+	return cache.NewResources(wire.version, rs), wire, nil
 }
 
 // version is a short hex digest of the content hashes of a type's resources, in order.
@@ -126,12 +149,14 @@ func version(hashes ...[32]byte) string {
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
-func hashResource(r types.Resource) ([32]byte, error) {
+// marshalResource returns r marshalled (deterministically, as go-control-plane marshals) in an
+// Any of typeURL, and the hash of its content.
+func marshalResource(typeURL string, r types.Resource) (*anypb.Any, [32]byte, error) {
 	b, err := deterministic.Marshal(r)
 	if err != nil {
-		return [32]byte{}, fmt.Errorf("xds: marshal %s: %w", describe(r), err)
+		return nil, [32]byte{}, fmt.Errorf("xds: marshal %s: %w", describe(r), err)
 	}
-	return sha256.Sum256(b), nil
+	return &anypb.Any{TypeUrl: typeURL, Value: b}, sha256.Sum256(b), nil
 }
 
 func hashCerts(certs []*x509.Certificate) [32]byte {
