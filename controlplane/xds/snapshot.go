@@ -43,9 +43,10 @@ type serviceState struct {
 	configKey [32]byte // hash of the mesh inputs of the listeners and clusters
 	listeners cache.Resources
 	clusters  cache.Resources
-	wire      [len(wireTypes)]*wireResources // listeners, clusters and secrets, as wireTypes orders them
+	wire      [len(wireTypes)]*wireResources // clusters, listeners and secrets, as wireTypes orders them
 	refs      []reference                    // what the listeners and clusters reference, checked when built
 	svidKey   [32]byte                       // hash of the SVID chain's DER
+	svidHash  [32]byte                       // content hash of the SVID secret
 	bundleKey [32]byte
 	secrets   cache.Resources
 	snap      *cache.Snapshot
@@ -82,9 +83,15 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 		errs = append(errs, err)
 		st.refs = append(st.refs, refs...)
 	}
-	if secretsSame {
-		st.secrets, st.wire[wireSecrets] = old.secrets, old.wire[wireSecrets]
-	} else {
+	switch {
+	case secretsSame:
+		st.secrets, st.svidHash, st.wire[wireSecrets] = old.secrets, old.svidHash, old.wire[wireSecrets]
+	case old != nil && old.svidKey == st.svidKey:
+		// The trust bundle changed, the SVID did not: its secret is reused as it was checked.
+		svid := old.secrets.Items[sidecar.SecretSVID].Resource
+		st.svidHash = old.svidHash
+		st.secrets, st.wire[wireSecrets] = secretResources(svid, old.wire[wireSecrets].anys[0], st.svidHash, b)
+	default:
 		svid, err := buildSVIDSecret(svc.ID, chain)
 		if err != nil {
 			return nil, err
@@ -95,29 +102,37 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 		}
 		_, err = checkResource(svid)
 		errs = append(errs, err)
-		st.secrets = cache.Resources{
-			Version: version(h, b.hash),
-			Items: map[string]types.ResourceWithTTL{
-				sidecar.SecretSVID:        {Resource: svid},
-				sidecar.SecretTrustBundle: {Resource: b.secret},
-			},
-		}
-		st.wire[wireSecrets] = &wireResources{
-			version: st.secrets.Version,
-			names:   []string{sidecar.SecretSVID, sidecar.SecretTrustBundle}, // sorted
-			anys:    []*anypb.Any{svidWire, b.wire},
-		}
+		st.svidHash = h
+		st.secrets, st.wire[wireSecrets] = secretResources(svid, svidWire, h, b)
 	}
 	snap := &cache.Snapshot{}
 	snap.Resources[types.Listener] = st.listeners
 	snap.Resources[types.Cluster] = st.clusters
 	snap.Resources[types.Secret] = st.secrets
-	errs = append(errs, checkReferences(snap, st.refs))
+	// Consistent looks at the listeners and clusters only: unchanged ones passed it when built.
+	errs = append(errs, checkReferences(snap, st.refs, !configSame))
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("xds: snapshot for %q not published: %w", svc.ID, err)
 	}
 	st.snap = snap
 	return st, nil
+}
+
+// secretResources returns the secrets of a snapshot: the SVID secret svid (marshalled svidWire,
+// with content hash svidHash) and the trust bundle b.
+func secretResources(svid types.Resource, svidWire *anypb.Any, svidHash [32]byte, b *bundleState) (cache.Resources, *wireResources) {
+	v := version(svidHash, b.hash)
+	return cache.Resources{
+			Version: v,
+			Items: map[string]types.ResourceWithTTL{
+				sidecar.SecretSVID:        {Resource: svid},
+				sidecar.SecretTrustBundle: {Resource: b.secret},
+			},
+		}, &wireResources{
+			version: v,
+			names:   []string{sidecar.SecretSVID, sidecar.SecretTrustBundle}, // sorted
+			anys:    []*anypb.Any{svidWire, b.wire},
+		}
 }
 
 // newResources indexes rs, resources of typeURL sorted by name, with a version that is the
