@@ -90,8 +90,13 @@ type streamKey struct {
 type streamState struct {
 	node      spiffeid.ID
 	peer      string
-	requested map[string]time.Time // type URL -> time of the last request
-	sotw      *sotwStream          // nil for a delta stream
+	requested []requestTime // of the last request of each type; a stream asks for a few types
+	sotw      *sotwStream   // nil for a delta stream
+}
+
+type requestTime struct {
+	typeURL string
+	at      time.Time
 }
 
 // New returns a Server; it serves once Run or Serve is called, and Update may be called before.
@@ -171,7 +176,6 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	xds := &adsServer{
 		Server: server.NewServer(xctx, s.cache, s.callbacks(), sotw.WithLogger(slogAdapter{s.log})),
 		s:      s,
-		ctx:    xctx,
 	}
 	gs := grpc.NewServer(
 		// Stop waits for the handlers: a state-of-the-world stream's handler is its receive loop.
@@ -259,7 +263,7 @@ func (s *Server) onStreamOpen(ctx context.Context, key streamKey) error {
 		return status.Error(codes.Unauthenticated, err.Error())
 	}
 	s.streamsMu.Lock()
-	s.streams[key] = &streamState{node: id, peer: addr, requested: make(map[string]time.Time)}
+	s.streams[key] = &streamState{node: id, peer: addr}
 	s.streamsMu.Unlock()
 	s.metrics.connected.Inc()
 	s.log.Info("sidecar connected", "node", id.String(), "peer", addr, "stream", key.id, "delta", key.delta)
@@ -310,7 +314,14 @@ func (s *Server) onRequest(key streamKey, node *core.Node, typeURL string, nack 
 			"error", nack.GetMessage())
 		return node, nil
 	}
-	st.requested[typeURL] = time.Now()
+	now := time.Now()
+	for i := range st.requested {
+		if st.requested[i].typeURL == typeURL {
+			st.requested[i].at = now
+			return node, nil
+		}
+	}
+	st.requested = append(st.requested, requestTime{typeURL: typeURL, at: now})
 	return node, nil
 }
 
@@ -322,7 +333,12 @@ func (s *Server) onResponse(key streamKey, typeURL string) {
 	if !ok {
 		return
 	}
-	start := st.requested[typeURL]
+	var start time.Time
+	for _, r := range st.requested {
+		if r.typeURL == typeURL {
+			start = r.at
+		}
+	}
 	if pub := s.published[st.node.String()]; pub.After(start) {
 		start = pub
 	}

@@ -44,15 +44,11 @@ func (st *serviceState) wireOf(typeURL string) *wireResources {
 // adsServer serves state-of-the-world ADS itself and delta ADS with go-control-plane.
 type adsServer struct {
 	server.Server
-	s   *Server
-	ctx context.Context // the server's: ends the push goroutines
+	s *Server
 }
 
 func (a *adsServer) StreamAggregatedResources(gs discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	ctx, cancel := context.WithCancel(gs.Context())
-	defer cancel()
-	defer context.AfterFunc(a.ctx, cancel)()
-	return a.s.serveSotW(ctx, gs)
+	return a.s.serveSotW(gs.Context(), gs)
 }
 
 // sotwStream is one state-of-the-world ADS stream.
@@ -60,7 +56,7 @@ type sotwStream struct {
 	s    *Server
 	key  streamKey
 	node spiffeid.ID
-	ctx  context.Context // ends with the stream or the server
+	ctx  context.Context // ends with the stream (Serve's end closes every connection)
 	gs   discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer
 
 	// pushes is 0 when no push goroutine runs, 1 while one runs, 2 when it must run again.
@@ -68,7 +64,7 @@ type sotwStream struct {
 
 	mu    sync.Mutex // serializes sends; guards nonce and subs
 	nonce int64
-	subs  []*sotwSub
+	subs  []sotwSub
 }
 
 // sotwSub is the state of one type on a stream.
@@ -82,11 +78,11 @@ type sotwSub struct {
 }
 
 // serveSotW runs one state-of-the-world ADS stream until the sidecar ends it or a request is
-// refused; ctx ends with the stream or the server.
+// refused; ctx is the stream's.
 func (s *Server) serveSotW(ctx context.Context, gs discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
 	key := streamKey{id: s.sotwStreams.Add(1)}
 	defer s.onStreamClosed(key)
-	st := &sotwStream{s: s, key: key, gs: gs, ctx: ctx}
+	st := &sotwStream{s: s, key: key, gs: gs, ctx: ctx, subs: make([]sotwSub, 0, len(wireTypes))}
 	if err := s.openSotW(ctx, st); err != nil {
 		return err
 	}
@@ -137,17 +133,16 @@ func (st *sotwStream) handle(req *discovery.DiscoveryRequest) error {
 	return st.respond(sub, st.s.current(st.node), false)
 }
 
-// sub returns the state of typeURL, new if the stream has not asked for it yet. st.mu must be
-// held.
+// sub returns the state of typeURL, new if the stream has not asked for it yet; it is valid
+// until the next call. st.mu must be held.
 func (st *sotwStream) sub(typeURL string) *sotwSub {
-	for _, sub := range st.subs {
-		if sub.typeURL == typeURL {
-			return sub
+	for i := range st.subs {
+		if st.subs[i].typeURL == typeURL {
+			return &st.subs[i]
 		}
 	}
-	sub := &sotwSub{typeURL: typeURL}
-	st.subs = append(st.subs, sub)
-	return sub
+	st.subs = append(st.subs, sotwSub{typeURL: typeURL})
+	return &st.subs[len(st.subs)-1]
 }
 
 // respond answers sub's waiting request from snap (nil while the node has no snapshot) if it
@@ -246,7 +241,8 @@ func (st *sotwStream) pushOnce() {
 	defer st.mu.Unlock()
 	snap := st.s.current(st.node)
 	for _, typeURL := range wireTypes {
-		for _, sub := range st.subs {
+		for i := range st.subs {
+			sub := &st.subs[i]
 			if sub.typeURL != typeURL {
 				continue
 			}
