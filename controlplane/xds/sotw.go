@@ -62,9 +62,10 @@ type sotwStream struct {
 	// pushes is 0 when no push goroutine runs, 1 while one runs, 2 when it must run again.
 	pushes atomic.Int32
 
-	mu    sync.Mutex // serializes sends; guards nonce and subs
-	nonce int64
-	subs  []sotwSub
+	mu     sync.Mutex // serializes sends; guards the fields below
+	nonce  int64
+	subs   []sotwSub
+	closed bool // the handler returned: gRPC forbids sending any more
 }
 
 // sotwSub is the state of one type on a stream.
@@ -86,6 +87,11 @@ func (s *Server) serveSotW(ctx context.Context, gs discovery.AggregatedDiscovery
 	if err := s.openSotW(ctx, st); err != nil {
 		return err
 	}
+	defer func() { // after a push that is sending, before the handler returns
+		st.mu.Lock()
+		st.closed = true
+		st.mu.Unlock()
+	}()
 	for {
 		req, err := gs.Recv()
 		if err != nil {
@@ -239,6 +245,9 @@ func (st *sotwStream) pushOnce() {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.closed {
+		return
+	}
 	snap := st.s.current(st.node)
 	for _, typeURL := range wireTypes {
 		for i := range st.subs {

@@ -1,8 +1,10 @@
 package xds
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,7 +13,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -190,4 +194,51 @@ func TestADSRequestWithoutTypeURL(t *testing.T) {
 	_, err := fetch(t, e.dial(t, "flask"), request(flaskID.String(), ""))
 	require.Error(t, err)
 	assert.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+}
+
+// Streams that end while their node's changes are pushed: no push sends on a stream whose
+// handler returned (run with -race), and the server stops cleanly.
+func TestADSPushWhileStreamsEnd(t *testing.T) {
+	e := startADS(t)
+	node := flaskID.String()
+	secrets := []string{sidecar.SecretSVID, sidecar.SecretTrustBundle}
+	const streams = 16
+	var wg sync.WaitGroup
+	var cancels []context.CancelFunc
+	for i := range streams {
+		cfg := &tls.Config{RootCAs: e.roots, ServerName: "xds.attestmesh.local", MinVersion: tls.VersionTLS13,
+			Certificates: []tls.Certificate{e.certs["flask"]}}
+		conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = conn.Close() })
+		ctx, cancel := context.WithCancel(t.Context())
+		cancels = append(cancels, cancel)
+		stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+		require.NoError(t, err)
+		sds, err := fetch(t, stream, request(node, resource.SecretType, secrets...))
+		require.NoError(t, err)
+		require.NoError(t, stream.Send(ackOf(node, sds, secrets...)))
+		wg.Go(func() {
+			defer cancel()
+			for range i { // stream i takes up to i pushes, then ends
+				resp, err := stream.Recv()
+				if err != nil {
+					return
+				}
+				if err := stream.Send(ackOf(node, resp, secrets...)); err != nil {
+					return
+				}
+			}
+		})
+	}
+	for range streams {
+		e.rotateSVID(t, flaskID)
+	}
+	time.Sleep(50 * time.Millisecond)
+	for _, cancel := range cancels { // the streams still waiting for a push
+		cancel()
+	}
+	wg.Wait()
+	assert.Eventually(t, func() bool { return value(t, e.srv.metrics.connected) == 0 },
+		5*time.Second, 10*time.Millisecond, "every stream ended")
 }
