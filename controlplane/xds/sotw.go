@@ -33,7 +33,7 @@ const (
 	wireSecrets
 )
 
-// wire returns the resources of typeURL; nil for a type the snapshot does not hold.
+// wireOf returns the resources of typeURL; nil for a type the snapshot does not hold.
 func (st *serviceState) wireOf(typeURL string) *wireResources {
 	if i := slices.Index(wireTypes[:], typeURL); i >= 0 {
 		return st.wire[i]
