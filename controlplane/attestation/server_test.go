@@ -56,6 +56,7 @@ type fixture struct {
 	owner    cas.Client
 	sidecar  [32]byte
 	log      *proxytest.SyncBuffer
+	addr     string // the attestation API's
 }
 
 // fixtureOptions change what newFixtureWith sets up.
@@ -100,16 +101,17 @@ func newFixtureWith(tb testing.TB, opts fixtureOptions) *fixture {
 	require.NoError(tb, err)
 	cert, err := f.auth.IssueServerCert(srvKey.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 0)
 	require.NoError(tb, err)
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
+	g := grpc.NewServer(append(attestation.GRPCServerOptions(), grpc.Creds(credentials.NewTLS(&tls.Config{
 		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: srvKey}},
-	})))
+	})))...)
 	attestationpb.RegisterAttestationServer(g, srv)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(tb, err)
 	go func() { _ = g.Serve(ln) }()
 	tb.Cleanup(g.Stop)
 
-	f.client, err = attestapi.Dial(attestapi.ClientConfig{Addr: ln.Addr().String(), Bundle: f.auth.Bundle(), Quotes: platformQuotes{f.platform}})
+	f.addr = ln.Addr().String()
+	f.client, err = attestapi.Dial(attestapi.ClientConfig{Addr: f.addr, Bundle: f.auth.Bundle(), Quotes: platformQuotes{f.platform}})
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = f.client.Close() })
 	pool := x509.NewCertPool()
