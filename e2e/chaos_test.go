@@ -93,7 +93,7 @@ func TestChaos(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
 	defer cancel()
 	start := time.Now()
-	bin := buildBinary(ctx, t)
+	bin := e2etest.BuildAttestmesh(ctx, t)
 	etcdBin := etcdBinary(ctx, t)
 	t.Logf("attestmesh and etcd ready in %s", time.Since(start).Round(time.Millisecond))
 	dir := t.TempDir()

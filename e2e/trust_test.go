@@ -35,7 +35,7 @@ func TestTwoTeams(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	bin := buildBinary(ctx, t)
+	bin := e2etest.BuildAttestmesh(ctx, t)
 	cp := startControlPlane(ctx, t, bin)
 	dir := t.TempDir()
 	alice, mallory, deputy := filepath.Join(dir, "alice"), filepath.Join(dir, "mallory"), filepath.Join(dir, "deputy")
