@@ -144,7 +144,7 @@ func startReplicas(ctx context.Context, t *testing.T, bin, dir string, cluster *
 		r.p = startProc(t, dir, fmt.Sprintf("cp%d", r.i), bin, "controlplane",
 			"--data-dir", r.dataDir, "--store", cluster.endpoints(), "--store-key-file", keyFile, "--store-anchor", anchor, "--simulation",
 			"--mgmt-addr", r.mgmt, "--attest-addr", r.attest, "--xds-addr", r.xds, "--metrics-addr", r.metrics, "--las-addr", r.las,
-			"--advertise-host", r.host, "--advertise-xds", strings.Join(xdsAddrs, ","), "--sidecar-binary", bin,
+			"--advertise-host", r.host, "--advertise-xds", strings.Join(xdsAddrs, ","),
 			// The loop's clients share one identity; the per-client rate limit is not under test.
 			"--client-rate", "-1")
 	}

@@ -181,7 +181,7 @@ func tryControlPlane(ctx context.Context, t *testing.T, bin string) (*cpProc, st
 	require.NoError(t, err)
 	cmd := exec.Command(bin, "controlplane", "--data-dir", data, "--store-key-file", keyFile, "--simulation", //nolint:noctx // stopped in cleanup
 		"--mgmt-addr", cp.mgmt, "--attest-addr", cp.attest, "--xds-addr", freeLoopbackAddr(ctx, t), "--metrics-addr", cp.metrics,
-		"--las-addr", cp.las, "--advertise-host", "127.0.0.1", "--sidecar-binary", bin)
+		"--las-addr", cp.las, "--advertise-host", "127.0.0.1")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, cmd.Start())
