@@ -96,10 +96,12 @@ func TestDefaultSidecarBinary(t *testing.T) {
 		lean  bool
 	}{
 		{name: "beside it", setup: func(t *testing.T, dir string) {
+			t.Helper()
 			require.NoError(t, os.WriteFile(filepath.Join(dir, controlplane.SidecarName), []byte("lean"), 0o755))
 		}, lean: true},
 		{name: "absent", setup: func(*testing.T, string) {}},
 		{name: "a directory of that name", setup: func(t *testing.T, dir string) {
+			t.Helper()
 			require.NoError(t, os.Mkdir(filepath.Join(dir, controlplane.SidecarName), 0o755))
 		}},
 	}
