@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/attestmesh
+SIDECAR_BIN := bin/attestmesh-sidecar
 PKGS := ./...
 
 .DEFAULT_GOAL := help
@@ -15,8 +16,9 @@ demo: ## run the Flask and Redis example end to end (root; installs its Debian p
 	bash examples/flask-redis/demo.sh
 
 .PHONY: build
-build: ## build bin/attestmesh (static, no cgo)
+build: ## build bin/attestmesh and the sidecar build bin/attestmesh-sidecar (proxy, launch, measure only; static, no cgo)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/attestmesh
+	CGO_ENABLED=0 $(GO) build -trimpath -tags attestmesh_sidecar -o $(SIDECAR_BIN) ./cmd/attestmesh
 
 .PHONY: test
 test: ## run every unit and integration test with the race detector
@@ -26,6 +28,7 @@ test: ## run every unit and integration test with the race detector
 lint: ## gofmt check and golangci-lint (pinned in go.mod as a tool)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) tool golangci-lint run --build-tags e2e,e2e_k8s,benchmesh $(PKGS)
+	CGO_ENABLED=0 $(GO) build -tags attestmesh_sidecar -o /dev/null ./cmd/attestmesh
 
 # Every parser of untrusted bytes, as package:FuzzTarget.
 FUZZ_TARGETS := ./attest/dcap:FuzzParseQuote ./attest/dcap:FuzzVerify ./attest/sim:FuzzDecodeQuoteRequest \
@@ -74,8 +77,8 @@ clean: ## remove build outputs
 IMAGE ?= ghcr.io/attestmesh/attestmesh:dev
 
 .PHONY: image
-image: build ## build the attestmesh image without Docker: target/image/oci (OCI layout) and target/image/attestmesh.tar
-	$(GO) run ./charts/image/mkimage -binary $(BIN) -ref $(IMAGE) -version $(or $(VERSION),dev) -out target/image
+image: build ## build the attestmesh image (attestmesh and attestmesh-sidecar) without Docker: target/image/oci (OCI layout) and target/image/attestmesh.tar
+	$(GO) run ./charts/image/mkimage -binary $(BIN) -sidecar-binary $(SIDECAR_BIN) -ref $(IMAGE) -version $(or $(VERSION),dev) -out target/image
 
 EXAMPLE_IMAGES ?= target/images
 

@@ -50,6 +50,21 @@ func TestLayers(t *testing.T) {
 	}
 }
 
+// TestSidecarBuild checks that the sidecar build (make build: bin/attestmesh-sidecar, which runs
+// in every workload's pod) links nothing of the control plane and none of the libraries that
+// only the control plane needs: their package initialisation would be memory in every pod.
+func TestSidecarBuild(t *testing.T) {
+	deps := goListDeps(t, "linux", "./cmd/attestmesh", "-tags", "attestmesh_sidecar")
+	require.Contains(t, deps, module+"proxy", "the sidecar build runs the proxy")
+	require.Contains(t, deps, module+"proxy/launch", "the sidecar build runs the launcher")
+	assert.Empty(t, violations(deps, []string{
+		controlPlane, bbolt, "go.etcd.io/etcd", "k8s.io", "sigs.k8s.io",
+		"github.com/google/go-containerregistry", "github.com/docker", "helm.sh",
+	}), "the sidecar build links what only the control plane needs")
+	full := goListDeps(t, "linux", "./cmd/attestmesh")
+	assert.Contains(t, full, controlPlane, "the full build still has the control plane (the check above can fail)")
+}
+
 // TestViolations checks the checker: a forbidden package is found by its prefix, and only a
 // whole path element counts (controlplanex is not under controlplane).
 func TestViolations(t *testing.T) {
@@ -110,9 +125,9 @@ func violations(deps, deny []string) []string {
 }
 
 // goListDeps returns `go list -deps pattern` for goos. go test puts its own go first on PATH.
-func goListDeps(t *testing.T, goos, pattern string) []string {
+func goListDeps(t *testing.T, goos, pattern string, flags ...string) []string {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), "go", "list", "-deps", pattern)
+	cmd := exec.CommandContext(t.Context(), "go", slices.Concat([]string{"list", "-deps"}, flags, []string{pattern})...)
 	cmd.Env = append(os.Environ(), "GOOS="+goos)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

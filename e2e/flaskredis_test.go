@@ -66,7 +66,7 @@ func TestFlaskRedis(t *testing.T) {
 	defer cancel()
 
 	start := time.Now()
-	bin := buildBinary(ctx, t)
+	bin := e2etest.BuildAttestmesh(ctx, t)
 	t.Logf("attestmesh built in %s", time.Since(start).Round(time.Millisecond))
 	start = time.Now()
 	m := startMesh(ctx, t, bin)

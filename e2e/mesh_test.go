@@ -31,6 +31,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/attestmesh/attestmesh/attest/measure"
+	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/local"
 	"github.com/attestmesh/attestmesh/e2e/e2etest"
@@ -67,30 +68,12 @@ func requireTools(t *testing.T) {
 	}
 }
 
-// buildBinary builds the attestmesh binary that runs the sidecars and the launchers.
-func buildBinary(ctx context.Context, t *testing.T) string {
-	t.Helper()
-	return buildBinaryWith(ctx, t)
-}
-
-// buildBinaryWith builds the attestmesh binary with extra `go build` flags (-ldflags ...).
-func buildBinaryWith(ctx context.Context, t *testing.T, flags ...string) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "attestmesh")
-	args := append(append([]string{"build", "-trimpath"}, flags...), "-o", bin, "github.com/attestmesh/attestmesh/cmd/attestmesh")
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build:\n%s", out)
-	return bin
-}
-
 // mesh is a running `attestmesh up` of the example.
 type mesh struct {
 	info    *local.Info
 	caCerts []*x509.Certificate // the mesh CA
 	bin     string
-	binMR   measure.MREnclave
+	binMR   measure.MREnclave // the sidecar build's, which the sidecars and launchers run
 	out     *proxytest.SyncBuffer
 
 	cancel   context.CancelFunc
@@ -106,7 +89,11 @@ func startMesh(ctx context.Context, t *testing.T, bin string) *mesh {
 	t.Helper()
 	meshFile, err := filepath.Abs("../examples/flask-redis/mesh.yaml")
 	require.NoError(t, err)
-	binMR, err := measure.File(bin)
+	// The sidecars and the launchers run the sidecar build beside bin (e2etest.BuildAttestmesh
+	// makes it), as `attestmesh up` picks it; the control plane accepts its measurement.
+	sidecarBin := controlplane.DefaultSidecarBinary(bin)
+	require.NotEqual(t, bin, sidecarBin, "the sidecar build beside %s", bin)
+	binMR, err := measure.File(sidecarBin)
 	require.NoError(t, err)
 	stateDir := t.TempDir()
 	// Runs last, after Up has stopped: whatever Up left behind (a bug that Teardown reports)

@@ -34,7 +34,7 @@ func TestRecoverLostStoreKey(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	bin := buildBinary(ctx, t)
+	bin := e2etest.BuildAttestmesh(ctx, t)
 	dir := t.TempDir()
 	sh := func(script string) string {
 		t.Helper()

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attestmesh/attestmesh/e2e/e2etest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -22,8 +23,8 @@ func TestControlPlaneVerify(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	const versionVar = "-X github.com/attestmesh/attestmesh/cmd/attestmesh/cli.version="
-	expected := buildBinaryWith(ctx, t, "-ldflags", versionVar+"e2e-expected")
-	running := buildBinaryWith(ctx, t, "-ldflags", versionVar+"e2e-other")
+	expected := e2etest.BuildAttestmesh(ctx, t, "-ldflags", versionVar+"e2e-expected")
+	running := e2etest.BuildAttestmesh(ctx, t, "-ldflags", versionVar+"e2e-other")
 	expectedMR, runningMR := mustMeasure(t, expected), mustMeasure(t, running)
 	require.NotEqual(t, expectedMR, runningMR, "two builds with different -X values measure differently")
 	_, version, _ := runBin(ctx, t, running, "--version")

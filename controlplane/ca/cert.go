@@ -15,6 +15,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 )
 
 // ClockSkew is how far before "now" a new certificate's NotBefore is set, so that peers whose
@@ -340,29 +342,12 @@ func PoolFromPEM(data []byte) (*x509.CertPool, error) {
 }
 
 // ParseCertsPEM decodes one or more "CERTIFICATE" PEM blocks; any other block or trailing
-// non-whitespace is refused.
+// non-whitespace is refused. It is attestapi.ParseCertsPEM, which workloads use to read the
+// bundle they pin, with this package's error prefix.
 func ParseCertsPEM(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for i := 0; ; i++ {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("ca: parse certificates: PEM block %d has type %q, want \"CERTIFICATE\"", i, block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("ca: parse certificates: block %d: %w", i, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(bytes.TrimSpace(data)) != 0 {
-		return nil, errors.New("ca: parse certificates: data that is not a PEM block")
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("ca: parse certificates: no CERTIFICATE PEM block found")
+	certs, err := attestapi.ParseCertsPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
 	}
 	return certs, nil
 }

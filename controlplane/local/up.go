@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/attestmesh/attestmesh/attest/measure"
 	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/mesh"
@@ -48,9 +49,12 @@ const (
 type Config struct {
 	// MeshFile is the mesh to run.
 	MeshFile string
-	// Binary is the attestmesh executable that runs the sidecars and launchers; empty means
-	// this executable (the control plane accepts sidecars with its measurement).
+	// Binary is the attestmesh executable; empty means this executable.
 	Binary string
+	// SidecarBinary runs the sidecars and the launchers, and the control plane accepts
+	// sidecars with its measurement. Empty means controlplane.SidecarName beside Binary when it is there
+	// (make build makes both), else Binary itself.
+	SidecarBinary string
 	// StateDir holds the run's state (encrypted store, CA, client identity, logs, encrypted
 	// code); empty means a new temporary directory, removed at the end.
 	StateDir string
@@ -129,6 +133,14 @@ func Up(ctx context.Context, cfg Config) (err error) {
 			return fmt.Errorf("local: %w", err)
 		}
 	}
+	if cfg.SidecarBinary == "" {
+		cfg.SidecarBinary = controlplane.DefaultSidecarBinary(cfg.Binary)
+	}
+	sidecarMR, err := measure.File(cfg.SidecarBinary)
+	if err != nil {
+		return fmt.Errorf("local: the sidecar binary: %w", err)
+	}
+	step("sidecars", "run %s (mrenclave %s)", cfg.SidecarBinary, sidecarMR.Hex())
 	if !cfg.Subnet.IsValid() {
 		cfg.Subnet = netip.MustParsePrefix("10.231.0.0/24")
 	}
@@ -210,7 +222,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 		cpDone <- controlplane.Run(runCtx, controlplane.Config{
 			DataDir: filepath.Join(cfg.StateDir, "data"), StoreKey: &key, TrustDomain: "attestmesh.local",
 			MgmtAddr: hp(mgmtPort), AttestAddr: hp(attestPort), XDSAddr: hp(xdsPort), MetricsAddr: hp(metricsPort),
-			AdvertiseHost: host, Simulation: true, LASAddr: hp(lasPort), SidecarBinary: cfg.Binary,
+			AdvertiseHost: host, Simulation: true, LASAddr: hp(lasPort), SidecarBinary: cfg.SidecarBinary,
 			Logger: logger, Ready: func(a controlplane.Addrs) { ready <- a },
 		})
 	}()
@@ -269,13 +281,13 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	common := []string{"--attest-addr", info.ControlPlane.Attest, "--ca-file", info.CAFile, "--las-addr", info.ControlPlane.LAS}
 	for _, s := range m.Services {
 		si := info.Services[s.Name]
-		sidecar, err := start(cfg.StateDir, s.Name+"-sidecar", si.Namespace, cfg.Binary,
+		sidecar, err := start(cfg.StateDir, s.Name+"-sidecar", si.Namespace, cfg.SidecarBinary,
 			slices.Concat([]string{"proxy", "--config-id", s.ConfigID, "--admin-addr", si.AdminAddr}, common, cfg.SidecarArgs)...)
 		if err != nil {
 			return err
 		}
 		procs = append(procs, sidecar)
-		app, err := start(cfg.StateDir, s.Name+"-app", si.Namespace, cfg.Binary,
+		app, err := start(cfg.StateDir, s.Name+"-app", si.Namespace, cfg.SidecarBinary,
 			append(append([]string{"launch", "--config-id", s.ConfigID}, common...), "--", s.Binary)...)
 		if err != nil {
 			return err

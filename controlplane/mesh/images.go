@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/attestmesh/attestmesh/attest/measure"
+	"github.com/attestmesh/attestmesh/attest/measure/oci"
 )
 
 // Images says where `attestmesh apply` reads the services' images to measure the binaries that
@@ -133,7 +134,7 @@ func (m *Mesh) ResolveInImages(ctx context.Context, im Images) (map[string]strin
 				images[s.Name] = img
 				rec.From = append(rec.From, s.Name+": "+s.Image+" ("+from+")")
 			}
-			mr, resolved, err := measure.InImage(img, v.Measure)
+			mr, resolved, err := oci.File(img, v.Measure)
 			if err != nil {
 				return nil, nil, fmt.Errorf("mesh: variables.%s: services %s: image %s: %w", varName, s.Name, s.Image, err)
 			}

@@ -340,6 +340,22 @@ func (e *EncryptedBackend) checkAnchor(ctx context.Context) error {
 	return nil
 }
 
+// Stamp returns a value that changes with every write to the store: this backend's and, on a
+// shared engine such as etcd, every other replica's. Every write replaces the sealed state
+// record, sealed under a fresh nonce, in the same atomic batch as its records, so while Stamp
+// returns the same value no record has changed. A reader that takes a stamp before it reads
+// records may keep what it read, and use it again, for as long as Stamp still returns that
+// stamp. Stamp reads the engine (on etcd a linearizable read), never this backend's memory: a
+// write that another replica committed before Stamp is called changes its result. The state
+// record is compared, not opened: a stamp says whether anything changed, not what.
+func (e *EncryptedBackend) Stamp(ctx context.Context) (string, error) {
+	raw, err := e.inner.Get(ctx, stateRecord)
+	if err != nil {
+		return "", fmt.Errorf("store: read sealed state: %w", err)
+	}
+	return string(raw), nil
+}
+
 // Generation returns the store's generation: the number of writes since it was created (or
 // since it got its sealed state).
 func (e *EncryptedBackend) Generation() uint64 {

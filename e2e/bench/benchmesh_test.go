@@ -107,7 +107,7 @@ func TestBenchMesh(t *testing.T) {
 	dir := t.TempDir()
 	bin := *flagBin
 	if bin == "" {
-		bin = buildBinary(ctx, t)
+		bin = e2etest.BuildAttestmesh(ctx, t)
 	}
 	bin, err := filepath.Abs(bin)
 	require.NoError(t, err)
@@ -305,17 +305,6 @@ func rotate(paths []*path, r int) []*path {
 		out = append(out, paths[(i+r)%len(paths)])
 	}
 	return out
-}
-
-// buildBinary builds the attestmesh binary that runs the sidecars and launchers.
-func buildBinary(ctx context.Context, t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "attestmesh")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "github.com/attestmesh/attestmesh/cmd/attestmesh")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build:\n%s", out)
-	return bin
 }
 
 // mesh is a running local.Up of testdata/mesh.yaml.

@@ -1,3 +1,5 @@
+//go:build !attestmesh_sidecar
+
 package cli
 
 import (
@@ -16,13 +18,6 @@ type clientFlags struct {
 	url         string
 	caFile      string
 	identityDir string
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }
 
 func defaultIdentityDir() string {

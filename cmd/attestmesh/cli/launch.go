@@ -9,7 +9,6 @@ import (
 
 	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/attest/sim"
-	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/proxy/launch"
 )
 
@@ -41,7 +40,7 @@ func (w *workloadFlags) dial() (*attestapi.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--ca-file: %w", err)
 	}
-	bundle, err := ca.ParseCertsPEM(pemBytes)
+	bundle, err := attestapi.ParseCertsPEM(pemBytes)
 	if err != nil {
 		return nil, fmt.Errorf("--ca-file %s: %w", w.caFile, err)
 	}
@@ -95,4 +94,11 @@ Exit status: the app's; 128+N if signal N killed it; 1 when launch refused to st
 	wf.register(cmd)
 	cmd.Flags().BoolVar(&noGrants, "no-sidecar-grant", false, "do not hand a grant to a sidecar (the app has none)")
 	return cmd
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }

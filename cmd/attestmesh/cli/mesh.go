@@ -1,3 +1,5 @@
+//go:build !attestmesh_sidecar
+
 package cli
 
 import (

@@ -64,19 +64,6 @@ over xDS to sidecars whose SPIFFE identities exist only because attestation succ
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(
-		newQuoteCmd(),
-		newMeasureCmd(),
-		newSessionCmd(),
-		newApplyCmd(),
-		newMeshCmd(),
-		newUpCmd(),
-		newControlPlaneCmd(),
-		newRecoverCmd(),
-		newLaunchCmd(),
-		newProxyCmd(),
-		newFSPFCmd(),
-		newInstallCmd(),
-	)
+	root.AddCommand(verbs()...)
 	return root
 }

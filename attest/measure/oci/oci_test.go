@@ -1,4 +1,4 @@
-package measure
+package oci
 
 import (
 	"archive/tar"
@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/attestmesh/attestmesh/attest/measure"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -44,10 +45,10 @@ func layer(t *testing.T, entries ...entry) v1.Layer {
 	return l
 }
 
-// TestInImage: a binary is measured inside the image as the launcher measures it in the
+// TestFile: a binary is measured inside the image as the launcher measures it in the
 // container: later layers win, symlinks resolve within the image (also through directories
 // and with absolute targets), and the result equals measuring the same tree on a host.
-func TestInImage(t *testing.T) {
+func TestFile(t *testing.T) {
 	base := layer(t,
 		entry{name: "./usr/", typ: tar.TypeDir},
 		entry{name: "./usr/bin/", typ: tar.TypeDir},
@@ -74,7 +75,7 @@ func TestInImage(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(host, "usr", "bin"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(host, "usr", "bin", "python3.11"), []byte("new interpreter"), 0o755))
 	require.NoError(t, os.Symlink("python3.11", filepath.Join(host, "usr", "bin", "python3")))
-	onHost, err := File(filepath.Join(host, "usr", "bin", "python3"))
+	onHost, err := measure.File(filepath.Join(host, "usr", "bin", "python3"))
 	require.NoError(t, err)
 
 	for p, want := range map[string]struct{ resolved, data string }{
@@ -84,12 +85,12 @@ func TestInImage(t *testing.T) {
 		"/usr/bin/redis-server": {"/usr/bin/redis-check-rdb", "redis"},
 		"/usr/bin/hard":         {"/usr/bin/redis-check-rdb", "redis"},
 	} {
-		m, resolved, err := InImage(img, p)
+		m, resolved, err := File(img, p)
 		require.NoError(t, err, p)
 		assert.Equal(t, want.resolved, resolved, p)
-		assert.Equal(t, MREnclave(sha256.Sum256([]byte(want.data))), m, p)
+		assert.Equal(t, measure.MREnclave(sha256.Sum256([]byte(want.data))), m, p)
 	}
-	m, _, err := InImage(img, "/usr/bin/python3")
+	m, _, err := File(img, "/usr/bin/python3")
 	require.NoError(t, err)
 	assert.Equal(t, onHost, m, "as measured on a host")
 
@@ -100,7 +101,7 @@ func TestInImage(t *testing.T) {
 		"/usr/bin/dangling": "/nowhere does not exist in the image",
 		"usr/bin/python3":   "is not an absolute path",
 	} {
-		_, _, err := InImage(img, p)
+		_, _, err := File(img, p)
 		require.ErrorContains(t, err, wantErr, p)
 	}
 }

@@ -1,4 +1,7 @@
-package measure
+// Package oci measures a file inside a container image as the launcher measures it in the
+// running container. It is apart from package measure so that what runs in a pod (the launcher
+// and the sidecar) does not link an image library.
+package oci
 
 import (
 	"archive/tar"
@@ -10,34 +13,36 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/attestmesh/attestmesh/attest/measure"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 )
 
 // maxSymlinks bounds symlink resolution, as the kernel's ELOOP does.
 const maxSymlinks = 40
 
-// InImage measures the file at the absolute path p inside a container image, following
+// File measures the file at the absolute path p inside a container image, following
 // symlinks inside the image (an absolute target starts at the image's root, never the host's),
 // as the launcher measures it in the running container. It returns the measurement and the
 // resolved path; it fails if that is not a regular file.
-func InImage(img v1.Image, p string) (MREnclave, string, error) {
+func File(img v1.Image, p string) (measure.MREnclave, string, error) {
 	if !path.IsAbs(p) {
-		return MREnclave{}, "", fmt.Errorf("measure: %q is not an absolute path", p)
+		return measure.MREnclave{}, "", fmt.Errorf("oci: %q is not an absolute path", p)
 	}
 	kinds, links, err := imageTree(img)
 	if err != nil {
-		return MREnclave{}, "", err
+		return measure.MREnclave{}, "", err
 	}
 	resolved, err := resolve(p, kinds, links)
 	if err != nil {
-		return MREnclave{}, "", err
+		return measure.MREnclave{}, "", err
 	}
 	if kinds[resolved] != tar.TypeReg {
-		return MREnclave{}, "", fmt.Errorf("measure: %s (resolved from %s) is not a regular file in the image", resolved, p)
+		return measure.MREnclave{}, "", fmt.Errorf("oci: %s (resolved from %s) is not a regular file in the image", resolved, p)
 	}
 	m, err := hashImageFile(img, resolved)
 	if err != nil {
-		return MREnclave{}, "", err
+		return measure.MREnclave{}, "", err
 	}
 	return m, resolved, nil
 }
@@ -57,7 +62,7 @@ func imageTree(img v1.Image) (map[string]byte, map[string]string, error) {
 			return kinds, links, nil
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("measure: reading the image: %w", err)
+			return nil, nil, fmt.Errorf("oci: reading the image: %w", err)
 		}
 		n := cleanName(h.Name)
 		kinds[n] = h.Typeflag
@@ -79,7 +84,7 @@ func resolve(p string, kinds map[string]byte, links map[string]string) (string, 
 		next := path.Join(cur, parts[0])
 		parts = parts[1:]
 		if _, ok := kinds[next]; !ok {
-			return "", fmt.Errorf("measure: %s: %s does not exist in the image", p, next)
+			return "", fmt.Errorf("oci: %s: %s does not exist in the image", p, next)
 		}
 		target, isLink := links[next]
 		if !isLink || strings.HasPrefix(target, "\x00") {
@@ -87,7 +92,7 @@ func resolve(p string, kinds map[string]byte, links map[string]string) (string, 
 			continue
 		}
 		if hops++; hops > maxSymlinks {
-			return "", fmt.Errorf("measure: %s: too many levels of symbolic links in the image", p)
+			return "", fmt.Errorf("oci: %s: too many levels of symbolic links in the image", p)
 		}
 		base := cur
 		if path.IsAbs(target) {
@@ -104,26 +109,26 @@ func resolve(p string, kinds map[string]byte, links map[string]string) (string, 
 }
 
 // hashImageFile hashes the contents of the regular file at p in the flattened image.
-func hashImageFile(img v1.Image, p string) (MREnclave, error) {
+func hashImageFile(img v1.Image, p string) (measure.MREnclave, error) {
 	rc := mutate.Extract(img)
 	defer rc.Close()
 	tr := tar.NewReader(rc)
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return MREnclave{}, fmt.Errorf("measure: %s is not in the image", p)
+			return measure.MREnclave{}, fmt.Errorf("oci: %s is not in the image", p)
 		}
 		if err != nil {
-			return MREnclave{}, fmt.Errorf("measure: reading the image: %w", err)
+			return measure.MREnclave{}, fmt.Errorf("oci: reading the image: %w", err)
 		}
 		if cleanName(h.Name) != p || h.Typeflag != tar.TypeReg {
 			continue
 		}
 		sum := sha256.New()
 		if _, err := io.CopyN(sum, tr, h.Size); err != nil { // the header's size, no more
-			return MREnclave{}, fmt.Errorf("measure: reading %s in the image: %w", p, err)
+			return measure.MREnclave{}, fmt.Errorf("oci: reading %s in the image: %w", p, err)
 		}
-		var m MREnclave
+		var m measure.MREnclave
 		copy(m[:], sum.Sum(nil))
 		return m, nil
 	}

@@ -1,0 +1,89 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/attestmesh/attestmesh/controlplane/store"
+	"github.com/attestmesh/attestmesh/controlplane/store/storetest"
+)
+
+// Stamp changes with every write, whichever replica makes it, and with nothing else: readers
+// (the CAS's session cache) keep what they read only while it holds. On etcd the second
+// replica's stamp changes as soon as the first replica's write returns, with no watch.
+func TestStampChangesWithEveryWrite(t *testing.T) {
+	bolt := func(t *testing.T) (writer, reader *store.EncryptedBackend) {
+		t.Helper()
+		s, err := openEncrypted(t, t.TempDir(), testKey(5))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = s.Close() })
+		return s, s
+	}
+	etcd := func(t *testing.T) (writer, reader *store.EncryptedBackend) {
+		t.Helper()
+		cfg := storetest.Etcd(t)
+		ctx := t.Context()
+		var replicas [2]*store.EncryptedBackend
+		for i := range replicas {
+			e, err := store.OpenEtcd(ctx, cfg)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = e.Close() })
+			replicas[i], err = store.Encrypted(ctx, e, testKey(5))
+			require.NoError(t, err)
+		}
+		return replicas[0], replicas[1]
+	}
+	writes := []struct {
+		name  string
+		write func(ctx context.Context, s *store.EncryptedBackend) error
+	}{
+		{"put", func(ctx context.Context, s *store.EncryptedBackend) error {
+			return s.Put(ctx, "sessions/a", []byte("v2"))
+		}},
+		{"put of the same value", func(ctx context.Context, s *store.EncryptedBackend) error {
+			return s.Put(ctx, "sessions/a", []byte("v1"))
+		}},
+		{"compare-and-swap", func(ctx context.Context, s *store.EncryptedBackend) error {
+			return s.CompareAndSwap(ctx, "sessions/a", []byte("v1"), []byte("v3"))
+		}},
+		{"delete", func(ctx context.Context, s *store.EncryptedBackend) error { return s.Delete(ctx, "sessions/a") }},
+		{"apply to another key", func(ctx context.Context, s *store.EncryptedBackend) error {
+			return s.Apply(ctx, nil, []store.Write{{Key: "meshes/m", Value: []byte("x")}})
+		}},
+	}
+	for _, engine := range []struct {
+		name string
+		open func(t *testing.T) (writer, reader *store.EncryptedBackend)
+	}{{"bbolt", bolt}, {"etcd, two replicas", etcd}} {
+		t.Run(engine.name, func(t *testing.T) {
+			writer, reader := engine.open(t)
+			ctx := t.Context()
+			for _, w := range writes {
+				require.NoError(t, writer.Put(ctx, "sessions/a", []byte("v1")), w.name)
+				before, err := reader.Stamp(ctx)
+				require.NoError(t, err, w.name)
+				require.NotEmpty(t, before, w.name)
+				_, err = reader.Get(ctx, "sessions/a")
+				require.NoError(t, err, w.name)
+				same, err := reader.Stamp(ctx)
+				require.NoError(t, err, w.name)
+				assert.Equal(t, before, same, "%s: reads leave the stamp as it was", w.name)
+
+				require.NoError(t, w.write(ctx, writer), w.name)
+				after, err := reader.Stamp(ctx)
+				require.NoError(t, err, w.name)
+				assert.NotEqual(t, before, after, "%s: the reader's stamp changes once the write returned", w.name)
+			}
+			// A refused write changes nothing, and neither does the stamp.
+			before, err := reader.Stamp(ctx)
+			require.NoError(t, err)
+			require.ErrorIs(t, writer.CompareAndSwap(ctx, "sessions/a", []byte("not it"), []byte("v9")), store.ErrConflict)
+			after, err := reader.Stamp(ctx)
+			require.NoError(t, err)
+			assert.Equal(t, before, after, "a refused write")
+		})
+	}
+}
