@@ -86,6 +86,12 @@ type EncryptedBackend struct {
 	mu       sync.Mutex // serializes writes; guards state and stateRaw
 	state    sealedState
 	stateRaw []byte // the sealed state record as read or last written; nil when absent
+
+	// stamped is the newest sealed state that Stamp opened: a stamp is opened once, when it
+	// changes, and one older than it (or than this backend's own writes) is refused.
+	stampedMu  sync.Mutex
+	stamped    string
+	stampedGen uint64
 }
 
 var _ Backend = (*EncryptedBackend)(nil)
@@ -353,7 +359,35 @@ func (e *EncryptedBackend) Stamp(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("store: read sealed state: %w", err)
 	}
-	return string(raw), nil
+	stamp := string(raw)
+	e.stampedMu.Lock()
+	same := stamp == e.stamped
+	e.stampedMu.Unlock()
+	if same {
+		return stamp, nil
+	}
+	// A new stamp is opened once: an old one put back (with or without its records) would
+	// otherwise make readers keep what they read under it. Its generation must not be older
+	// than the newest this backend has written or seen.
+	pt, err := e.open(stateRecord, raw)
+	if err != nil {
+		return "", err
+	}
+	st, err := unmarshalState(pt)
+	if err != nil {
+		return "", err
+	}
+	own := e.Generation() // before stampedMu: a write holds e.mu over its round trip
+	e.stampedMu.Lock()
+	defer e.stampedMu.Unlock()
+	if floor := max(own, e.stampedGen); st.Generation < floor {
+		return "", fmt.Errorf("%w: the sealed state is at generation %d, but this replica has seen generation %d",
+			ErrRollback, st.Generation, floor)
+	}
+	if st.Generation >= e.stampedGen {
+		e.stamped, e.stampedGen = stamp, st.Generation
+	}
+	return stamp, nil
 }
 
 // Generation returns the store's generation: the number of writes since it was created (or

@@ -87,3 +87,56 @@ func TestStampChangesWithEveryWrite(t *testing.T) {
 		})
 	}
 }
+
+// An older sealed state put back in the engine (by whoever can write it: etcd's operator, a
+// restored backup) is refused by Stamp once the replica has seen a newer one, so that the
+// CAS's lookups are not kept under it; reads then go to the records, where the rollback checks
+// apply.
+func TestStampRefusesAnOlderState(t *testing.T) {
+	cfg := storetest.Etcd(t)
+	ctx := t.Context()
+	raw, err := store.OpenEtcd(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = raw.Close() })
+	var replicas [2]*store.EncryptedBackend
+	for i := range replicas {
+		e, err := store.OpenEtcd(ctx, cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = e.Close() })
+		replicas[i], err = store.Encrypted(ctx, e, testKey(6))
+		require.NoError(t, err)
+	}
+	writer, reader := replicas[0], replicas[1]
+	require.NoError(t, writer.Put(ctx, "sessions/a", []byte("v1")))
+	old, err := reader.Stamp(ctx)
+	require.NoError(t, err)
+	stateKey := stateRecordKey(ctx, t, raw, old)
+
+	require.NoError(t, writer.Put(ctx, "sessions/a", []byte("v2")))
+	newer, err := reader.Stamp(ctx)
+	require.NoError(t, err)
+	require.NotEqual(t, old, newer)
+
+	// The old sealed state, put back.
+	require.NoError(t, raw.Apply(ctx, nil, []store.Write{{Key: stateKey, Value: []byte(old)}}))
+	for name, s := range map[string]*store.EncryptedBackend{"the reader, which saw the newer state": reader, "the writer": writer} {
+		_, err = s.Stamp(ctx)
+		require.ErrorIs(t, err, store.ErrRollback, name)
+		assert.Contains(t, err.Error(), "this replica has seen generation", name)
+	}
+}
+
+// stateRecordKey finds the key of the sealed state record in the raw engine: the one whose
+// value is stamp.
+func stateRecordKey(ctx context.Context, t *testing.T, raw store.Engine, stamp string) string {
+	t.Helper()
+	kvs, err := raw.List(ctx, "")
+	require.NoError(t, err)
+	for _, kv := range kvs {
+		if string(kv.Value) == stamp {
+			return kv.Key
+		}
+	}
+	require.FailNow(t, "no record holds the stamp")
+	return ""
+}
