@@ -78,8 +78,8 @@ clean: ## remove build outputs
 IMAGE ?= ghcr.io/attestmesh/attestmesh:dev
 
 .PHONY: image
-image: build ## build the attestmesh image without Docker: target/image/oci (OCI layout) and target/image/attestmesh.tar
-	$(GO) run ./charts/image/mkimage -binary $(BIN) -ref $(IMAGE) -version $(or $(VERSION),dev) -out target/image
+image: build ## build the attestmesh image (attestmesh and attestmesh-sidecar) without Docker: target/image/oci (OCI layout) and target/image/attestmesh.tar
+	$(GO) run ./charts/image/mkimage -binary $(BIN) -sidecar-binary $(SIDECAR_BIN) -ref $(IMAGE) -version $(or $(VERSION),dev) -out target/image
 
 EXAMPLE_IMAGES ?= target/images
 

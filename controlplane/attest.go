@@ -49,18 +49,20 @@ func newVerifier(ctx context.Context, cfg Config, st store.Backend, log *slog.Lo
 }
 
 // sidecarMeasurement is the sidecar measurement that simulation-mode services accept when
-// their session names none: the binary's (this executable by default).
-func sidecarMeasurement(cfg Config) ([32]byte, error) {
+// their session names none: the binary's (DefaultSidecarBinary of this executable by default),
+// and that binary's path.
+func sidecarMeasurement(cfg Config) ([32]byte, string, error) {
 	bin := cfg.SidecarBinary
 	if bin == "" {
-		var err error
-		if bin, err = os.Executable(); err != nil {
-			return [32]byte{}, fmt.Errorf("controlplane: %w", err)
+		exe, err := os.Executable()
+		if err != nil {
+			return [32]byte{}, "", fmt.Errorf("controlplane: %w", err)
 		}
+		bin = DefaultSidecarBinary(exe)
 	}
 	m, err := measure.File(bin)
 	if err != nil {
-		return [32]byte{}, fmt.Errorf("controlplane: sidecar measurement: %w", err)
+		return [32]byte{}, "", fmt.Errorf("controlplane: sidecar measurement: %w", err)
 	}
-	return m, nil
+	return m, bin, nil
 }

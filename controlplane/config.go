@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -111,7 +113,8 @@ type Config struct {
 	// CollateralDir holds hardware collateral (see attestation.DirCollateral); empty
 	// disables hardware attestation.
 	CollateralDir string
-	// SidecarBinary is measured to accept sidecars; empty means this executable.
+	// SidecarBinary is measured to accept sidecars in simulation mode when a session names no
+	// sidecar measurement; empty means DefaultSidecarBinary of this executable.
 	SidecarBinary string
 	// SelfAttestation says where the control plane's own evidence (GET /v1/attestation, see
 	// controlplane/evidence) comes from: SelfAttestGramine (SGX quotes from Gramine's
@@ -244,4 +247,19 @@ func anchorFile(cfg Config) string {
 func within(path, dir string) bool {
 	in, err := store.Within(path, dir)
 	return err != nil || in
+}
+
+// SidecarName is the file name of the sidecar build of attestmesh (make build): the proxy,
+// launch, install and measure verbs without the control plane's packages. The image holds it
+// beside attestmesh.
+const SidecarName = "attestmesh-sidecar"
+
+// DefaultSidecarBinary returns SidecarName in the directory of exe when that is a regular
+// file, else exe: the sidecar build beside attestmesh is what workloads run.
+func DefaultSidecarBinary(exe string) string {
+	lean := filepath.Join(filepath.Dir(exe), SidecarName)
+	if st, err := os.Stat(lean); err == nil && st.Mode().IsRegular() {
+		return lean
+	}
+	return exe
 }

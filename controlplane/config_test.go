@@ -1,6 +1,7 @@
 package controlplane_test
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -85,3 +86,36 @@ func TestConfigValidate(t *testing.T) {
 
 // testKey is a recovery test key of controlplane/recovery/testdata (made with openssl).
 func testKey(name string) string { return filepath.Join("recovery", "testdata", name) }
+
+// TestDefaultSidecarBinary: the sidecar build beside the executable is the default sidecar
+// binary only when it is a regular file there.
+func TestDefaultSidecarBinary(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, dir string)
+		lean  bool
+	}{
+		{name: "beside it", setup: func(t *testing.T, dir string) {
+			t.Helper()
+			require.NoError(t, os.WriteFile(filepath.Join(dir, controlplane.SidecarName), []byte("lean"), 0o755))
+		}, lean: true},
+		{name: "absent", setup: func(*testing.T, string) {}},
+		{name: "a directory of that name", setup: func(t *testing.T, dir string) {
+			t.Helper()
+			require.NoError(t, os.Mkdir(filepath.Join(dir, controlplane.SidecarName), 0o755))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			exe := filepath.Join(dir, "attestmesh")
+			require.NoError(t, os.WriteFile(exe, []byte("full"), 0o755))
+			tt.setup(t, dir)
+			want := exe
+			if tt.lean {
+				want = filepath.Join(dir, controlplane.SidecarName)
+			}
+			assert.Equal(t, want, controlplane.DefaultSidecarBinary(exe))
+		})
+	}
+}

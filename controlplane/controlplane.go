@@ -8,6 +8,7 @@ package controlplane
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,10 +87,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	sidecarMR, err := sidecarMeasurement(cfg)
+	sidecarMR, sidecarBin, err := sidecarMeasurement(cfg)
 	if err != nil {
 		return err
 	}
+	log.Info("sidecars of simulation-mode sessions that name no sidecar measurement must present this binary's", "binary", sidecarBin, "mrenclave", hex.EncodeToString(sidecarMR[:]))
 	macKey, err := loadOrCreateSecret(ctx, st, keyAttestationMAC, 32)
 	if err != nil {
 		return err

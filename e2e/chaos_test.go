@@ -31,6 +31,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 	"github.com/attestmesh/attestmesh/controlplane/session"
@@ -107,7 +108,7 @@ func TestChaos(t *testing.T) {
 	caFile := filepath.Join(replicas[0].dataDir, "ca.pem")
 	assertOneCA(ctx, t, replicas, "at start")
 
-	c := &chaos{t: t, ctx: ctx, bin: bin, dir: dir, caFile: caFile, cluster: cluster, replicas: replicas, hist: newHistory()}
+	c := &chaos{t: t, ctx: ctx, bin: bin, sidecarBin: controlplane.DefaultSidecarBinary(bin), dir: dir, caFile: caFile, cluster: cluster, replicas: replicas, hist: newHistory()}
 	c.createSessions()
 	c.startTunnel()
 	c.placeSidecars()
@@ -143,7 +144,7 @@ func startReplicas(ctx context.Context, t *testing.T, bin, dir string, cluster *
 		r.p = startProc(t, dir, fmt.Sprintf("cp%d", r.i), bin, "controlplane",
 			"--data-dir", r.dataDir, "--store", cluster.endpoints(), "--store-key-file", keyFile, "--store-anchor", anchor, "--simulation",
 			"--mgmt-addr", r.mgmt, "--attest-addr", r.attest, "--xds-addr", r.xds, "--metrics-addr", r.metrics, "--las-addr", r.las,
-			"--advertise-host", r.host, "--advertise-xds", strings.Join(xdsAddrs, ","), "--sidecar-binary", bin,
+			"--advertise-host", r.host, "--advertise-xds", strings.Join(xdsAddrs, ","),
 			// The loop's clients share one identity; the per-client rate limit is not under test.
 			"--client-rate", "-1")
 	}
@@ -237,11 +238,14 @@ type chaos struct {
 	t        *testing.T
 	ctx      context.Context
 	bin, dir string
-	caFile   string
-	trueMR   string // the simulated MRENCLAVE of /bin/true
-	cluster  *etcdCluster
-	replicas []*replica
-	hist     *history
+	// sidecarBin is the sidecar build beside bin, which the replicas accept for sidecars and
+	// which runs the sidecars and launchers.
+	sidecarBin string
+	caFile     string
+	trueMR     string // the simulated MRENCLAVE of /bin/true
+	cluster    *etcdCluster
+	replicas   []*replica
+	hist       *history
 
 	srvSidecar, cliSidecar *sidecarProc
 	// The replicas the schedule kills and stops, and the one left alone, whose LAS the
@@ -338,8 +342,8 @@ func (c *chaos) startTunnel() {
 	common := []string{"--attest-addr", c.allAttest(), "--ca-file", c.caFile, "--las-addr", c.replicas[0].las}
 	start := func(name, configID, binary, ip string) *sidecarProc {
 		s := &sidecarProc{name: name, configID: configID, admin: ip + ":25000"}
-		s.launcher = startProc(t, c.dir, name+"-launch", c.bin, append(append([]string{"launch", "--config-id", configID}, common...), "--", binary)...)
-		s.proxy = startProc(t, c.dir, name+"-sidecar", c.bin, append([]string{"proxy", "--config-id", configID, "--admin-addr", s.admin}, common...)...)
+		s.launcher = startProc(t, c.dir, name+"-launch", c.sidecarBin, append(append([]string{"launch", "--config-id", configID}, common...), "--", binary)...)
+		s.proxy = startProc(t, c.dir, name+"-sidecar", c.sidecarBin, append([]string{"proxy", "--config-id", configID, "--admin-addr", s.admin}, common...)...)
 		return s
 	}
 	c.srvSidecar = start("srv", "chaostun/srv/srv", redisServer, tunnelServerIP)
@@ -752,7 +756,7 @@ func (c *chaos) launchOnce(ctx context.Context) attestRecord {
 	at := time.Duration(c.hist.now())
 	lctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(lctx, c.bin, "launch", "--config-id", "chaos-attest/app", "--attest-addr", c.allAttest(),
+	cmd := exec.CommandContext(lctx, c.sidecarBin, "launch", "--config-id", "chaos-attest/app", "--attest-addr", c.allAttest(),
 		"--ca-file", c.caFile, "--las-addr", c.survivor.las, "--no-sidecar-grant", "--", "/bin/true")
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

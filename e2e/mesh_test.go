@@ -31,6 +31,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/attestmesh/attestmesh/attest/measure"
+	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/local"
 	"github.com/attestmesh/attestmesh/e2e/e2etest"
@@ -90,7 +91,7 @@ func startMesh(ctx context.Context, t *testing.T, bin string) *mesh {
 	require.NoError(t, err)
 	// The sidecars and the launchers run the sidecar build beside bin (e2etest.BuildAttestmesh
 	// makes it), as `attestmesh up` picks it; the control plane accepts its measurement.
-	sidecarBin := local.DefaultSidecarBinary(bin)
+	sidecarBin := controlplane.DefaultSidecarBinary(bin)
 	require.NotEqual(t, bin, sidecarBin, "the sidecar build beside %s", bin)
 	binMR, err := measure.File(sidecarBin)
 	require.NoError(t, err)

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
 	"github.com/attestmesh/attestmesh/e2e/e2etest"
@@ -180,7 +181,7 @@ func tryControlPlane(ctx context.Context, t *testing.T, bin string) (*cpProc, st
 	require.NoError(t, err)
 	cmd := exec.Command(bin, "controlplane", "--data-dir", data, "--store-key-file", keyFile, "--simulation", //nolint:noctx // stopped in cleanup
 		"--mgmt-addr", cp.mgmt, "--attest-addr", cp.attest, "--xds-addr", freeLoopbackAddr(ctx, t), "--metrics-addr", cp.metrics,
-		"--las-addr", cp.las, "--advertise-host", "127.0.0.1", "--sidecar-binary", bin)
+		"--las-addr", cp.las, "--advertise-host", "127.0.0.1")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, cmd.Start())
@@ -299,11 +300,14 @@ func (cp *cpProc) registrationFollowsRights(ctx context.Context, t *testing.T, b
 	require.Equal(t, 0, code, stderr)
 	require.NoError(t, dc.PutMesh(ctx, "rights", reg), "the deputy may update both sessions")
 
-	// The server's sidecar and its app's launcher, as `attestmesh up` runs them.
+	// The server's sidecar and its app's launcher, as `attestmesh up` runs them: from the
+	// sidecar build beside bin, whose measurement the control plane accepts for sidecars.
 	admin := freeLoopbackAddr(ctx, t)
 	common := []string{"--attest-addr", cp.attest, "--ca-file", cp.caFile, "--las-addr", cp.las}
-	startBackground(t, bin, append([]string{"proxy", "--config-id", "victimns/srv/srv", "--admin-addr", admin}, common...)...)
-	startBackground(t, bin, append(append([]string{"launch", "--config-id", "victimns/srv/srv"}, common...), "--", "/bin/sleep")...)
+	sidecarBin := controlplane.DefaultSidecarBinary(bin)
+	require.NotEqual(t, bin, sidecarBin, "the sidecar build beside %s", bin)
+	startBackground(t, sidecarBin, append([]string{"proxy", "--config-id", "victimns/srv/srv", "--admin-addr", admin}, common...)...)
+	startBackground(t, sidecarBin, append(append([]string{"launch", "--config-id", "victimns/srv/srv"}, common...), "--", "/bin/sleep")...)
 	listeners := func() (int, error) {
 		body, err := e2etest.Get(ctx, "http://"+admin+"/config_dump")
 		if err != nil {

@@ -1,5 +1,7 @@
 // Package image builds the attestmesh container image without a Docker engine: the static
-// attestmesh binary at /usr/local/bin/attestmesh on an empty base, run as uid 65532, written as
+// attestmesh binary at /usr/local/bin/attestmesh (the control plane; the image's entrypoint)
+// and the sidecar build at /usr/local/bin/attestmesh-sidecar (the injected sidecar, init
+// container and launcher) on an empty base, run as uid 65532, written as
 // an OCI image layout (for crane, skopeo, podman, containerd's ctr import) and as a tarball
 // that `docker load` takes. The build is reproducible: timestamps are zero. The Dockerfile in
 // this directory builds the same image for those who use Docker.
@@ -24,27 +26,34 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// BinaryPath is where the image holds the attestmesh binary (its entrypoint); the injector's
-// init container and sidecar run it from there.
+// BinaryPath is where the image holds the attestmesh binary (its entrypoint, the control
+// plane).
 const BinaryPath = "/usr/local/bin/attestmesh"
+
+// SidecarBinaryPath is where the image holds the sidecar build (make build's
+// bin/attestmesh-sidecar); the injector's init container and sidecar run it from there, and the
+// control plane accepts its measurement for sidecars (the file beside its own).
+const SidecarBinaryPath = "/usr/local/bin/attestmesh-sidecar"
 
 // User is the image's default user: nobody's conventional distroless uid and gid.
 const User = "65532:65532"
 
 // Config says what to build.
 type Config struct {
-	Binary  string // the static attestmesh binary (CGO_ENABLED=0)
-	Ref     string // image reference, e.g. ghcr.io/attestmesh/attestmesh:0.1.0
-	Version string // org.opencontainers.image.version label
-	Arch    string // GOARCH of the binary; empty means amd64
+	Binary string // the static attestmesh binary (CGO_ENABLED=0)
+	// SidecarBinary is the static sidecar build (go build -tags attestmesh_sidecar).
+	SidecarBinary string
+	Ref           string // image reference, e.g. ghcr.io/attestmesh/attestmesh:0.1.0
+	Version       string // org.opencontainers.image.version label
+	Arch          string // GOARCH of the binary; empty means amd64
 	// OutDir receives oci/ (an OCI image layout) and attestmesh.tar (docker load).
 	OutDir string
 }
 
 // Build builds the image and writes it to cfg.OutDir; it returns the image's digest.
 func Build(cfg Config) (v1.Hash, error) {
-	if cfg.Binary == "" || cfg.Ref == "" || cfg.OutDir == "" {
-		return v1.Hash{}, errors.New("image: binary, reference and output directory are required")
+	if cfg.Binary == "" || cfg.SidecarBinary == "" || cfg.Ref == "" || cfg.OutDir == "" {
+		return v1.Hash{}, errors.New("image: binary, sidecar binary, reference and output directory are required")
 	}
 	ref, err := name.ParseReference(cfg.Ref)
 	if err != nil {
@@ -78,11 +87,15 @@ func Build(cfg Config) (v1.Hash, error) {
 }
 
 func build(cfg Config) (v1.Image, error) {
-	bin, err := os.ReadFile(cfg.Binary)
-	if err != nil {
-		return nil, fmt.Errorf("image: %w", err)
+	var files []file
+	for _, f := range []struct{ src, dst string }{{cfg.Binary, BinaryPath}, {cfg.SidecarBinary, SidecarBinaryPath}} {
+		data, err := os.ReadFile(f.src)
+		if err != nil {
+			return nil, fmt.Errorf("image: %w", err)
+		}
+		files = append(files, file{path: f.dst, data: data})
 	}
-	layerTar, err := rootfs(bin)
+	layerTar, err := rootfs(files)
 	if err != nil {
 		return nil, err
 	}
@@ -126,8 +139,14 @@ func build(cfg Config) (v1.Image, error) {
 	return img, nil
 }
 
-// rootfs is the single layer: the directories, the binary, and a writable /tmp.
-func rootfs(bin []byte) ([]byte, error) {
+// file is an executable of the image.
+type file struct {
+	path string // absolute, under /usr/local/bin
+	data []byte
+}
+
+// rootfs is the single layer: the directories, the binaries, and a writable /tmp.
+func rootfs(bins []file) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	epoch := time.Unix(0, 0)
@@ -139,13 +158,15 @@ func rootfs(bin []byte) ([]byte, error) {
 			return nil, fmt.Errorf("image: layer: %w", err)
 		}
 	}
-	if err := tw.WriteHeader(&tar.Header{
-		Typeflag: tar.TypeReg, Name: BinaryPath[1:], Mode: 0o755, Size: int64(len(bin)), ModTime: epoch, Format: tar.FormatPAX,
-	}); err != nil {
-		return nil, fmt.Errorf("image: layer: %w", err)
-	}
-	if _, err := tw.Write(bin); err != nil {
-		return nil, fmt.Errorf("image: layer: %w", err)
+	for _, b := range bins {
+		if err := tw.WriteHeader(&tar.Header{
+			Typeflag: tar.TypeReg, Name: b.path[1:], Mode: 0o755, Size: int64(len(b.data)), ModTime: epoch, Format: tar.FormatPAX,
+		}); err != nil {
+			return nil, fmt.Errorf("image: layer: %w", err)
+		}
+		if _, err := tw.Write(b.data); err != nil {
+			return nil, fmt.Errorf("image: layer: %w", err)
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, fmt.Errorf("image: layer: %w", err)

@@ -21,12 +21,15 @@ func TestBuild(t *testing.T) {
 	bin := filepath.Join(dir, "attestmesh")
 	content := []byte("\x7fELF not really, but bytes to carry")
 	require.NoError(t, os.WriteFile(bin, content, 0o600))
+	sidecar := filepath.Join(dir, "attestmesh-sidecar")
+	sidecarContent := []byte("\x7fELF the sidecar build")
+	require.NoError(t, os.WriteFile(sidecar, sidecarContent, 0o600))
 	out := filepath.Join(dir, "out")
-	cfg := Config{Binary: bin, Ref: "registry.example.com/attestmesh:1.2.3", Version: "1.2.3", OutDir: out}
+	cfg := Config{Binary: bin, SidecarBinary: sidecar, Ref: "registry.example.com/attestmesh:1.2.3", Version: "1.2.3", OutDir: out}
 	digest, err := Build(cfg)
 	require.NoError(t, err)
 
-	again, err := Build(Config{Binary: bin, Ref: cfg.Ref, Version: "1.2.3", OutDir: filepath.Join(dir, "out2")})
+	again, err := Build(Config{Binary: bin, SidecarBinary: sidecar, Ref: cfg.Ref, Version: "1.2.3", OutDir: filepath.Join(dir, "out2")})
 	require.NoError(t, err)
 	assert.Equal(t, digest, again, "reproducible")
 
@@ -67,14 +70,19 @@ func TestBuild(t *testing.T) {
 		}
 		require.NoError(t, err)
 		files[h.Name] = h.Mode
-		if h.Name == BinaryPath[1:] {
+		switch h.Name {
+		case BinaryPath[1:]:
 			got, err := io.ReadAll(tr)
 			require.NoError(t, err)
 			assert.Equal(t, content, got)
+		case SidecarBinaryPath[1:]:
+			got, err := io.ReadAll(tr)
+			require.NoError(t, err)
+			assert.Equal(t, sidecarContent, got)
 		}
 	}
 	assert.Equal(t, map[string]int64{"usr/": 0o755, "usr/local/": 0o755, "usr/local/bin/": 0o755, "tmp/": 0o1777,
-		"usr/local/bin/attestmesh": 0o755}, files)
+		"usr/local/bin/attestmesh": 0o755, "usr/local/bin/attestmesh-sidecar": 0o755}, files)
 
 	tag, err := name.NewTag(cfg.Ref)
 	require.NoError(t, err)
@@ -94,8 +102,9 @@ func TestBuildErrors(t *testing.T) {
 		want string
 	}{
 		{"missing fields", Config{}, "required"},
-		{"bad reference", Config{Binary: "x", Ref: "UPPER/Case:tag!", OutDir: t.TempDir()}, "image: reference"},
-		{"no binary", Config{Binary: filepath.Join(t.TempDir(), "none"), Ref: "a/b:c", OutDir: t.TempDir()}, "image: open"},
+		{"no sidecar binary", Config{Binary: "x", Ref: "a/b:c", OutDir: t.TempDir()}, "sidecar binary"},
+		{"bad reference", Config{Binary: "x", SidecarBinary: "y", Ref: "UPPER/Case:tag!", OutDir: t.TempDir()}, "image: reference"},
+		{"no binary", Config{Binary: filepath.Join(t.TempDir(), "none"), SidecarBinary: "y", Ref: "a/b:c", OutDir: t.TempDir()}, "image: open"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

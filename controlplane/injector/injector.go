@@ -5,10 +5,11 @@
 //
 // into an attested workload:
 //
-//   - an init container (the attestmesh image) copies the static attestmesh binary and the
-//     control plane's CA certificate into two in-memory volumes, /attestmesh/bin and
-//     /attestmesh/ca;
-//   - the sidecar `attestmesh proxy --config-id SESSION/SERVICE` runs as a native sidecar (an
+//   - an init container (the attestmesh image) copies the image's static sidecar build
+//     (attestmesh-sidecar: proxy, launch, install and measure, without the control plane) and
+//     the control plane's CA certificate into two in-memory volumes, /attestmesh/bin (as
+//     /attestmesh/bin/attestmesh) and /attestmesh/ca;
+//   - the sidecar `attestmesh-sidecar proxy --config-id SESSION/SERVICE` runs as a native sidecar (an
 //     init container with restartPolicy Always, so it is up before the app starts and stops
 //     after it), its readiness on the admin port 15000 /ready;
 //   - the app container's command becomes `/attestmesh/bin/attestmesh launch --config-id
@@ -72,19 +73,21 @@ const (
 
 // Paths and names inside an injected pod.
 const (
-	BinDir          = "/attestmesh/bin"
-	BinPath         = BinDir + "/attestmesh"
-	CADir           = "/attestmesh/ca"
-	CAPath          = CADir + "/ca.pem"
-	InitName        = "attestmesh-init"
-	SidecarName     = "attestmesh-proxy"
-	BinVolume       = "attestmesh-bin"
-	CAVolume        = "attestmesh-ca"
-	InjectVolume    = "attestmesh-inject-"
-	AdminPort       = 15000
-	caEnv           = "ATTESTMESH_CA_PEM"
-	podIPEnv        = "ATTESTMESH_POD_IP"
-	imageBinaryPath = "/usr/local/bin/attestmesh"
+	BinDir       = "/attestmesh/bin"
+	BinPath      = BinDir + "/attestmesh"
+	CADir        = "/attestmesh/ca"
+	CAPath       = CADir + "/ca.pem"
+	InitName     = "attestmesh-init"
+	SidecarName  = "attestmesh-proxy"
+	BinVolume    = "attestmesh-bin"
+	CAVolume     = "attestmesh-ca"
+	InjectVolume = "attestmesh-inject-"
+	AdminPort    = 15000
+	caEnv        = "ATTESTMESH_CA_PEM"
+	podIPEnv     = "ATTESTMESH_POD_IP"
+	// imageBinaryPath is the image's sidecar build (charts/image.SidecarBinaryPath): the init
+	// container installs it as the launcher, and the sidecar runs it.
+	imageBinaryPath = "/usr/local/bin/attestmesh-sidecar"
 )
 
 // ErrUnknownConfigID is wrapped by Sessions.InjectionDirs when no session has the service.

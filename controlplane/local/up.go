@@ -52,7 +52,7 @@ type Config struct {
 	// Binary is the attestmesh executable; empty means this executable.
 	Binary string
 	// SidecarBinary runs the sidecars and the launchers, and the control plane accepts
-	// sidecars with its measurement. Empty means SidecarName beside Binary when it is there
+	// sidecars with its measurement. Empty means controlplane.SidecarName beside Binary when it is there
 	// (make build makes both), else Binary itself.
 	SidecarBinary string
 	// StateDir holds the run's state (encrypted store, CA, client identity, logs, encrypted
@@ -107,20 +107,6 @@ type proc struct {
 	err  error
 }
 
-// SidecarName is the file name of the sidecar build of attestmesh (make build-sidecar): the
-// proxy, launch and measure verbs only, without the control plane's packages.
-const SidecarName = "attestmesh-sidecar"
-
-// DefaultSidecarBinary returns SidecarName in binary's directory when that is a regular file,
-// else binary: a sidecar build next to attestmesh is the one to run in workloads.
-func DefaultSidecarBinary(binary string) string {
-	lean := filepath.Join(filepath.Dir(binary), SidecarName)
-	if st, err := os.Stat(lean); err == nil && st.Mode().IsRegular() {
-		return lean
-	}
-	return binary
-}
-
 // Up runs the mesh until ctx is cancelled, then stops everything it started and removes the
 // namespaces, the bridge and (unless StateDir was given) the state directory.
 func Up(ctx context.Context, cfg Config) (err error) {
@@ -148,7 +134,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 		}
 	}
 	if cfg.SidecarBinary == "" {
-		cfg.SidecarBinary = DefaultSidecarBinary(cfg.Binary)
+		cfg.SidecarBinary = controlplane.DefaultSidecarBinary(cfg.Binary)
 	}
 	sidecarMR, err := measure.File(cfg.SidecarBinary)
 	if err != nil {

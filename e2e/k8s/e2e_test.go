@@ -56,6 +56,7 @@ import (
 	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
 	"github.com/attestmesh/attestmesh/attest/sim"
 	"github.com/attestmesh/attestmesh/charts/image"
+	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
 	"github.com/attestmesh/attestmesh/controlplane/injector"
 	"github.com/attestmesh/attestmesh/controlplane/mgmtapi"
@@ -131,13 +132,8 @@ func TestFlaskRedisOnKubernetes(t *testing.T) {
 func (s *suite) images(ctx context.Context, t *testing.T) {
 	t.Helper()
 	dir := t.TempDir()
-	s.bin = filepath.Join(dir, "attestmesh")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", s.bin, "./cmd/attestmesh")
-	cmd.Dir = filepath.Join("..", "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	_, err = image.Build(image.Config{Binary: s.bin, Ref: cpImageRepo + ":" + cpImageTag, Version: "e2e", OutDir: filepath.Join(dir, "image")})
+	s.bin = e2etest.BuildAttestmesh(ctx, t)
+	_, err := image.Build(image.Config{Binary: s.bin, SidecarBinary: controlplane.DefaultSidecarBinary(s.bin), Ref: cpImageRepo + ":" + cpImageTag, Version: "e2e", OutDir: filepath.Join(dir, "image")})
 	require.NoError(t, err)
 	s.c.ImportImage(t, filepath.Join(dir, "image", "attestmesh.tar")) //nolint:contextcheck // the harness bounds its commands by the test
 
@@ -444,7 +440,9 @@ services:
 	app, err := client.Attest(ctx, attestapi.Request{ConfigID: "e2e/intruder/intruder", Role: attestationpb.Role_ROLE_APP,
 		Key: appKey, Evidence: attestapi.Evidence{MREnclave: mr}})
 	require.NoError(t, err)
-	sidecarMR, err := measureFile(s.bin)
+	// The injected sidecars run the image's sidecar build, whose measurement the control
+	// plane (the file beside its own in the image) accepts.
+	sidecarMR, err := measureFile(controlplane.DefaultSidecarBinary(s.bin))
 	require.NoError(t, err)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)

@@ -114,7 +114,7 @@ The CA bundle is also written to <data-dir>/ca.pem (and, in simulation, the simu
 	f.BoolVar(&cfg.Simulation, "simulation", false, "enable the simulated SGX platform and its LAS (no hardware guarantee)")
 	f.StringVar(&cfg.LASAddr, "las-addr", sim.DefaultLASAddr, "LAS listen address in simulation (host:port or unix:/path)")
 	f.StringVar(&cfg.CollateralDir, "collateral-dir", "", "Intel collateral for hardware quotes")
-	f.StringVar(&cfg.SidecarBinary, "sidecar-binary", "", "the sidecar binary whose measurement sidecars must present (default: this executable)")
+	f.StringVar(&cfg.SidecarBinary, "sidecar-binary", "", "the sidecar binary whose measurement sidecars of simulation-mode sessions must present when the session names none (default: "+controlplane.SidecarName+" beside this executable if there, else this executable)")
 	f.StringVar(&cfg.SelfAttestation, "self-attestation", controlplane.SelfAttestAuto, "where the control plane's own evidence comes from: "+
 		"gramine (/dev/attestation in an SGX enclave), simulation (its simulated platform; needs --simulation), none, or auto (the first of these that is there)")
 	f.StringVar(&cfg.AttestationDevice, "attestation-device", gramine.DefaultDir, "Gramine's attestation pseudo-file directory")

@@ -1,5 +1,3 @@
-//go:build !attestmesh_sidecar
-
 package cli
 
 import (
@@ -11,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/attestmesh/attestmesh/controlplane/ca"
+	"github.com/attestmesh/attestmesh/attest/attestapi"
 )
 
 // installConfig is what `attestmesh install` does.
@@ -60,7 +58,7 @@ func runInstall(cfg installConfig, out io.Writer) error {
 		return nil
 	}
 	pem := os.Getenv(cfg.CAEnv)
-	certs, err := ca.ParseCertsPEM([]byte(pem))
+	certs, err := attestapi.ParseCertsPEM([]byte(pem))
 	if err != nil {
 		return fmt.Errorf("install: $%s does not hold a PEM certificate: %w", cfg.CAEnv, err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/attestmesh/attestmesh/controlplane/local"
 )
 
@@ -26,7 +27,7 @@ func newUpCmd() *cobra.Command {
   4. uploads the sessions (apply) and registers the mesh;
   5. starts each service's sidecar (attests, gets its SPIFFE identity, follows xDS) and then
      the app under the launcher (attests, receives its files, is exec'd), both from
-     ` + local.SidecarName + ` beside this binary when it is there (make build makes it: the
+     ` + controlplane.SidecarName + ` beside this binary when it is there (make build makes it: the
      sidecar build, without the control plane), else from this binary;
   6. prints the exposed endpoints and the exported CA certificates to trust.
 
@@ -45,7 +46,7 @@ Ctrl-C stops every process and removes the namespaces, the bridge and the state.
 	}
 	f := cmd.Flags()
 	f.StringVarP(&cfg.MeshFile, "file", "f", "", "mesh file")
-	f.StringVar(&cfg.SidecarBinary, "sidecar-binary", "", "the executable for the sidecars and launchers (default: "+local.SidecarName+" beside this executable if there, else this executable)")
+	f.StringVar(&cfg.SidecarBinary, "sidecar-binary", "", "the executable for the sidecars and launchers (default: "+controlplane.SidecarName+" beside this executable if there, else this executable)")
 	f.StringVar(&cfg.StateDir, "state-dir", "", "keep the run's state here (default: a temporary directory, removed at the end)")
 	f.StringVar(&subnet, "subnet", "10.231.0.0/24", "the private bridge's network")
 	f.StringVar(&cfg.Bridge, "bridge", "amup0", "the bridge interface's name")

@@ -5,8 +5,9 @@ package cli
 import "github.com/spf13/cobra"
 
 // verbs are the commands of the attestmesh-sidecar binary (make build-sidecar): only what runs in
-// a workload's pod, the sidecar and the launcher, and measure, so that its measurement can be
-// taken with the binary itself. It links none of the control plane, whose package
+// a workload's pod (the sidecar, the launcher, and install, with which the injector's init
+// container hands the launcher to the app container), and measure, so that its measurement can
+// be taken with the binary itself. It links none of the control plane, whose package
 // initialisation (protobuf registries, Kubernetes and image clients) would otherwise take
 // memory in every pod.
 func verbs() []*cobra.Command {
@@ -14,5 +15,6 @@ func verbs() []*cobra.Command {
 		newMeasureCmd(),
 		newLaunchCmd(),
 		newProxyCmd(),
+		newInstallCmd(),
 	}
 }
