@@ -273,3 +273,37 @@ func TestUnreadFieldsSkipped(t *testing.T) {
 	assert.Equal(t, "127.0.0.1:6379", ls[0].Address)
 	differential(t, pruner(readFields(t)), "listeners", res)
 }
+
+// TestEnvoyJSONRoundTrip: what /config_dump prints of an accepted listener or cluster is Envoy's
+// JSON (protojson reads it into the generated type), and parses again to the same result.
+func TestEnvoyJSONRoundTrip(t *testing.T) {
+	for _, kind := range []string{"listeners", "clusters"} {
+		res := goldenResources(t, kind)
+		res = append(res, mustAny(proxytest.InboundListener("0.0.0.0:8443", client, server)), mustAny(proxytest.OutboundCluster("redis", 6379, server, "10.0.0.1:8443", "[fd00::1]:8443")))
+		for _, a := range res {
+			if a.GetTypeUrl() != map[string]string{"listeners": resource.ListenerType, "clusters": resource.ClusterType}[kind] {
+				continue
+			}
+			var dump map[string]any
+			var m proto.Message
+			switch kind {
+			case "listeners":
+				ls, err := resource.ParseListeners([]*anypb.Any{a})
+				require.NoError(t, err)
+				dump, m = ls[0].EnvoyJSON(), &listenerv3.Listener{}
+			default:
+				cs, err := resource.ParseClusters([]*anypb.Any{a})
+				require.NoError(t, err)
+				dump, m = cs[0].EnvoyJSON(), &clusterv3.Cluster{}
+			}
+			b, err := json.Marshal(dump)
+			require.NoError(t, err)
+			require.NoError(t, protojson.Unmarshal(b, m), "%s", b)
+			want, wantErr := kinds[kind].parse([]*anypb.Any{a})
+			require.NoError(t, wantErr)
+			got, err := kinds[kind].parse([]*anypb.Any{mustAny(m)})
+			require.NoError(t, err, "%s", b)
+			assert.Equal(t, want, got)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -18,9 +19,7 @@ func (l *Listener) EnvoyJSON() map[string]any {
 		"stat_prefix": l.StatPrefix,
 		"cluster":     l.Cluster,
 	}
-	if l.IdleTimeout != 0 {
-		tp["idle_timeout"] = jsonDuration(l.IdleTimeout)
-	}
+	tp["idle_timeout"] = jsonDuration(l.IdleTimeout) // 0s: none
 	fc := map[string]any{"filters": []any{map[string]any{"name": tcpProxyFilter, "typed_config": tp}}}
 	if l.Peers != nil {
 		fc["transport_socket"] = map[string]any{"name": tlsTransportSocket, "typed_config": map[string]any{
@@ -81,7 +80,17 @@ func jsonAddress(hostport string) map[string]any {
 
 // jsonDuration prints a duration as protojson does: seconds with 0, 3, 6 or 9 decimals.
 func jsonDuration(d time.Duration) string {
-	s := strconv.FormatFloat(d.Seconds(), 'f', 9, 64)
-	s = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(s, "000"), "000"), "000")
-	return strings.TrimSuffix(s, ".") + "s"
+	sign, secs, nanos := "", int64(d/time.Second), int64(d%time.Second)
+	if d < 0 {
+		sign, secs, nanos = "-", -secs, -nanos
+	}
+	s := sign + strconv.FormatInt(secs, 10)
+	if nanos != 0 {
+		frac := fmt.Sprintf("%09d", nanos)
+		for strings.HasSuffix(frac, "000") {
+			frac = strings.TrimSuffix(frac, "000")
+		}
+		s += "." + frac
+	}
+	return s + "s"
 }
