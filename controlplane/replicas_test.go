@@ -104,6 +104,60 @@ func TestReplicasOnEtcd(t *testing.T) {
 	assert.Contains(t, err.Error(), "nonce_invalid")
 }
 
+// Two replicas on one etcd: each keeps the sessions it looked up while the store is unchanged,
+// and a session that one replica replaced applies at the other from its very next attestation,
+// with no wait for the store's watch. B attests (and keeps the session); A replaces the
+// accepted measurement; B refuses the old one and accepts the new one at once; and back.
+func TestReplicasAttestWithTheCurrentSession(t *testing.T) {
+	cfg := etcdReplicas(t)
+	a, b := startReplica(t, cfg), startReplica(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	atA := a.client(t, t.TempDir())
+	_, err := atA.Create(ctx, []byte("name: it\nversion: \"0.3\"\n"))
+	require.NoError(t, err)
+	doc := func(mr [32]byte, predecessor string) []byte {
+		d := bytes.Replace(itSession("it/server", "server"), []byte(hex.EncodeToString(itAppMR[:])), []byte(hex.EncodeToString(mr[:])), 1)
+		if predecessor != "" {
+			d = append([]byte("predecessor: "+predecessor+"\n"), d...)
+		}
+		return d
+	}
+	created, err := atA.Create(ctx, doc(itAppMR, ""))
+	require.NoError(t, err)
+	hash := created.Hash
+
+	caCerts, err := ca.ParseCertsPEM(b.addrs.BundlePEM)
+	require.NoError(t, err)
+	atB, err := attestapi.Dial(attestapi.ClientConfig{Addr: b.addrs.Attest, Bundle: caCerts, Quotes: sim.Client{Addr: b.addrs.LAS}})
+	require.NoError(t, err)
+	defer atB.Close()
+	attestAtB := func(mr [32]byte) error {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		_, err = atB.Attest(ctx, attestapi.Request{ConfigID: "it/server/server", Role: attestationpb.Role_ROLE_APP, Key: key,
+			Evidence: attestapi.Evidence{MREnclave: mr}})
+		return err
+	}
+	require.NoError(t, attestAtB(itAppMR))
+	require.NoError(t, attestAtB(itAppMR), "B keeps the session now")
+
+	otherMR := [32]byte{0xcd, 0xcd}
+	for round, accepted := range [][32]byte{otherMR, itAppMR, otherMR} {
+		refused := itAppMR
+		if accepted == itAppMR {
+			refused = otherMR
+		}
+		updated, err := atA.Update(ctx, "it/server", doc(accepted, hash))
+		require.NoError(t, err, "round %d", round)
+		hash = updated.Hash
+		err = attestAtB(refused)
+		require.Error(t, err, "round %d: B applies the session A replaced", round)
+		assert.Equal(t, attestapi.ReasonMREnclave, attestapi.RefusalReason(err), "round %d: %v", round, err)
+		require.NoError(t, attestAtB(accepted), "round %d: B accepts what A's session accepts now", round)
+	}
+}
+
 // TestRecoverFromEtcd: replicas on etcd seal the store key to recovery keys (both start with
 // them, one record results); with every replica's key lost, `recover` reads the record from
 // etcd and gives the key back; a key the record does not know is refused, naming the keys it

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/attestmesh/attestmesh/attest/sim"
+	"github.com/attestmesh/attestmesh/controlplane/attestation"
 )
 
 // listeners are the control plane's bound listeners.
@@ -111,13 +112,13 @@ func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {
 // certificate, and, since attestation is two small unary calls, bounds on what one caller can
 // hold open.
 func newAttestationGRPC(serverTLS *tlsSource) *grpc.Server {
-	return grpc.NewServer(
+	return grpc.NewServer(append(attestation.GRPCServerOptions(),
 		grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: serverTLS.get})),
 		grpc.ConnectionTimeout(10*time.Second),
 		grpc.MaxRecvMsgSize(1<<20),
 		grpc.MaxConcurrentStreams(64),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 2 * time.Minute}),
-	)
+	)...)
 }
 
 // serveGRPC serves srv on ln until ctx is done, then stops it gracefully within five seconds.

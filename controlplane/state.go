@@ -11,6 +11,7 @@ import (
 
 	"github.com/attestmesh/attestmesh/attest/sim"
 	"github.com/attestmesh/attestmesh/controlplane/ca"
+	"github.com/attestmesh/attestmesh/controlplane/cas"
 	"github.com/attestmesh/attestmesh/controlplane/kube"
 	"github.com/attestmesh/attestmesh/controlplane/store"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -147,6 +148,9 @@ type openedStore struct {
 	// which only this process writes.
 	watch func(ctx context.Context, onChange func(keys []string)) error
 }
+
+// The CAS keeps the sessions it looked up while the store's stamp holds (cas.Stamper).
+var _ cas.Stamper = (*openedStore)(nil)
 
 // openStore opens the encrypted store, on the embedded bbolt file under cfg.DataDir or on
 // etcd (cfg.Store), with its key and rollback anchor. Closing it closes the engine.

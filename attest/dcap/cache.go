@@ -153,3 +153,34 @@ func openCached[T any](kind string, doc []byte, key *ecdsa.PublicKey, open func(
 	parsed.put(k, t)
 	return t, nil
 }
+
+// parseCRLCached is parseCRL for the CRLs that every quote's collateral carries: the parse of
+// the same bytes is kept. What the CRL says is still checked on every call (checkCRL: its
+// signature, through the signature cache, and its dates; revokedAt: the serials).
+func parseCRLCached(what string, b []byte) (*x509.RevocationList, error) {
+	k := cacheKey("crl-parse", b)
+	if v, ok := parsed.get(k); ok {
+		return v.(*x509.RevocationList), nil
+	}
+	crl, err := parseCRL(what, b)
+	if err != nil {
+		return nil, err
+	}
+	parsed.put(k, crl)
+	return crl, nil
+}
+
+// pckExtensionsCached is ParsePCKExtensions for the PCK certificate that every quote of a
+// platform carries: the parse of the same certificate is kept.
+func pckExtensionsCached(pck *x509.Certificate) (*PCKExtensions, error) {
+	k := cacheKey("pck-extensions", pck.Raw)
+	if v, ok := parsed.get(k); ok {
+		return v.(*PCKExtensions), nil
+	}
+	ext, err := ParsePCKExtensions(pck)
+	if err != nil {
+		return nil, err
+	}
+	parsed.put(k, ext)
+	return ext, nil
+}

@@ -56,7 +56,7 @@ func revokedAt(crl *x509.RevocationList, cert *x509.Certificate) (time.Time, boo
 
 // checkRevocation is step 6a of Verify: pckChain is leaf (PCK), its CA, ..., root.
 func checkRevocation(c Collateral, pckChain []*x509.Certificate, tcbSigning, root *x509.Certificate, now time.Time) error {
-	rootCRL, err := parseCRL("root CA CRL", c.RootCACRL)
+	rootCRL, err := parseCRLCached("root CA CRL", c.RootCACRL)
 	if err != nil {
 		return err
 	}
@@ -78,7 +78,7 @@ func checkRevocation(c Collateral, pckChain []*x509.Certificate, tcbSigning, roo
 		return err
 	}
 	pckCA := pckChain[1]
-	pckCRL, err := parseCRL("PCK CA CRL", c.PCKCRL)
+	pckCRL, err := parseCRLCached("PCK CA CRL", c.PCKCRL)
 	if err != nil {
 		return err
 	}

@@ -141,7 +141,7 @@ func Verify(quote []byte, c Collateral, opts Options) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	ext, err := ParsePCKExtensions(pck)
+	ext, err := pckExtensionsCached(pck)
 	if err != nil {
 		return nil, &Error{Reason: ReasonPCKChain, Err: err}
 	}

@@ -56,6 +56,7 @@ type fixture struct {
 	owner    cas.Client
 	sidecar  [32]byte
 	log      *proxytest.SyncBuffer
+	addr     string // the attestation API's
 }
 
 // fixtureOptions change what newFixtureWith sets up.
@@ -100,16 +101,17 @@ func newFixtureWith(tb testing.TB, opts fixtureOptions) *fixture {
 	require.NoError(tb, err)
 	cert, err := f.auth.IssueServerCert(srvKey.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 0)
 	require.NoError(tb, err)
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
+	g := grpc.NewServer(append(attestation.GRPCServerOptions(), grpc.Creds(credentials.NewTLS(&tls.Config{
 		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: srvKey}},
-	})))
+	})))...)
 	attestationpb.RegisterAttestationServer(g, srv)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(tb, err)
 	go func() { _ = g.Serve(ln) }()
 	tb.Cleanup(g.Stop)
 
-	f.client, err = attestapi.Dial(attestapi.ClientConfig{Addr: ln.Addr().String(), Bundle: f.auth.Bundle(), Quotes: platformQuotes{f.platform}})
+	f.addr = ln.Addr().String()
+	f.client, err = attestapi.Dial(attestapi.ClientConfig{Addr: f.addr, Bundle: f.auth.Bundle(), Quotes: platformQuotes{f.platform}})
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = f.client.Close() })
 	pool := x509.NewCertPool()
@@ -583,4 +585,94 @@ func TestSidecarRenewalFollowsItsApp(t *testing.T) {
 	_, err = f.client.Attest(ctx, app("demo/redis/redis", newKey(t), redisMR))
 	assert.Equal(t, attestapi.ReasonMREnclave, attestapi.RefusalReason(err), "and the revoked app gets no new grant: %v", err)
 	assert.Contains(t, f.log.String(), "renewal refused: ", "the log says why")
+}
+
+// The control plane keeps the sessions it looked up while its store is unchanged: every write
+// through the local API applies from the next attestation on. Each case attests first, so that
+// the session is kept, and fails if its write did not reach the next attestation. (Writes by
+// another replica: TestReplicasAttestWithTheCurrentSession in package controlplane.)
+func TestAttestSeesEveryWrite(t *testing.T) {
+	newMR := [32]byte{1, 2, 4}
+	update := func(t *testing.T, f *fixture, name string, edit func(string) string) {
+		t.Helper()
+		cur, err := f.cas.Get(t.Context(), name, f.owner)
+		require.NoError(t, err)
+		_, err = f.cas.Update(t.Context(), append([]byte("predecessor: "+cur.Hash+"\n"), edit(string(cur.Document))...), f.owner)
+		require.NoError(t, err)
+	}
+	for _, tc := range []struct {
+		name   string
+		write  func(t *testing.T, f *fixture)
+		mr     [32]byte
+		debug  bool             // the enclave runs in debug mode
+		reason attestapi.Reason // ReasonNone: accepted
+	}{{
+		name: "the measurement is revoked",
+		write: func(t *testing.T, f *fixture) {
+			t.Helper()
+			update(t, f, "demo/flask", replace(hexOf(pythonMR), hexOf(newMR)))
+		},
+		mr:     pythonMR,
+		reason: attestapi.ReasonMREnclave,
+	}, {
+		name: "a new measurement is accepted",
+		write: func(t *testing.T, f *fixture) {
+			t.Helper()
+			update(t, f, "demo/flask", replace(hexOf(pythonMR), hexOf(newMR)))
+		},
+		mr: newMR,
+	}, {
+		name:   "debug mode is no longer tolerated",
+		write:  func(t *testing.T, f *fixture) { t.Helper(); update(t, f, "demo/flask", replace("debug-mode, ", "")) },
+		mr:     pythonMR,
+		debug:  true,
+		reason: attestapi.ReasonDebug,
+	}, {
+		name: "the exporter stops exporting to the session",
+		write: func(t *testing.T, f *fixture) {
+			t.Helper()
+			update(t, f, "demo/redis", replace("- session: demo/flask", "- session: demo/other"))
+		},
+		mr:     pythonMR,
+		reason: attestapi.ReasonImport,
+	}, {
+		name: "the session is deleted",
+		write: func(t *testing.T, f *fixture) {
+			t.Helper()
+			require.NoError(t, f.cas.Delete(t.Context(), "demo/flask", f.owner))
+		},
+		mr:     pythonMR,
+		reason: attestapi.ReasonUnknownService,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.createExample(t, "simulation", nil)
+			ctx := t.Context()
+			req := func(mr [32]byte) request {
+				r := app("demo/flask/flask_restapi", newKey(t), mr)
+				r.Evidence.Debug = tc.debug
+				return r
+			}
+			_, err := f.client.Attest(ctx, req(pythonMR))
+			require.NoError(t, err)
+			tc.write(t, f)
+			_, err = f.client.Attest(ctx, req(tc.mr))
+			if tc.reason == attestapi.ReasonNone {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Equal(t, tc.reason, attestapi.RefusalReason(err), "%v", err)
+		})
+	}
+}
+
+// replace returns an edit that replaces old, which must occur, by new.
+func replace(old, new string) func(string) string {
+	return func(s string) string {
+		if !strings.Contains(s, old) {
+			panic(fmt.Sprintf("the document has no %q", old))
+		}
+		return strings.ReplaceAll(s, old, new)
+	}
 }

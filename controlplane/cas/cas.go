@@ -205,6 +205,30 @@ type CAS struct {
 	// bytes are the same.
 	decodedMu sync.Mutex
 	decoded   map[string]*decodedSession
+
+	// looked keeps Lookup's results, each with the store's stamp taken before it was
+	// computed: one is used again only while the store's stamp is still that one, that is
+	// while no record changed, written by this replica or any other (see Stamper).
+	lookedMu sync.Mutex
+	looked   map[string]*lookedUp
+}
+
+// Stamper is a store that tells whether anything in it changed: Stamp's result changes with
+// every write, this process's or another replica's, as soon as the write has returned
+// (store.EncryptedBackend). A CAS whose store is a Stamper keeps Lookup's results while the
+// stamp holds; over another store, it computes every Lookup afresh.
+type Stamper interface {
+	Stamp(ctx context.Context) (string, error)
+}
+
+var _ Stamper = (*store.EncryptedBackend)(nil)
+
+// lookedUp is a result of Lookup and the stamp it is good for. Shared: nobody may modify s or
+// vals.
+type lookedUp struct {
+	stamp string
+	s     *session.Session
+	vals  session.ValueMap
 }
 
 // decodedSession is a stored session and its parse. Shared: nobody may modify rec or s.
@@ -606,7 +630,43 @@ func (c *CAS) PublicValue(ctx context.Context, name, secret string) ([]byte, err
 // applies, the caller has attested. An import that the exporter no longer grants (no longer
 // exported to this session or to this exact document, or a hardware exporter and a session
 // that accepts simulation) fails with an *ImportError.
+//
+// Lookup is on every attestation's path: over a Stamper store, it gives the result it computed
+// before as long as the store's stamp says that nothing changed since (one small read instead
+// of reading, opening and resolving every record involved). Failures are never kept.
 func (c *CAS) Lookup(ctx context.Context, name string) (*session.Session, session.Values, error) {
+	st, ok := c.store.(Stamper)
+	if !ok {
+		return c.lookup(ctx, name)
+	}
+	stamp, err := st.Stamp(ctx)
+	if err != nil {
+		// Nothing can be known to be current: compute afresh, and keep nothing.
+		return c.lookup(ctx, name)
+	}
+	c.lookedMu.Lock()
+	l := c.looked[name]
+	c.lookedMu.Unlock()
+	if l != nil && l.stamp == stamp {
+		return l.s, l.vals, nil
+	}
+	// The stamp was taken before anything is read: if a write lands while this Lookup reads,
+	// the stamp moves on and what is kept here is never used.
+	s, vals, err := c.lookup(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.lookedMu.Lock()
+	if c.looked == nil || len(c.looked) >= maxDecoded {
+		c.looked = map[string]*lookedUp{}
+	}
+	c.looked[name] = &lookedUp{stamp: stamp, s: s, vals: vals}
+	c.lookedMu.Unlock()
+	return s, vals, nil
+}
+
+// lookup is Lookup computed from the stored records.
+func (c *CAS) lookup(ctx context.Context, name string) (*session.Session, session.ValueMap, error) {
 	rec, s, err := c.loadShared(ctx, name)
 	if err != nil {
 		return nil, nil, err

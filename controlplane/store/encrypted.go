@@ -86,6 +86,12 @@ type EncryptedBackend struct {
 	mu       sync.Mutex // serializes writes; guards state and stateRaw
 	state    sealedState
 	stateRaw []byte // the sealed state record as read or last written; nil when absent
+
+	// stamped is the newest sealed state that Stamp opened: a stamp is opened once, when it
+	// changes, and one older than it (or than this backend's own writes) is refused.
+	stampedMu  sync.Mutex
+	stamped    string
+	stampedGen uint64
 }
 
 var _ Backend = (*EncryptedBackend)(nil)
@@ -338,6 +344,50 @@ func (e *EncryptedBackend) checkAnchor(ctx context.Context) error {
 		return fmt.Errorf("store: rollback anchor %s (choose its place with --store-anchor): %w", e.opts.Anchor, err)
 	}
 	return nil
+}
+
+// Stamp returns a value that changes with every write to the store: this backend's and, on a
+// shared engine such as etcd, every other replica's. Every write replaces the sealed state
+// record, sealed under a fresh nonce, in the same atomic batch as its records, so while Stamp
+// returns the same value no record has changed. A reader that takes a stamp before it reads
+// records may keep what it read, and use it again, for as long as Stamp still returns that
+// stamp. Stamp reads the engine (on etcd a linearizable read), never this backend's memory: a
+// write that another replica committed before Stamp is called changes its result. The state
+// record is compared, not opened: a stamp says whether anything changed, not what.
+func (e *EncryptedBackend) Stamp(ctx context.Context) (string, error) {
+	raw, err := e.inner.Get(ctx, stateRecord)
+	if err != nil {
+		return "", fmt.Errorf("store: read sealed state: %w", err)
+	}
+	stamp := string(raw)
+	e.stampedMu.Lock()
+	same := stamp == e.stamped
+	e.stampedMu.Unlock()
+	if same {
+		return stamp, nil
+	}
+	// A new stamp is opened once: an old one put back (with or without its records) would
+	// otherwise make readers keep what they read under it. Its generation must not be older
+	// than the newest this backend has written or seen.
+	pt, err := e.open(stateRecord, raw)
+	if err != nil {
+		return "", err
+	}
+	st, err := unmarshalState(pt)
+	if err != nil {
+		return "", err
+	}
+	own := e.Generation() // before stampedMu: a write holds e.mu over its round trip
+	e.stampedMu.Lock()
+	defer e.stampedMu.Unlock()
+	if floor := max(own, e.stampedGen); st.Generation < floor {
+		return "", fmt.Errorf("%w: the sealed state is at generation %d, but this replica has seen generation %d",
+			ErrRollback, st.Generation, floor)
+	}
+	if st.Generation >= e.stampedGen {
+		e.stamped, e.stampedGen = stamp, st.Generation
+	}
+	return stamp, nil
 }
 
 // Generation returns the store's generation: the number of writes since it was created (or

@@ -13,11 +13,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	server "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,9 +37,6 @@ import (
 
 // DefaultAddr is where the xDS server listens unless configured.
 const DefaultAddr = ":18000"
-
-// shutdownTimeout bounds the graceful stop of the gRPC server.
-const shutdownTimeout = 5 * time.Second
 
 // Config configures a Server.
 type Config struct {
@@ -77,6 +76,9 @@ type Server struct {
 	streamsMu sync.Mutex // guards streams and published
 	streams   map[streamKey]*streamState
 	published map[string]time.Time // node ID -> when its current snapshot was published
+
+	snaps       atomic.Pointer[map[spiffeid.ID]*serviceState] // what Update published last, for the streams
+	sotwStreams atomic.Int64                                  // numbers the state-of-the-world streams
 }
 
 // streamKey identifies a stream: state-of-the-world and delta streams are numbered separately.
@@ -88,7 +90,13 @@ type streamKey struct {
 type streamState struct {
 	node      spiffeid.ID
 	peer      string
-	requested map[string]time.Time // type URL -> time of the last request
+	requested []requestTime // of the last request of each type; a stream asks for a few types
+	sotw      *sotwStream   // nil for a delta stream
+}
+
+type requestTime struct {
+	typeURL string
+	at      time.Time
 }
 
 // New returns a Server; it serves once Run or Serve is called, and Update may be called before.
@@ -165,8 +173,13 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	xctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	xds := server.NewServer(xctx, s.cache, s.callbacks(), sotw.WithLogger(slogAdapter{s.log}))
+	xds := &adsServer{
+		Server: server.NewServer(xctx, s.cache, s.callbacks(), sotw.WithLogger(slogAdapter{s.log})),
+		s:      s,
+	}
 	gs := grpc.NewServer(
+		// Stop waits for the handlers: a state-of-the-world stream's handler is its receive loop.
+		grpc.WaitForHandlers(true),
 		grpc.Creds(credentials.NewTLS(s.tls)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}), // sidecars ping every 10 s
@@ -184,21 +197,11 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		return fmt.Errorf("xds: serve: %w", err)
 	case <-ctx.Done():
 	}
-	cancel() // ends every stream, so that GracefulStop can finish
-	stopped := make(chan struct{})
-	go func() {
-		gs.GracefulStop()
-		close(stopped)
-	}()
-	timer := time.NewTimer(shutdownTimeout)
-	defer timer.Stop()
-	select {
-	case <-stopped:
-	case <-timer.C:
-		s.log.Warn("graceful stop timed out, closing connections", "timeout", shutdownTimeout)
-		gs.Stop()
-		<-stopped
-	}
+	// A state-of-the-world stream waits in its receive call, which only the sidecar or the end
+	// of the connection ends: the connections are closed rather than drained. A sidecar sees its
+	// stream fail (Unavailable) rather than end, and reconnects alike.
+	cancel()
+	gs.Stop()
 	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("xds: serve: %w", err)
 	}
@@ -208,28 +211,15 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 
 func (s *Server) callbacks() server.Callbacks {
 	return server.CallbackFuncs{
-		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
-			return s.onStreamOpen(ctx, streamKey{id: id})
-		},
-		StreamClosedFunc: func(id int64, _ *core.Node) { s.onStreamClosed(streamKey{id: id}) },
 		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
 			return s.onStreamOpen(ctx, streamKey{delta: true, id: id})
 		},
 		DeltaStreamClosedFunc: func(id int64, _ *core.Node) { s.onStreamClosed(streamKey{delta: true, id: id}) },
-		StreamRequestFunc: func(id int64, req *discovery.DiscoveryRequest) error {
-			node, err := s.onRequest(streamKey{id: id}, req.GetNode(), req.GetTypeUrl(), req.GetErrorDetail(),
-				req.GetVersionInfo(), req.GetResponseNonce())
-			req.Node = node
-			return err
-		},
 		StreamDeltaRequestFunc: func(id int64, req *discovery.DeltaDiscoveryRequest) error {
 			node, err := s.onRequest(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetErrorDetail(),
 				"", req.GetResponseNonce())
 			req.Node = node
 			return err
-		},
-		StreamResponseFunc: func(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
-			s.onResponse(streamKey{id: id}, resp.GetTypeUrl())
 		},
 		StreamDeltaResponseFunc: func(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
 			s.onResponse(streamKey{delta: true, id: id}, resp.GetTypeUrl())
@@ -273,7 +263,7 @@ func (s *Server) onStreamOpen(ctx context.Context, key streamKey) error {
 		return status.Error(codes.Unauthenticated, err.Error())
 	}
 	s.streamsMu.Lock()
-	s.streams[key] = &streamState{node: id, peer: addr, requested: make(map[string]time.Time)}
+	s.streams[key] = &streamState{node: id, peer: addr}
 	s.streamsMu.Unlock()
 	s.metrics.connected.Inc()
 	s.log.Info("sidecar connected", "node", id.String(), "peer", addr, "stream", key.id, "delta", key.delta)
@@ -324,7 +314,14 @@ func (s *Server) onRequest(key streamKey, node *core.Node, typeURL string, nack 
 			"error", nack.GetMessage())
 		return node, nil
 	}
-	st.requested[typeURL] = time.Now()
+	now := time.Now()
+	for i := range st.requested {
+		if st.requested[i].typeURL == typeURL {
+			st.requested[i].at = now
+			return node, nil
+		}
+	}
+	st.requested = append(st.requested, requestTime{typeURL: typeURL, at: now})
 	return node, nil
 }
 
@@ -336,7 +333,12 @@ func (s *Server) onResponse(key streamKey, typeURL string) {
 	if !ok {
 		return
 	}
-	start := st.requested[typeURL]
+	var start time.Time
+	for _, r := range st.requested {
+		if r.typeURL == typeURL {
+			start = r.at
+		}
+	}
 	if pub := s.published[st.node.String()]; pub.After(start) {
 		start = pub
 	}
@@ -421,7 +423,21 @@ func (s *Server) Update(m *Mesh, bundle []*x509.Certificate, svids map[spiffeid.
 			delete(s.published, id.String())
 		}
 	}
+	s.snaps.Store(&services) // before the pushes: a stream reads it under its own lock
+	isChanged := make(map[spiffeid.ID]bool, len(changed))
+	for _, st := range changed {
+		isChanged[st.id] = true
+	}
+	var push []*sotwStream
+	for _, st := range s.streams {
+		if st.sotw != nil && isChanged[st.node] {
+			push = append(push, st.sotw)
+		}
+	}
 	s.streamsMu.Unlock()
+	for _, st := range push {
+		st.push()
+	}
 
 	var errs []error
 	for _, st := range changed {
@@ -449,13 +465,13 @@ func (s *Server) trustBundle(bundle []*x509.Certificate) (*bundleState, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := hashResource(secret)
+	wire, h, err := marshalResource(resource.SecretType, secret)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := checkResource(secret); err != nil {
 		return nil, err
 	}
-	s.bundle = &bundleState{key: key, secret: secret, hash: h}
+	s.bundle = &bundleState{key: key, secret: secret, wire: wire, hash: h}
 	return s.bundle, nil
 }

@@ -11,8 +11,10 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	sidecar "github.com/attestmesh/attestmesh/proxy/resource"
 )
@@ -21,7 +23,16 @@ import (
 type bundleState struct {
 	key    [32]byte // hash of the bundle's DER
 	secret *tlsv3.Secret
-	hash   [32]byte // content hash of secret
+	wire   *anypb.Any // secret marshalled, shared by every response that carries it
+	hash   [32]byte   // content hash of secret
+}
+
+// wireResources are the resources of one type of a snapshot as state-of-the-world responses
+// carry them: marshalled once when built, shared by every response and every stream.
+type wireResources struct {
+	version string
+	names   []string     // sorted
+	anys    []*anypb.Any // anys[i] is the resource named names[i]
 }
 
 // serviceState is what was published for one service (one SPIFFE ID, all its replicas). Each
@@ -32,8 +43,10 @@ type serviceState struct {
 	configKey [32]byte // hash of the mesh inputs of the listeners and clusters
 	listeners cache.Resources
 	clusters  cache.Resources
-	refs      []reference // what the listeners and clusters reference, checked when built
-	svidKey   [32]byte    // hash of the SVID chain's DER
+	wire      [len(wireTypes)]*wireResources // clusters, listeners and secrets, as wireTypes orders them
+	refs      []reference                    // what the listeners and clusters reference, checked when built
+	svidKey   [32]byte                       // hash of the SVID chain's DER
+	svidHash  [32]byte                       // content hash of the SVID secret
 	bundleKey [32]byte
 	secrets   cache.Resources
 	snap      *cache.Snapshot
@@ -53,13 +66,14 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 	var errs []error
 	if configSame {
 		st.listeners, st.clusters, st.refs = old.listeners, old.clusters, old.refs
+		st.wire[wireListeners], st.wire[wireClusters] = old.wire[wireListeners], old.wire[wireClusters]
 	} else {
 		listeners, clusters := buildConfig(idx, svc)
 		var err error
-		if st.listeners, err = newResources(listeners); err != nil {
+		if st.listeners, st.wire[wireListeners], err = newResources(resource.ListenerType, listeners); err != nil {
 			return nil, err
 		}
-		if st.clusters, err = newResources(clusters); err != nil {
+		if st.clusters, st.wire[wireClusters], err = newResources(resource.ClusterType, clusters); err != nil {
 			return nil, err
 		}
 		refs, err := checkItems(st.listeners.Items)
@@ -69,32 +83,34 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 		errs = append(errs, err)
 		st.refs = append(st.refs, refs...)
 	}
-	if secretsSame {
-		st.secrets = old.secrets
-	} else {
+	switch {
+	case secretsSame:
+		st.secrets, st.svidHash, st.wire[wireSecrets] = old.secrets, old.svidHash, old.wire[wireSecrets]
+	case old != nil && old.svidKey == st.svidKey:
+		// The trust bundle changed, the SVID did not: its secret is reused as it was checked.
+		svid := old.secrets.Items[sidecar.SecretSVID].Resource
+		st.svidHash = old.svidHash
+		st.secrets, st.wire[wireSecrets] = secretResources(svid, old.wire[wireSecrets].anys[0], st.svidHash, b)
+	default:
 		svid, err := buildSVIDSecret(svc.ID, chain)
 		if err != nil {
 			return nil, err
 		}
-		h, err := hashResource(svid)
+		svidWire, h, err := marshalResource(resource.SecretType, svid)
 		if err != nil {
 			return nil, err
 		}
 		_, err = checkResource(svid)
 		errs = append(errs, err)
-		st.secrets = cache.Resources{
-			Version: version(h, b.hash),
-			Items: map[string]types.ResourceWithTTL{
-				sidecar.SecretSVID:        {Resource: svid},
-				sidecar.SecretTrustBundle: {Resource: b.secret},
-			},
-		}
+		st.svidHash = h
+		st.secrets, st.wire[wireSecrets] = secretResources(svid, svidWire, h, b)
 	}
 	snap := &cache.Snapshot{}
 	snap.Resources[types.Listener] = st.listeners
 	snap.Resources[types.Cluster] = st.clusters
 	snap.Resources[types.Secret] = st.secrets
-	errs = append(errs, checkReferences(snap, st.refs))
+	// Consistent looks at the listeners and clusters only: unchanged ones passed it when built.
+	errs = append(errs, checkReferences(snap, st.refs, !configSame))
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("xds: snapshot for %q not published: %w", svc.ID, err)
 	}
@@ -102,17 +118,39 @@ func buildService(idx map[string]*Service, svc *Service, old *serviceState, b *b
 	return st, nil
 }
 
-// newResources indexes rs with a version that is the hash of their content.
-func newResources(rs []types.Resource) (cache.Resources, error) {
+// secretResources returns the secrets of a snapshot: the SVID secret svid (marshalled svidWire,
+// with content hash svidHash) and the trust bundle b.
+func secretResources(svid types.Resource, svidWire *anypb.Any, svidHash [32]byte, b *bundleState) (cache.Resources, *wireResources) {
+	v := version(svidHash, b.hash)
+	return cache.Resources{
+			Version: v,
+			Items: map[string]types.ResourceWithTTL{
+				sidecar.SecretSVID:        {Resource: svid},
+				sidecar.SecretTrustBundle: {Resource: b.secret},
+			},
+		}, &wireResources{
+			version: v,
+			names:   []string{sidecar.SecretSVID, sidecar.SecretTrustBundle}, // sorted
+			anys:    []*anypb.Any{svidWire, b.wire},
+		}
+}
+
+// newResources indexes rs, resources of typeURL sorted by name, with a version that is the
+// hash of their content, and marshals them for the wire.
+func newResources(typeURL string, rs []types.Resource) (cache.Resources, *wireResources, error) {
 	hashes := make([][32]byte, 0, len(rs))
+	wire := &wireResources{names: make([]string, 0, len(rs)), anys: make([]*anypb.Any, 0, len(rs))}
 	for _, r := range rs {
-		h, err := hashResource(r)
+		a, h, err := marshalResource(typeURL, r)
 		if err != nil {
-			return cache.Resources{}, err
+			return cache.Resources{}, nil, err
 		}
 		hashes = append(hashes, h)
+		wire.names = append(wire.names, resourceName(r))
+		wire.anys = append(wire.anys, a)
 	}
-	return cache.NewResources(version(hashes...), rs), nil
+	wire.version = version(hashes...)
+	return cache.NewResources(wire.version, rs), wire, nil
 }
 
 // version is a short hex digest of the content hashes of a type's resources, in order.
@@ -126,12 +164,14 @@ func version(hashes ...[32]byte) string {
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
-func hashResource(r types.Resource) ([32]byte, error) {
+// marshalResource returns r marshalled (deterministically, as go-control-plane marshals) in an
+// Any of typeURL, and the hash of its content.
+func marshalResource(typeURL string, r types.Resource) (*anypb.Any, [32]byte, error) {
 	b, err := deterministic.Marshal(r)
 	if err != nil {
-		return [32]byte{}, fmt.Errorf("xds: marshal %s: %w", describe(r), err)
+		return nil, [32]byte{}, fmt.Errorf("xds: marshal %s: %w", describe(r), err)
 	}
-	return sha256.Sum256(b), nil
+	return &anypb.Any{TypeUrl: typeURL, Value: b}, sha256.Sum256(b), nil
 }
 
 func hashCerts(certs []*x509.Certificate) [32]byte {

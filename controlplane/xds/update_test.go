@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -70,6 +71,32 @@ func TestUpdateSharesAndVersions(t *testing.T) {
 	assert.Equal(t, flask1.GetVersion(resource.ListenerType), flask3.GetVersion(resource.ListenerType))
 	assert.Equal(t, flask1.GetVersion(resource.SecretType), flask3.GetVersion(resource.SecretType))
 	assert.Same(t, redis2, snapshotOf(t, srv, redisID))
+
+	// A new trust bundle: every node's secrets change, with one new bundle secret, marshalled
+	// once, and the SVID secrets reused; the listeners and clusters do not change.
+	ca2 := newTestCA(t, now.Add(-time.Minute), now.Add(time.Hour))
+	bundle2 := []*x509.Certificate{ca.cert, ca2.cert}
+	require.NoError(t, srv.Update(m, bundle2, svids))
+	flask4, redis4 := snapshotOf(t, srv, flaskID), snapshotOf(t, srv, redisID)
+	assert.NotEqual(t, flask3.GetVersion(resource.SecretType), flask4.GetVersion(resource.SecretType))
+	assert.NotEqual(t, redis2.GetVersion(resource.SecretType), redis4.GetVersion(resource.SecretType))
+	assert.Equal(t, flask3.GetVersion(resource.ListenerType), flask4.GetVersion(resource.ListenerType))
+	assert.Same(t, flask3.Resources[types.Secret].Items[sidecar.SecretSVID].Resource,
+		flask4.Resources[types.Secret].Items[sidecar.SecretSVID].Resource, "the SVID secret is reused")
+	flaskWire, redisWire := srv.current(flaskID).wireOf(resource.SecretType), srv.current(redisID).wireOf(resource.SecretType)
+	assert.Equal(t, []string{sidecar.SecretSVID, sidecar.SecretTrustBundle}, flaskWire.names)
+	assert.Same(t, flaskWire.anys[1], redisWire.anys[1], "the trust bundle is marshalled once")
+	assert.Equal(t, flask4.GetVersion(resource.SecretType), flaskWire.version)
+	var got tlsv3.Secret
+	require.NoError(t, flaskWire.anys[1].UnmarshalTo(&got))
+	assert.Equal(t, append(pemOf(ca.cert), pemOf(ca2.cert)...), got.GetValidationContext().GetTrustedCa().GetInlineBytes())
+	require.NoError(t, flaskWire.anys[0].UnmarshalTo(&got))
+	assert.Equal(t, pemOf(flaskLeaf), got.GetTlsCertificate().GetCertificateChain().GetInlineBytes())
+	require.NoError(t, srv.Update(m, bundle, svids)) // back to the first bundle
+	flask3, redis2 = snapshotOf(t, srv, flaskID), snapshotOf(t, srv, redisID)
+	assert.Same(t, flask4.Resources[types.Secret].Items[sidecar.SecretSVID].Resource,
+		flask3.Resources[types.Secret].Items[sidecar.SecretSVID].Resource)
+	assert.NotSame(t, redis4, redis2)
 
 	// All or nothing: an SVID with the wrong identity publishes nothing.
 	bad := map[spiffeid.ID][]*x509.Certificate{flaskID: {redisLeaf}, redisID: {redisLeaf}}

@@ -33,7 +33,7 @@ func ValidateSnapshot(snap *cache.Snapshot) error {
 		errs = append(errs, err)
 		refs = append(refs, r...)
 	}
-	errs = append(errs, checkReferences(snap, refs))
+	errs = append(errs, checkReferences(snap, refs, true))
 	return errors.Join(errs...)
 }
 
@@ -54,8 +54,10 @@ func checkItems(items map[string]types.ResourceWithTTL) ([]reference, error) {
 	return refs, errors.Join(errs...)
 }
 
-// checkReferences checks that every reference resolves within snap, and snap.Consistent.
-func checkReferences(snap *cache.Snapshot, refs []reference) error {
+// checkReferences checks that every reference resolves within snap, and, if config, that snap is
+// Consistent: a check of the routes and endpoints that the listeners and clusters name, which
+// are unchanged when config is false.
+func checkReferences(snap *cache.Snapshot, refs []reference, config bool) error {
 	var errs []error
 	secrets := snap.Resources[types.Secret].Items
 	clusters := snap.Resources[types.Cluster].Items
@@ -71,6 +73,9 @@ func checkReferences(snap *cache.Snapshot, refs []reference) error {
 			errs = append(errs, fmt.Errorf("xds: %s: %s references %s %q, which is not in the snapshot",
 				r.from, r.path, typeShort(r.typ), r.name))
 		}
+	}
+	if !config {
+		return errors.Join(errs...)
 	}
 	if err := snap.Consistent(); err != nil {
 		errs = append(errs, fmt.Errorf("xds: snapshot inconsistent: %w", err))

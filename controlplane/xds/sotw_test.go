@@ -1,0 +1,244 @@
+package xds
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"sync"
+	"testing"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	sidecar "github.com/attestmesh/attestmesh/proxy/resource"
+)
+
+// The state-of-the-world protocol as go-control-plane's snapshot cache in ADS mode answers it,
+// which the streams of sotw.go keep.
+
+type adsStream = discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+
+// responses receives the responses of stream from now on; it ends when the stream does.
+func responses(stream adsStream) <-chan *discovery.DiscoveryResponse {
+	out := make(chan *discovery.DiscoveryResponse, 16)
+	go func() {
+		defer close(out)
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			out <- r
+		}
+	}()
+	return out
+}
+
+// recvWithin returns the next response from responses, or nil if none comes within d.
+func recvWithin(t *testing.T, responses <-chan *discovery.DiscoveryResponse, d time.Duration) *discovery.DiscoveryResponse {
+	t.Helper()
+	select {
+	case r, ok := <-responses:
+		require.True(t, ok, "stream ended")
+		return r
+	case <-time.After(d):
+		return nil
+	}
+}
+
+func ackOf(node string, resp *discovery.DiscoveryResponse, names ...string) *discovery.DiscoveryRequest {
+	req := request(node, resp.GetTypeUrl(), names...)
+	req.VersionInfo, req.ResponseNonce = resp.GetVersionInfo(), resp.GetNonce()
+	return req
+}
+
+// rotateSVID issues id a new SVID and publishes it: only id's secrets change.
+func (e *adsEnv) rotateSVID(t *testing.T, id spiffeid.ID) *x509.Certificate {
+	t.Helper()
+	now := time.Now()
+	leaf, _ := e.ca.issue(t, id, "", now.Add(-time.Minute), now.Add(time.Hour))
+	e.leaves[id] = leaf
+	require.NoError(t, e.srv.Update(flaskRedis(), []*x509.Certificate{e.ca.cert}, e.svids()))
+	return leaf
+}
+
+func TestADSAnswers(t *testing.T) {
+	secrets := []string{sidecar.SecretSVID, sidecar.SecretTrustBundle}
+	node := flaskID.String()
+	tests := []struct {
+		name string
+		// first is sent on a new stream of flask after its listeners were fetched (lds);
+		// answered says whether it is answered at once.
+		first    func(lds *discovery.DiscoveryResponse) *discovery.DiscoveryRequest
+		answered bool
+	}{
+		{"ACK of the current version: waits for a change", func(lds *discovery.DiscoveryResponse) *discovery.DiscoveryRequest {
+			return ackOf(node, lds)
+		}, false},
+		{"NACK: the current version again", func(lds *discovery.DiscoveryResponse) *discovery.DiscoveryRequest {
+			nack := ackOf(node, lds)
+			nack.VersionInfo = ""
+			return nack
+		}, true},
+		{"stale nonce: ignored", func(lds *discovery.DiscoveryResponse) *discovery.DiscoveryRequest {
+			stale := ackOf(node, lds)
+			stale.VersionInfo, stale.ResponseNonce = "", "older"
+			return stale
+		}, false},
+		{"secrets named in full: answered", func(*discovery.DiscoveryResponse) *discovery.DiscoveryRequest {
+			return request(node, resource.SecretType, secrets...)
+		}, true},
+		{"secrets named in part: not answered (ADS: a request names every resource of its type)", func(*discovery.DiscoveryResponse) *discovery.DiscoveryRequest {
+			return request(node, resource.SecretType, sidecar.SecretSVID)
+		}, false},
+		{"a type the snapshot does not hold: waits", func(*discovery.DiscoveryResponse) *discovery.DiscoveryRequest {
+			return request(node, resource.EndpointType)
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := startADS(t)
+			stream := e.dial(t, "flask")
+			lds, err := fetch(t, stream, request(node, resource.ListenerType))
+			require.NoError(t, err)
+			require.NoError(t, stream.Send(tt.first(lds)))
+			got := recvWithin(t, responses(stream), 300*time.Millisecond)
+			if !tt.answered {
+				assert.Nil(t, got, "answered: %v", got)
+				return
+			}
+			require.NotNil(t, got)
+			assert.Equal(t, tt.first(lds).GetTypeUrl(), got.GetTypeUrl())
+			assert.NotEqual(t, lds.GetNonce(), got.GetNonce(), "every response has a nonce of its own")
+		})
+	}
+}
+
+// A stream that holds the current version and has been sent nothing yet (a sidecar that
+// reconnected) is answered: go-control-plane answers when the snapshot holds resources that the
+// stream was not sent.
+func TestADSReconnectWithTheCurrentVersion(t *testing.T) {
+	e := startADS(t)
+	node := flaskID.String()
+	first, err := fetch(t, e.dial(t, "flask"), request(node, resource.ListenerType))
+	require.NoError(t, err)
+	again := request(node, resource.ListenerType)
+	again.VersionInfo = first.GetVersionInfo()
+	got, err := fetch(t, e.dial(t, "flask"), again)
+	require.NoError(t, err)
+	assert.Equal(t, first.GetVersionInfo(), got.GetVersionInfo())
+	assert.True(t, proto.Equal(first.GetResources()[0], got.GetResources()[0]))
+}
+
+// Every stream of a node (the replicas of a service) is pushed the node's change, the streams
+// of other nodes are not, and a stream that asked before its node had a snapshot is answered
+// when one is published.
+func TestADSPushReachesEveryStreamOfTheNode(t *testing.T) {
+	e := startADS(t)
+	secrets := []string{sidecar.SecretSVID, sidecar.SecretTrustBundle}
+	lateID := spiffeid.RequireFromPath(td, "/flask-redis/late")
+	now := time.Now()
+	lateLeaf, lateKey := e.ca.issue(t, lateID, "", now.Add(-time.Minute), now.Add(time.Hour))
+	e.certs["late"] = tls.Certificate{Certificate: [][]byte{lateLeaf.Raw}, PrivateKey: lateKey, Leaf: lateLeaf}
+
+	late := e.dial(t, "late")
+	require.NoError(t, late.Send(request(lateID.String(), resource.SecretType, secrets...)))
+	lateResponses := responses(late)
+	assert.Nil(t, recvWithin(t, lateResponses, 200*time.Millisecond), "no snapshot yet, nothing to answer")
+
+	tests := []struct {
+		cert   string
+		id     spiffeid.ID
+		pushed bool
+	}{
+		{"flask", flaskID, true},
+		{"flask", flaskID, true},
+		{"redis", redisID, false},
+	}
+	streams := make([]adsStream, len(tests))
+	for i, tt := range tests {
+		streams[i] = e.dial(t, tt.cert)
+		sds, err := fetch(t, streams[i], request(tt.id.String(), resource.SecretType, secrets...))
+		require.NoError(t, err)
+		require.NoError(t, streams[i].Send(ackOf(tt.id.String(), sds, secrets...)))
+	}
+	leaf := e.rotateSVID(t, flaskID)
+	for i, tt := range tests {
+		got := recvWithin(t, responses(streams[i]), time.Second)
+		if !tt.pushed {
+			assert.Nil(t, got, "stream %d of %s", i, tt.cert)
+			continue
+		}
+		require.NotNil(t, got, "stream %d of %s", i, tt.cert)
+		assert.Equal(t, pemOf(leaf), secretPEM(t, got, sidecar.SecretSVID))
+	}
+
+	e.leaves[lateID] = lateLeaf
+	require.NoError(t, e.srv.Update(flaskRedis(), []*x509.Certificate{e.ca.cert}, e.svids()))
+	got := recvWithin(t, lateResponses, time.Second)
+	require.NotNil(t, got, "published: the waiting request is answered")
+	assert.Equal(t, pemOf(lateLeaf), secretPEM(t, got, sidecar.SecretSVID))
+}
+
+func TestADSRequestWithoutTypeURL(t *testing.T) {
+	e := startADS(t)
+	_, err := fetch(t, e.dial(t, "flask"), request(flaskID.String(), ""))
+	require.Error(t, err)
+	assert.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+}
+
+// Streams that end while their node's changes are pushed: no push sends on a stream whose
+// handler returned (run with -race), and the server stops cleanly.
+func TestADSPushWhileStreamsEnd(t *testing.T) {
+	e := startADS(t)
+	node := flaskID.String()
+	secrets := []string{sidecar.SecretSVID, sidecar.SecretTrustBundle}
+	const streams = 16
+	var wg sync.WaitGroup
+	var cancels []context.CancelFunc
+	for i := range streams {
+		cfg := &tls.Config{RootCAs: e.roots, ServerName: "xds.attestmesh.local", MinVersion: tls.VersionTLS13,
+			Certificates: []tls.Certificate{e.certs["flask"]}}
+		conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = conn.Close() })
+		ctx, cancel := context.WithCancel(t.Context())
+		cancels = append(cancels, cancel)
+		stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+		require.NoError(t, err)
+		sds, err := fetch(t, stream, request(node, resource.SecretType, secrets...))
+		require.NoError(t, err)
+		require.NoError(t, stream.Send(ackOf(node, sds, secrets...)))
+		wg.Go(func() {
+			defer cancel()
+			for range i { // stream i takes up to i pushes, then ends
+				resp, err := stream.Recv()
+				if err != nil {
+					return
+				}
+				if err := stream.Send(ackOf(node, resp, secrets...)); err != nil {
+					return
+				}
+			}
+		})
+	}
+	for range streams {
+		e.rotateSVID(t, flaskID)
+	}
+	time.Sleep(50 * time.Millisecond)
+	for _, cancel := range cancels { // the streams still waiting for a push
+		cancel()
+	}
+	wg.Wait()
+	assert.Eventually(t, func() bool { return value(t, e.srv.metrics.connected) == 0 },
+		5*time.Second, 10*time.Millisecond, "every stream ended")
+}
