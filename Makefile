@@ -18,7 +18,7 @@ demo: ## run the Flask and Redis example end to end (root; installs its Debian p
 .PHONY: build
 build: ## build bin/attestmesh and the sidecar build bin/attestmesh-sidecar (proxy, launch, measure only; static, no cgo)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/attestmesh
-	CGO_ENABLED=0 $(GO) build -trimpath -tags attestmesh_sidecar -o $(SIDECAR_BIN) ./cmd/attestmesh
+	CGO_ENABLED=0 $(GO) build -trimpath -tags attestmesh_sidecar,grpcnotrace -o $(SIDECAR_BIN) ./cmd/attestmesh
 
 .PHONY: test
 test: ## run every unit and integration test with the race detector
@@ -28,7 +28,7 @@ test: ## run every unit and integration test with the race detector
 lint: ## gofmt check and golangci-lint (pinned in go.mod as a tool)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) tool golangci-lint run --build-tags e2e,e2e_k8s,benchmesh $(PKGS)
-	CGO_ENABLED=0 $(GO) build -tags attestmesh_sidecar -o /dev/null ./cmd/attestmesh
+	CGO_ENABLED=0 $(GO) build -tags attestmesh_sidecar,grpcnotrace -o /dev/null ./cmd/attestmesh
 
 # Every parser of untrusted bytes, as package:FuzzTarget.
 FUZZ_TARGETS := ./attest/dcap:FuzzParseQuote ./attest/dcap:FuzzVerify ./attest/sim:FuzzDecodeQuoteRequest \
@@ -38,6 +38,7 @@ FUZZ_TARGETS := ./attest/dcap:FuzzParseQuote ./attest/dcap:FuzzVerify ./attest/s
 	./controlplane/attestation:FuzzRedeem ./attest/dcap:FuzzCheckRevocation ./controlplane/recovery:FuzzParseRecord \
 	./controlplane/recovery:FuzzParseShares \
 	./proxy/resource:FuzzParseListeners ./proxy/resource:FuzzParseClusters ./proxy/resource:FuzzParseSecrets \
+	./proxy/resource:FuzzDifferential ./proxy/ads:FuzzDecodeResponse \
 	./controlplane/registry:FuzzParse ./controlplane/evidence:FuzzParse ./proxy/listener:FuzzMuxFrames
 
 .PHONY: fuzz

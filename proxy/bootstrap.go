@@ -9,19 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 
-	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/durationpb"
-
 	"github.com/attestmesh/attestmesh/proxy/admin"
 )
 
@@ -34,12 +21,115 @@ const (
 	xdsClusterName             = "attestmesh_xds"
 )
 
+// The bootstrap's JSON (Envoy's envoy.config.bootstrap.v3.Bootstrap, proto field names), written
+// without Envoy's generated types so that the sidecar build links none: the fields are in the
+// order protojson prints them (the .proto's), and bootstrap_test.go shows that the output is
+// byte for byte what protojson made of the generated types, and that it passes ValidateAll.
+type (
+	envoyBootstrap struct {
+		Node             envoyNode             `json:"node"`
+		StaticResources  envoyStaticResources  `json:"static_resources"`
+		DynamicResources envoyDynamicResources `json:"dynamic_resources"`
+		Admin            envoyAdmin            `json:"admin"`
+	}
+	envoyNode struct {
+		ID            string            `json:"id"`
+		Cluster       string            `json:"cluster"`
+		Metadata      map[string]string `json:"metadata"`
+		UserAgentName string            `json:"user_agent_name"`
+	}
+	envoyStaticResources struct {
+		Clusters []envoyCluster `json:"clusters"`
+	}
+	envoyCluster struct {
+		Name                          string                    `json:"name"`
+		Type                          string                    `json:"type"`
+		ConnectTimeout                string                    `json:"connect_timeout"`
+		LoadAssignment                envoyLoadAssignment       `json:"load_assignment"`
+		TypedExtensionProtocolOptions map[string]envoyH2Options `json:"typed_extension_protocol_options"`
+		TransportSocket               envoyTransportSocket      `json:"transport_socket"`
+	}
+	envoyLoadAssignment struct {
+		ClusterName string                `json:"cluster_name"`
+		Endpoints   []envoyLocalityLbEnds `json:"endpoints"`
+	}
+	envoyLocalityLbEnds struct {
+		LbEndpoints []envoyLbEndpoint `json:"lb_endpoints"`
+	}
+	envoyLbEndpoint struct {
+		Endpoint struct {
+			Address envoyAddr `json:"address"`
+		} `json:"endpoint"`
+	}
+	envoyAddr struct {
+		SocketAddress struct {
+			Address   string `json:"address"`
+			PortValue uint16 `json:"port_value"`
+		} `json:"socket_address"`
+	}
+	envoyTransportSocket struct {
+		Name        string           `json:"name"`
+		TypedConfig envoyUpstreamTLS `json:"typed_config"`
+	}
+	envoyUpstreamTLS struct {
+		Type             string `json:"@type"`
+		CommonTLSContext struct {
+			TLSParams struct {
+				TLSMinimumProtocolVersion string `json:"tls_minimum_protocol_version"`
+			} `json:"tls_params"`
+			TLSCertificates   []envoyTLSCertificate `json:"tls_certificates"`
+			ValidationContext struct {
+				TrustedCA                 envoyFile         `json:"trusted_ca"`
+				MatchTypedSubjectAltNames []envoySANMatcher `json:"match_typed_subject_alt_names"`
+			} `json:"validation_context"`
+		} `json:"common_tls_context"`
+	}
+	envoyTLSCertificate struct {
+		CertificateChain envoyFile `json:"certificate_chain"`
+		PrivateKey       envoyFile `json:"private_key"`
+	}
+	envoyFile struct {
+		Filename string `json:"filename"`
+	}
+	envoySANMatcher struct {
+		SanType string            `json:"san_type"`
+		Matcher map[string]string `json:"matcher"` // exact or prefix
+	}
+	envoyH2Options struct {
+		Type               string `json:"@type"`
+		ExplicitHTTPConfig struct {
+			HTTP2ProtocolOptions struct{} `json:"http2_protocol_options"`
+		} `json:"explicit_http_config"`
+	}
+	envoyDynamicResources struct {
+		LdsConfig envoyADSSource `json:"lds_config"`
+		CdsConfig envoyADSSource `json:"cds_config"`
+		AdsConfig struct {
+			APIType             string `json:"api_type"`
+			TransportAPIVersion string `json:"transport_api_version"`
+			GrpcServices        []struct {
+				EnvoyGrpc struct {
+					ClusterName string `json:"cluster_name"`
+				} `json:"envoy_grpc"`
+			} `json:"grpc_services"`
+			SetNodeOnFirstMessageOnly bool `json:"set_node_on_first_message_only"`
+		} `json:"ads_config"`
+	}
+	envoyADSSource struct {
+		Ads                struct{} `json:"ads"`
+		ResourceAPIVersion string   `json:"resource_api_version"`
+	}
+	envoyAdmin struct {
+		Address envoyAddr `json:"address"`
+	}
+)
+
 // EnvoyBootstrap returns a JSON bootstrap with which a real Envoy follows
 // the same control plane as the sidecar: ADS over gRPC with mTLS to XDSAddr,
 // node ID = the workload's SPIFFE ID, node metadata with the config ID. The
 // Envoy reads its SVID, key and bundle from files in EnvoyCredentialsDir
 // (see docs/envoy.md for how they get there). The bootstrap and the typed
-// configs inside it pass ValidateAll.
+// configs inside it pass ValidateAll (bootstrap_test.go).
 func EnvoyBootstrap(cfg Config) ([]byte, error) {
 	id, err := cfg.SPIFFEID()
 	if err != nil {
@@ -69,125 +159,81 @@ func EnvoyBootstrap(cfg Config) ([]byte, error) {
 	if dir == "" {
 		dir = DefaultEnvoyCredentialsDir
 	}
-	file := func(name string) *corev3.DataSource {
-		return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: filepath.Join(dir, name)}}
-	}
+	file := func(name string) envoyFile { return envoyFile{Filename: filepath.Join(dir, name)} }
 
-	san := &tlsv3.SubjectAltNameMatcher{
-		SanType: tlsv3.SubjectAltNameMatcher_URI,
-		Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: serverID}},
-	}
+	san := envoySANMatcher{SanType: "URI", Matcher: map[string]string{"exact": serverID}}
 	if cfg.XDSAnyMember {
-		san.Matcher = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: id.TrustDomain().IDString() + "/"}}
+		san.Matcher = map[string]string{"prefix": id.TrustDomain().IDString() + "/"}
 	}
-	utc := &tlsv3.UpstreamTlsContext{
-		CommonTlsContext: &tlsv3.CommonTlsContext{
-			TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3},
-			TlsCertificates: []*tlsv3.TlsCertificate{{
-				CertificateChain: file(EnvoySVIDFile),
-				PrivateKey:       file(EnvoyKeyFile),
-			}},
-			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa:                 file(EnvoyBundleFile),
-				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{san},
-			}},
-		},
-	}
-	h2 := &httpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-		}},
-	}
-	for _, m := range []interface{ ValidateAll() error }{utc, h2} {
-		if err := m.ValidateAll(); err != nil {
-			return nil, fmt.Errorf("proxy: envoy bootstrap: %w", err)
-		}
-	}
-	utcAny, err := anypb.New(utc)
-	if err != nil {
-		return nil, fmt.Errorf("proxy: envoy bootstrap: %w", err)
-	}
-	h2Any, err := anypb.New(h2)
-	if err != nil {
-		return nil, fmt.Errorf("proxy: envoy bootstrap: %w", err)
-	}
-	discovery := clusterv3.Cluster_STATIC
+	utc := envoyUpstreamTLS{Type: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"}
+	utc.CommonTLSContext.TLSParams.TLSMinimumProtocolVersion = "TLSv1_3"
+	utc.CommonTLSContext.TLSCertificates = []envoyTLSCertificate{{CertificateChain: file(EnvoySVIDFile), PrivateKey: file(EnvoyKeyFile)}}
+	utc.CommonTLSContext.ValidationContext.TrustedCA = file(EnvoyBundleFile)
+	utc.CommonTLSContext.ValidationContext.MatchTypedSubjectAltNames = []envoySANMatcher{san}
+	const h2Name = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	discovery := "STATIC"
 	if xdsDNS {
-		discovery = clusterv3.Cluster_STRICT_DNS
+		discovery = "STRICT_DNS"
 	}
-	adsSource := &corev3.ConfigSource{
-		ResourceApiVersion:    corev3.ApiVersion_V3,
-		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-	}
-	sidecar := Sidecar{cfg: cfg, id: id}
-	b := &bootstrapv3.Bootstrap{
-		Node:  sidecar.node(),
-		Admin: &bootstrapv3.Admin{Address: adminEP},
-		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
-			AdsConfig: &corev3.ApiConfigSource{
-				ApiType:                   corev3.ApiConfigSource_GRPC,
-				TransportApiVersion:       corev3.ApiVersion_V3,
-				SetNodeOnFirstMessageOnly: true,
-				GrpcServices: []*corev3.GrpcService{{
-					TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: xdsClusterName}},
-				}},
+	var ep envoyLbEndpoint
+	ep.Endpoint.Address = xdsEP
+	b := envoyBootstrap{
+		Node: envoyNode{
+			ID:            id.String(),
+			Cluster:       cfg.ConfigID,
+			Metadata:      map[string]string{"config_id": cfg.ConfigID},
+			UserAgentName: "attestmesh-sidecar",
+		},
+		StaticResources: envoyStaticResources{Clusters: []envoyCluster{{
+			Name:           xdsClusterName,
+			Type:           discovery,
+			ConnectTimeout: "5s",
+			LoadAssignment: envoyLoadAssignment{
+				ClusterName: xdsClusterName,
+				Endpoints:   []envoyLocalityLbEnds{{LbEndpoints: []envoyLbEndpoint{ep}}},
 			},
-			LdsConfig: adsSource,
-			CdsConfig: adsSource,
+			TransportSocket:               envoyTransportSocket{Name: "envoy.transport_sockets.tls", TypedConfig: utc},
+			TypedExtensionProtocolOptions: map[string]envoyH2Options{h2Name: {Type: "type.googleapis.com/" + h2Name}},
+		}}},
+		DynamicResources: envoyDynamicResources{
+			LdsConfig: envoyADSSource{ResourceAPIVersion: "V3"},
+			CdsConfig: envoyADSSource{ResourceAPIVersion: "V3"},
 		},
-		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
-			Clusters: []*clusterv3.Cluster{{
-				Name:                 xdsClusterName,
-				ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: discovery},
-				ConnectTimeout:       durationpb.New(5e9),
-				TypedExtensionProtocolOptions: map[string]*anypb.Any{
-					"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2Any,
-				},
-				LoadAssignment: &endpointv3.ClusterLoadAssignment{
-					ClusterName: xdsClusterName,
-					Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
-						HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: xdsEP}},
-					}}}},
-				},
-				TransportSocket: &corev3.TransportSocket{
-					Name:       wellknown.TransportSocketTLS,
-					ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: utcAny},
-				},
-			}},
-		},
+		Admin: envoyAdmin{Address: adminEP},
 	}
-	if err := b.ValidateAll(); err != nil {
+	ads := &b.DynamicResources.AdsConfig
+	ads.APIType = "GRPC"
+	ads.GrpcServices = make([]struct {
+		EnvoyGrpc struct {
+			ClusterName string `json:"cluster_name"`
+		} `json:"envoy_grpc"`
+	}, 1)
+	ads.GrpcServices[0].EnvoyGrpc.ClusterName = xdsClusterName
+	ads.SetNodeOnFirstMessageOnly = true
+	ads.TransportAPIVersion = "V3"
+
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(b); err != nil {
 		return nil, fmt.Errorf("proxy: envoy bootstrap: %w", err)
 	}
-	raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(proto.Message(b))
-	if err != nil {
-		return nil, fmt.Errorf("proxy: envoy bootstrap: %w", err)
-	}
-	// protojson varies its whitespace on purpose; print a stable form.
-	var compact, out bytes.Buffer
-	if err := json.Compact(&compact, raw); err != nil {
-		return nil, fmt.Errorf("proxy: envoy bootstrap: %w", err)
-	}
-	if err := json.Indent(&out, compact.Bytes(), "", "  "); err != nil {
-		return nil, fmt.Errorf("proxy: envoy bootstrap: %w", err)
-	}
-	out.WriteByte('\n')
 	return out.Bytes(), nil
 }
 
 // envoyAddress converts host:port; dns reports a host name (STRICT_DNS).
-func envoyAddress(hostport string) (addr *corev3.Address, dns bool, err error) {
+func envoyAddress(hostport string) (addr envoyAddr, dns bool, err error) {
 	host, portStr, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return nil, false, fmt.Errorf("%q: %w", hostport, err)
+		return addr, false, fmt.Errorf("%q: %w", hostport, err)
 	}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil {
-		return nil, false, fmt.Errorf("%q: port: %w", hostport, err)
+		return addr, false, fmt.Errorf("%q: port: %w", hostport, err)
 	}
 	_, perr := netip.ParseAddr(host)
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address:       host,
-		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
-	}}}, perr != nil, nil
+	addr.SocketAddress.Address = host
+	addr.SocketAddress.PortValue = uint16(port)
+	return addr, perr != nil, nil
 }

@@ -4,9 +4,12 @@ import (
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3" // the typed configs' types
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/attestmesh/attestmesh/proxy"
 )
@@ -45,6 +48,13 @@ func TestEnvoyBootstrap(t *testing.T) {
 			var b bootstrapv3.Bootstrap
 			require.NoError(t, protojson.Unmarshal(out, &b))
 			require.NoError(t, b.ValidateAll())
+			// ValidateAll does not look inside Any fields: validate the typed configs too.
+			c := b.GetStaticResources().GetClusters()[0]
+			for _, a := range []*anypb.Any{c.GetTransportSocket().GetTypedConfig(), c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]} {
+				m, err := a.UnmarshalNew()
+				require.NoError(t, err)
+				require.NoError(t, m.(interface{ ValidateAll() error }).ValidateAll(), "%T", m)
+			}
 			assert.Equal(t, tt.wantID, b.GetNode().GetId())
 			assert.Equal(t, "attestmesh_xds", b.GetDynamicResources().GetAdsConfig().GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName())
 			for _, s := range tt.wantIn {

@@ -10,7 +10,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,15 +17,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/attestmesh/attestmesh/attest/attestapi"
 	"github.com/attestmesh/attestmesh/proxy/admin"
@@ -297,14 +293,12 @@ func (s *Sidecar) ready() (bool, string) {
 	return s.mgr.Ready()
 }
 
-func (s *Sidecar) node() *corev3.Node {
-	return &corev3.Node{
-		Id:            s.id.String(),
+func (s *Sidecar) node() *ads.Node {
+	return &ads.Node{
+		ID:            s.id.String(),
 		Cluster:       s.cfg.ConfigID,
 		UserAgentName: "attestmesh-sidecar",
-		Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"config_id": structpb.NewStringValue(s.cfg.ConfigID),
-		}},
+		Metadata:      map[string]string{"config_id": s.cfg.ConfigID},
 	}
 }
 
@@ -507,17 +501,17 @@ func (h *handler) applySecrets(res []*anypb.Any) error {
 }
 
 // ConfigDump returns the sidecar's current configuration: listeners and
-// clusters as received (Envoy's JSON), secrets as certificate summaries only.
+// clusters as accepted (in the shape of Envoy's JSON, see resource.Listener.EnvoyJSON),
+// secrets as certificate summaries only.
 func (s *Sidecar) ConfigDump() any {
 	type entry struct {
-		Name       string          `json:"name"`
-		Address    string          `json:"address,omitempty"`
-		Direction  string          `json:"direction,omitempty"`
-		Warm       *bool           `json:"warm,omitempty"`
-		WaitingFor string          `json:"waiting_for,omitempty"`
-		Config     json.RawMessage `json:"config"`
+		Name       string         `json:"name"`
+		Address    string         `json:"address,omitempty"`
+		Direction  string         `json:"direction,omitempty"`
+		Warm       *bool          `json:"warm,omitempty"`
+		WaitingFor string         `json:"waiting_for,omitempty"`
+		Config     map[string]any `json:"config"`
 	}
-	mo := protojson.MarshalOptions{UseProtoNames: true}
 	out := map[string]any{
 		"node": map[string]string{"id": s.id.String(), "config_id": s.cfg.ConfigID},
 	}
@@ -526,21 +520,13 @@ func (s *Sidecar) ConfigDump() any {
 	}
 	var ls []entry
 	for _, st := range s.mgr.Listeners() {
-		raw, err := mo.Marshal(st.Spec.Proto)
-		if err != nil {
-			raw, _ = json.Marshal(err.Error())
-		}
 		warm := st.Warm
-		ls = append(ls, entry{Name: st.Name, Address: st.Address, Direction: string(st.Direction), Warm: &warm, WaitingFor: st.WaitingFor, Config: raw})
+		ls = append(ls, entry{Name: st.Name, Address: st.Address, Direction: string(st.Direction), Warm: &warm, WaitingFor: st.WaitingFor, Config: st.Spec.EnvoyJSON()})
 	}
 	out["listeners"] = ls
 	var cs []entry
 	for _, c := range s.mgr.Clusters() {
-		raw, err := mo.Marshal(c.Proto)
-		if err != nil {
-			raw, _ = json.Marshal(err.Error())
-		}
-		cs = append(cs, entry{Name: c.Name, Config: raw})
+		cs = append(cs, entry{Name: c.Name, Config: c.EnvoyJSON()})
 	}
 	out["clusters"] = cs
 	secrets := map[string]any{}

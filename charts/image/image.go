@@ -41,7 +41,7 @@ const User = "65532:65532"
 // Config says what to build.
 type Config struct {
 	Binary string // the static attestmesh binary (CGO_ENABLED=0)
-	// SidecarBinary is the static sidecar build (go build -tags attestmesh_sidecar).
+	// SidecarBinary is the static sidecar build (go build -tags attestmesh_sidecar,grpcnotrace).
 	SidecarBinary string
 	Ref           string // image reference, e.g. ghcr.io/attestmesh/attestmesh:0.1.0
 	Version       string // org.opencontainers.image.version label

@@ -15,7 +15,7 @@ import (
 const SidecarName = "attestmesh-sidecar"
 
 // BuildAttestmesh builds what `make build` builds, into a temporary directory of t: attestmesh
-// and, beside it, the sidecar build (attestmesh-sidecar, tag attestmesh_sidecar), both with the
+// and, beside it, the sidecar build (attestmesh-sidecar, tags attestmesh_sidecar and grpcnotrace), both with the
 // extra `go build` flags. It returns the path of attestmesh.
 func BuildAttestmesh(ctx context.Context, t *testing.T, flags ...string) string {
 	t.Helper()
@@ -24,7 +24,7 @@ func BuildAttestmesh(ctx context.Context, t *testing.T, flags ...string) string 
 	for _, b := range []struct {
 		out  string
 		tags []string
-	}{{bin, nil}, {filepath.Join(dir, SidecarName), []string{"-tags", "attestmesh_sidecar"}}} {
+	}{{bin, nil}, {filepath.Join(dir, SidecarName), []string{"-tags", "attestmesh_sidecar,grpcnotrace"}}} {
 		args := append(append(append([]string{"build", "-trimpath"}, b.tags...), flags...), "-o", b.out, "github.com/attestmesh/attestmesh/cmd/attestmesh")
 		cmd := exec.CommandContext(ctx, "go", args...)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

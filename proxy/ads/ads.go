@@ -17,12 +17,9 @@ import (
 	"sync"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -57,7 +54,7 @@ type Config struct {
 	Addr string
 	// Node identifies the sidecar; the control plane trusts the client
 	// certificate, not the node ID.
-	Node *corev3.Node
+	Node *Node
 	// TLS is the client configuration, see ClientTLS.
 	TLS           *tls.Config
 	Subscriptions []Subscription
@@ -69,6 +66,11 @@ type Config struct {
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
 }
+
+// The ADS method, invoked with the hand-written messages of wire.go.
+const adsMethod = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+var adsStream = grpc.StreamDesc{StreamName: "StreamAggregatedResources", ServerStreams: true, ClientStreams: true}
 
 // ClientTLS returns the mTLS configuration for the xDS stream: the client
 // certificate is the current SVID from svid; the server must present an
@@ -96,7 +98,7 @@ func New(cfg Config) (*Client, error) {
 	switch {
 	case cfg.Addr == "":
 		return nil, errors.New("ads: Addr is required")
-	case cfg.Node.GetId() == "":
+	case cfg.Node == nil || cfg.Node.ID == "":
 		return nil, errors.New("ads: Node with an ID is required")
 	case cfg.TLS == nil:
 		return nil, errors.New("ads: TLS is required")
@@ -156,11 +158,10 @@ func (c *Client) Run(ctx context.Context) error {
 		return fmt.Errorf("ads: dial %s: %w", c.cfg.Addr, err)
 	}
 	defer func() { _ = conn.Close() }()
-	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
 
 	attempt := 0
 	for {
-		got, err := c.stream(ctx, client)
+		got, err := c.stream(ctx, conn)
 		c.setConnected(false, err)
 		if ctx.Err() != nil {
 			c.log.Info("xDS stream closed: stopping")
@@ -205,10 +206,10 @@ func (c *Client) setConnected(up bool, err error) {
 }
 
 // stream runs one ADS stream; got reports whether any response arrived.
-func (c *Client) stream(ctx context.Context, client discoveryv3.AggregatedDiscoveryServiceClient) (got bool, err error) {
+func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn) (got bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := client.StreamAggregatedResources(ctx)
+	st, err := conn.NewStream(ctx, &adsStream, adsMethod, grpc.ForceCodecV2(codec{}))
 	if err != nil {
 		return false, fmt.Errorf("ads: open stream: %w", err)
 	}
@@ -216,15 +217,15 @@ func (c *Client) stream(ctx context.Context, client discoveryv3.AggregatedDiscov
 	versions := maps.Clone(c.versions)
 	c.mu.Unlock()
 	for i, sub := range c.cfg.Subscriptions {
-		req := &discoveryv3.DiscoveryRequest{
-			TypeUrl:       sub.TypeURL,
+		req := &DiscoveryRequest{
+			TypeURL:       sub.TypeURL,
 			ResourceNames: sub.Names,
 			VersionInfo:   versions[sub.TypeURL],
 		}
 		if i == 0 {
 			req.Node = c.cfg.Node
 		}
-		if err := st.Send(req); err != nil {
+		if err := st.SendMsg(req); err != nil {
 			return false, fmt.Errorf("ads: subscribe %s: %w", sub.TypeURL, err)
 		}
 	}
@@ -235,7 +236,7 @@ func (c *Client) stream(ctx context.Context, client discoveryv3.AggregatedDiscov
 		c.log.Info("xDS stream re-established", "versions", len(versions))
 	}
 	type received struct {
-		resp *discoveryv3.DiscoveryResponse
+		resp *DiscoveryResponse
 		err  error
 	}
 	recvc := make(chan received)
@@ -244,7 +245,8 @@ func (c *Client) stream(ctx context.Context, client discoveryv3.AggregatedDiscov
 	go func() {
 		defer close(recvDone)
 		for {
-			resp, err := st.Recv()
+			resp := &DiscoveryResponse{}
+			err := st.RecvMsg(resp)
 			select {
 			case recvc <- received{resp, err}:
 			case <-ctx.Done():
@@ -259,7 +261,7 @@ func (c *Client) stream(ctx context.Context, client discoveryv3.AggregatedDiscov
 	// A control plane that re-sends a rejected version at once (as
 	// go-control-plane's snapshot cache does) would make NACKs spin: a
 	// repeated NACK of the same version is held back with backoff.
-	held := map[string]*discoveryv3.DiscoveryRequest{}
+	held := map[string]*DiscoveryRequest{}
 	holdDelay := map[string]time.Duration{}
 	due := make(chan string, len(c.cfg.Subscriptions))
 	var timers []*time.Timer
@@ -269,7 +271,7 @@ func (c *Client) stream(ctx context.Context, client discoveryv3.AggregatedDiscov
 		}
 	}()
 	for {
-		var req *discoveryv3.DiscoveryRequest
+		var req *DiscoveryRequest
 		select {
 		case <-ctx.Done():
 			return got, fmt.Errorf("ads: %w", ctx.Err())
@@ -282,7 +284,7 @@ func (c *Client) stream(ctx context.Context, client discoveryv3.AggregatedDiscov
 				c.setConnected(true, nil)
 				c.log.Info("xDS stream established")
 			}
-			typ := r.resp.GetTypeUrl()
+			typ := r.resp.TypeURL
 			delete(held, typ)
 			var repeated bool
 			req, repeated = c.handle(r.resp)
@@ -301,7 +303,7 @@ func (c *Client) stream(ctx context.Context, client discoveryv3.AggregatedDiscov
 			}
 			delete(held, typ)
 		}
-		if err := st.Send(req); err != nil {
+		if err := st.SendMsg(req); err != nil {
 			return got, fmt.Errorf("ads: send: %w", err)
 		}
 	}
@@ -309,8 +311,8 @@ func (c *Client) stream(ctx context.Context, client discoveryv3.AggregatedDiscov
 
 // handle applies one response and returns its ACK or NACK; repeated reports
 // a NACK of the same version as the previous NACK of that type.
-func (c *Client) handle(resp *discoveryv3.DiscoveryResponse) (req *discoveryv3.DiscoveryRequest, repeated bool) {
-	typ := resp.GetTypeUrl()
+func (c *Client) handle(resp *DiscoveryResponse) (req *DiscoveryRequest, repeated bool) {
+	typ := resp.TypeURL
 	var names []string
 	known := false
 	for _, s := range c.cfg.Subscriptions {
@@ -322,25 +324,25 @@ func (c *Client) handle(resp *discoveryv3.DiscoveryResponse) (req *discoveryv3.D
 	if !known {
 		err = fmt.Errorf("ads: not subscribed to %s", typ)
 	} else {
-		err = c.cfg.Handler.Apply(typ, resp.GetResources())
+		err = c.cfg.Handler.Apply(typ, resp.Resources)
 	}
-	req = &discoveryv3.DiscoveryRequest{TypeUrl: typ, ResourceNames: names, ResponseNonce: resp.GetNonce()}
+	req = &DiscoveryRequest{TypeURL: typ, ResourceNames: names, ResponseNonce: resp.Nonce}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
-		repeated = c.nacked[typ] == resp.GetVersionInfo()
-		c.nacked[typ] = resp.GetVersionInfo()
+		repeated = c.nacked[typ] == resp.VersionInfo
+		c.nacked[typ] = resp.VersionInfo
 		c.cfg.Metrics.XDSUpdates.WithLabelValues(typ, metrics.ResultNACK).Inc()
 		c.log.Warn("xDS update rejected (NACK): keeping the last good configuration",
-			"type_url", typ, "version", resp.GetVersionInfo(), "kept_version", c.versions[typ], "reason", err)
+			"type_url", typ, "version", resp.VersionInfo, "kept_version", c.versions[typ], "reason", err)
 		req.VersionInfo = c.versions[typ]
-		req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+		req.ErrorDetail = &ErrorDetail{Code: int32(codes.InvalidArgument), Message: err.Error()}
 		return req, repeated
 	}
 	delete(c.nacked, typ)
-	c.versions[typ] = resp.GetVersionInfo()
+	c.versions[typ] = resp.VersionInfo
 	c.cfg.Metrics.XDSUpdates.WithLabelValues(typ, metrics.ResultACK).Inc()
-	c.log.Info("xDS update applied (ACK)", "type_url", typ, "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()))
-	req.VersionInfo = resp.GetVersionInfo()
+	c.log.Info("xDS update applied (ACK)", "type_url", typ, "version", resp.VersionInfo, "resources", len(resp.Resources))
+	req.VersionInfo = resp.VersionInfo
 	return req, false
 }

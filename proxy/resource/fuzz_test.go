@@ -24,8 +24,9 @@ import (
 
 // The fuzz targets take what the sidecar takes from the network: the bytes of a
 // DiscoveryResponse, whose resources go to the parser of the target. They check that the parser
-// never panics and that whatever it accepts holds what the sidecar relies on without checking
-// again (listener/manager.go, sidecar.go). The seeds are the control plane's real output (the
+// never panics, that it agrees with the parser it replaced (differential, wire_test.go), and that
+// whatever it accepts holds what the sidecar relies on without checking again
+// (listener/manager.go, sidecar.go). The seeds are the control plane's real output (the
 // golden files of controlplane/xds, which the builder's tests keep current), the test control
 // plane's resources, and a few that are refused.
 
@@ -104,11 +105,13 @@ func FuzzParseListeners(f *testing.F) {
 	f.Add(response(f, resource.ListenerType, proxytest.OutboundListener("redis", 6379, "0.0.0.0:6379")))
 	f.Add(response(f, resource.ListenerType, proxytest.LocalCluster("0.0.0.0:8443", "127.0.0.1:6379")))
 	f.Add([]byte{})
+	p := pruner(readFields(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		res, ok := resources(data)
 		if !ok {
 			return
 		}
+		differential(t, p, "listeners", res)
 		ls, err := resource.ParseListeners(res)
 		if err != nil {
 			if err.Error() == "" {
@@ -118,8 +121,8 @@ func FuzzParseListeners(f *testing.F) {
 		}
 		names, addrs := map[string]bool{}, map[string]bool{}
 		for _, l := range ls {
-			if l.Name == "" || l.Cluster == "" || l.Proto == nil {
-				t.Fatalf("accepted listener without name, cluster or proto: %+v", l)
+			if l.Name == "" || l.Cluster == "" {
+				t.Fatalf("accepted listener without name or cluster: %+v", l)
 			}
 			if names[l.Name] || addrs[l.Address] {
 				t.Fatalf("accepted a second listener %q on %s", l.Name, l.Address)
@@ -156,11 +159,13 @@ func FuzzParseClusters(f *testing.F) {
 	))
 	f.Add(response(f, resource.ClusterType, proxytest.LocalCluster("0.0.0.0:8443", "10.0.0.1:6379")))
 	f.Add(response(f, resource.ClusterType, proxytest.OutboundListener("redis", 6379, "127.0.0.1:6379")))
+	p := pruner(readFields(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		res, ok := resources(data)
 		if !ok {
 			return
 		}
+		differential(t, p, "clusters", res)
 		cs, err := resource.ParseClusters(res)
 		if err != nil {
 			if err.Error() == "" {
@@ -170,8 +175,8 @@ func FuzzParseClusters(f *testing.F) {
 		}
 		names := map[string]bool{}
 		for _, c := range cs {
-			if c.Name == "" || names[c.Name] || c.Proto == nil {
-				t.Fatalf("accepted cluster with an empty or repeated name, or no proto: %q", c.Name)
+			if c.Name == "" || names[c.Name] {
+				t.Fatalf("accepted cluster with an empty or repeated name: %q", c.Name)
 			}
 			names[c.Name] = true
 			if len(c.Endpoints) == 0 {
@@ -210,11 +215,13 @@ func FuzzParseSecrets(f *testing.F) {
 	}
 	f.Add(response(f, resource.SecretType, messages(proxytest.Secrets(chain, ca))...))
 	f.Add(response(f, resource.SecretType, &tlsv3.Secret{Name: resource.SecretSVID}))
+	p := pruner(readFields(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		res, ok := resources(data)
 		if !ok {
 			return
 		}
+		differential(t, p, "secrets", res)
 		ss, err := resource.ParseSecrets(res)
 		if err != nil {
 			if err.Error() == "" {

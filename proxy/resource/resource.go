@@ -14,17 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -65,7 +58,6 @@ type Listener struct {
 	IdleTimeout time.Duration // 0: no idle timeout
 	// Peers is set for inbound listeners (the DownstreamTlsContext).
 	Peers *PeerPolicy
-	Proto *listenerv3.Listener
 }
 
 // Cluster is an accepted Cluster resource.
@@ -76,8 +68,7 @@ type Cluster struct {
 	Endpoints      []string
 	ConnectTimeout time.Duration
 	// TLS is nil for a plaintext (local) cluster.
-	TLS   *UpstreamTLS
-	Proto *clusterv3.Cluster
+	TLS *UpstreamTLS
 }
 
 // UpstreamTLS is an accepted UpstreamTlsContext.
@@ -93,19 +84,28 @@ type Secret struct {
 	CAs   []*x509.Certificate
 }
 
+// Names of the extensions and messages the sidecar accepts.
+const (
+	tcpProxyFilter     = "envoy.filters.network.tcp_proxy"
+	tlsTransportSocket = "envoy.transport_sockets.tls"
+	tcpProxyMessage    = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+	downstreamTLSName  = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+	upstreamTLSName    = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+)
+
 // ParseListeners validates and converts a LDS response's resources.
 func ParseListeners(res []*anypb.Any) ([]*Listener, error) {
 	out := make([]*Listener, 0, len(res))
 	seen := map[string]bool{}
 	addrs := map[string]string{}
 	for _, a := range res {
-		l := &listenerv3.Listener{}
-		if err := unpack(a, ListenerType, l); err != nil {
+		l := &listenerMsg{}
+		if err := unpack(a, ListenerType, l.merge); err != nil {
 			return nil, err
 		}
 		p, err := parseListener(l)
 		if err != nil {
-			return nil, fmt.Errorf("listener %q: %w", l.GetName(), err)
+			return nil, fmt.Errorf("listener %q: %w", l.name, err)
 		}
 		if seen[p.Name] {
 			return nil, fmt.Errorf("listener %q: duplicate name", p.Name)
@@ -125,13 +125,13 @@ func ParseClusters(res []*anypb.Any) ([]*Cluster, error) {
 	out := make([]*Cluster, 0, len(res))
 	seen := map[string]bool{}
 	for _, a := range res {
-		c := &clusterv3.Cluster{}
-		if err := unpack(a, ClusterType, c); err != nil {
+		c := &clusterMsg{}
+		if err := unpack(a, ClusterType, c.merge); err != nil {
 			return nil, err
 		}
 		p, err := parseCluster(c)
 		if err != nil {
-			return nil, fmt.Errorf("cluster %q: %w", c.GetName(), err)
+			return nil, fmt.Errorf("cluster %q: %w", c.name, err)
 		}
 		if seen[p.Name] {
 			return nil, fmt.Errorf("cluster %q: duplicate name", p.Name)
@@ -146,82 +146,96 @@ func ParseClusters(res []*anypb.Any) ([]*Cluster, error) {
 func ParseSecrets(res []*anypb.Any) ([]*Secret, error) {
 	out := make([]*Secret, 0, len(res))
 	for _, a := range res {
-		s := &tlsv3.Secret{}
-		if err := unpack(a, SecretType, s); err != nil {
+		s := &secretMsg{}
+		if err := unpack(a, SecretType, s.merge); err != nil {
 			return nil, err
 		}
 		p, err := parseSecret(s)
 		if err != nil {
-			return nil, fmt.Errorf("secret %q: %w", s.GetName(), err)
+			return nil, fmt.Errorf("secret %q: %w", s.name, err)
 		}
 		out = append(out, p)
 	}
 	return out, nil
 }
 
-func unpack(a *anypb.Any, typeURL string, m proto.Message) error {
+func unpack(a *anypb.Any, typeURL string, merge func([]byte) error) error {
 	if a.GetTypeUrl() != typeURL {
 		return fmt.Errorf("resource: got type %q, want %q", a.GetTypeUrl(), typeURL)
 	}
-	if err := a.UnmarshalTo(m); err != nil {
+	if err := merge(a.GetValue()); err != nil {
 		return fmt.Errorf("resource: decode %s: %w", typeURL, err)
-	}
-	if v, ok := m.(interface{ ValidateAll() error }); ok {
-		if err := v.ValidateAll(); err != nil {
-			return fmt.Errorf("resource: invalid %s: %w", typeURL, err)
-		}
 	}
 	return nil
 }
 
-func parseListener(l *listenerv3.Listener) (*Listener, error) {
-	if l.GetName() == "" {
+// unpackTyped decodes a typed_config holding the message fullName.
+func unpackTyped(a *anyMsg, fullName string, merge func([]byte) error) error {
+	if a == nil {
+		return errors.New("typed_config is missing")
+	}
+	if !a.is(fullName) {
+		return fmt.Errorf("typed_config: mismatched message type: got %q, want %q", a.typeURL, fullName)
+	}
+	if err := merge(a.value); err != nil {
+		return fmt.Errorf("typed_config: %w", err)
+	}
+	return nil
+}
+
+func parseListener(l *listenerMsg) (*Listener, error) {
+	if l.name == "" {
 		return nil, errors.New("name is empty")
 	}
-	addr, err := socketAddress(l.GetAddress())
+	addr, err := socketAddress(l.address)
 	if err != nil {
 		return nil, fmt.Errorf("address: %w", err)
 	}
 	switch {
-	case len(l.GetListenerFilters()) > 0:
+	case l.listenerFilters > 0:
 		return nil, errors.New("listener_filters are not supported")
-	case l.GetDefaultFilterChain() != nil:
+	case l.defaultFilterChain:
 		return nil, errors.New("default_filter_chain is not supported")
-	case len(l.GetAdditionalAddresses()) > 0:
+	case l.additionalAddresses > 0:
 		return nil, errors.New("additional_addresses are not supported")
-	case len(l.GetFilterChains()) != 1:
-		return nil, fmt.Errorf("want exactly 1 filter chain, got %d", len(l.GetFilterChains()))
+	case len(l.filterChains) != 1:
+		return nil, fmt.Errorf("want exactly 1 filter chain, got %d", len(l.filterChains))
 	}
-	fc := l.GetFilterChains()[0]
-	if fc.GetFilterChainMatch() != nil {
+	fc := l.filterChains[0]
+	if fc.filterChainMatch {
 		return nil, errors.New("filter_chain_match is not supported")
 	}
-	if len(fc.GetFilters()) != 1 {
-		return nil, fmt.Errorf("want exactly 1 network filter (%s), got %d", wellknown.TCPProxy, len(fc.GetFilters()))
+	if len(fc.filters) != 1 {
+		return nil, fmt.Errorf("want exactly 1 network filter (%s), got %d", tcpProxyFilter, len(fc.filters))
 	}
-	f := fc.GetFilters()[0]
-	if f.GetName() != wellknown.TCPProxy {
-		return nil, fmt.Errorf("unsupported filter %q: only %s is supported", f.GetName(), wellknown.TCPProxy)
+	f := fc.filters[0]
+	if f.name != tcpProxyFilter {
+		return nil, fmt.Errorf("unsupported filter %q: only %s is supported", f.name, tcpProxyFilter)
 	}
-	tp := &tcpproxyv3.TcpProxy{}
-	if err := unpackTyped(f.GetTypedConfig(), tp); err != nil {
-		return nil, fmt.Errorf("filter %s: %w", f.GetName(), err)
+	tp := &tcpProxyMsg{}
+	if err := unpackTyped(f.typed(), tcpProxyMessage, tp.merge); err != nil {
+		return nil, fmt.Errorf("filter %s: %w", f.name, err)
 	}
-	if tp.GetCluster() == "" {
-		return nil, fmt.Errorf("filter %s: only the cluster specifier is supported", f.GetName())
+	if tp.statPrefix == "" {
+		return nil, fmt.Errorf("filter %s: stat_prefix: %w", f.name, errEmpty)
+	}
+	if tp.specifier == 0 {
+		return nil, fmt.Errorf("filter %s: cluster_specifier: %w", f.name, errRequired)
+	}
+	if tp.specifier != 2 || tp.cluster == "" {
+		return nil, fmt.Errorf("filter %s: only the cluster specifier is supported", f.name)
 	}
 	out := &Listener{
-		Name:        l.GetName(),
+		Name:        l.name,
 		Address:     addr,
-		Cluster:     tp.GetCluster(),
-		StatPrefix:  tp.GetStatPrefix(),
+		Cluster:     tp.cluster,
+		StatPrefix:  tp.statPrefix,
 		IdleTimeout: DefaultIdleTimeout,
-		Proto:       l,
 	}
-	if d := tp.GetIdleTimeout(); d != nil {
-		out.IdleTimeout = d.AsDuration()
+	if d := tp.idleTimeout; d != nil {
+		out.IdleTimeout = d.pb().AsDuration()
 	}
-	ts := fc.GetTransportSocket()
+	ts := fc.transportSocket
 	if ts == nil {
 		ip, err := netip.ParseAddrPort(addr)
 		if err != nil || !ip.Addr().IsLoopback() {
@@ -230,17 +244,17 @@ func parseListener(l *listenerv3.Listener) (*Listener, error) {
 		out.Direction = Outbound
 		return out, nil
 	}
-	if ts.GetName() != wellknown.TransportSocketTLS {
-		return nil, fmt.Errorf("unsupported transport socket %q", ts.GetName())
+	if ts.name != tlsTransportSocket {
+		return nil, fmt.Errorf("unsupported transport socket %q", ts.name)
 	}
-	dtc := &tlsv3.DownstreamTlsContext{}
-	if err := unpackTyped(ts.GetTypedConfig(), dtc); err != nil {
+	dtc := &downstreamTLSMsg{}
+	if err := unpackTyped(ts.typedConfig, downstreamTLSName, dtc.merge); err != nil {
 		return nil, fmt.Errorf("transport socket: %w", err)
 	}
-	if !dtc.GetRequireClientCertificate().GetValue() {
+	if dtc.requireClientCert == nil || !dtc.requireClientCert.value {
 		return nil, errors.New("transport socket: require_client_certificate must be true")
 	}
-	peers, err := parseCommon(dtc.GetCommonTlsContext())
+	peers, err := parseCommon(dtc.common)
 	if err != nil {
 		return nil, fmt.Errorf("transport socket: %w", err)
 	}
@@ -249,30 +263,51 @@ func parseListener(l *listenerv3.Listener) (*Listener, error) {
 	return out, nil
 }
 
-func parseCluster(c *clusterv3.Cluster) (*Cluster, error) {
-	if c.GetName() == "" {
+// errEmpty is protoc-gen-validate's min_len: 1 refusal.
+var errEmpty = errors.New("must not be empty")
+
+func parseCluster(c *clusterMsg) (*Cluster, error) {
+	if c.name == "" {
 		return nil, errors.New("name is empty")
 	}
-	if c.GetType() != clusterv3.Cluster_STATIC || c.GetClusterType() != nil {
-		return nil, fmt.Errorf("only STATIC clusters are supported, got %s", c.GetType())
+	if c.discovery == 38 || c.typ != 0 {
+		return nil, fmt.Errorf("only STATIC clusters are supported, got %s", enumName(discoveryTypes, c.typ, c.discovery == 38))
 	}
-	if c.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
-		return nil, fmt.Errorf("only ROUND_ROBIN load balancing is supported, got %s", c.GetLbPolicy())
+	if c.lbPolicy != 0 {
+		return nil, fmt.Errorf("only ROUND_ROBIN load balancing is supported, got %s", enumName(lbPolicies, c.lbPolicy, false))
 	}
-	out := &Cluster{Name: c.GetName(), ConnectTimeout: DefaultConnectTimeout, Proto: c}
-	if d := c.GetConnectTimeout(); d != nil {
-		out.ConnectTimeout = d.AsDuration()
-	}
-	for _, lle := range c.GetLoadAssignment().GetEndpoints() {
-		for _, e := range lle.GetLbEndpoints() {
-			addr, err := socketAddress(e.GetEndpoint().GetAddress())
-			if err != nil {
-				return nil, fmt.Errorf("endpoint: %w", err)
-			}
-			out.Endpoints = append(out.Endpoints, addr)
+	out := &Cluster{Name: c.name, ConnectTimeout: DefaultConnectTimeout}
+	if d := c.connectTimeout; d != nil {
+		pb := d.pb()
+		if err := pb.CheckValid(); err != nil {
+			return nil, fmt.Errorf("connect_timeout: not a valid duration: %w", err)
+		}
+		if out.ConnectTimeout = pb.AsDuration(); out.ConnectTimeout <= 0 {
+			return nil, errors.New("connect_timeout: must be greater than 0s")
 		}
 	}
-	ts := c.GetTransportSocket()
+	if la := c.loadAssignment; la != nil {
+		if la.clusterName == "" {
+			return nil, fmt.Errorf("load_assignment: cluster_name: %w", errEmpty)
+		}
+		for _, lle := range la.endpoints {
+			if lle.priority > 128 {
+				return nil, fmt.Errorf("load_assignment: priority %d: must be at most 128", lle.priority)
+			}
+			for _, e := range lle.lbEndpoints {
+				var a *addressMsg
+				if e.host == 1 {
+					a = e.endpoint.address
+				}
+				addr, err := socketAddress(a)
+				if err != nil {
+					return nil, fmt.Errorf("endpoint: %w", err)
+				}
+				out.Endpoints = append(out.Endpoints, addr)
+			}
+		}
+	}
+	ts := c.transportSocket
 	if ts == nil {
 		if len(out.Endpoints) == 0 {
 			return nil, errors.New("no endpoints: a plaintext cluster leads to the app on loopback")
@@ -285,63 +320,79 @@ func parseCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		}
 		return out, nil
 	}
-	if ts.GetName() != wellknown.TransportSocketTLS {
-		return nil, fmt.Errorf("unsupported transport socket %q", ts.GetName())
+	if ts.name != tlsTransportSocket {
+		return nil, fmt.Errorf("unsupported transport socket %q", ts.name)
 	}
-	utc := &tlsv3.UpstreamTlsContext{}
-	if err := unpackTyped(ts.GetTypedConfig(), utc); err != nil {
+	utc := &upstreamTLSMsg{}
+	if err := unpackTyped(ts.typedConfig, upstreamTLSName, utc.merge); err != nil {
 		return nil, fmt.Errorf("transport socket: %w", err)
 	}
-	peers, err := parseCommon(utc.GetCommonTlsContext())
+	if len(utc.sni) > 255 {
+		return nil, fmt.Errorf("transport socket: sni: %d bytes, at most 255", len(utc.sni))
+	}
+	peers, err := parseCommon(utc.common)
 	if err != nil {
 		return nil, fmt.Errorf("transport socket: %w", err)
 	}
-	out.TLS = &UpstreamTLS{SNI: utc.GetSni(), Peers: *peers}
+	out.TLS = &UpstreamTLS{SNI: utc.sni, Peers: *peers}
 	return out, nil
 }
 
-func parseCommon(c *tlsv3.CommonTlsContext) (*PeerPolicy, error) {
+func parseCommon(c *commonTLSMsg) (*PeerPolicy, error) {
 	if c == nil {
 		return nil, errors.New("common_tls_context is missing")
 	}
-	if p := c.GetTlsParams(); p != nil {
-		if mx := p.GetTlsMaximumProtocolVersion(); mx != tlsv3.TlsParameters_TLS_AUTO && mx < tlsv3.TlsParameters_TLSv1_3 {
-			return nil, fmt.Errorf("tls_maximum_protocol_version %s: the sidecar speaks TLSv1_3 only", mx)
+	if p := c.tlsParams; p != nil {
+		for _, v := range []struct {
+			name string
+			v    int32
+		}{{"tls_minimum_protocol_version", p.minVersion}, {"tls_maximum_protocol_version", p.maxVersion}} {
+			if _, ok := tlsProtocols[v.v]; !ok {
+				return nil, fmt.Errorf("%s %d: not a defined value", v.name, v.v)
+			}
 		}
-		if len(p.GetCipherSuites()) > 0 || len(p.GetEcdhCurves()) > 0 || len(p.GetSignatureAlgorithms()) > 0 {
+		if mx := p.maxVersion; mx != tlsAuto && mx < tlsV13 {
+			return nil, fmt.Errorf("tls_maximum_protocol_version %s: the sidecar speaks TLSv1_3 only", tlsProtocols[mx])
+		}
+		if p.cipherSuites > 0 || p.ecdhCurves > 0 || p.signatureAlgorithms > 0 {
 			return nil, errors.New("tls_params: cipher_suites, ecdh_curves and signature_algorithms are not supported")
 		}
 	}
-	if len(c.GetTlsCertificates()) > 0 {
+	if c.tlsCertificates > 0 {
 		return nil, errors.New("inline tls_certificates are not supported: the private key never leaves the workload")
 	}
-	if len(c.GetTlsCertificateSdsSecretConfigs()) != 1 {
-		return nil, fmt.Errorf("want exactly 1 tls_certificate_sds_secret_configs, got %d", len(c.GetTlsCertificateSdsSecretConfigs()))
+	if len(c.certSDS) != 1 {
+		return nil, fmt.Errorf("want exactly 1 tls_certificate_sds_secret_configs, got %d", len(c.certSDS))
 	}
 	pp := &PeerPolicy{}
 	var err error
-	if pp.CertSecret, err = sdsName(c.GetTlsCertificateSdsSecretConfigs()[0], SecretSVID); err != nil {
+	if pp.CertSecret, err = sdsName(c.certSDS[0], SecretSVID); err != nil {
 		return nil, fmt.Errorf("tls_certificate_sds_secret_configs: %w", err)
 	}
-	cvc := c.GetCombinedValidationContext()
+	cvc := c.combinedValidation()
 	if cvc == nil {
 		return nil, errors.New("combined_validation_context is required")
 	}
-	if pp.BundleSecret, err = sdsName(cvc.GetValidationContextSdsSecretConfig(), SecretTrustBundle); err != nil {
+	if pp.BundleSecret, err = sdsName(cvc.sdsConfig, SecretTrustBundle); err != nil {
 		return nil, fmt.Errorf("validation_context_sds_secret_config: %w", err)
 	}
-	dvc := cvc.GetDefaultValidationContext()
-	if dvc.GetTrustedCa() != nil || len(dvc.GetVerifyCertificateHash()) > 0 || len(dvc.GetVerifyCertificateSpki()) > 0 ||
-		dvc.GetTrustChainVerification() != tlsv3.CertificateValidationContext_VERIFY_TRUST_CHAIN || dvc.GetCustomValidatorConfig() != nil {
+	dvc := cvc.defaultValidation
+	if dvc == nil {
+		return nil, fmt.Errorf("default_validation_context: %w", errRequired)
+	}
+	if err := validateCertValidation(dvc); err != nil {
+		return nil, fmt.Errorf("default_validation_context: %w", err)
+	}
+	if dvc.trustedCA != nil || len(dvc.verifyCertificateHash) > 0 || len(dvc.verifyCertificateSPKI) > 0 ||
+		dvc.trustChainVerification != 0 || dvc.customValidator != nil {
 		return nil, errors.New("default_validation_context: only match_typed_subject_alt_names is supported")
 	}
-	sans := dvc.GetMatchTypedSubjectAltNames()
-	if len(sans) == 0 {
+	if len(dvc.sans) == 0 {
 		return nil, errors.New("default_validation_context: match_typed_subject_alt_names is empty: refusing to accept any peer of the trust domain")
 	}
 	var exact []spiffeid.ID
 	var auths []tlsconfig.Authorizer
-	for _, m := range sans {
+	for _, m := range dvc.sans {
 		desc, id, isPrefix, err := parseSAN(m)
 		if err != nil {
 			return nil, fmt.Errorf("match_typed_subject_alt_names: %w", err)
@@ -360,6 +411,72 @@ func parseCommon(c *tlsv3.CommonTlsContext) (*PeerPolicy, error) {
 	return pp, nil
 }
 
+// validateCertValidation checks protoc-gen-validate's rules of a
+// CertificateValidationContext's fields the sidecar reads, wherever it
+// appears (the trust bundle's secret accepts more than a TLS context does).
+func validateCertValidation(v *certValidationMsg) error {
+	if v.trustedCA != nil {
+		if err := validateDataSource(v.trustedCA); err != nil {
+			return fmt.Errorf("trusted_ca: %w", err)
+		}
+	}
+	for _, s := range v.verifyCertificateSPKI {
+		if utf8.RuneCountInString(s) < 44 || len(s) > 44 {
+			return fmt.Errorf("verify_certificate_spki %q: want 44 bytes", s)
+		}
+	}
+	for _, s := range v.verifyCertificateHash {
+		if utf8.RuneCountInString(s) < 64 || len(s) > 95 {
+			return fmt.Errorf("verify_certificate_hash %q: want 64 to 95 bytes", s)
+		}
+	}
+	if _, ok := trustChainVerifications[v.trustChainVerification]; !ok {
+		return fmt.Errorf("trust_chain_verification %d: not a defined value", v.trustChainVerification)
+	}
+	if c := v.customValidator; c != nil && (c.name == "" || c.typedConfig == nil) {
+		return errors.New("custom_validator_config: name and typed_config are required")
+	}
+	for _, m := range v.sans {
+		if err := validateSAN(m); err != nil {
+			return fmt.Errorf("match_typed_subject_alt_names: %w", err)
+		}
+	}
+	return nil
+}
+
+// validateSAN checks protoc-gen-validate's rules of a SubjectAltNameMatcher.
+func validateSAN(m *sanMatcherMsg) error {
+	if _, ok := sanTypes[m.sanType]; !ok || m.sanType == 0 {
+		return fmt.Errorf("san_type %d: not a defined value other than SAN_TYPE_UNSPECIFIED", m.sanType)
+	}
+	sm := m.matcher
+	if sm == nil {
+		return fmt.Errorf("matcher: %w", errRequired)
+	}
+	switch sm.pattern {
+	case 0:
+		return fmt.Errorf("matcher: match_pattern: %w", errRequired)
+	case 2, 3, 7: // prefix, suffix, contains: min_len 1
+		if sm.value == "" {
+			return fmt.Errorf("matcher: %s: %w", stringMatchers[sm.pattern], errEmpty)
+		}
+	}
+	return nil
+}
+
+// validateDataSource checks protoc-gen-validate's rules of a DataSource.
+func validateDataSource(d *dataSourceMsg) error {
+	switch d.specifier {
+	case 0:
+		return fmt.Errorf("specifier: %w", errRequired)
+	case 1, 4: // filename, environment_variable: min_len 1
+		if d.value == "" {
+			return fmt.Errorf("filename or environment_variable: %w", errEmpty)
+		}
+	}
+	return nil
+}
+
 // anyOf authorizes an ID that any of auths authorizes.
 func anyOf(auths []tlsconfig.Authorizer, desc []string) tlsconfig.Authorizer {
 	if len(auths) == 1 {
@@ -376,23 +493,25 @@ func anyOf(auths []tlsconfig.Authorizer, desc []string) tlsconfig.Authorizer {
 	}
 }
 
-func parseSAN(m *tlsv3.SubjectAltNameMatcher) (desc string, id spiffeid.ID, prefix bool, err error) {
-	if m.GetSanType() != tlsv3.SubjectAltNameMatcher_URI {
-		return "", spiffeid.ID{}, false, fmt.Errorf("san_type %s: only URI is supported", m.GetSanType())
+func parseSAN(m *sanMatcherMsg) (desc string, id spiffeid.ID, prefix bool, err error) {
+	if err := validateSAN(m); err != nil {
+		return "", spiffeid.ID{}, false, err
 	}
-	sm := m.GetMatcher()
-	if sm.GetIgnoreCase() {
+	if m.sanType != sanURI {
+		return "", spiffeid.ID{}, false, fmt.Errorf("san_type %s: only URI is supported", sanTypes[m.sanType])
+	}
+	sm := m.matcher
+	if sm.ignoreCase {
 		return "", spiffeid.ID{}, false, errors.New("ignore_case is not supported for SPIFFE IDs")
 	}
-	var s string
-	switch p := sm.GetMatchPattern().(type) {
-	case *matcherv3.StringMatcher_Exact:
-		s = p.Exact
-	case *matcherv3.StringMatcher_Prefix:
-		s, prefix = p.Prefix, true
+	switch sm.pattern {
+	case 1:
+	case 2:
+		prefix = true
 	default:
-		return "", spiffeid.ID{}, false, fmt.Errorf("matcher %T: only exact and prefix are supported", sm.GetMatchPattern())
+		return "", spiffeid.ID{}, false, fmt.Errorf("matcher %s: only exact and prefix are supported", stringMatchers[sm.pattern])
 	}
+	s := sm.value
 	id, err = spiffeid.FromString(strings.TrimSuffix(s, "/"))
 	if err != nil {
 		return "", spiffeid.ID{}, false, fmt.Errorf("%q is not a SPIFFE ID: %w", s, err)
@@ -403,59 +522,65 @@ func parseSAN(m *tlsv3.SubjectAltNameMatcher) (desc string, id spiffeid.ID, pref
 	return "exact:" + id.String(), id, false, nil
 }
 
-func sdsName(c *tlsv3.SdsSecretConfig, want string) (string, error) {
+func sdsName(c *sdsSecretConfigMsg, want string) (string, error) {
 	if c == nil {
 		return "", errors.New("missing")
 	}
-	if c.GetName() != want {
-		return "", fmt.Errorf("unknown secret %q (want %q)", c.GetName(), want)
+	if c.name != want {
+		return "", fmt.Errorf("unknown secret %q (want %q)", c.name, want)
 	}
-	if c.GetSdsConfig().GetAds() == nil {
-		return "", fmt.Errorf("secret %q: sds_config must be ads", c.GetName())
+	if c.sdsConfig == nil || c.sdsConfig.specifier != 3 {
+		return "", fmt.Errorf("secret %q: sds_config must be ads", c.name)
 	}
-	return c.GetName(), nil
+	if _, ok := apiVersions[c.sdsConfig.resourceAPIVersion]; !ok {
+		return "", fmt.Errorf("secret %q: sds_config: resource_api_version %d: not a defined value", c.name, c.sdsConfig.resourceAPIVersion)
+	}
+	return c.name, nil
 }
 
-func parseSecret(s *tlsv3.Secret) (*Secret, error) {
-	switch s.GetName() {
+func parseSecret(s *secretMsg) (*Secret, error) {
+	switch s.name {
 	case SecretSVID:
-		tc := s.GetTlsCertificate()
-		if tc == nil {
+		if s.typ != 2 {
 			return nil, errors.New("want a tls_certificate")
 		}
-		if tc.GetPrivateKey() != nil {
+		tc := s.tlsCertificate
+		if tc.privateKey {
 			return nil, errors.New("private_key must not be sent: the key never leaves the workload")
 		}
-		if tc.GetPrivateKeyProvider().GetProviderName() != KeyProvider {
+		if tc.privateKeyProvider == nil || tc.privateKeyProvider.providerName != KeyProvider {
 			return nil, fmt.Errorf("private_key_provider must be %q", KeyProvider)
 		}
-		chain, err := pemCerts(tc.GetCertificateChain())
+		chain, err := pemCerts(tc.certificateChain)
 		if err != nil {
 			return nil, fmt.Errorf("certificate_chain: %w", err)
 		}
-		return &Secret{Name: s.GetName(), Chain: chain}, nil
+		return &Secret{Name: s.name, Chain: chain}, nil
 	case SecretTrustBundle:
-		vc := s.GetValidationContext()
-		if vc == nil {
+		if s.typ != 4 {
 			return nil, errors.New("want a validation_context")
 		}
-		cas, err := pemCerts(vc.GetTrustedCa())
+		vc := s.validationContext
+		if err := validateCertValidation(vc); err != nil {
+			return nil, fmt.Errorf("validation_context: %w", err)
+		}
+		cas, err := pemCerts(vc.trustedCA)
 		if err != nil {
 			return nil, fmt.Errorf("trusted_ca: %w", err)
 		}
-		return &Secret{Name: s.GetName(), CAs: cas}, nil
+		return &Secret{Name: s.name, CAs: cas}, nil
 	default:
 		return nil, fmt.Errorf("unknown secret name (want %q or %q)", SecretSVID, SecretTrustBundle)
 	}
 }
 
-func pemCerts(ds *corev3.DataSource) ([]*x509.Certificate, error) {
+func pemCerts(ds *dataSourceMsg) ([]*x509.Certificate, error) {
 	var data []byte
 	switch {
-	case ds.GetInlineBytes() != nil:
-		data = ds.GetInlineBytes()
-	case ds.GetInlineString() != "":
-		data = []byte(ds.GetInlineString())
+	case ds != nil && ds.specifier == 2:
+		data = ds.inlineBytes
+	case ds != nil && ds.specifier == 3 && ds.value != "":
+		data = []byte(ds.value)
 	default:
 		return nil, errors.New("only inline_bytes or inline_string is supported")
 	}
@@ -481,38 +606,70 @@ func pemCerts(ds *corev3.DataSource) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
-func socketAddress(a *corev3.Address) (string, error) {
-	sa := a.GetSocketAddress()
-	if sa == nil {
+// socketAddress checks an Address (protoc-gen-validate's rules and the
+// sidecar's own) and returns its host:port.
+func socketAddress(a *addressMsg) (string, error) {
+	if a != nil && a.which == 0 {
+		return "", fmt.Errorf("address: %w", errRequired)
+	}
+	if a == nil || a.which != 1 {
 		return "", errors.New("want a socket_address")
 	}
-	if sa.GetProtocol() != corev3.SocketAddress_TCP {
-		return "", fmt.Errorf("protocol %s: only TCP is supported", sa.GetProtocol())
+	sa := a.socketAddress
+	if _, ok := protocols[sa.protocol]; !ok {
+		return "", fmt.Errorf("protocol %d: not a defined value", sa.protocol)
 	}
-	if sa.GetResolverName() != "" || sa.GetIpv4Compat() {
+	if sa.protocol != protocolTCP {
+		return "", fmt.Errorf("protocol %s: only TCP is supported", protocols[sa.protocol])
+	}
+	if sa.port == 0 {
+		return "", fmt.Errorf("port_specifier: %w", errRequired)
+	}
+	if sa.port == 3 && sa.portValue > 65535 {
+		return "", fmt.Errorf("port_value %d: at most 65535", sa.portValue)
+	}
+	if sa.resolverName != "" || sa.ipv4Compat {
 		return "", errors.New("resolver_name and ipv4_compat are not supported")
 	}
-	if _, ok := sa.GetPortSpecifier().(*corev3.SocketAddress_PortValue); !ok {
+	if sa.port != 3 {
 		return "", errors.New("want a port_value")
 	}
-	ip, err := netip.ParseAddr(sa.GetAddress())
+	ip, err := netip.ParseAddr(sa.address)
 	if err != nil {
-		return "", fmt.Errorf("address %q must be an IP literal: %w", sa.GetAddress(), err)
+		return "", fmt.Errorf("address %q must be an IP literal: %w", sa.address, err)
 	}
-	return net.JoinHostPort(ip.String(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)), nil
+	return net.JoinHostPort(ip.String(), strconv.FormatUint(uint64(sa.portValue), 10)), nil
 }
 
-func unpackTyped(a *anypb.Any, m proto.Message) error {
-	if a == nil {
-		return errors.New("typed_config is missing")
+// The values of the enums the sidecar reads, for protoc-gen-validate's
+// defined_only and for errors (wire_test.go checks them against the
+// descriptors).
+const (
+	protocolTCP = 0
+	sanURI      = 3
+	tlsAuto     = 0
+	tlsV13      = 4
+)
+
+var (
+	protocols               = map[int32]string{0: "TCP", 1: "UDP"}
+	discoveryTypes          = map[int32]string{0: "STATIC", 1: "STRICT_DNS", 2: "LOGICAL_DNS", 3: "EDS", 4: "ORIGINAL_DST"}
+	lbPolicies              = map[int32]string{0: "ROUND_ROBIN", 1: "LEAST_REQUEST", 2: "RING_HASH", 3: "RANDOM", 5: "MAGLEV", 6: "CLUSTER_PROVIDED", 7: "LOAD_BALANCING_POLICY_CONFIG"}
+	tlsProtocols            = map[int32]string{0: "TLS_AUTO", 1: "TLSv1_0", 2: "TLSv1_1", 3: "TLSv1_2", 4: "TLSv1_3"}
+	sanTypes                = map[int32]string{0: "SAN_TYPE_UNSPECIFIED", 1: "EMAIL", 2: "DNS", 3: "URI", 4: "IP_ADDRESS", 5: "OTHER_NAME"}
+	trustChainVerifications = map[int32]string{0: "VERIFY_TRUST_CHAIN", 1: "ACCEPT_UNTRUSTED"}
+	apiVersions             = map[int32]string{0: "AUTO", 1: "V2", 2: "V3"}
+	stringMatchers          = map[oneof]string{1: "exact", 2: "prefix", 3: "suffix", 5: "safe_regex", 7: "contains", 8: "custom"}
+)
+
+// enumName names an enum value for an error; custom is the cluster_type
+// member of cluster_discovery_type.
+func enumName(names map[int32]string, v int32, custom bool) string {
+	if custom {
+		return "cluster_type"
 	}
-	if err := a.UnmarshalTo(m); err != nil {
-		return fmt.Errorf("typed_config: %w", err)
+	if n, ok := names[v]; ok {
+		return n
 	}
-	if v, ok := m.(interface{ ValidateAll() error }); ok {
-		if err := v.ValidateAll(); err != nil {
-			return fmt.Errorf("typed_config: %w", err)
-		}
-	}
-	return nil
+	return strconv.Itoa(int(v))
 }

@@ -13,7 +13,7 @@ import (
 func main() {
 	var cfg image.Config
 	flag.StringVar(&cfg.Binary, "binary", "bin/attestmesh", "static attestmesh binary")
-	flag.StringVar(&cfg.SidecarBinary, "sidecar-binary", "bin/attestmesh-sidecar", "static sidecar build of attestmesh (go build -tags attestmesh_sidecar)")
+	flag.StringVar(&cfg.SidecarBinary, "sidecar-binary", "bin/attestmesh-sidecar", "static sidecar build of attestmesh (go build -tags attestmesh_sidecar,grpcnotrace)")
 	flag.StringVar(&cfg.Ref, "ref", "ghcr.io/attestmesh/attestmesh:dev", "image reference")
 	flag.StringVar(&cfg.Version, "version", "dev", "image version label")
 	flag.StringVar(&cfg.Arch, "arch", runtime.GOARCH, "architecture of the binary")

@@ -1,0 +1,70 @@
+package pbwire
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+func TestWalk(t *testing.T) {
+	tag := func(n protowire.Number, typ protowire.Type) []byte { return protowire.AppendTag(nil, n, typ) }
+	cat := func(parts ...[]byte) []byte {
+		var b []byte
+		for _, p := range parts {
+			b = append(b, p...)
+		}
+		return b
+	}
+	tests := []struct {
+		name    string
+		in      []byte
+		want    []Field
+		wantErr bool
+	}{
+		{name: "empty", in: nil},
+		{name: "varint, fixed, bytes", in: cat(tag(1, protowire.VarintType), []byte{0x96, 0x01}, tag(2, protowire.Fixed32Type), []byte{1, 0, 0, 0},
+			tag(3, protowire.Fixed64Type), []byte{2, 0, 0, 0, 0, 0, 0, 0}, tag(4, protowire.BytesType), []byte{2, 'h', 'i'}),
+			want: []Field{{Num: 1, Type: protowire.VarintType, U: 150}, {Num: 2, Type: protowire.Fixed32Type, U: 1},
+				{Num: 3, Type: protowire.Fixed64Type, U: 2}, {Num: 4, Type: protowire.BytesType, B: []byte("hi")}}},
+		{name: "group skipped", in: cat(tag(5, protowire.StartGroupType), tag(1, protowire.VarintType), []byte{1}, tag(5, protowire.EndGroupType), tag(1, protowire.VarintType), []byte{7}),
+			want: []Field{{Num: 1, Type: protowire.VarintType, U: 7}}},
+		{name: "end group alone", in: tag(5, protowire.EndGroupType), wantErr: true},
+		{name: "unbalanced group", in: tag(5, protowire.StartGroupType), wantErr: true},
+		{name: "field 0", in: []byte{0x00, 0x01}, wantErr: true},
+		{name: "field above the maximum", in: protowire.AppendVarint(nil, uint64(protowire.MaxValidNumber+1)<<3), wantErr: true},
+		{name: "truncated bytes", in: cat(tag(1, protowire.BytesType), []byte{3, 'a'}), wantErr: true},
+		{name: "truncated varint", in: cat(tag(1, protowire.VarintType), []byte{0x80}), wantErr: true},
+		{name: "reserved wire type", in: []byte{0x0e}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []Field
+			err := Walk(tt.in, func(f Field) error { got = append(got, f); return nil })
+			if tt.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+// TestAppend: the encoders' output decodes with protobuf (a Struct of one string value).
+func TestAppend(t *testing.T) {
+	v := protowire.AppendTag(nil, 3, protowire.BytesType)
+	v = protowire.AppendString(v, "x")
+	e := AppendString(nil, 1, "k")
+	e = AppendMessage(e, 2, v)
+	b := AppendMessage(nil, 1, e)
+	var s structpb.Struct
+	require.NoError(t, proto.Unmarshal(b, &s))
+	assert.Equal(t, "x", s.GetFields()["k"].GetStringValue())
+	assert.Empty(t, AppendString(nil, 1, ""))
+	assert.Empty(t, AppendVarint(nil, 1, 0))
+	assert.Len(t, AppendRepeatedString(nil, 1, []string{"", ""}), 4)
+}
