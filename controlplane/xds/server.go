@@ -38,6 +38,9 @@ import (
 // DefaultAddr is where the xDS server listens unless configured.
 const DefaultAddr = ":18000"
 
+// maxStreamsPerConn bounds the concurrent gRPC streams of one sidecar connection.
+const maxStreamsPerConn = 8
+
 // Config configures a Server.
 type Config struct {
 	// Logger receives the server's logs; discarded when nil.
@@ -186,6 +189,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		// A sidecar's stream is idle between pushes: its connection holds no read buffer of
 		// gRPC's own (TLS buffers the record it decrypted); the write buffer is shared already.
 		grpc.ReadBufferSize(0),
+		// A sidecar opens one ADS stream; a few more allow a reconnect to overlap.
+		grpc.MaxConcurrentStreams(maxStreamsPerConn),
 	)
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, xds)
 

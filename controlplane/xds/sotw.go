@@ -33,6 +33,10 @@ const (
 	wireSecrets
 )
 
+// maxResourceNames bounds the names one request may list: a sidecar names at most its two
+// secrets, and a request's names are kept with its type until the next request.
+const maxResourceNames = 1024
+
 // wireOf returns the resources of typeURL; nil for a type the snapshot does not hold.
 func (st *serviceState) wireOf(typeURL string) *wireResources {
 	if i := slices.Index(wireTypes[:], typeURL); i >= 0 {
@@ -126,6 +130,15 @@ func (st *sotwStream) handle(req *discovery.DiscoveryRequest) error {
 		req.GetVersionInfo(), req.GetResponseNonce()); err != nil {
 		return err
 	}
+	if n := len(req.GetResourceNames()); n > maxResourceNames {
+		return status.Errorf(codes.InvalidArgument, "a request names %d resources, at most %d are allowed", n, maxResourceNames)
+	}
+	if !slices.Contains(wireTypes[:], typeURL) {
+		// A type no snapshot holds is never answered (as go-control-plane's snapshot cache
+		// leaves its watch open); nothing of the request is kept.
+		st.s.log.Debug("request for a type the control plane does not serve, not answered", "node", st.node.String(), "type_url", typeURL)
+		return nil
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	sub := st.sub(typeURL)
@@ -174,7 +187,7 @@ func (st *sotwStream) respond(sub *sotwSub, snap *serviceState, push bool) error
 		for _, name := range w.names {
 			if !slices.Contains(sub.names, name) {
 				st.s.log.Warn("request does not name every resource of its type, not answered",
-					"node", st.node.String(), "type_url", sub.typeURL, "names", sub.names, "missing", name)
+					"node", st.node.String(), "type_url", sub.typeURL, "names", len(sub.names), "missing", name)
 				return nil
 			}
 		}

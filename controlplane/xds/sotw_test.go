@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -121,6 +123,42 @@ func TestADSAnswers(t *testing.T) {
 			assert.NotEqual(t, lds.GetNonce(), got.GetNonce(), "every response has a nonce of its own")
 		})
 	}
+}
+
+// Requests that would make the control plane keep what a sidecar sends are not kept: a type no
+// snapshot holds leaves no state on the stream, and a request naming more than
+// maxResourceNames resources is refused for that reason.
+func TestADSRequestsKeepNothingUnbounded(t *testing.T) {
+	e := startADS(t)
+	node := flaskID.String()
+	stream := e.dial(t, "flask")
+	for i := range 50 {
+		require.NoError(t, stream.Send(request(node, fmt.Sprintf("type.example/x%d", i), "a", "b")))
+	}
+	_, err := fetch(t, stream, request(node, resource.ListenerType))
+	require.NoError(t, err, "the stream still serves")
+	e.srv.streamsMu.Lock()
+	var subs []string
+	for _, st := range e.srv.streams {
+		if st.sotw != nil {
+			st.sotw.mu.Lock()
+			for _, sub := range st.sotw.subs {
+				subs = append(subs, sub.typeURL)
+			}
+			st.sotw.mu.Unlock()
+		}
+	}
+	e.srv.streamsMu.Unlock()
+	assert.Equal(t, []string{resource.ListenerType}, subs, "only the served type is kept")
+
+	names := make([]string, maxResourceNames+1)
+	for i := range names {
+		names[i] = strconv.Itoa(i)
+	}
+	_, err = fetch(t, stream, request(node, resource.SecretType, names...))
+	require.Error(t, err)
+	assert.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	assert.Contains(t, err.Error(), "names 1025 resources, at most 1024")
 }
 
 // A stream that holds the current version and has been sent nothing yet (a sidecar that
