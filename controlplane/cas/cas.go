@@ -640,6 +640,11 @@ func (c *CAS) Lookup(ctx context.Context, name string) (*session.Session, sessio
 		return c.lookup(ctx, name)
 	}
 	stamp, err := st.Stamp(ctx)
+	if errors.Is(err, store.ErrRollback) {
+		// An older sealed state was put back: the records read now would be the rolled-back
+		// ones. Fail closed, as opening the store does.
+		return nil, nil, fmt.Errorf("cas: session %q: %w", name, err)
+	}
 	if err != nil {
 		// Nothing can be known to be current: compute afresh, and keep nothing.
 		return c.lookup(ctx, name)

@@ -3,6 +3,7 @@ package cas_test
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"maps"
 	"strings"
 	"sync/atomic"
@@ -213,4 +214,31 @@ func TestLookupSeesEveryWrite(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rollbackStamp is a store whose Stamp reports a rollback (an older sealed state put back).
+type rollbackStamp struct{ *counting }
+
+func (r rollbackStamp) Stamp(context.Context) (string, error) {
+	return "", fmt.Errorf("store: %w: test", store.ErrRollback)
+}
+
+// A rollback that the stamp detects fails the Lookup: the records are not read (they would be
+// the rolled-back ones) and nothing is served from them.
+func TestLookupFailsOnARollback(t *testing.T) {
+	st := &counting{EncryptedBackend: storetest.Open(t).(*store.EncryptedBackend)}
+	ctx := t.Context()
+	owner := cas.Client{ID: "owner"}
+	setup := cas.New(cas.Config{Store: st})
+	_, err := setup.Create(ctx, []byte("name: demo\nversion: \"0.3\"\n"), owner)
+	require.NoError(t, err)
+	for _, file := range []string{"redis-session.yaml", "flask-session.yaml"} {
+		_, err := setup.Create(ctx, example(t, file, exampleVars), owner)
+		require.NoError(t, err)
+	}
+	c := cas.New(cas.Config{Store: rollbackStamp{st}})
+	st.gets.Store(0)
+	_, _, err = c.Lookup(ctx, flaskName)
+	require.ErrorIs(t, err, store.ErrRollback)
+	assert.Zero(t, st.gets.Load(), "records read after the rollback was detected")
 }
