@@ -355,20 +355,27 @@ func (e *EncryptedBackend) checkAnchor(ctx context.Context) error {
 // write that another replica committed before Stamp is called changes its result. The state
 // record is compared, not opened: a stamp says whether anything changed, not what.
 func (e *EncryptedBackend) Stamp(ctx context.Context) (string, error) {
+	// The floor is what this backend had written or seen before the read starts: a state read
+	// afterwards (etcd's reads are linearizable) cannot be older unless it was put back. Taken
+	// after the read, a write or a Stamp that completed meanwhile would raise it past a read
+	// that was current when it was made.
+	own := e.Generation()
+	e.stampedMu.Lock()
+	floor := max(own, e.stampedGen)
+	e.stampedMu.Unlock()
 	raw, err := e.inner.Get(ctx, stateRecord)
 	if err != nil {
 		return "", fmt.Errorf("store: read sealed state: %w", err)
 	}
 	stamp := string(raw)
 	e.stampedMu.Lock()
-	same := stamp == e.stamped
+	same := stamp == e.stamped && e.stampedGen >= floor
 	e.stampedMu.Unlock()
 	if same {
 		return stamp, nil
 	}
 	// A new stamp is opened once: an old one put back (with or without its records) would
-	// otherwise make readers keep what they read under it. Its generation must not be older
-	// than the newest this backend has written or seen.
+	// otherwise make readers keep what they read under it.
 	pt, err := e.open(stateRecord, raw)
 	if err != nil {
 		return "", err
@@ -377,13 +384,12 @@ func (e *EncryptedBackend) Stamp(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	own := e.Generation() // before stampedMu: a write holds e.mu over its round trip
-	e.stampedMu.Lock()
-	defer e.stampedMu.Unlock()
-	if floor := max(own, e.stampedGen); st.Generation < floor {
+	if st.Generation < floor {
 		return "", fmt.Errorf("%w: the sealed state is at generation %d, but this replica has seen generation %d",
 			ErrRollback, st.Generation, floor)
 	}
+	e.stampedMu.Lock()
+	defer e.stampedMu.Unlock()
 	if st.Generation >= e.stampedGen {
 		e.stamped, e.stampedGen = stamp, st.Generation
 	}

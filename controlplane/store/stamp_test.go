@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -139,4 +141,47 @@ func stateRecordKey(ctx context.Context, t *testing.T, raw store.Engine, stamp s
 	}
 	require.FailNow(t, "no record holds the stamp")
 	return ""
+}
+
+// Stamps taken while writes land, by the writing replica and by another, are never mistaken
+// for a rollback: each is compared with what its replica had written or seen before its read.
+func TestStampDuringWritesIsNoRollback(t *testing.T) {
+	cfg := storetest.Etcd(t)
+	ctx := t.Context()
+	var replicas [2]*store.EncryptedBackend
+	for i := range replicas {
+		e, err := store.OpenEtcd(ctx, cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = e.Close() })
+		replicas[i], err = store.Encrypted(ctx, e, testKey(7))
+		require.NoError(t, err)
+	}
+	done := make(chan struct{})
+	errs := make(chan error, 8)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			r := replicas[i%2]
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if _, err := r.Stamp(ctx); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	for i := range 60 {
+		require.NoError(t, replicas[i%2].Put(ctx, "sessions/a", []byte(strconv.Itoa(i))))
+	}
+	close(done)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		assert.NoError(t, err, "a stamp during writes")
+	}
 }
