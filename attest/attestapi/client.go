@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
@@ -129,8 +130,10 @@ func (c *Client) Close() error { return c.conn.Close() }
 func (c *Client) Attest(ctx context.Context, r Request) (*Result, error) {
 	res, err := c.attest(ctx, r)
 	var re *RefusedError
-	if errors.As(err, &re) && strings.Contains(re.Status.Message(), OtherReplicaNonce) {
-		// The connection moved to another replica between the nonce and the evidence.
+	if errors.As(err, &re) && (strings.Contains(re.Status.Message(), OtherReplicaNonce) || re.Status.Code() == codes.Unavailable) {
+		// The connection moved to another replica between the nonce and the evidence, or the
+		// replica went away during the call: once more from a fresh nonce, on whichever
+		// replica the connection reaches now (a nonce the lost call left is never used).
 		res, err = c.attest(ctx, r)
 	}
 	return res, err
