@@ -34,12 +34,7 @@ func TestLookupKeepsItsResultWhileNothingChanges(t *testing.T) {
 			c := cas.New(cas.Config{Store: tc.wrap(st)})
 			ctx := t.Context()
 			owner := cas.Client{ID: "owner"}
-			_, err := c.Create(ctx, []byte("name: demo\nversion: \"0.3\"\n"), owner)
-			require.NoError(t, err)
-			for _, file := range []string{"redis-session.yaml", "flask-session.yaml"} {
-				_, err := c.Create(ctx, example(t, file, exampleVars), owner)
-				require.NoError(t, err)
-			}
+			createExample(t, c, owner)
 			s1, v1, err := c.Lookup(ctx, flaskName)
 			require.NoError(t, err)
 			st.gets.Store(0)
@@ -195,12 +190,7 @@ func TestLookupSeesEveryWrite(t *testing.T) {
 					writer, reader := r.open(t)
 					ctx := t.Context()
 					owner := cas.Client{ID: "owner"}
-					_, err := writer.Create(ctx, []byte("name: demo\nversion: \"0.3\"\n"), owner)
-					require.NoError(t, err)
-					for _, file := range []string{"redis-session.yaml", "flask-session.yaml"} {
-						_, err := writer.Create(ctx, example(t, file, exampleVars), owner)
-						require.NoError(t, err)
-					}
+					createExample(t, writer, owner)
 					s, before, err := reader.Lookup(ctx, flaskName)
 					require.NoError(t, err)
 					again, _, err := reader.Lookup(ctx, flaskName)
@@ -230,15 +220,21 @@ func TestLookupFailsOnARollback(t *testing.T) {
 	ctx := t.Context()
 	owner := cas.Client{ID: "owner"}
 	setup := cas.New(cas.Config{Store: st})
-	_, err := setup.Create(ctx, []byte("name: demo\nversion: \"0.3\"\n"), owner)
-	require.NoError(t, err)
-	for _, file := range []string{"redis-session.yaml", "flask-session.yaml"} {
-		_, err := setup.Create(ctx, example(t, file, exampleVars), owner)
-		require.NoError(t, err)
-	}
+	createExample(t, setup, owner)
 	c := cas.New(cas.Config{Store: rollbackStamp{st}})
 	st.gets.Store(0)
-	_, _, err = c.Lookup(ctx, flaskName)
+	_, _, err := c.Lookup(ctx, flaskName)
 	require.ErrorIs(t, err, store.ErrRollback)
 	assert.Zero(t, st.gets.Load(), "records read after the rollback was detected")
+}
+
+// createExample creates the namespace session demo and the example's two sessions in c.
+func createExample(t *testing.T, c *cas.CAS, owner cas.Client) {
+	t.Helper()
+	_, err := c.Create(t.Context(), []byte("name: demo\nversion: \"0.3\"\n"), owner)
+	require.NoError(t, err)
+	for _, file := range []string{"redis-session.yaml", "flask-session.yaml"} {
+		_, err := c.Create(t.Context(), example(t, file, exampleVars), owner)
+		require.NoError(t, err)
+	}
 }

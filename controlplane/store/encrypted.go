@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -86,6 +87,9 @@ type EncryptedBackend struct {
 	mu       sync.Mutex // serializes writes; guards state and stateRaw
 	state    sealedState
 	stateRaw []byte // the sealed state record as read or last written; nil when absent
+	// gen is state.Generation, readable without mu (which a write holds over its round trip):
+	// Stamp, on every attestation, must not wait for a write in progress.
+	gen atomic.Uint64
 
 	// stamped is the newest sealed state that Stamp opened: a stamp is opened once, when it
 	// changes, and one older than it (or than this backend's own writes) is refused.
@@ -257,14 +261,14 @@ func (e *EncryptedBackend) loadState(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("store: write sealed state: %w", err)
 			}
-			e.state, e.stateRaw = st, sealed
+			e.setStateLocked(st, sealed)
 			return nil
 		}
 		if digest != st.Digest {
 			return fmt.Errorf("store: the %d records do not match the store's sealed state (generation %d): records were changed, "+
 				"removed or copied in from another copy of the store: %w", n, st.Generation, ErrCorrupt)
 		}
-		e.state, e.stateRaw = st, raw
+		e.setStateLocked(st, raw)
 		return nil
 	}
 	return errors.New("store: the sealed state keeps changing while it is checked")
@@ -359,7 +363,7 @@ func (e *EncryptedBackend) Stamp(ctx context.Context) (string, error) {
 	// afterwards (etcd's reads are linearizable) cannot be older unless it was put back. Taken
 	// after the read, a write or a Stamp that completed meanwhile would raise it past a read
 	// that was current when it was made.
-	own := e.Generation()
+	own := e.gen.Load()
 	e.stampedMu.Lock()
 	floor := max(own, e.stampedGen)
 	e.stampedMu.Unlock()
@@ -394,6 +398,12 @@ func (e *EncryptedBackend) Stamp(ctx context.Context) (string, error) {
 		e.stamped, e.stampedGen = stamp, st.Generation
 	}
 	return stamp, nil
+}
+
+// setStateLocked records the sealed state as read or written. e.mu must be held.
+func (e *EncryptedBackend) setStateLocked(st sealedState, raw []byte) {
+	e.state, e.stateRaw = st, raw
+	e.gen.Store(st.Generation)
 }
 
 // Generation returns the store's generation: the number of writes since it was created (or
@@ -604,7 +614,7 @@ func (e *EncryptedBackend) commitLocked(ctx context.Context, conds []Cond, write
 	if err := e.inner.Apply(ctx, conds, writes); err != nil {
 		return err
 	}
-	e.state, e.stateRaw = next, sealed
+	e.setStateLocked(next, sealed)
 	if e.opts.Anchor != nil {
 		// The write is durable; an anchor that lags only narrows what a rollback check sees
 		// until the next write raises it.
@@ -630,7 +640,7 @@ func (e *EncryptedBackend) reloadStateLocked(ctx context.Context) (bool, error) 
 			ErrRollback, e.state.Generation, st.Generation)
 	}
 	changed := !bytes.Equal(raw, e.stateRaw)
-	e.state, e.stateRaw = st, raw
+	e.setStateLocked(st, raw)
 	return changed, nil
 }
 

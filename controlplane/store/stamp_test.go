@@ -26,16 +26,7 @@ func TestStampChangesWithEveryWrite(t *testing.T) {
 	}
 	etcd := func(t *testing.T) (writer, reader *store.EncryptedBackend) {
 		t.Helper()
-		cfg := storetest.Etcd(t)
-		ctx := t.Context()
-		var replicas [2]*store.EncryptedBackend
-		for i := range replicas {
-			e, err := store.OpenEtcd(ctx, cfg)
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = e.Close() })
-			replicas[i], err = store.Encrypted(ctx, e, testKey(5))
-			require.NoError(t, err)
-		}
+		replicas := etcdReplicas(t, storetest.Etcd(t), testKey(5))
 		return replicas[0], replicas[1]
 	}
 	writes := []struct {
@@ -100,14 +91,7 @@ func TestStampRefusesAnOlderState(t *testing.T) {
 	raw, err := store.OpenEtcd(ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = raw.Close() })
-	var replicas [2]*store.EncryptedBackend
-	for i := range replicas {
-		e, err := store.OpenEtcd(ctx, cfg)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = e.Close() })
-		replicas[i], err = store.Encrypted(ctx, e, testKey(6))
-		require.NoError(t, err)
-	}
+	replicas := etcdReplicas(t, cfg, testKey(6))
 	writer, reader := replicas[0], replicas[1]
 	require.NoError(t, writer.Put(ctx, "sessions/a", []byte("v1")))
 	old, err := reader.Stamp(ctx)
@@ -148,14 +132,7 @@ func stateRecordKey(ctx context.Context, t *testing.T, raw store.Engine, stamp s
 func TestStampDuringWritesIsNoRollback(t *testing.T) {
 	cfg := storetest.Etcd(t)
 	ctx := t.Context()
-	var replicas [2]*store.EncryptedBackend
-	for i := range replicas {
-		e, err := store.OpenEtcd(ctx, cfg)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = e.Close() })
-		replicas[i], err = store.Encrypted(ctx, e, testKey(7))
-		require.NoError(t, err)
-	}
+	replicas := etcdReplicas(t, cfg, testKey(7))
 	done := make(chan struct{})
 	errs := make(chan error, 8)
 	var wg sync.WaitGroup
@@ -184,4 +161,18 @@ func TestStampDuringWritesIsNoRollback(t *testing.T) {
 	for err := range errs {
 		assert.NoError(t, err, "a stamp during writes")
 	}
+}
+
+// etcdReplicas opens two encrypting replicas of the store in cfg's etcd under key.
+func etcdReplicas(t *testing.T, cfg store.EtcdConfig, key store.Key) [2]*store.EncryptedBackend {
+	t.Helper()
+	var replicas [2]*store.EncryptedBackend
+	for i := range replicas {
+		e, err := store.OpenEtcd(t.Context(), cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = e.Close() })
+		replicas[i], err = store.Encrypted(t.Context(), e, key)
+		require.NoError(t, err)
+	}
+	return replicas
 }

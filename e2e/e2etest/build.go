@@ -7,12 +7,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/attestmesh/attestmesh/controlplane"
 	"github.com/stretchr/testify/require"
 )
-
-// SidecarName is the sidecar build's file name, which `attestmesh up` looks for beside the
-// attestmesh binary (local.SidecarName).
-const SidecarName = "attestmesh-sidecar"
 
 // BuildAttestmesh builds what `make build` builds, into a temporary directory of t: attestmesh
 // and, beside it, the sidecar build (attestmesh-sidecar, tags attestmesh_sidecar and grpcnotrace), both with the
@@ -24,7 +21,7 @@ func BuildAttestmesh(ctx context.Context, t *testing.T, flags ...string) string 
 	for _, b := range []struct {
 		out  string
 		tags []string
-	}{{bin, nil}, {filepath.Join(dir, SidecarName), []string{"-tags", "attestmesh_sidecar,grpcnotrace"}}} {
+	}{{bin, nil}, {filepath.Join(dir, controlplane.SidecarName), []string{"-tags", "attestmesh_sidecar,grpcnotrace"}}} {
 		args := append(append(append([]string{"build", "-trimpath"}, b.tags...), flags...), "-o", b.out, "github.com/attestmesh/attestmesh/cmd/attestmesh")
 		cmd := exec.CommandContext(ctx, "go", args...)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
