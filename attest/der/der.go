@@ -94,7 +94,7 @@ func signed(rand io.Reader, key crypto.Signer, alg algorithm, tbs []byte) ([]byt
 	if err != nil {
 		return nil, fmt.Errorf("der: sign: %w", err)
 	}
-	var b cryptobyte.Builder
+	b := cryptobyte.NewBuilder(make([]byte, 0, len(tbs)+len(sig)+32))
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddBytes(tbs)
 		addAlgorithm(b, alg)
@@ -121,7 +121,7 @@ func CertificateRequest(rand io.Reader, key crypto.Signer) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("der: certificate request: %w", err)
 	}
-	var b cryptobyte.Builder
+	b := cryptobyte.NewBuilder(make([]byte, 0, 512))
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1Int64(0)                                        // version 1
 		b.AddASN1(cbasn1.SEQUENCE, func(*cryptobyte.Builder) {}) // subject: empty RDNSequence
@@ -155,7 +155,7 @@ func CreateCertificate(rand io.Reader, c *Certificate, key crypto.Signer) ([]byt
 	if c.SerialNumber == nil || c.SerialNumber.Sign() <= 0 {
 		return nil, errors.New("der: certificate: the serial number must be positive")
 	}
-	var b cryptobyte.Builder
+	b := cryptobyte.NewBuilder(make([]byte, 0, 1024)) // an SVID's TBSCertificate is about 500 bytes
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
 			b.AddASN1Int64(2) // version 3
