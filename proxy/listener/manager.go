@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -61,10 +62,13 @@ type Manager struct {
 	gotListeners bool
 	closing      bool
 
-	wg       sync.WaitGroup // accept loops and connection goroutines
-	connsMu  sync.Mutex
-	conns    map[*conn]struct{}
-	muxes    map[*muxConn]struct{}
+	wg      sync.WaitGroup // accept loops and connection goroutines
+	connsMu sync.Mutex
+	conns   map[*conn]struct{}
+	muxes   map[*muxConn]struct{}
+	// yield lets other goroutines run before a multiplexed write (runtime.Gosched; tests
+	// count the calls).
+	yield    func()
 	draining bool // no new connections are tracked once set
 	connWG   sync.WaitGroup
 }
@@ -91,6 +95,7 @@ func New(cfg Config) (*Manager, error) {
 		secrets:  map[string]bool{},
 		conns:    map[*conn]struct{}{},
 		muxes:    map[*muxConn]struct{}{},
+		yield:    runtime.Gosched,
 	}
 	empty := map[string]*cluster{}
 	m.clusters.Store(&empty)

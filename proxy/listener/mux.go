@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -96,6 +95,7 @@ type muxConn struct {
 
 	mu       sync.Mutex
 	streams  map[uint32]*stream
+	nstreams atomic.Int32 // len(streams), read without mu by writeFrame
 	nextID   uint32
 	draining bool // no new streams
 	closed   bool
@@ -177,6 +177,7 @@ func (mc *muxConn) newStreamLocked(id uint32, bytes prometheus.Counter, idle tim
 	s.ccond.L = &s.cmu
 	s.last.Store(time.Now().UnixNano())
 	mc.streams[id] = s
+	mc.nstreams.Store(int32(len(mc.streams))) //nolint:gosec // G115: at most maxStreams
 	if mc.idle != nil {
 		mc.idle.Stop()
 		mc.idle = nil
@@ -199,6 +200,7 @@ func (mc *muxConn) removeStream(s *stream) {
 		return
 	}
 	delete(mc.streams, s.id)
+	mc.nstreams.Store(int32(len(mc.streams))) //nolint:gosec // G115: at most maxStreams
 	if len(mc.streams) > 0 || mc.closed {
 		return
 	}
@@ -308,10 +310,14 @@ func (mc *muxConn) writeFrame(typ frameType, id uint32, p []byte) error {
 	mc.writing = true
 	// Let the goroutines that are ready to run (often woken by the same poll) queue their
 	// frames first: with one thread nothing else runs while this one writes, and they would
-	// each write alone. When nothing else is ready this costs next to nothing.
-	mc.wmu.Unlock()
-	runtime.Gosched()
-	mc.wmu.Lock()
+	// each write alone. Not with one stream: there is nobody to wait for, and Gosched is not
+	// free: it wakes an idle thread (a futex wake-up), which often takes this goroutine over,
+	// so the write waits for a thread to be scheduled and runs on another CPU.
+	if mc.nstreams.Load() > 1 {
+		mc.wmu.Unlock()
+		mc.m.yield()
+		mc.wmu.Lock()
+	}
 	for len(mc.pending) > 0 && mc.werr == nil {
 		buf := mc.pending
 		mc.pending = mc.spare[:0]

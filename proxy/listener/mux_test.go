@@ -10,7 +10,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,4 +310,29 @@ func TestMuxStreamIDsExhausted(t *testing.T) {
 	next := dialApp(t, tn.clientAddr)
 	echoOnce(t, next, []byte("on a new connection"))
 	echoOnce(t, first, []byte("the spent one still carries its streams while it drains"))
+}
+
+// A connection with one stream writes without yielding first (runtime.Gosched wakes another
+// thread, which then often makes the write: a wake-up and a hand-off per message at one
+// connection); with more streams it yields, so that their frames can leave together.
+func TestMuxWriteYieldsOnlyWithOtherStreams(t *testing.T) {
+	tn := newTunnel(t, true, true)
+	var yields atomic.Int64
+	count := func() { yields.Add(1); runtime.Gosched() }
+	// Before any connection exists: the muxConns' goroutines start after this.
+	tn.client.yield, tn.server.yield = count, count
+
+	a := dialApp(t, tn.clientAddr)
+	for i := range 20 {
+		echoOnce(t, a, bytes.Repeat([]byte{'a'}, 10+i))
+	}
+	assert.Zero(t, yields.Load(), "yields with one stream")
+
+	b := dialApp(t, tn.clientAddr)
+	echoOnce(t, b, []byte("b"))
+	for i := range 20 {
+		echoOnce(t, a, bytes.Repeat([]byte{'a'}, 10+i))
+	}
+	assert.Positive(t, yields.Load(), "yields with two streams")
+	assert.Equal(t, 1, muxCount(tn.client))
 }
