@@ -6,11 +6,13 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	server "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -66,6 +68,8 @@ type sotwStream struct {
 	node spiffeid.ID
 	ctx  context.Context // ends with the stream (Serve's end closes every connection)
 	gs   discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer
+	// limit bounds the requests the handler handles; only the handler uses it.
+	limit *rate.Limiter
 
 	// pushes is 0 when no push goroutine runs, 1 while one runs, 2 when it must run again.
 	pushes atomic.Int32
@@ -100,7 +104,10 @@ type sotwSub struct {
 func (s *Server) serveSotW(ctx context.Context, gs discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
 	key := streamKey{id: s.sotwStreams.Add(1)}
 	defer s.onStreamClosed(key)
-	st := &sotwStream{s: s, key: key, gs: gs, ctx: ctx, subs: make([]sotwSub, 0, len(wireTypes))}
+	st := &sotwStream{
+		s: s, key: key, gs: gs, ctx: ctx, subs: make([]sotwSub, 0, len(wireTypes)),
+		limit: rate.NewLimiter(s.requestRate, s.requestBurst),
+	}
 	if err := s.openSotW(ctx, st); err != nil {
 		return err
 	}
@@ -110,6 +117,9 @@ func (s *Server) serveSotW(ctx context.Context, gs discovery.AggregatedDiscovery
 		req, err := gs.Recv()
 		if err != nil {
 			return nil //nolint:nilerr // the sidecar ended the stream, or it broke: nothing to report to it
+		}
+		if !st.wait() {
+			return nil // the stream ended
 		}
 		if err := st.handle(req); err != nil {
 			return err
@@ -128,6 +138,25 @@ func (s *Server) openSotW(ctx context.Context, st *sotwStream) error {
 	st.node = state.node
 	state.sotw = st
 	return nil
+}
+
+// wait waits until the stream may handle another request; false if the stream ended first. It
+// waits rather than refuse: a sidecar that asks too fast is slowed down, not cut off.
+func (st *sotwStream) wait() bool {
+	r := st.limit.Reserve() // never refused: the burst is at least one
+	d := r.Delay()
+	if d == 0 {
+		return true
+	}
+	st.s.log.Debug("request rate exceeded, waiting", "node", st.node.String(), "wait", d)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-st.ctx.Done():
+		return false
+	}
 }
 
 // handle records one request, as go-control-plane's sotw server and snapshot cache do, and has

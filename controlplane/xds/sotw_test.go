@@ -419,3 +419,31 @@ func TestADSNACKWaitsForTheNextVersion(t *testing.T) {
 	assert.InDelta(t, 2, value(t, e.srv.metrics.pushes.WithLabelValues(resource.ListenerType)), 0,
 		"listeners sent: the first version and the next, nothing in between")
 }
+
+// A stream's requests beyond its rate wait: a client that repeats a request the control plane
+// answers each time (an old version with the current nonce) gets no more responses than the
+// limit allows, and none of its requests is dropped. Noise on the machine only slows the client,
+// so the bound holds on any machine.
+func TestADSRequestRateIsLimited(t *testing.T) {
+	const limit, burst = 5, 5
+	e := startADSWith(t, func(s *Server) { s.requestRate, s.requestBurst = limit, burst })
+	node := flaskID.String()
+	stream := e.dial(t, "flask")
+	got := responses(stream)
+	start := time.Now()
+	require.NoError(t, stream.Send(request(node, resource.ListenerType)))
+	answered := 0
+	// For a second at least, and beyond the burst.
+	for time.Since(start) < time.Second || answered <= burst+limit {
+		resp := recvWithin(t, got, 5*time.Second)
+		require.NotNil(t, resp, "request %d was not answered", answered+1)
+		answered++
+		again := ackOf(node, resp)
+		again.VersionInfo = ""
+		require.NoError(t, stream.Send(again))
+	}
+	elapsed := time.Since(start)
+	assert.LessOrEqual(t, answered, burst+int(limit*elapsed.Seconds())+1,
+		"answered %d requests in %v: the limit did not engage", answered, elapsed)
+	assert.Contains(t, e.logs.String(), "request rate exceeded, waiting")
+}
