@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
+	"github.com/attestmesh/attestmesh/attest/der"
 )
 
 // QuoteProvider produces quotes for a workload: the simulated platform's LAS (sim.Client), or,
@@ -148,7 +149,7 @@ func (c *Client) attest(ctx context.Context, r Request) (*Result, error) {
 	if len(nr.GetNonce()) != NonceSize {
 		return nil, fmt.Errorf("attestapi: control plane sent a %d-byte nonce, want %d", len(nr.GetNonce()), NonceSize)
 	}
-	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	csrDER, err := newCSR(key)
 	if err != nil {
 		return nil, fmt.Errorf("attestapi: create CSR: %w", err)
 	}
@@ -242,4 +243,14 @@ func decodeResult(resp *attestationpb.AttestResponse) (*Result, error) {
 	}
 	return &Result{SVID: svid, Bundle: bundle, ID: id, TEE: resp.GetTee(), XDSAddr: resp.GetXdsAddress(), Config: resp.GetConfig(),
 		SidecarGrant: resp.GetSidecarGrant(), Response: resp}, nil
+}
+
+// newCSR returns the CSR for key: empty, as crypto/x509 makes it, by package der where it
+// signs with key (signed once, without x509's check of its own signature: see package der).
+func newCSR(key crypto.Signer) ([]byte, error) {
+	csr, err := der.CertificateRequest(rand.Reader, key)
+	if errors.Is(err, der.ErrUnsupported) {
+		return x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	}
+	return csr, err
 }
