@@ -27,7 +27,7 @@ import (
 // keeps receiving and returns when the sidecar ends the stream; gRPC then ends the stream's
 // context, which ends the blocked Send. The resources were marshalled once when built
 // (wireResources) and responses share them. The protocol is go-control-plane's snapshot cache in
-// ADS mode, response for response (see (*sotwStream).respond), except for NACKs.
+// ADS mode, response for response: see (*sotwStream).respond.
 
 // wireTypes are the types a snapshot holds, in the order a push sends them (go-control-plane's
 // ADS order: clusters before the listeners that use them, secrets last).
@@ -93,10 +93,6 @@ type sotwSub struct {
 	// request: the waiting request has not been looked at by a push yet, so it is answered as a
 	// request (respond's rule for resources the last response did not carry applies).
 	request bool
-	// rejected: the waiting request is a NACK of the last response, which is not sent again:
-	// only a snapshot with another version of the type answers it.
-	rejected bool
-	sent     string // version of the last response
 }
 
 // serveSotW runs one state-of-the-world ADS stream until the sidecar ends it or a request is
@@ -189,11 +185,6 @@ func (st *sotwStream) handle(req *discovery.DiscoveryRequest) error {
 		return nil
 	}
 	sub.names, sub.version, sub.waiting, sub.request = req.GetResourceNames(), req.GetVersionInfo(), true, true
-	// A NACK is not answered with the version it rejected (go-control-plane sends it again at
-	// once, so a sidecar could have the whole snapshot sent as fast as it NACKs): it waits, as
-	// Istio's NACKs do, for the next version of its type. A NACK before any response rejected
-	// nothing of this stream's.
-	sub.rejected = req.GetErrorDetail() != nil && sub.nonce != ""
 	st.mu.Unlock()
 	st.push()
 	return nil
@@ -217,8 +208,7 @@ func (st *sotwStream) sub(typeURL string) *sotwSub {
 // differs from the snapshot's or, the first time it is looked at (as a request, not on a push),
 // when the snapshot holds a resource it asks for that the last response did not carry; a request
 // that names resources is answered only if it names every resource of the type (ADS: the sidecar
-// asks again), and then with those it names. Unlike go-control-plane, a NACK is not answered
-// with the version it rejected. st.mu must be held.
+// asks again), and then with those it names. st.mu must be held.
 func (st *sotwStream) respond(sub *sotwSub, snap *serviceState) *discovery.DiscoveryResponse {
 	request := sub.request
 	sub.request = false
@@ -228,9 +218,6 @@ func (st *sotwStream) respond(sub *sotwSub, snap *serviceState) *discovery.Disco
 	w := snap.wireOf(sub.typeURL)
 	if w == nil {
 		w = &wireResources{}
-	}
-	if sub.rejected && w.version == sub.sent {
-		return nil
 	}
 	if sub.version == w.version && (!request || !sub.missing(w)) {
 		return nil
@@ -261,7 +248,7 @@ func (st *sotwStream) respond(sub *sotwSub, snap *serviceState) *discovery.Disco
 		TypeUrl:     sub.typeURL,
 		Nonce:       strconv.FormatInt(st.nonce, 10),
 	}
-	sub.nonce, sub.returned, sub.sent, sub.rejected = resp.Nonce, names, w.version, false
+	sub.nonce, sub.returned = resp.Nonce, names
 	st.s.onResponse(st.key, sub.typeURL)
 	return resp
 }

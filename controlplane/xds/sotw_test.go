@@ -16,7 +16,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -377,47 +376,6 @@ func TestADSSidecarThatStopsReadingDoesNotWedgeItsStream(t *testing.T) {
 			assert.Contains(t, status.Convert(err).Message(), tt.msg)
 		})
 	}
-}
-
-// nackOf is the NACK of resp by a sidecar that holds no version of its type.
-func nackOf(node string, resp *discovery.DiscoveryResponse) *discovery.DiscoveryRequest {
-	req := request(node, resp.GetTypeUrl())
-	req.ResponseNonce = resp.GetNonce()
-	req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: "rejected"}
-	return req
-}
-
-// A NACK is not answered with the version it rejected, however often it is sent (go-control-plane
-// sends it again at once, so a sidecar had the control plane send its snapshot as fast as it
-// NACKed): it waits for the next version of its type, which a change of another type is not.
-func TestADSNACKWaitsForTheNextVersion(t *testing.T) {
-	e := startADS(t)
-	node := flaskID.String()
-	stream := e.dial(t, "flask")
-	lds, err := fetch(t, stream, request(node, resource.ListenerType))
-	require.NoError(t, err)
-	got := responses(stream)
-
-	const nacks = 50
-	for range nacks {
-		require.NoError(t, stream.Send(nackOf(node, lds)))
-	}
-	require.Eventually(t, func() bool {
-		return value(t, e.srv.metrics.nacks.WithLabelValues(resource.ListenerType)) == nacks
-	}, 5*time.Second, 10*time.Millisecond, "every NACK handled")
-	assert.Nil(t, recvWithin(t, got, 300*time.Millisecond), "a NACK was answered with the version it rejected")
-
-	e.rotateSVID(t, flaskID) // flask's secrets change, its listeners do not
-	assert.Nil(t, recvWithin(t, got, 300*time.Millisecond), "another type's change sent the rejected version again")
-
-	require.NoError(t, e.srv.Update(withPorts(1), []*x509.Certificate{e.ca.cert}, e.svids()))
-	next := recvWithin(t, got, 5*time.Second)
-	require.NotNil(t, next, "the next listeners version answers the NACK")
-	assert.Equal(t, resource.ListenerType, next.GetTypeUrl())
-	assert.NotEqual(t, lds.GetVersionInfo(), next.GetVersionInfo())
-	assert.Len(t, next.GetResources(), 2)
-	assert.InDelta(t, 2, value(t, e.srv.metrics.pushes.WithLabelValues(resource.ListenerType)), 0,
-		"listeners sent: the first version and the next, nothing in between")
 }
 
 // A stream's requests beyond its rate wait: a client that repeats a request the control plane
