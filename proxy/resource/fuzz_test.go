@@ -10,6 +10,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/attestmesh/attestmesh/proxy/proxytest"
 	"github.com/attestmesh/attestmesh/proxy/resource"
@@ -104,6 +106,9 @@ func FuzzParseListeners(f *testing.F) {
 	))
 	f.Add(response(f, resource.ListenerType, proxytest.OutboundListener("redis", 6379, "0.0.0.0:6379")))
 	f.Add(response(f, resource.ListenerType, proxytest.LocalCluster("0.0.0.0:8443", "127.0.0.1:6379")))
+	// A negative idle timeout, which the pipes would read as none (refused).
+	f.Add(response(f, resource.ListenerType, withTCPProxy(f, proxytest.OutboundListener("redis", 6379, "127.0.0.1:6379"),
+		func(tp *tcpproxyv3.TcpProxy) { tp.IdleTimeout = &durationpb.Duration{Seconds: -1} })))
 	f.Add([]byte{})
 	p := pruner(readFields(f))
 	f.Fuzz(func(t *testing.T, data []byte) {

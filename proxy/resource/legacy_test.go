@@ -154,7 +154,13 @@ func legacyParseListener(l *listenerv3.Listener) (*resource.Listener, error) {
 		IdleTimeout: resource.DefaultIdleTimeout,
 	}
 	if d := tp.GetIdleTimeout(); d != nil {
-		out.IdleTimeout = d.AsDuration()
+		// The rule resource.go added (review): a negative or invalid idle_timeout is refused.
+		if err := d.CheckValid(); err != nil {
+			return nil, fmt.Errorf("filter %s: idle_timeout: not a valid duration: %w", f.GetName(), err)
+		}
+		if out.IdleTimeout = d.AsDuration(); out.IdleTimeout < 0 {
+			return nil, fmt.Errorf("filter %s: idle_timeout: must not be negative, got %v", f.GetName(), out.IdleTimeout)
+		}
 	}
 	ts := fc.GetTransportSocket()
 	if ts == nil {

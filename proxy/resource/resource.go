@@ -233,7 +233,15 @@ func parseListener(l *listenerMsg) (*Listener, error) {
 		IdleTimeout: DefaultIdleTimeout,
 	}
 	if d := tp.idleTimeout; d != nil {
-		out.IdleTimeout = d.pb().AsDuration()
+		// The pipes read a timeout <= 0 as none, which Envoy spells 0s only: a negative or
+		// invalid Duration (Envoy refuses both) must not turn into none.
+		pb := d.pb()
+		if err := pb.CheckValid(); err != nil {
+			return nil, fmt.Errorf("filter %s: idle_timeout: not a valid duration: %w", f.name, err)
+		}
+		if out.IdleTimeout = pb.AsDuration(); out.IdleTimeout < 0 {
+			return nil, fmt.Errorf("filter %s: idle_timeout: must not be negative, got %v", f.name, out.IdleTimeout)
+		}
 	}
 	ts := fc.transportSocket
 	if ts == nil {
