@@ -288,9 +288,20 @@ func legacyParseCommon(c *tlsv3.CommonTlsContext) (*resource.PeerPolicy, error) 
 			return nil, fmt.Errorf("match_typed_subject_alt_names: %w", err)
 		}
 		pp.Matchers = append(pp.Matchers, desc)
-		if isPrefix {
+		switch {
+		case isPrefix && strings.HasSuffix(desc, "/"):
+			// The rule resource.go added (review): prefix "spiffe://td/a/" admits the IDs below
+			// spiffe://td/a, not spiffe://td/a.
+			below := tlsconfig.AuthorizeIDPrefix(id)
+			auths = append(auths, func(got spiffeid.ID, chains [][]*x509.Certificate) error {
+				if got == id {
+					return fmt.Errorf("unexpected ID %q: only IDs below it are allowed", got)
+				}
+				return below(got, chains)
+			})
+		case isPrefix:
 			auths = append(auths, tlsconfig.AuthorizeIDPrefix(id))
-		} else {
+		default:
 			exact = append(exact, id)
 		}
 	}
@@ -334,9 +345,18 @@ func legacyParseSAN(m *tlsv3.SubjectAltNameMatcher) (desc string, id spiffeid.ID
 	default:
 		return "", spiffeid.ID{}, false, fmt.Errorf("matcher %T: only exact and prefix are supported", sm.GetMatchPattern())
 	}
-	id, err = spiffeid.FromString(strings.TrimSuffix(s, "/"))
+	// The rule resource.go added (review): an exact value ending in '/' is no SPIFFE ID; a
+	// prefix's trailing '/' is kept in its description.
+	trimmed := s
+	if prefix {
+		trimmed = strings.TrimSuffix(s, "/")
+	}
+	id, err = spiffeid.FromString(trimmed)
 	if err != nil {
 		return "", spiffeid.ID{}, false, fmt.Errorf("%q is not a SPIFFE ID: %w", s, err)
+	}
+	if prefix && trimmed != s {
+		return "prefix:" + id.String() + "/", id, true, nil
 	}
 	if prefix {
 		return "prefix:" + id.String(), id, true, nil

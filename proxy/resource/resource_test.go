@@ -98,6 +98,40 @@ func TestParseListeners(t *testing.T) {
 			},
 		},
 		{
+			// Envoy's prefix "spiffe://td/team/prod/" admits the services of session team/prod,
+			// not spiffe://td/team/prod: service prod of session team (sessions may have '/').
+			name: "prefix matcher with a trailing slash admits only IDs below it",
+			in: func(t *testing.T) []proto.Message {
+				t.Helper()
+				return []proto.Message{withDownstream(t, proxytest.InboundListener("0.0.0.0:8443", client), func(d *tlsv3.DownstreamTlsContext) {
+					d.CommonTlsContext.GetCombinedValidationContext().DefaultValidationContext.MatchTypedSubjectAltNames[0].Matcher =
+						&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://attestmesh.local/team/prod/"}}
+				})}
+			},
+			check: func(t *testing.T, ls []*resource.Listener) {
+				t.Helper()
+				assert.Equal(t, []string{"prefix:spiffe://attestmesh.local/team/prod/"}, ls[0].Peers.Matchers)
+				require.NoError(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/team/prod/db"), nil))
+				require.NoError(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/team/prod/db/x"), nil))
+				require.ErrorContains(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/team/prod"), nil),
+					`unexpected ID "spiffe://attestmesh.local/team/prod"`)
+				require.Error(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/team/production/db"), nil))
+			},
+		},
+		{
+			// Envoy's exact "spiffe://td/app/client/" matches no SPIFFE ID (none ends with '/'); it
+			// must not admit spiffe://td/app/client.
+			name: "exact matcher with a trailing slash",
+			in: func(t *testing.T) []proto.Message {
+				t.Helper()
+				return []proto.Message{withDownstream(t, proxytest.InboundListener("0.0.0.0:8443", client), func(d *tlsv3.DownstreamTlsContext) {
+					d.CommonTlsContext.GetCombinedValidationContext().DefaultValidationContext.MatchTypedSubjectAltNames[0].Matcher =
+						&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: client.String() + "/"}}
+				})}
+			},
+			wantErr: `match_typed_subject_alt_names: "spiffe://attestmesh.local/app/client/" is not a SPIFFE ID`,
+		},
+		{
 			name: "unsupported filter",
 			in: func(*testing.T) []proto.Message {
 				l := proxytest.InboundListener("0.0.0.0:8443", client)
