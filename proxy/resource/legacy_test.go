@@ -400,6 +400,10 @@ func legacyParseSecret(s *tlsv3.Secret) (*resource.Secret, error) {
 		if vc == nil {
 			return nil, errors.New("want a validation_context")
 		}
+		// The rule resource.go added (review): certificate pins are refused.
+		if len(vc.GetVerifyCertificateHash()) > 0 || len(vc.GetVerifyCertificateSpki()) > 0 {
+			return nil, errors.New("validation_context: verify_certificate_hash and verify_certificate_spki (certificate pinning) are not supported")
+		}
 		cas, err := legacyPemCerts(vc.GetTrustedCa())
 		if err != nil {
 			return nil, fmt.Errorf("trusted_ca: %w", err)

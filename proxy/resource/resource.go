@@ -596,6 +596,11 @@ func parseSecret(s *secretMsg) (*Secret, error) {
 		if err := validateCertValidation(vc); err != nil {
 			return nil, fmt.Errorf("validation_context: %w", err)
 		}
+		// Envoy merges this context into the TLS contexts' (combined_validation_context):
+		// pins here restrict the peers, and ignored they would admit every peer of the CAs.
+		if len(vc.verifyCertificateHash) > 0 || len(vc.verifyCertificateSPKI) > 0 {
+			return nil, errors.New("validation_context: verify_certificate_hash and verify_certificate_spki (certificate pinning) are not supported")
+		}
 		cas, err := pemCerts(vc.trustedCA)
 		if err != nil {
 			return nil, fmt.Errorf("trusted_ca: %w", err)

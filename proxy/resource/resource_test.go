@@ -2,6 +2,7 @@ package resource_test
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -354,6 +355,44 @@ func TestIdleTimeout(t *testing.T) {
 			}
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, ls[0].IdleTimeout)
+		})
+	}
+}
+
+// TestTrustBundlePins: Envoy merges the trust_bundle secret's validation context into the TLS
+// contexts' (combined_validation_context), so certificate pins sent there restrict the peers.
+// The sidecar does not implement pinning: it refuses such a bundle rather than admit every peer
+// of its CAs.
+func TestTrustBundlePins(t *testing.T) {
+	ca, err := proxytest.NewCA("attestmesh.local")
+	require.NoError(t, err)
+	chain, err := proxytest.ForeignSVIDPEM(ca, server)
+	require.NoError(t, err)
+	bundle := proxytest.Secrets(chain, ca)[1].(*tlsv3.Secret)
+	tests := []struct {
+		name    string
+		mutate  func(v *tlsv3.CertificateValidationContext)
+		wantErr string
+	}{
+		{name: "trusted_ca only", mutate: func(*tlsv3.CertificateValidationContext) {}},
+		{name: "verify_certificate_spki", mutate: func(v *tlsv3.CertificateValidationContext) {
+			v.VerifyCertificateSpki = []string{strings.Repeat("A", 43) + "="}
+		}, wantErr: `secret "trust_bundle": validation_context: verify_certificate_hash and verify_certificate_spki (certificate pinning) are not supported`},
+		{name: "verify_certificate_hash", mutate: func(v *tlsv3.CertificateValidationContext) {
+			v.VerifyCertificateHash = []string{strings.Repeat("ab", 32)}
+		}, wantErr: `secret "trust_bundle": validation_context: verify_certificate_hash and verify_certificate_spki (certificate pinning) are not supported`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := proto.Clone(bundle).(*tlsv3.Secret)
+			tt.mutate(s.GetValidationContext())
+			ss, err := resource.ParseSecrets(anyOf(t, s))
+			if tt.wantErr != "" {
+				require.EqualError(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Len(t, ss[0].CAs, 1)
 		})
 	}
 }
