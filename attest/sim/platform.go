@@ -82,6 +82,10 @@ type Platform struct {
 	qeSigOnce sync.Once
 	qeSig     [dcap.ECDSASigSize]byte
 	qeSigErr  error
+
+	// pckChain is the certification data every quote carries, PEM, encoded once.
+	pckChainOnce sync.Once
+	pckChain     []byte
 }
 
 // NewPlatform creates a simulated platform with a fresh root CA. rand supplies serial

@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	cryptorand "crypto/rand"
 	"crypto/sha256"
@@ -96,13 +95,12 @@ func (p *Platform) Quote(r Report) ([]byte, error) {
 		return nil, p.qeSigErr
 	}
 	s.QEReportSignature = p.qeSig
-	var chain bytes.Buffer
-	for _, c := range [][]byte{p.pck.Raw, p.pckCA.Raw, p.root.Raw} {
-		if err := pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: c}); err != nil {
-			return nil, fmt.Errorf("sim: encode PCK chain: %w", err)
+	p.pckChainOnce.Do(func() {
+		for _, c := range [][]byte{p.pck.Raw, p.pckCA.Raw, p.root.Raw} {
+			p.pckChain = append(p.pckChain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c})...)
 		}
-	}
-	s.Certification = dcap.CertificationData{Type: dcap.CertDataPCKChain, Data: chain.Bytes()}
+	})
+	s.Certification = dcap.CertificationData{Type: dcap.CertDataPCKChain, Data: p.pckChain}
 	return q.Marshal(), nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -219,12 +220,8 @@ func (a *Authority) IssueSVID(csr *x509.CertificateRequest, id spiffeid.ID, ttl 
 	if ttl == 0 {
 		ttl = DefaultSVIDTTL
 	}
-	subject := pkix.Name{Organization: []string{organization}}
-	switch tee {
-	case attestapi.TEESGX:
-	case attestapi.TEESimulation:
-		subject.OrganizationalUnit = []string{attestapi.SimulatedTEEUnit}
-	default:
+	subject, ok := svidSubjects[tee]
+	if !ok {
 		return nil, fmt.Errorf("ca: issue SVID: unknown attestapi.TEE %q (want %q or %q)", tee, attestapi.TEESGX, attestapi.TEESimulation)
 	}
 	ext, err := attestapi.TEEExtension(tee)
@@ -232,14 +229,16 @@ func (a *Authority) IssueSVID(csr *x509.CertificateRequest, id spiffeid.ID, ttl 
 		return nil, err
 	}
 	tmpl := &x509.Certificate{
-		Subject:               subject,
+		RawSubject:            subject,
 		URIs:                  []*url.URL{id.URL()},
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		ExtraExtensions:       append([]pkix.Extension{ext}, extra...),
 	}
-	cert, err := a.signer(csr.PublicKey, ttl).sign("issue SVID", tmpl)
+	s := a.signer(csr.PublicKey, ttl)
+	s.svid = true
+	cert, err := s.sign("issue SVID", tmpl)
 	if err != nil {
 		return nil, err
 	}
@@ -274,6 +273,21 @@ func (a *Authority) IssueServerCert(pub crypto.PublicKey, dns []string, ips []ne
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	return a.signer(pub, ttl).sign("issue server certificate", tmpl)
+}
+
+// svidSubjects are the SVIDs' subject names, DER, by TEE: organization "attestmesh", and the
+// organizational unit attestapi.SimulatedTEEUnit for a simulated one.
+var svidSubjects = map[attestapi.TEE][]byte{
+	attestapi.TEESGX:        marshalName(pkix.Name{Organization: []string{organization}}),
+	attestapi.TEESimulation: marshalName(pkix.Name{Organization: []string{organization}, OrganizationalUnit: []string{attestapi.SimulatedTEEUnit}}),
+}
+
+func marshalName(n pkix.Name) []byte {
+	b, err := asn1.Marshal(n.ToRDNSequence())
+	if err != nil {
+		panic(fmt.Sprintf("ca: marshal the name %q: %v", n, err)) // constant names of printable strings
+	}
+	return b
 }
 
 func (a *Authority) signer(pub crypto.PublicKey, ttl time.Duration) signer {

@@ -4,8 +4,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"io"
 	"net"
+	"net/url"
 	"testing"
 	"time"
 
@@ -325,4 +327,61 @@ func TestTEEOf(t *testing.T) {
 			assert.Equal(t, tt.want, attestapi.TEEOf(tt.cert))
 		})
 	}
+}
+
+// constReader is a random source that repeats one byte: two issuances from it get the same
+// serial number.
+type constReader byte
+
+func (c constReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(c)
+	}
+	return len(p), nil
+}
+
+// TestIssueSVIDIsX509s checks that an SVID from package der (IssueSVID's path for the
+// authority's ECDSA key) is what crypto/x509 makes of the same template, byte for byte before
+// the signature, for both TEEs and with extra extensions; and that an issuer key der does not
+// sign with (RSA) still issues, through crypto/x509.
+func TestIssueSVIDIsX509s(t *testing.T) {
+	now := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	a, err := NewAuthority(AuthorityConfig{TrustDomain: testTD, Rand: constReader(0x5a), Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	id := spiffeid.RequireFromPath(testTD, "/demo/flask")
+	extra := pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 7}, Value: []byte{0x04, 0x01, 0x2a}}
+	issue := func(t *testing.T, s signer, tee attestapi.TEE) *x509.Certificate {
+		t.Helper()
+		ext, err := attestapi.TEEExtension(tee)
+		require.NoError(t, err)
+		cert, err := s.sign("issue SVID", &x509.Certificate{
+			RawSubject: svidSubjects[tee], URIs: []*url.URL{id.URL()}, BasicConstraintsValid: true,
+			KeyUsage:        x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+			ExtraExtensions: []pkix.Extension{ext, extra},
+		})
+		require.NoError(t, err)
+		return cert
+	}
+	for _, tee := range []attestapi.TEE{attestapi.TEESGX, attestapi.TEESimulation} {
+		t.Run(string(tee), func(t *testing.T) {
+			key := mustKey(t, P256)
+			s := a.signer(key.Public(), time.Hour)
+			s.svid = true
+			got := issue(t, s, tee)
+			s.svid = false
+			want := issue(t, s, tee)
+			require.Equal(t, want.RawTBSCertificate, got.RawTBSCertificate)
+			require.NoError(t, got.CheckSignatureFrom(a.Bundle()[0]))
+		})
+	}
+	t.Run("RSA issuer", func(t *testing.T) {
+		rsaKey := mustKey(t, RSA2048)
+		root, err := IssueCA(CARequest{PublicKey: rsaKey.Public(), IssuerKey: rsaKey, CommonName: "rsa root", ValidFor: time.Hour})
+		require.NoError(t, err)
+		s := signer{pub: mustKey(t, P256).Public(), issuer: root, issuerKey: rsaKey, validFor: time.Hour, svid: true}
+		cert := issue(t, s, attestapi.TEESGX)
+		require.Equal(t, x509.SHA256WithRSA, cert.SignatureAlgorithm)
+		require.NoError(t, cert.CheckSignatureFrom(root))
+	})
 }

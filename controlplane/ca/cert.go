@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/attestmesh/attestmesh/attest/attestapi"
+	"github.com/attestmesh/attestmesh/attest/der"
 )
 
 // ClockSkew is how far before "now" a new certificate's NotBefore is set, so that peers whose
@@ -200,6 +201,9 @@ type signer struct {
 	validFor  time.Duration
 	now       time.Time
 	rand      io.Reader
+	// svid: the template is IssueSVID's, which package der encodes as crypto/x509 does,
+	// signing once (see package der) when the issuer's key is one der signs with.
+	svid bool
 }
 
 // sign completes tmpl (serial, validity, key identifiers) and signs it.
@@ -256,15 +260,42 @@ func (s signer) sign(op string, tmpl *x509.Certificate) (*x509.Certificate, erro
 	if r == nil {
 		r = rand.Reader
 	}
-	der, err := x509.CreateCertificate(r, tmpl, parent, s.pub, s.issuerKey)
+	var raw []byte
+	if s.svid && s.issuer != nil && der.Supported(s.issuerKey) {
+		raw, err = s.createSVID(r, tmpl)
+	} else {
+		raw, err = x509.CreateCertificate(r, tmpl, parent, s.pub, s.issuerKey)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ca: %s: %w", op, err)
 	}
-	cert, err := x509.ParseCertificate(der)
+	// Parsed back, which also checks what package der encoded.
+	cert, err := x509.ParseCertificate(raw)
 	if err != nil {
 		return nil, fmt.Errorf("ca: %s: parse the new certificate: %w", op, err)
 	}
 	return cert, nil
+}
+
+// createSVID is x509.CreateCertificate for IssueSVID's template (a RawSubject, one URI, the
+// SVID's key usages and basic constraints, key identifiers and extra extensions), by package
+// der: the same bytes, signed once.
+func (s signer) createSVID(r io.Reader, tmpl *x509.Certificate) ([]byte, error) {
+	if len(tmpl.URIs) != 1 || len(tmpl.RawSubject) == 0 {
+		return nil, fmt.Errorf("an SVID template has one URI and a raw subject, not %d and %d bytes", len(tmpl.URIs), len(tmpl.RawSubject))
+	}
+	spki, err := x509.MarshalPKIXPublicKey(s.pub)
+	if err != nil {
+		return nil, err
+	}
+	exts, err := der.SVIDExtensions(tmpl.SubjectKeyId, tmpl.AuthorityKeyId, tmpl.URIs[0].String(), len(tmpl.RawSubject) == 2, tmpl.ExtraExtensions...)
+	if err != nil {
+		return nil, err
+	}
+	return der.CreateCertificate(r, &der.Certificate{
+		SerialNumber: tmpl.SerialNumber, Issuer: s.issuer.RawSubject, Subject: tmpl.RawSubject,
+		NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter, PublicKey: spki, Extensions: exts,
+	}, s.issuerKey)
 }
 
 func checkIssuer(issuer *x509.Certificate, key crypto.Signer, now time.Time) error {

@@ -1,0 +1,40 @@
+package attestapi
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestNewCSR checks the CSR of every key type a workload may hold: package der's for the keys
+// it signs with, crypto/x509's for the others (RSA, or a signer that hides its key), each an
+// empty request for the key, with a valid signature.
+func TestNewCSR(t *testing.T) {
+	p256, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	_, ed, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	for name, key := range map[string]crypto.Signer{
+		"P-256": p256, "Ed25519": ed, "RSA": rsaKey, "opaque signer": struct{ crypto.Signer }{p256},
+	} {
+		t.Run(name, func(t *testing.T) {
+			raw, err := newCSR(key)
+			require.NoError(t, err)
+			csr, err := x509.ParseCertificateRequest(raw)
+			require.NoError(t, err)
+			require.NoError(t, csr.CheckSignature())
+			require.True(t, key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(csr.PublicKey))
+			require.Empty(t, csr.Subject.Names)
+			require.Empty(t, csr.Extensions)
+		})
+	}
+}
