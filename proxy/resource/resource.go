@@ -233,7 +233,15 @@ func parseListener(l *listenerMsg) (*Listener, error) {
 		IdleTimeout: DefaultIdleTimeout,
 	}
 	if d := tp.idleTimeout; d != nil {
-		out.IdleTimeout = d.pb().AsDuration()
+		// The pipes read a timeout <= 0 as none, which Envoy spells 0s only: a negative or
+		// invalid Duration (Envoy refuses both) must not turn into none.
+		pb := d.pb()
+		if err := pb.CheckValid(); err != nil {
+			return nil, fmt.Errorf("filter %s: idle_timeout: not a valid duration: %w", f.name, err)
+		}
+		if out.IdleTimeout = pb.AsDuration(); out.IdleTimeout < 0 {
+			return nil, fmt.Errorf("filter %s: idle_timeout: must not be negative, got %v", f.name, out.IdleTimeout)
+		}
 	}
 	ts := fc.transportSocket
 	if ts == nil {
@@ -393,13 +401,13 @@ func parseCommon(c *commonTLSMsg) (*PeerPolicy, error) {
 	var exact []spiffeid.ID
 	var auths []tlsconfig.Authorizer
 	for _, m := range dvc.sans {
-		desc, id, isPrefix, err := parseSAN(m)
+		desc, id, prefix, err := parseSAN(m)
 		if err != nil {
 			return nil, fmt.Errorf("match_typed_subject_alt_names: %w", err)
 		}
 		pp.Matchers = append(pp.Matchers, desc)
-		if isPrefix {
-			auths = append(auths, tlsconfig.AuthorizeIDPrefix(id))
+		if prefix != nil {
+			auths = append(auths, prefix)
 		} else {
 			exact = append(exact, id)
 		}
@@ -493,33 +501,57 @@ func anyOf(auths []tlsconfig.Authorizer, desc []string) tlsconfig.Authorizer {
 	}
 }
 
-func parseSAN(m *sanMatcherMsg) (desc string, id spiffeid.ID, prefix bool, err error) {
+// parseSAN returns an exact matcher's ID, or a prefix matcher's authorizer.
+func parseSAN(m *sanMatcherMsg) (desc string, id spiffeid.ID, prefix tlsconfig.Authorizer, err error) {
 	if err := validateSAN(m); err != nil {
-		return "", spiffeid.ID{}, false, err
+		return "", spiffeid.ID{}, nil, err
 	}
 	if m.sanType != sanURI {
-		return "", spiffeid.ID{}, false, fmt.Errorf("san_type %s: only URI is supported", sanTypes[m.sanType])
+		return "", spiffeid.ID{}, nil, fmt.Errorf("san_type %s: only URI is supported", sanTypes[m.sanType])
 	}
 	sm := m.matcher
 	if sm.ignoreCase {
-		return "", spiffeid.ID{}, false, errors.New("ignore_case is not supported for SPIFFE IDs")
+		return "", spiffeid.ID{}, nil, errors.New("ignore_case is not supported for SPIFFE IDs")
 	}
 	switch sm.pattern {
-	case 1:
-	case 2:
-		prefix = true
+	case 1, 2:
 	default:
-		return "", spiffeid.ID{}, false, fmt.Errorf("matcher %s: only exact and prefix are supported", stringMatchers[sm.pattern])
+		return "", spiffeid.ID{}, nil, fmt.Errorf("matcher %s: only exact and prefix are supported", stringMatchers[sm.pattern])
 	}
 	s := sm.value
+	if sm.pattern == 1 {
+		// No SPIFFE ID ends with '/': Envoy's exact "spiffe://td/a/" admits no one, so it is
+		// refused like any other value that is not a SPIFFE ID (trimmed, it admitted spiffe://td/a).
+		if id, err = spiffeid.FromString(s); err != nil {
+			return "", spiffeid.ID{}, nil, fmt.Errorf("%q is not a SPIFFE ID: %w", s, err)
+		}
+		return "exact:" + id.String(), id, nil, nil
+	}
 	id, err = spiffeid.FromString(strings.TrimSuffix(s, "/"))
 	if err != nil {
-		return "", spiffeid.ID{}, false, fmt.Errorf("%q is not a SPIFFE ID: %w", s, err)
+		return "", spiffeid.ID{}, nil, fmt.Errorf("%q is not a SPIFFE ID: %w", s, err)
 	}
-	if prefix {
-		return "prefix:" + id.String(), id, true, nil
+	if !strings.HasSuffix(s, "/") {
+		// On segment boundaries: spiffe://td/a admits spiffe://td/a and spiffe://td/a/b, not
+		// spiffe://td/ab (Envoy's string prefix would).
+		return "prefix:" + id.String(), id, tlsconfig.AuthorizeIDPrefix(id), nil
 	}
-	return "exact:" + id.String(), id, false, nil
+	// Envoy's prefix "spiffe://td/a/" admits the IDs below spiffe://td/a, not spiffe://td/a
+	// itself, which may be someone else: a session's name may have '/', so spiffe://td/team/prod
+	// is service prod of session team, and spiffe://td/team/prod/db a service of session team/prod.
+	return "prefix:" + id.String() + "/", id, authorizeBelow(id), nil
+}
+
+// authorizeBelow admits the IDs whose path is below parent's (and none if parent has no path,
+// as go-spiffe's prefix matcher).
+func authorizeBelow(parent spiffeid.ID) tlsconfig.Authorizer {
+	prefix := tlsconfig.AuthorizeIDPrefix(parent)
+	return func(id spiffeid.ID, chains [][]*x509.Certificate) error {
+		if id == parent {
+			return fmt.Errorf("unexpected ID %q: only IDs below it are allowed", id)
+		}
+		return prefix(id, chains)
+	}
 }
 
 func sdsName(c *sdsSecretConfigMsg, want string) (string, error) {
@@ -563,6 +595,11 @@ func parseSecret(s *secretMsg) (*Secret, error) {
 		vc := s.validationContext
 		if err := validateCertValidation(vc); err != nil {
 			return nil, fmt.Errorf("validation_context: %w", err)
+		}
+		// Envoy merges this context into the TLS contexts' (combined_validation_context):
+		// pins here restrict the peers, and ignored they would admit every peer of the CAs.
+		if len(vc.verifyCertificateHash) > 0 || len(vc.verifyCertificateSPKI) > 0 {
+			return nil, errors.New("validation_context: verify_certificate_hash and verify_certificate_spki (certificate pinning) are not supported")
 		}
 		cas, err := pemCerts(vc.trustedCA)
 		if err != nil {
