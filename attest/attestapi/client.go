@@ -1,6 +1,7 @@
 package attestapi
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -8,7 +9,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -45,6 +48,17 @@ type Client struct {
 	conn   *grpc.ClientConn
 	api    attestationpb.AttestationClient
 	quotes QuoteProvider
+
+	// bundle is the trust bundle of the last response, parsed: it rarely changes, and every
+	// response carries it.
+	bundleMu sync.Mutex
+	bundle   parsedCerts
+}
+
+// parsedCerts are certificates and the DER they were parsed from.
+type parsedCerts struct {
+	der   [][]byte
+	certs []*x509.Certificate
 }
 
 // Evidence describes the enclave that asks to be attested. In simulation every field is the
@@ -176,7 +190,7 @@ func (c *Client) attest(ctx context.Context, r Request) (*Result, error) {
 	if err != nil {
 		return nil, &RefusedError{Status: status.Convert(err)}
 	}
-	return decodeResult(resp)
+	return c.decodeResult(resp)
 }
 
 // RefusedError is the control plane's answer to an Attest call that did not succeed.
@@ -214,7 +228,7 @@ func describe(err error) string {
 	return err.Error()
 }
 
-func decodeResult(resp *attestationpb.AttestResponse) (*Result, error) {
+func (c *Client) decodeResult(resp *attestationpb.AttestResponse) (*Result, error) {
 	parse := func(what string, ders [][]byte) ([]*x509.Certificate, error) {
 		out := make([]*x509.Certificate, 0, len(ders))
 		for i, der := range ders {
@@ -233,10 +247,26 @@ func decodeResult(resp *attestationpb.AttestResponse) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	bundle, err := parse("trust_bundle", resp.GetTrustBundle())
-	if err != nil {
-		return nil, err
+	c.bundleMu.Lock()
+	last := c.bundle
+	c.bundleMu.Unlock()
+	if len(last.der) == 0 || !slices.EqualFunc(last.der, resp.GetTrustBundle(), bytes.Equal) {
+		// Parsed from a copy: a certificate's Raw is the bytes it was parsed from, and the
+		// caller gets the response, which is its to change.
+		der := make([][]byte, len(resp.GetTrustBundle()))
+		for i, d := range resp.GetTrustBundle() {
+			der[i] = bytes.Clone(d)
+		}
+		certs, err := parse("trust_bundle", der)
+		if err != nil {
+			return nil, err
+		}
+		last = parsedCerts{der: der, certs: certs}
+		c.bundleMu.Lock()
+		c.bundle = last
+		c.bundleMu.Unlock()
 	}
+	bundle := slices.Clone(last.certs)
 	id, err := spiffeid.FromString(resp.GetSpiffeId())
 	if err != nil {
 		return nil, fmt.Errorf("attestapi: response spiffe_id: %w", err)

@@ -49,43 +49,67 @@ type noQuote struct{}
 
 func (noQuote) Quote(context.Context, attestapi.Report) ([]byte, error) { return []byte("quote"), nil }
 
-// An Attest call that fails with Unavailable (its replica died during the call) is made once
-// more from a fresh nonce; a refusal is not.
-func TestAttestRetriesWhenTheReplicaWentAway(t *testing.T) {
+// testCA is a root for the tests' control planes.
+type testCA struct {
+	td   spiffeid.TrustDomain
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newTestCA(t *testing.T, serial int64) testCA {
+	t.Helper()
 	td := spiffeid.RequireTrustDomainFromString("attestmesh.local")
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 		URIs: []*url.URL{td.ID().URL()},
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	require.NoError(t, err)
-	ca, err := x509.ParseCertificate(caDER)
+	cert, err := x509.ParseCertificate(der)
 	require.NoError(t, err)
+	return testCA{td: td, cert: cert, key: key}
+}
+
+// issue returns a certificate with the URI SAN id for key.
+func (ca testCA) issue(t *testing.T, id spiffeid.ID, key *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs: []*url.URL{id.URL()},
+	}, ca.cert, key.Public(), ca.key)
+	require.NoError(t, err)
+	return der
+}
+
+// serve runs impl as a control plane with a certificate from ca and returns a client of it.
+func serve(t *testing.T, ca testCA, impl attestationpb.AttestationServer) *attestapi.Client {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		URIs: []*url.URL{attestapi.ControlPlaneID(td).URL()},
-	}, ca, key.Public(), caKey)
-	require.NoError(t, err)
-
-	f := &flaky{}
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: key}}, MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{ca.issue(t, attestapi.ControlPlaneID(ca.td), key)}, PrivateKey: key}},
+		MinVersion:   tls.VersionTLS13,
 	})))
-	attestationpb.RegisterAttestationServer(srv, f)
+	attestationpb.RegisterAttestationServer(srv, impl)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-
-	c, err := attestapi.Dial(attestapi.ClientConfig{Addr: lis.Addr().String(), Bundle: []*x509.Certificate{ca}, Quotes: noQuote{}})
+	c, err := attestapi.Dial(attestapi.ClientConfig{Addr: lis.Addr().String(), Bundle: []*x509.Certificate{ca.cert}, Quotes: noQuote{}})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// An Attest call that fails with Unavailable (its replica died during the call) is made once
+// more from a fresh nonce; a refusal is not.
+func TestAttestRetriesWhenTheReplicaWentAway(t *testing.T) {
+	f := &flaky{}
+	c := serve(t, newTestCA(t, 1), f)
 	wkey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	_, err = c.Attest(t.Context(), attestapi.Request{ConfigID: "a/b", Key: wkey})
@@ -93,4 +117,52 @@ func TestAttestRetriesWhenTheReplicaWentAway(t *testing.T) {
 	assert.Contains(t, err.Error(), "second call", "the refusal of the second call is what the caller gets")
 	assert.Equal(t, int32(2), f.nonces.Load(), "a fresh nonce for the second call")
 	assert.Equal(t, int32(2), f.attests.Load(), "one retry, no more")
+}
+
+// bundles answers every Attest with an SVID and the next of its trust bundles.
+type bundles struct {
+	attestationpb.UnimplementedAttestationServer
+	svid    []byte
+	bundles [][][]byte
+	calls   atomic.Int32
+}
+
+func (b *bundles) GetNonce(context.Context, *attestationpb.GetNonceRequest) (*attestationpb.GetNonceResponse, error) {
+	return &attestationpb.GetNonceResponse{Nonce: make([]byte, attestapi.NonceSize)}, nil
+}
+
+func (b *bundles) Attest(context.Context, *attestationpb.AttestRequest) (*attestationpb.AttestResponse, error) {
+	i := b.calls.Add(1) - 1
+	return &attestationpb.AttestResponse{
+		SpiffeId: "spiffe://attestmesh.local/a/b", Tee: "simulation", SvidChain: [][]byte{b.svid}, TrustBundle: b.bundles[i],
+	}, nil
+}
+
+// The client keeps the last trust bundle parsed; every result has the bundle of its own
+// response, through a rotation, and a caller that changes a response's bytes changes nothing
+// of the next result.
+func TestAttestResultsFollowTheBundle(t *testing.T) {
+	ca, next := newTestCA(t, 1), newTestCA(t, 2)
+	wkey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	f := &bundles{
+		svid: ca.issue(t, spiffeid.RequireFromString("spiffe://attestmesh.local/a/b"), wkey),
+		bundles: [][][]byte{
+			{ca.cert.Raw}, {ca.cert.Raw}, {ca.cert.Raw, next.cert.Raw}, {next.cert.Raw}, {next.cert.Raw}, nil,
+		},
+	}
+	c := serve(t, ca, f)
+	for i, want := range f.bundles[:5] {
+		res, err := c.Attest(t.Context(), attestapi.Request{ConfigID: "a/b", Key: wkey})
+		require.NoError(t, err, "attestation %d", i)
+		require.Len(t, res.Bundle, len(want), "attestation %d", i)
+		for j := range want {
+			require.Equal(t, want[j], res.Bundle[j].Raw, "attestation %d, bundle certificate %d", i, j)
+		}
+		for _, der := range res.Response.GetTrustBundle() {
+			clear(der) // the caller's to change
+		}
+	}
+	_, err = c.Attest(t.Context(), attestapi.Request{ConfigID: "a/b", Key: wkey})
+	require.ErrorContains(t, err, "attestapi: response has no trust_bundle")
 }

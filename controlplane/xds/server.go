@@ -26,6 +26,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -40,6 +41,17 @@ const DefaultAddr = ":18000"
 
 // maxStreamsPerConn bounds the concurrent gRPC streams of one sidecar connection.
 const maxStreamsPerConn = 8
+
+// A state-of-the-world stream handles at most requestRate requests a second, after a burst of
+// requestBurst; beyond, its handler waits before it handles the next one (and stops reading, so
+// gRPC's flow control holds the sidecar back), it drops none. A sidecar sends a request per type
+// when it connects and one per response (its ACK), a handful per change: the limit is far above
+// that, and bounds what a client that repeats requests the control plane answers (an old version
+// with the current nonce is answered each time) has it send.
+const (
+	requestRate  = 20
+	requestBurst = 100
+)
 
 // Config configures a Server.
 type Config struct {
@@ -82,6 +94,11 @@ type Server struct {
 
 	snaps       atomic.Pointer[map[spiffeid.ID]*serviceState] // what Update published last, for the streams
 	sotwStreams atomic.Int64                                  // numbers the state-of-the-world streams
+
+	// requestRate and requestBurst limit the requests of a state-of-the-world stream (tests
+	// lower them).
+	requestRate  rate.Limit
+	requestBurst int
 }
 
 // streamKey identifies a stream: state-of-the-world and delta streams are numbered separately.
@@ -133,6 +150,9 @@ func New(cfg Config) (*Server, error) {
 		services:  make(map[spiffeid.ID]*serviceState),
 		streams:   make(map[streamKey]*streamState),
 		published: make(map[string]time.Time),
+
+		requestRate:  requestRate,
+		requestBurst: requestBurst,
 	}, nil
 }
 

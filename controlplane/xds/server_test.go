@@ -47,6 +47,12 @@ type adsEnv struct {
 
 func startADS(t *testing.T) *adsEnv {
 	t.Helper()
+	return startADSWith(t, nil)
+}
+
+// startADSWith is startADS with configure (when not nil) called on the Server before it serves.
+func startADSWith(t *testing.T, configure func(*Server)) *adsEnv {
+	t.Helper()
 	now := time.Now()
 	from, until := now.Add(-time.Minute), now.Add(time.Hour)
 	ca := newTestCA(t, from, until)
@@ -71,6 +77,9 @@ func startADS(t *testing.T) *adsEnv {
 		Metrics: e.reg,
 	})
 	require.NoError(t, err)
+	if configure != nil {
+		configure(srv)
+	}
 	e.srv = srv
 	require.NoError(t, srv.Update(flaskRedis(), []*x509.Certificate{ca.cert}, e.svids()))
 

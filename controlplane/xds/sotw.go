@@ -6,11 +6,13 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	server "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -18,10 +20,14 @@ import (
 // The state-of-the-world ADS streams are served here rather than by go-control-plane's sotw
 // server, which runs two goroutines per stream (its receive loop and a reflect.Select over one
 // channel per watch) and marshals every resource of every response for every stream. Here a
-// stream is its gRPC handler goroutine, which receives and answers requests; a snapshot change
-// is pushed by a goroutine that lives only while it sends; the resources were marshalled once
-// when built (wireResources) and responses share them. The protocol is go-control-plane's
-// snapshot cache in ADS mode, response for response: see (*sotwStream).respond.
+// stream is its gRPC handler goroutine, which receives requests and records them; every response
+// (to a request or for a snapshot change) is sent by a push goroutine that lives only while it
+// sends, one at a time per stream. The handler never sends: a sidecar that stops reading (grants
+// no more HTTP/2 flow-control window) blocks that goroutine's Send, never the handler, which
+// keeps receiving and returns when the sidecar ends the stream; gRPC then ends the stream's
+// context, which ends the blocked Send. The resources were marshalled once when built
+// (wireResources) and responses share them. The protocol is go-control-plane's snapshot cache in
+// ADS mode, response for response: see (*sotwStream).respond.
 
 // wireTypes are the types a snapshot holds, in the order a push sends them (go-control-plane's
 // ADS order: clusters before the listeners that use them, secrets last).
@@ -62,14 +68,18 @@ type sotwStream struct {
 	node spiffeid.ID
 	ctx  context.Context // ends with the stream (Serve's end closes every connection)
 	gs   discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer
+	// limit bounds the requests the handler handles; only the handler uses it.
+	limit *rate.Limiter
 
 	// pushes is 0 when no push goroutine runs, 1 while one runs, 2 when it must run again.
 	pushes atomic.Int32
+	// closed is set when the handler returns: gRPC forbids sending any more. It is not guarded
+	// by mu: the handler must never wait for a sender.
+	closed atomic.Bool
 
-	mu     sync.Mutex // serializes sends; guards the fields below
-	nonce  int64
-	subs   []sotwSub
-	closed bool // the handler returned: gRPC forbids sending any more
+	mu    sync.Mutex // guards the fields below; never held across a Send
+	nonce int64
+	subs  []sotwSub
 }
 
 // sotwSub is the state of one type on a stream.
@@ -80,6 +90,9 @@ type sotwSub struct {
 	nonce    string   // of the last response
 	returned []string // names in the last response
 	waiting  bool     // the last request awaits a response (go-control-plane's open watch)
+	// request: the waiting request has not been looked at by a push yet, so it is answered as a
+	// request (respond's rule for resources the last response did not carry applies).
+	request bool
 }
 
 // serveSotW runs one state-of-the-world ADS stream until the sidecar ends it or a request is
@@ -87,19 +100,22 @@ type sotwSub struct {
 func (s *Server) serveSotW(ctx context.Context, gs discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
 	key := streamKey{id: s.sotwStreams.Add(1)}
 	defer s.onStreamClosed(key)
-	st := &sotwStream{s: s, key: key, gs: gs, ctx: ctx, subs: make([]sotwSub, 0, len(wireTypes))}
+	st := &sotwStream{
+		s: s, key: key, gs: gs, ctx: ctx, subs: make([]sotwSub, 0, len(wireTypes)),
+		limit: rate.NewLimiter(s.requestRate, s.requestBurst),
+	}
 	if err := s.openSotW(ctx, st); err != nil {
 		return err
 	}
-	defer func() { // after a push that is sending, before the handler returns
-		st.mu.Lock()
-		st.closed = true
-		st.mu.Unlock()
-	}()
+	// Without the stream's lock, which a push may hold: a push checks it before each Send.
+	defer st.closed.Store(true)
 	for {
 		req, err := gs.Recv()
 		if err != nil {
 			return nil //nolint:nilerr // the sidecar ended the stream, or it broke: nothing to report to it
+		}
+		if !st.wait() {
+			return nil // the stream ended
 		}
 		if err := st.handle(req); err != nil {
 			return err
@@ -120,7 +136,27 @@ func (s *Server) openSotW(ctx context.Context, st *sotwStream) error {
 	return nil
 }
 
-// handle answers one request, as go-control-plane's sotw server and snapshot cache do.
+// wait waits until the stream may handle another request; false if the stream ended first. It
+// waits rather than refuse: a sidecar that asks too fast is slowed down, not cut off.
+func (st *sotwStream) wait() bool {
+	r := st.limit.Reserve() // never refused: the burst is at least one
+	d := r.Delay()
+	if d == 0 {
+		return true
+	}
+	st.s.log.Debug("request rate exceeded, waiting", "node", st.node.String(), "wait", d)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-st.ctx.Done():
+		return false
+	}
+}
+
+// handle records one request, as go-control-plane's sotw server and snapshot cache do, and has
+// the push goroutine answer it: the handler never sends.
 func (st *sotwStream) handle(req *discovery.DiscoveryRequest) error {
 	typeURL := req.GetTypeUrl()
 	if typeURL == "" {
@@ -140,16 +176,18 @@ func (st *sotwStream) handle(req *discovery.DiscoveryRequest) error {
 		return nil
 	}
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	sub := st.sub(typeURL)
 	if sub.nonce != "" && req.GetResponseNonce() != sub.nonce {
+		st.mu.Unlock()
 		// An answer to an older response: the sidecar will answer the newer one.
 		st.s.log.Debug("stale nonce, request ignored", "node", st.node.String(), "type_url", typeURL,
 			"nonce", req.GetResponseNonce(), "want", sub.nonce)
 		return nil
 	}
-	sub.names, sub.version, sub.waiting = req.GetResourceNames(), req.GetVersionInfo(), true
-	return st.respond(sub, st.s.current(st.node), false)
+	sub.names, sub.version, sub.waiting, sub.request = req.GetResourceNames(), req.GetVersionInfo(), true, true
+	st.mu.Unlock()
+	st.push()
+	return nil
 }
 
 // sub returns the state of typeURL, new if the stream has not asked for it yet; it is valid
@@ -164,13 +202,16 @@ func (st *sotwStream) sub(typeURL string) *sotwSub {
 	return &st.subs[len(st.subs)-1]
 }
 
-// respond answers sub's waiting request from snap (nil while the node has no snapshot) if it
-// should be answered now; it leaves the request waiting otherwise. As go-control-plane's snapshot
-// cache does: a request is answered when its version differs from the snapshot's or, on a request
-// (not on a push), when the snapshot holds a resource it asks for that the last response did not
-// carry; a request that names resources is answered only if it names every resource of the type
-// (ADS: the sidecar asks again), and then with those it names. st.mu must be held.
-func (st *sotwStream) respond(sub *sotwSub, snap *serviceState, push bool) error {
+// respond returns the response to sub's waiting request from snap (nil while the node has no
+// snapshot) if it should be answered now, and records it as sent; nil leaves the request
+// waiting. As go-control-plane's snapshot cache does: a request is answered when its version
+// differs from the snapshot's or, the first time it is looked at (as a request, not on a push),
+// when the snapshot holds a resource it asks for that the last response did not carry; a request
+// that names resources is answered only if it names every resource of the type (ADS: the sidecar
+// asks again), and then with those it names. st.mu must be held.
+func (st *sotwStream) respond(sub *sotwSub, snap *serviceState) *discovery.DiscoveryResponse {
+	request := sub.request
+	sub.request = false
 	if !sub.waiting || snap == nil {
 		return nil
 	}
@@ -178,7 +219,7 @@ func (st *sotwStream) respond(sub *sotwSub, snap *serviceState, push bool) error
 	if w == nil {
 		w = &wireResources{}
 	}
-	if sub.version == w.version && (push || !sub.missing(w)) {
+	if sub.version == w.version && (!request || !sub.missing(w)) {
 		return nil
 	}
 	sub.waiting = false
@@ -209,7 +250,7 @@ func (st *sotwStream) respond(sub *sotwSub, snap *serviceState, push bool) error
 	}
 	sub.nonce, sub.returned = resp.Nonce, names
 	st.s.onResponse(st.key, sub.typeURL)
-	return st.gs.Send(resp)
+	return resp
 }
 
 // missing reports whether w holds a resource that sub asks for and the last response did not
@@ -223,9 +264,11 @@ func (sub *sotwSub) missing(w *wireResources) bool {
 	return false
 }
 
-// push answers the stream's waiting requests whose type changed in the node's snapshot, in a
-// goroutine of its own that ends once nothing is left to send: a sidecar that reads slowly
-// holds up its own stream only.
+// push answers the stream's waiting requests that the node's snapshot answers, in a goroutine of
+// its own that ends once nothing is left to send: a sidecar that reads slowly holds up its own
+// stream's responses only, not its handler. It is called for every request and every change of
+// the node's snapshot; one push goroutine at most runs per stream, so responses are sent in the
+// order they were made.
 func (st *sotwStream) push() {
 	for {
 		switch v := st.pushes.Load(); v {
@@ -252,26 +295,37 @@ func (st *sotwStream) pushLoop() {
 	}
 }
 
+// pushOnce makes the responses under st.mu, then sends them without it: the handler, which
+// takes st.mu for every request, never waits for a Send.
 func (st *sotwStream) pushOnce() {
-	if st.ctx.Err() != nil {
+	if st.closed.Load() || st.ctx.Err() != nil {
 		return
 	}
+	var out [len(wireTypes)]*discovery.DiscoveryResponse
+	resps := out[:0]
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.closed {
-		return
-	}
 	snap := st.s.current(st.node)
 	for _, typeURL := range wireTypes {
 		for i := range st.subs {
-			sub := &st.subs[i]
-			if sub.typeURL != typeURL {
-				continue
+			if sub := &st.subs[i]; sub.typeURL == typeURL {
+				if resp := st.respond(sub, snap); resp != nil {
+					resps = append(resps, resp)
+				}
 			}
-			if err := st.respond(sub, snap, true); err != nil {
-				st.s.log.Debug("push failed", "node", st.node.String(), "type_url", typeURL, "error", err.Error())
-				return // the stream is broken: its handler's receive fails too
-			}
+		}
+	}
+	st.mu.Unlock()
+	for _, resp := range resps {
+		// No Send once the handler returned (gRPC's stream contract) or the stream ended. A
+		// handler that returns between this check and the Send is harmless: gRPC marked the
+		// stream done when it wrote the handler's status, and a Send on a done stream fails
+		// without writing (grpc-go's http2Server.write); the sidecar is gone anyway.
+		if st.closed.Load() || st.ctx.Err() != nil {
+			return
+		}
+		if err := st.gs.Send(resp); err != nil {
+			st.s.log.Debug("push failed", "node", st.node.String(), "type_url", resp.GetTypeUrl(), "error", err.Error())
+			return // the stream is broken: its handler's receive fails too
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"testing"
@@ -279,4 +280,128 @@ func TestADSPushWhileStreamsEnd(t *testing.T) {
 	wg.Wait()
 	assert.Eventually(t, func() bool { return value(t, e.srv.metrics.connected) == 0 },
 		5*time.Second, 10*time.Millisecond, "every stream ended")
+}
+
+// withPorts is flaskRedis with flask connecting to n more ports of redis: flask's clusters and
+// listeners are large.
+func withPorts(n int) *Mesh {
+	m := flaskRedis()
+	for i := range n {
+		port := uint32(20000 + i) //nolint:gosec // G115: small
+		m.Services[1].Ports = append(m.Services[1].Ports, Port{Port: port, AppPort: port + 10000, AllowedPeers: []string{"flask"}})
+		m.Services[0].Connects = append(m.Services[0].Connects, Connect{
+			Service: "redis", Port: port, LocalPort: port + 20000, Endpoints: []string{fmt.Sprintf("10.0.0.12:%d", port)},
+		})
+	}
+	return m
+}
+
+// sotwStreams returns the server's state-of-the-world streams.
+func sotwStreams(srv *Server) []*sotwStream {
+	srv.streamsMu.Lock()
+	defer srv.streamsMu.Unlock()
+	var out []*sotwStream
+	for _, st := range srv.streams {
+		if st.sotw != nil {
+			out = append(out, st.sotw)
+		}
+	}
+	return out
+}
+
+// A sidecar that stops reading (grants no more HTTP/2 flow-control window) blocks the Send of
+// its responses, never its stream's handler: the handler still receives, and returns when the
+// sidecar half-closes or sends a request that is refused, instead of holding the stream (its
+// goroutine, its state) until the connection dies, which keepalive pings answered by the
+// sidecar put off forever.
+func TestADSSidecarThatStopsReadingDoesNotWedgeItsStream(t *testing.T) {
+	const window = 64 << 10 // gRPC's minimum
+	tests := []struct {
+		name string
+		then func(adsStream) error
+		code codes.Code
+		msg  string
+	}{
+		{"the sidecar half-closes", func(s adsStream) error { return s.CloseSend() }, codes.OK, ""},
+		{"the sidecar sends a request that is refused", func(s adsStream) error {
+			return s.Send(request(redisID.String(), resource.ListenerType))
+		}, codes.PermissionDenied, "does not match the SPIFFE ID"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := startADS(t)
+			require.NoError(t, e.srv.Update(withPorts(1000), []*x509.Certificate{e.ca.cert}, e.svids()))
+			// The clusters response fills the stream's flow-control window and gRPC's write
+			// quota behind it (another window), so the listeners' Send blocks.
+			w := e.srv.current(flaskID).wireOf(resource.ClusterType)
+			size := 0
+			for _, a := range w.anys {
+				size += proto.Size(a)
+			}
+			require.Greater(t, size, 3*window, "the clusters response must exceed two windows")
+
+			cfg := &tls.Config{RootCAs: e.roots, ServerName: "xds.attestmesh.local", MinVersion: tls.VersionTLS13,
+				Certificates: []tls.Certificate{e.certs["flask"]}}
+			conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+				grpc.WithInitialWindowSize(window), grpc.WithInitialConnWindowSize(window))
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = conn.Close() })
+			stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(t.Context())
+			require.NoError(t, err)
+			node := flaskID.String()
+			require.NoError(t, stream.Send(request(node, resource.ClusterType)))
+			require.NoError(t, stream.Send(request(node, resource.ListenerType)))
+			require.Eventually(t, func() bool {
+				return value(t, e.srv.metrics.pushes.WithLabelValues(resource.ClusterType)) == 1
+			}, 5*time.Second, 10*time.Millisecond, "clusters answered")
+			time.Sleep(200 * time.Millisecond) // the next Send blocks meanwhile
+			var sending bool                   // a Send is blocked: the test shows what it claims
+			for _, st := range sotwStreams(e.srv) {
+				sending = sending || st.pushes.Load() != 0
+			}
+
+			require.NoError(t, tt.then(stream))
+			require.Eventually(t, func() bool { return value(t, e.srv.metrics.connected) == 0 },
+				5*time.Second, 10*time.Millisecond, "the stream's handler did not return: a blocked Send wedged it")
+			assert.True(t, sending, "no Send was blocked when the sidecar acted")
+			// Reading again, the sidecar gets what was sent and then the stream's status.
+			for err == nil {
+				_, err = stream.Recv()
+			}
+			if tt.code == codes.OK {
+				require.ErrorIs(t, err, io.EOF)
+				return
+			}
+			assert.Equal(t, tt.code, status.Code(err), "%v", err)
+			assert.Contains(t, status.Convert(err).Message(), tt.msg)
+		})
+	}
+}
+
+// A stream's requests beyond its rate wait: a client that repeats a request the control plane
+// answers each time (an old version with the current nonce) gets no more responses than the
+// limit allows, and none of its requests is dropped. Noise on the machine only slows the client,
+// so the bound holds on any machine.
+func TestADSRequestRateIsLimited(t *testing.T) {
+	const limit, burst = 5, 5
+	e := startADSWith(t, func(s *Server) { s.requestRate, s.requestBurst = limit, burst })
+	node := flaskID.String()
+	stream := e.dial(t, "flask")
+	got := responses(stream)
+	start := time.Now()
+	require.NoError(t, stream.Send(request(node, resource.ListenerType)))
+	answered := 0
+	// For a second at least, and beyond the burst.
+	for time.Since(start) < time.Second || answered <= burst+limit {
+		resp := recvWithin(t, got, 5*time.Second)
+		require.NotNil(t, resp, "request %d was not answered", answered+1)
+		answered++
+		again := ackOf(node, resp)
+		again.VersionInfo = ""
+		require.NoError(t, stream.Send(again))
+	}
+	elapsed := time.Since(start)
+	assert.LessOrEqual(t, answered, burst+int(limit*elapsed.Seconds())+1,
+		"answered %d requests in %v: the limit did not engage", answered, elapsed)
+	assert.Contains(t, e.logs.String(), "request rate exceeded, waiting")
 }

@@ -147,6 +147,8 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	conn, err := grpc.NewClient(target, append(opts,
 		grpc.WithTransportCredentials(credentials.NewTLS(c.cfg.TLS)),
+		// The bounds of wire.go (MaxResources) and proxy/resource (DecodeBudget) assume it.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseSize)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
@@ -309,6 +311,10 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn) (got bool, e
 	}
 }
 
+// unsubscribedLabel is the type_url label of the responses of types the client did not
+// subscribe to.
+const unsubscribedLabel = "unsubscribed"
+
 // handle applies one response and returns its ACK or NACK; repeated reports
 // a NACK of the same version as the previous NACK of that type.
 func (c *Client) handle(resp *DiscoveryResponse) (req *DiscoveryRequest, repeated bool) {
@@ -327,6 +333,15 @@ func (c *Client) handle(resp *DiscoveryResponse) (req *DiscoveryRequest, repeate
 		err = c.cfg.Handler.Apply(typ, resp.Resources)
 	}
 	req = &DiscoveryRequest{TypeURL: typ, ResourceNames: names, ResponseNonce: resp.Nonce}
+	if !known {
+		// The type URL is the control plane's text: keeping it (a metric label, a NACK
+		// state) per type would let a control plane grow the sidecar's memory without bound.
+		// A NACK of an unsubscribed type has no state, so it is not held back either.
+		c.cfg.Metrics.XDSUpdates.WithLabelValues(unsubscribedLabel, metrics.ResultNACK).Inc()
+		c.log.Warn("xDS response of an unsubscribed type rejected (NACK)", "type_url", typ, "version", resp.VersionInfo)
+		req.ErrorDetail = &ErrorDetail{Code: int32(codes.InvalidArgument), Message: err.Error()}
+		return req, false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {

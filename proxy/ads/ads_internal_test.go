@@ -1,11 +1,21 @@
 package ads
 
 import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/attestmesh/attestmesh/proxy/metrics"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -29,4 +39,40 @@ func TestBackoff(t *testing.T) {
 			assert.LessOrEqual(t, d, tt.max, "attempt %d", tt.attempt)
 		}
 	}
+}
+
+type acceptAll struct{}
+
+func (acceptAll) Apply(string, []*anypb.Any) error { return nil }
+
+// TestHandleUnsubscribedTypes: a response's type_url is the control plane's text (up to the
+// message size): NACKs of types the client did not subscribe to must not keep it, in the
+// client's state or as a metric label, or a control plane can grow the sidecar's memory
+// without bound with a new type URL per response.
+func TestHandleUnsubscribedTypes(t *testing.T) {
+	m, err := metrics.New(prometheus.NewRegistry())
+	require.NoError(t, err)
+	c, err := New(Config{
+		Addr: "xds:1", Node: &Node{ID: "n"}, TLS: &tls.Config{}, Handler: acceptAll{},
+		Logger: slog.New(slog.DiscardHandler), Metrics: m,
+		Subscriptions: []Subscription{{TypeURL: "type.googleapis.com/a"}},
+	})
+	require.NoError(t, err)
+	long := strings.Repeat("x", 1<<10)
+	for i := range 100 {
+		typ := fmt.Sprintf("type.googleapis.com/unknown.%d.%s", i, long)
+		for range 2 {
+			req, repeated := c.handle(&DiscoveryResponse{TypeURL: typ, VersionInfo: "1", Nonce: "n"})
+			require.NotNil(t, req.ErrorDetail)
+			require.Contains(t, req.ErrorDetail.Message, "not subscribed")
+			assert.Equal(t, typ, req.TypeURL, "the NACK names the type it refuses")
+			assert.False(t, repeated, "an unsubscribed type is not held back: it has no state")
+		}
+	}
+	req, _ := c.handle(&DiscoveryResponse{TypeURL: "type.googleapis.com/a", VersionInfo: "2", Nonce: "n"})
+	require.Nil(t, req.ErrorDetail)
+	assert.Len(t, c.nacked, 0) //nolint:testifylint // Empty would print 100 KiB of type URLs
+	assert.Equal(t, map[string]string{"type.googleapis.com/a": "2"}, c.versions)
+	assert.Equal(t, 2, testutil.CollectAndCount(m.XDSUpdates), "one series for the subscribed type, one for all others")
+	assert.InDelta(t, 200, testutil.ToFloat64(m.XDSUpdates.WithLabelValues(unsubscribedLabel, metrics.ResultNACK)), 0)
 }

@@ -100,9 +100,44 @@ type DiscoveryResponse struct {
 	Nonce       string
 }
 
+// MaxResponseSize is the largest DiscoveryResponse the client receives: gRPC's default
+// receive limit, set explicitly because the bounds below depend on it. A control plane's
+// realistic responses are far smaller: 1,000 clusters of 100 endpoints each are 2.6 MB.
+const MaxResponseSize = 4 << 20
+
+// MaxResources is the most resources a DiscoveryResponse may carry. An empty resource is two
+// bytes on the wire and about a hundred in memory: a 4 MiB response of them took 244 MiB to
+// decode, more than the sidecar's memory limit. A sidecar's resources are its listeners and
+// clusters (tens, or a thousand upstreams) and two secrets; 16,384 is far above them and
+// bounds what decoding the resources allocates (besides their values, which are the
+// response's bytes) to about 1.5 MiB.
+const MaxResources = 16384
+
 // Unmarshal decodes b (merging into r, as protobuf does); the resources keep
 // no reference to b.
 func (r *DiscoveryResponse) Unmarshal(b []byte) error {
+	return r.unmarshal(b, true)
+}
+
+// unmarshal decodes b; with clone false, the resources' values are slices of b.
+func (r *DiscoveryResponse) unmarshal(b []byte, clone bool) error {
+	// Count before allocating: a response of too many resources is refused before any is
+	// allocated, and the others are allocated at once. (Walk fails here as below on a
+	// malformed response.)
+	n := 0
+	if err := pbwire.Walk(b, func(f pbwire.Field) error {
+		if f.Num == 2 && f.IsBytes() {
+			n++
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("ads: decode DiscoveryResponse: %w", err)
+	}
+	if n += len(r.Resources); n > MaxResources {
+		return fmt.Errorf("ads: decode DiscoveryResponse: %d resources, at most %d in one response", n, MaxResources)
+	}
+	r.Resources = slices.Grow(r.Resources, n-len(r.Resources))
+	anys := make([]anypb.Any, n-len(r.Resources))
 	str := func(f pbwire.Field, dst *string) error {
 		s, ok, err := f.String()
 		if ok && err == nil {
@@ -118,13 +153,17 @@ func (r *DiscoveryResponse) Unmarshal(b []byte) error {
 			if !f.IsBytes() {
 				return nil
 			}
-			a := &anypb.Any{}
+			a := &anys[0]
+			anys = anys[1:]
 			if err := pbwire.Walk(f.B, func(f pbwire.Field) error {
 				switch f.Num {
 				case 1:
 					return str(f, &a.TypeUrl)
 				case 2:
-					if f.IsBytes() {
+					if !f.IsBytes() {
+						break
+					}
+					if a.Value = f.B; clone {
 						a.Value = slices.Clone(f.B)
 					}
 				}
@@ -168,8 +207,10 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return fmt.Errorf("ads: codec: cannot unmarshal into %T", v)
 	}
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-	defer buf.Free()
+	// One copy of the response, which the resources' values slice: a pooled buffer and a
+	// copy of each value would allocate twice the response. The resources are parsed and
+	// dropped (proxy.handler keeps the parsed configuration, which holds copies), so the
+	// buffer lives no longer than they do.
 	*r = DiscoveryResponse{}
-	return r.Unmarshal(buf.ReadOnlyData())
+	return r.unmarshal(data.Materialize(), false)
 }

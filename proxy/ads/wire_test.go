@@ -2,17 +2,24 @@ package ads
 
 import (
 	"bytes"
+	"fmt"
+	"runtime"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/attestmesh/attestmesh/proxy/proxytest"
+	"github.com/attestmesh/attestmesh/proxy/resource"
 )
 
 // TestDiscoveryRequestDecodesAsGenerated: the hand-written encoding of each request the client
@@ -124,6 +131,11 @@ func FuzzDecodeResponse(f *testing.F) {
 		if proto.Unmarshal(b, want) != nil {
 			return
 		}
+		if n := len(want.GetResources()); n > MaxResources {
+			// The one refusal of a response the generated type decodes: the sidecar's bound.
+			require.ErrorContains(t, err, fmt.Sprintf("%d resources, at most %d", n, MaxResources))
+			return
+		}
 		require.NoError(t, err)
 		if want.GetVersionInfo() != got.VersionInfo || want.GetTypeUrl() != got.TypeURL || want.GetNonce() != got.Nonce ||
 			len(want.GetResources()) != len(got.Resources) {
@@ -136,4 +148,95 @@ func FuzzDecodeResponse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// allocated returns the bytes f allocates (the process's: the tests measuring it do not run in
+// parallel).
+func allocated(f func()) uint64 {
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// response encodes a DiscoveryResponse of n resources of value size bytes each.
+func response(n, size int) []byte {
+	b := protowire.AppendString(protowire.AppendTag(nil, 4, protowire.BytesType), "t")
+	var a []byte
+	if size > 0 {
+		a = protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), make([]byte, size))
+	}
+	for range n {
+		b = protowire.AppendBytes(protowire.AppendTag(b, 2, protowire.BytesType), a)
+	}
+	return b
+}
+
+// TestDecodeResponseBounds: the codec decodes a response the gRPC limit admits with at most
+// about its size allocated again: too many resources are refused before any is allocated (4 MiB
+// of empty resources, 2 million, took 244 MiB), and up to MaxResources take their Any each and
+// the one copy of the response that their values slice.
+func TestDecodeResponseBounds(t *testing.T) {
+	const limit = MaxResponseSize
+	tests := []struct {
+		name     string
+		b        []byte
+		want     int // resources; -1: refused
+		maxAlloc uint64
+	}{
+		{"4 MiB of empty resources", response((limit-8)/2, 0), -1, limit + 1<<20},
+		{"one more than MaxResources", response(MaxResources+1, 0), -1, 1 << 20},
+		{"MaxResources", response(MaxResources, 0), MaxResources, 2 << 20},
+		{"MaxResources filling 4 MiB", response(MaxResources, limit/MaxResources-8), MaxResources, limit + 2<<20},
+		{"1 resource of 4 MiB", response(1, limit-16), 1, limit + 1<<20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.LessOrEqual(t, len(tt.b), limit)
+			got := &DiscoveryResponse{}
+			var err error
+			n := allocated(func() { err = codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(tt.b)}, got) })
+			t.Logf("%d bytes: allocated %.1f MiB", len(tt.b), float64(n)/(1<<20))
+			if tt.want < 0 {
+				require.ErrorContains(t, err, fmt.Sprintf("ads: decode DiscoveryResponse: %d resources, at most 16384 in one response", (len(tt.b)-3)/2))
+			} else {
+				require.NoError(t, err)
+				require.Len(t, got.Resources, tt.want)
+			}
+			require.LessOrEqual(t, n, tt.maxAlloc)
+		})
+	}
+}
+
+// TestDecodeRealisticResponse: a response of 1,000 clusters of 100 endpoints each (2.6 MB)
+// decodes and parses, the codec and proxy/resource together allocating well under 32 MiB.
+func TestDecodeRealisticResponse(t *testing.T) {
+	server := spiffeid.RequireFromString("spiffe://attestmesh.local/app/server")
+	resp := &discoveryv3.DiscoveryResponse{VersionInfo: "1", TypeUrl: resource.ClusterType, Nonce: "1"}
+	for i := range 1000 {
+		eps := make([]string, 100)
+		for j := range eps {
+			eps[j] = fmt.Sprintf("10.%d.%d.%d:8443", i/256, i%256, j)
+		}
+		a, err := anypb.New(proxytest.OutboundCluster(fmt.Sprintf("svc-%d", i), 8000, server, eps...))
+		require.NoError(t, err)
+		resp.Resources = append(resp.Resources, a)
+	}
+	b, err := proto.Marshal(resp)
+	require.NoError(t, err)
+	require.Less(t, len(b), MaxResponseSize)
+	var cs []*resource.Cluster
+	n := allocated(func() {
+		got := &DiscoveryResponse{}
+		if err = (codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, got); err == nil {
+			cs, err = resource.ParseClusters(got.Resources)
+		}
+	})
+	t.Logf("%d bytes: allocated %.1f MiB", len(b), float64(n)/(1<<20))
+	require.NoError(t, err)
+	require.Len(t, cs, 1000)
+	require.Len(t, cs[999].Endpoints, 100)
+	require.Less(t, n, uint64(32<<20))
 }

@@ -10,6 +10,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/attestmesh/attestmesh/proxy/proxytest"
 	"github.com/attestmesh/attestmesh/proxy/resource"
@@ -104,6 +106,9 @@ func FuzzParseListeners(f *testing.F) {
 	))
 	f.Add(response(f, resource.ListenerType, proxytest.OutboundListener("redis", 6379, "0.0.0.0:6379")))
 	f.Add(response(f, resource.ListenerType, proxytest.LocalCluster("0.0.0.0:8443", "127.0.0.1:6379")))
+	// A negative idle timeout, which the pipes would read as none (refused).
+	f.Add(response(f, resource.ListenerType, withTCPProxy(f, proxytest.OutboundListener("redis", 6379, "127.0.0.1:6379"),
+		func(tp *tcpproxyv3.TcpProxy) { tp.IdleTimeout = &durationpb.Duration{Seconds: -1} })))
 	f.Add([]byte{})
 	p := pruner(readFields(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -158,6 +163,8 @@ func FuzzParseClusters(f *testing.F) {
 		proxytest.LocalCluster("0.0.0.0:8443", "127.0.0.1:6379"),
 	))
 	f.Add(response(f, resource.ClusterType, proxytest.LocalCluster("0.0.0.0:8443", "10.0.0.1:6379")))
+	// An mTLS cluster whose service has no ready replica yet: accepted without endpoints.
+	f.Add(response(f, resource.ClusterType, proxytest.OutboundCluster("redis", 6379, server)))
 	f.Add(response(f, resource.ClusterType, proxytest.OutboundListener("redis", 6379, "127.0.0.1:6379")))
 	p := pruner(readFields(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -179,8 +186,9 @@ func FuzzParseClusters(f *testing.F) {
 				t.Fatalf("accepted cluster with an empty or repeated name: %q", c.Name)
 			}
 			names[c.Name] = true
-			if len(c.Endpoints) == 0 {
-				t.Fatalf("cluster %q: accepted without endpoints", c.Name)
+			// An mTLS cluster may have none (no ready replica yet); a plaintext one leads to its app.
+			if len(c.Endpoints) == 0 && c.TLS == nil {
+				t.Fatalf("cluster %q: plaintext cluster accepted without endpoints", c.Name)
 			}
 			if c.ConnectTimeout <= 0 {
 				t.Fatalf("cluster %q: connect timeout %v", c.Name, c.ConnectTimeout)

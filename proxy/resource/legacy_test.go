@@ -154,7 +154,13 @@ func legacyParseListener(l *listenerv3.Listener) (*resource.Listener, error) {
 		IdleTimeout: resource.DefaultIdleTimeout,
 	}
 	if d := tp.GetIdleTimeout(); d != nil {
-		out.IdleTimeout = d.AsDuration()
+		// The rule resource.go added (review): a negative or invalid idle_timeout is refused.
+		if err := d.CheckValid(); err != nil {
+			return nil, fmt.Errorf("filter %s: idle_timeout: not a valid duration: %w", f.GetName(), err)
+		}
+		if out.IdleTimeout = d.AsDuration(); out.IdleTimeout < 0 {
+			return nil, fmt.Errorf("filter %s: idle_timeout: must not be negative, got %v", f.GetName(), out.IdleTimeout)
+		}
 	}
 	ts := fc.GetTransportSocket()
 	if ts == nil {
@@ -282,9 +288,20 @@ func legacyParseCommon(c *tlsv3.CommonTlsContext) (*resource.PeerPolicy, error) 
 			return nil, fmt.Errorf("match_typed_subject_alt_names: %w", err)
 		}
 		pp.Matchers = append(pp.Matchers, desc)
-		if isPrefix {
+		switch {
+		case isPrefix && strings.HasSuffix(desc, "/"):
+			// The rule resource.go added (review): prefix "spiffe://td/a/" admits the IDs below
+			// spiffe://td/a, not spiffe://td/a.
+			below := tlsconfig.AuthorizeIDPrefix(id)
+			auths = append(auths, func(got spiffeid.ID, chains [][]*x509.Certificate) error {
+				if got == id {
+					return fmt.Errorf("unexpected ID %q: only IDs below it are allowed", got)
+				}
+				return below(got, chains)
+			})
+		case isPrefix:
 			auths = append(auths, tlsconfig.AuthorizeIDPrefix(id))
-		} else {
+		default:
 			exact = append(exact, id)
 		}
 	}
@@ -328,9 +345,18 @@ func legacyParseSAN(m *tlsv3.SubjectAltNameMatcher) (desc string, id spiffeid.ID
 	default:
 		return "", spiffeid.ID{}, false, fmt.Errorf("matcher %T: only exact and prefix are supported", sm.GetMatchPattern())
 	}
-	id, err = spiffeid.FromString(strings.TrimSuffix(s, "/"))
+	// The rule resource.go added (review): an exact value ending in '/' is no SPIFFE ID; a
+	// prefix's trailing '/' is kept in its description.
+	trimmed := s
+	if prefix {
+		trimmed = strings.TrimSuffix(s, "/")
+	}
+	id, err = spiffeid.FromString(trimmed)
 	if err != nil {
 		return "", spiffeid.ID{}, false, fmt.Errorf("%q is not a SPIFFE ID: %w", s, err)
+	}
+	if prefix && trimmed != s {
+		return "prefix:" + id.String() + "/", id, true, nil
 	}
 	if prefix {
 		return "prefix:" + id.String(), id, true, nil
@@ -373,6 +399,10 @@ func legacyParseSecret(s *tlsv3.Secret) (*resource.Secret, error) {
 		vc := s.GetValidationContext()
 		if vc == nil {
 			return nil, errors.New("want a validation_context")
+		}
+		// The rule resource.go added (review): certificate pins are refused.
+		if len(vc.GetVerifyCertificateHash()) > 0 || len(vc.GetVerifyCertificateSpki()) > 0 {
+			return nil, errors.New("validation_context: verify_certificate_hash and verify_certificate_spki (certificate pinning) are not supported")
 		}
 		cas, err := legacyPemCerts(vc.GetTrustedCa())
 		if err != nil {

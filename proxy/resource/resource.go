@@ -9,12 +9,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -95,15 +95,19 @@ const (
 
 // ParseListeners validates and converts a LDS response's resources.
 func ParseListeners(res []*anypb.Any) ([]*Listener, error) {
+	d := newBudget()
+	if err := d.charge(uintptr(len(res)) * (unsafe.Sizeof(Listener{}) + 8)); err != nil {
+		return nil, fmt.Errorf("%d listeners: %w", len(res), err)
+	}
 	out := make([]*Listener, 0, len(res))
 	seen := map[string]bool{}
 	addrs := map[string]string{}
-	for _, a := range res {
+	for i, a := range res {
 		l := &listenerMsg{}
-		if err := unpack(a, ListenerType, l.merge); err != nil {
-			return nil, err
+		if err := unpack(d, a, ListenerType, l.merge); err != nil {
+			return nil, fmt.Errorf("listener %q (resource %d): %w", l.name, i, err)
 		}
-		p, err := parseListener(l)
+		p, err := parseListener(d, l)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", l.name, err)
 		}
@@ -122,14 +126,18 @@ func ParseListeners(res []*anypb.Any) ([]*Listener, error) {
 
 // ParseClusters validates and converts a CDS response's resources.
 func ParseClusters(res []*anypb.Any) ([]*Cluster, error) {
+	d := newBudget()
+	if err := d.charge(uintptr(len(res)) * (unsafe.Sizeof(Cluster{}) + 8)); err != nil {
+		return nil, fmt.Errorf("%d clusters: %w", len(res), err)
+	}
 	out := make([]*Cluster, 0, len(res))
 	seen := map[string]bool{}
-	for _, a := range res {
+	for i, a := range res {
 		c := &clusterMsg{}
-		if err := unpack(a, ClusterType, c.merge); err != nil {
-			return nil, err
+		if err := unpack(d, a, ClusterType, c.merge); err != nil {
+			return nil, fmt.Errorf("cluster %q (resource %d): %w", c.name, i, err)
 		}
-		p, err := parseCluster(c)
+		p, err := parseCluster(d, c)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", c.name, err)
 		}
@@ -144,13 +152,17 @@ func ParseClusters(res []*anypb.Any) ([]*Cluster, error) {
 
 // ParseSecrets validates and converts a SDS response's resources.
 func ParseSecrets(res []*anypb.Any) ([]*Secret, error) {
+	d := newBudget()
+	if err := d.charge(uintptr(len(res)) * (unsafe.Sizeof(Secret{}) + 8)); err != nil {
+		return nil, fmt.Errorf("%d secrets: %w", len(res), err)
+	}
 	out := make([]*Secret, 0, len(res))
-	for _, a := range res {
+	for i, a := range res {
 		s := &secretMsg{}
-		if err := unpack(a, SecretType, s.merge); err != nil {
-			return nil, err
+		if err := unpack(d, a, SecretType, s.merge); err != nil {
+			return nil, fmt.Errorf("secret %q (resource %d): %w", s.name, i, err)
 		}
-		p, err := parseSecret(s)
+		p, err := parseSecret(d, s)
 		if err != nil {
 			return nil, fmt.Errorf("secret %q: %w", s.name, err)
 		}
@@ -159,31 +171,31 @@ func ParseSecrets(res []*anypb.Any) ([]*Secret, error) {
 	return out, nil
 }
 
-func unpack(a *anypb.Any, typeURL string, merge func([]byte) error) error {
+func unpack(d *budget, a *anypb.Any, typeURL string, merge func(*budget, []byte) error) error {
 	if a.GetTypeUrl() != typeURL {
 		return fmt.Errorf("resource: got type %q, want %q", a.GetTypeUrl(), typeURL)
 	}
-	if err := merge(a.GetValue()); err != nil {
+	if err := merge(d, a.GetValue()); err != nil {
 		return fmt.Errorf("resource: decode %s: %w", typeURL, err)
 	}
 	return nil
 }
 
 // unpackTyped decodes a typed_config holding the message fullName.
-func unpackTyped(a *anyMsg, fullName string, merge func([]byte) error) error {
+func unpackTyped(d *budget, a *anyMsg, fullName string, merge func(*budget, []byte) error) error {
 	if a == nil {
 		return errors.New("typed_config is missing")
 	}
 	if !a.is(fullName) {
 		return fmt.Errorf("typed_config: mismatched message type: got %q, want %q", a.typeURL, fullName)
 	}
-	if err := merge(a.value); err != nil {
+	if err := merge(d, a.value); err != nil {
 		return fmt.Errorf("typed_config: %w", err)
 	}
 	return nil
 }
 
-func parseListener(l *listenerMsg) (*Listener, error) {
+func parseListener(d *budget, l *listenerMsg) (*Listener, error) {
 	if l.name == "" {
 		return nil, errors.New("name is empty")
 	}
@@ -213,7 +225,7 @@ func parseListener(l *listenerMsg) (*Listener, error) {
 		return nil, fmt.Errorf("unsupported filter %q: only %s is supported", f.name, tcpProxyFilter)
 	}
 	tp := &tcpProxyMsg{}
-	if err := unpackTyped(f.typed(), tcpProxyMessage, tp.merge); err != nil {
+	if err := unpackTyped(d, f.typed(), tcpProxyMessage, tp.merge); err != nil {
 		return nil, fmt.Errorf("filter %s: %w", f.name, err)
 	}
 	if tp.statPrefix == "" {
@@ -233,7 +245,15 @@ func parseListener(l *listenerMsg) (*Listener, error) {
 		IdleTimeout: DefaultIdleTimeout,
 	}
 	if d := tp.idleTimeout; d != nil {
-		out.IdleTimeout = d.pb().AsDuration()
+		// The pipes read a timeout <= 0 as none, which Envoy spells 0s only: a negative or
+		// invalid Duration (Envoy refuses both) must not turn into none.
+		pb := d.pb()
+		if err := pb.CheckValid(); err != nil {
+			return nil, fmt.Errorf("filter %s: idle_timeout: not a valid duration: %w", f.name, err)
+		}
+		if out.IdleTimeout = pb.AsDuration(); out.IdleTimeout < 0 {
+			return nil, fmt.Errorf("filter %s: idle_timeout: must not be negative, got %v", f.name, out.IdleTimeout)
+		}
 	}
 	ts := fc.transportSocket
 	if ts == nil {
@@ -248,13 +268,13 @@ func parseListener(l *listenerMsg) (*Listener, error) {
 		return nil, fmt.Errorf("unsupported transport socket %q", ts.name)
 	}
 	dtc := &downstreamTLSMsg{}
-	if err := unpackTyped(ts.typedConfig, downstreamTLSName, dtc.merge); err != nil {
+	if err := unpackTyped(d, ts.typedConfig, downstreamTLSName, dtc.merge); err != nil {
 		return nil, fmt.Errorf("transport socket: %w", err)
 	}
 	if dtc.requireClientCert == nil || !dtc.requireClientCert.value {
 		return nil, errors.New("transport socket: require_client_certificate must be true")
 	}
-	peers, err := parseCommon(dtc.common)
+	peers, err := parseCommon(d, dtc.common)
 	if err != nil {
 		return nil, fmt.Errorf("transport socket: %w", err)
 	}
@@ -266,7 +286,7 @@ func parseListener(l *listenerMsg) (*Listener, error) {
 // errEmpty is protoc-gen-validate's min_len: 1 refusal.
 var errEmpty = errors.New("must not be empty")
 
-func parseCluster(c *clusterMsg) (*Cluster, error) {
+func parseCluster(d *budget, c *clusterMsg) (*Cluster, error) {
 	if c.name == "" {
 		return nil, errors.New("name is empty")
 	}
@@ -290,6 +310,15 @@ func parseCluster(c *clusterMsg) (*Cluster, error) {
 		if la.clusterName == "" {
 			return nil, fmt.Errorf("load_assignment: cluster_name: %w", errEmpty)
 		}
+		// Counted first, so that the result is allocated once, and charged.
+		n := 0
+		for _, lle := range la.endpoints {
+			n += len(lle.lbEndpoints)
+		}
+		if err := d.charge(uintptr(n) * unsafe.Sizeof("")); err != nil {
+			return nil, fmt.Errorf("load_assignment: %d endpoints: %w", n, err)
+		}
+		out.Endpoints = make([]string, 0, n)
 		for _, lle := range la.endpoints {
 			if lle.priority > 128 {
 				return nil, fmt.Errorf("load_assignment: priority %d: must be at most 128", lle.priority)
@@ -302,6 +331,9 @@ func parseCluster(c *clusterMsg) (*Cluster, error) {
 				addr, err := socketAddress(a)
 				if err != nil {
 					return nil, fmt.Errorf("endpoint: %w", err)
+				}
+				if err := d.charge(uintptr(len(addr))); err != nil {
+					return nil, fmt.Errorf("endpoint %s: %w", addr, err)
 				}
 				out.Endpoints = append(out.Endpoints, addr)
 			}
@@ -324,13 +356,13 @@ func parseCluster(c *clusterMsg) (*Cluster, error) {
 		return nil, fmt.Errorf("unsupported transport socket %q", ts.name)
 	}
 	utc := &upstreamTLSMsg{}
-	if err := unpackTyped(ts.typedConfig, upstreamTLSName, utc.merge); err != nil {
+	if err := unpackTyped(d, ts.typedConfig, upstreamTLSName, utc.merge); err != nil {
 		return nil, fmt.Errorf("transport socket: %w", err)
 	}
 	if len(utc.sni) > 255 {
 		return nil, fmt.Errorf("transport socket: sni: %d bytes, at most 255", len(utc.sni))
 	}
-	peers, err := parseCommon(utc.common)
+	peers, err := parseCommon(d, utc.common)
 	if err != nil {
 		return nil, fmt.Errorf("transport socket: %w", err)
 	}
@@ -338,7 +370,7 @@ func parseCluster(c *clusterMsg) (*Cluster, error) {
 	return out, nil
 }
 
-func parseCommon(c *commonTLSMsg) (*PeerPolicy, error) {
+func parseCommon(d *budget, c *commonTLSMsg) (*PeerPolicy, error) {
 	if c == nil {
 		return nil, errors.New("common_tls_context is missing")
 	}
@@ -393,13 +425,17 @@ func parseCommon(c *commonTLSMsg) (*PeerPolicy, error) {
 	var exact []spiffeid.ID
 	var auths []tlsconfig.Authorizer
 	for _, m := range dvc.sans {
-		desc, id, isPrefix, err := parseSAN(m)
+		desc, id, prefix, err := parseSAN(m)
 		if err != nil {
 			return nil, fmt.Errorf("match_typed_subject_alt_names: %w", err)
 		}
+		// The description, the parsed ID and the authorizer: about three times the value.
+		if err := d.charge(3*uintptr(len(desc)) + sanOverhead); err != nil {
+			return nil, fmt.Errorf("match_typed_subject_alt_names: %s: %w", desc, err)
+		}
 		pp.Matchers = append(pp.Matchers, desc)
-		if isPrefix {
-			auths = append(auths, tlsconfig.AuthorizeIDPrefix(id))
+		if prefix != nil {
+			auths = append(auths, prefix)
 		} else {
 			exact = append(exact, id)
 		}
@@ -493,33 +529,57 @@ func anyOf(auths []tlsconfig.Authorizer, desc []string) tlsconfig.Authorizer {
 	}
 }
 
-func parseSAN(m *sanMatcherMsg) (desc string, id spiffeid.ID, prefix bool, err error) {
+// parseSAN returns an exact matcher's ID, or a prefix matcher's authorizer.
+func parseSAN(m *sanMatcherMsg) (desc string, id spiffeid.ID, prefix tlsconfig.Authorizer, err error) {
 	if err := validateSAN(m); err != nil {
-		return "", spiffeid.ID{}, false, err
+		return "", spiffeid.ID{}, nil, err
 	}
 	if m.sanType != sanURI {
-		return "", spiffeid.ID{}, false, fmt.Errorf("san_type %s: only URI is supported", sanTypes[m.sanType])
+		return "", spiffeid.ID{}, nil, fmt.Errorf("san_type %s: only URI is supported", sanTypes[m.sanType])
 	}
 	sm := m.matcher
 	if sm.ignoreCase {
-		return "", spiffeid.ID{}, false, errors.New("ignore_case is not supported for SPIFFE IDs")
+		return "", spiffeid.ID{}, nil, errors.New("ignore_case is not supported for SPIFFE IDs")
 	}
 	switch sm.pattern {
-	case 1:
-	case 2:
-		prefix = true
+	case 1, 2:
 	default:
-		return "", spiffeid.ID{}, false, fmt.Errorf("matcher %s: only exact and prefix are supported", stringMatchers[sm.pattern])
+		return "", spiffeid.ID{}, nil, fmt.Errorf("matcher %s: only exact and prefix are supported", stringMatchers[sm.pattern])
 	}
 	s := sm.value
+	if sm.pattern == 1 {
+		// No SPIFFE ID ends with '/': Envoy's exact "spiffe://td/a/" admits no one, so it is
+		// refused like any other value that is not a SPIFFE ID (trimmed, it admitted spiffe://td/a).
+		if id, err = spiffeid.FromString(s); err != nil {
+			return "", spiffeid.ID{}, nil, fmt.Errorf("%q is not a SPIFFE ID: %w", s, err)
+		}
+		return "exact:" + id.String(), id, nil, nil
+	}
 	id, err = spiffeid.FromString(strings.TrimSuffix(s, "/"))
 	if err != nil {
-		return "", spiffeid.ID{}, false, fmt.Errorf("%q is not a SPIFFE ID: %w", s, err)
+		return "", spiffeid.ID{}, nil, fmt.Errorf("%q is not a SPIFFE ID: %w", s, err)
 	}
-	if prefix {
-		return "prefix:" + id.String(), id, true, nil
+	if !strings.HasSuffix(s, "/") {
+		// On segment boundaries: spiffe://td/a admits spiffe://td/a and spiffe://td/a/b, not
+		// spiffe://td/ab (Envoy's string prefix would).
+		return "prefix:" + id.String(), id, tlsconfig.AuthorizeIDPrefix(id), nil
 	}
-	return "exact:" + id.String(), id, false, nil
+	// Envoy's prefix "spiffe://td/a/" admits the IDs below spiffe://td/a, not spiffe://td/a
+	// itself, which may be someone else: a session's name may have '/', so spiffe://td/team/prod
+	// is service prod of session team, and spiffe://td/team/prod/db a service of session team/prod.
+	return "prefix:" + id.String() + "/", id, authorizeBelow(id), nil
+}
+
+// authorizeBelow admits the IDs whose path is below parent's (and none if parent has no path,
+// as go-spiffe's prefix matcher).
+func authorizeBelow(parent spiffeid.ID) tlsconfig.Authorizer {
+	prefix := tlsconfig.AuthorizeIDPrefix(parent)
+	return func(id spiffeid.ID, chains [][]*x509.Certificate) error {
+		if id == parent {
+			return fmt.Errorf("unexpected ID %q: only IDs below it are allowed", id)
+		}
+		return prefix(id, chains)
+	}
 }
 
 func sdsName(c *sdsSecretConfigMsg, want string) (string, error) {
@@ -538,7 +598,7 @@ func sdsName(c *sdsSecretConfigMsg, want string) (string, error) {
 	return c.name, nil
 }
 
-func parseSecret(s *secretMsg) (*Secret, error) {
+func parseSecret(d *budget, s *secretMsg) (*Secret, error) {
 	switch s.name {
 	case SecretSVID:
 		if s.typ != 2 {
@@ -551,7 +611,7 @@ func parseSecret(s *secretMsg) (*Secret, error) {
 		if tc.privateKeyProvider == nil || tc.privateKeyProvider.providerName != KeyProvider {
 			return nil, fmt.Errorf("private_key_provider must be %q", KeyProvider)
 		}
-		chain, err := pemCerts(tc.certificateChain)
+		chain, err := pemCerts(d, tc.certificateChain)
 		if err != nil {
 			return nil, fmt.Errorf("certificate_chain: %w", err)
 		}
@@ -564,7 +624,12 @@ func parseSecret(s *secretMsg) (*Secret, error) {
 		if err := validateCertValidation(vc); err != nil {
 			return nil, fmt.Errorf("validation_context: %w", err)
 		}
-		cas, err := pemCerts(vc.trustedCA)
+		// Envoy merges this context into the TLS contexts' (combined_validation_context):
+		// pins here restrict the peers, and ignored they would admit every peer of the CAs.
+		if len(vc.verifyCertificateHash) > 0 || len(vc.verifyCertificateSPKI) > 0 {
+			return nil, errors.New("validation_context: verify_certificate_hash and verify_certificate_spki (certificate pinning) are not supported")
+		}
+		cas, err := pemCerts(d, vc.trustedCA)
 		if err != nil {
 			return nil, fmt.Errorf("trusted_ca: %w", err)
 		}
@@ -574,7 +639,7 @@ func parseSecret(s *secretMsg) (*Secret, error) {
 	}
 }
 
-func pemCerts(ds *dataSourceMsg) ([]*x509.Certificate, error) {
+func pemCerts(d *budget, ds *dataSourceMsg) ([]*x509.Certificate, error) {
 	var data []byte
 	switch {
 	case ds != nil && ds.specifier == 2:
@@ -583,6 +648,9 @@ func pemCerts(ds *dataSourceMsg) ([]*x509.Certificate, error) {
 		data = []byte(ds.value)
 	default:
 		return nil, errors.New("only inline_bytes or inline_string is supported")
+	}
+	if err := d.charge(pemCost * uintptr(len(data))); err != nil {
+		return nil, fmt.Errorf("%d bytes of PEM: %w", len(data), err)
 	}
 	var out []*x509.Certificate
 	for {
@@ -638,7 +706,8 @@ func socketAddress(a *addressMsg) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("address %q must be an IP literal: %w", sa.address, err)
 	}
-	return net.JoinHostPort(ip.String(), strconv.FormatUint(uint64(sa.portValue), 10)), nil
+	// One allocation: the host:port of net.JoinHostPort, IPv6 in brackets, zone included.
+	return netip.AddrPortFrom(ip, uint16(sa.portValue)).String(), nil //nolint:gosec // G115: at most 65535, checked above
 }
 
 // The values of the enums the sidecar reads, for protoc-gen-validate's

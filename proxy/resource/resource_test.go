@@ -1,11 +1,15 @@
 package resource_test
 
 import (
+	"math"
+	"strings"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -14,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/attestmesh/attestmesh/proxy/proxytest"
 	"github.com/attestmesh/attestmesh/proxy/resource"
@@ -92,6 +97,40 @@ func TestParseListeners(t *testing.T) {
 				require.NoError(t, ls[0].Peers.Authorize(server, nil))
 				require.Error(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/apple/x"), nil))
 			},
+		},
+		{
+			// Envoy's prefix "spiffe://td/team/prod/" admits the services of session team/prod,
+			// not spiffe://td/team/prod: service prod of session team (sessions may have '/').
+			name: "prefix matcher with a trailing slash admits only IDs below it",
+			in: func(t *testing.T) []proto.Message {
+				t.Helper()
+				return []proto.Message{withDownstream(t, proxytest.InboundListener("0.0.0.0:8443", client), func(d *tlsv3.DownstreamTlsContext) {
+					d.CommonTlsContext.GetCombinedValidationContext().DefaultValidationContext.MatchTypedSubjectAltNames[0].Matcher =
+						&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://attestmesh.local/team/prod/"}}
+				})}
+			},
+			check: func(t *testing.T, ls []*resource.Listener) {
+				t.Helper()
+				assert.Equal(t, []string{"prefix:spiffe://attestmesh.local/team/prod/"}, ls[0].Peers.Matchers)
+				require.NoError(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/team/prod/db"), nil))
+				require.NoError(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/team/prod/db/x"), nil))
+				require.ErrorContains(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/team/prod"), nil),
+					`unexpected ID "spiffe://attestmesh.local/team/prod"`)
+				require.Error(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/team/production/db"), nil))
+			},
+		},
+		{
+			// Envoy's exact "spiffe://td/app/client/" matches no SPIFFE ID (none ends with '/'); it
+			// must not admit spiffe://td/app/client.
+			name: "exact matcher with a trailing slash",
+			in: func(t *testing.T) []proto.Message {
+				t.Helper()
+				return []proto.Message{withDownstream(t, proxytest.InboundListener("0.0.0.0:8443", client), func(d *tlsv3.DownstreamTlsContext) {
+					d.CommonTlsContext.GetCombinedValidationContext().DefaultValidationContext.MatchTypedSubjectAltNames[0].Matcher =
+						&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: client.String() + "/"}}
+				})}
+			},
+			wantErr: `match_typed_subject_alt_names: "spiffe://attestmesh.local/app/client/" is not a SPIFFE ID`,
 		},
 		{
 			name: "unsupported filter",
@@ -266,6 +305,94 @@ func TestParseSecrets(t *testing.T) {
 			tt.mutate(s)
 			_, err := resource.ParseSecrets(anyOf(t, s))
 			require.ErrorContains(t, err, tt.wantErr)
+		})
+	}
+}
+
+// withTCPProxy returns l with its tcp_proxy filter's config mutated.
+func withTCPProxy(tb testing.TB, l *listenerv3.Listener, mutate func(*tcpproxyv3.TcpProxy)) *listenerv3.Listener {
+	tb.Helper()
+	f := l.GetFilterChains()[0].GetFilters()[0]
+	tp := &tcpproxyv3.TcpProxy{}
+	require.NoError(tb, f.GetTypedConfig().UnmarshalTo(tp))
+	mutate(tp)
+	a, err := anypb.New(tp)
+	require.NoError(tb, err)
+	f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
+	return l
+}
+
+// TestIdleTimeout: the pipes read an idle timeout ≤ 0 as "none", which Envoy's tcp_proxy
+// spells 0s. A Duration that is negative or invalid (mixed signs, nanos out of range, seconds
+// beyond ±10000 years) is refused, as Envoy refuses it, rather than turned into "none"; a huge
+// valid one saturates, it does not wrap around to a short or negative timeout.
+func TestIdleTimeout(t *testing.T) {
+	tests := []struct {
+		name    string
+		d       *durationpb.Duration
+		want    time.Duration
+		wantErr string
+	}{
+		{name: "unset: the default", want: resource.DefaultIdleTimeout},
+		{name: "30s", d: &durationpb.Duration{Seconds: 30}, want: 30 * time.Second},
+		{name: "0s disables it (Envoy's meaning)", d: &durationpb.Duration{}, want: 0},
+		{name: "10000 years saturates", d: &durationpb.Duration{Seconds: 315576000000}, want: time.Duration(math.MaxInt64)},
+		{name: "negative", d: &durationpb.Duration{Seconds: -1}, wantErr: "idle_timeout: must not be negative"},
+		{name: "negative nanos", d: &durationpb.Duration{Nanos: -1}, wantErr: "idle_timeout: must not be negative"},
+		{name: "mixed signs", d: &durationpb.Duration{Seconds: 1, Nanos: -1500000000}, wantErr: "idle_timeout: not a valid duration"},
+		{name: "nanos out of range", d: &durationpb.Duration{Nanos: 1e9}, wantErr: "idle_timeout: not a valid duration"},
+		{name: "seconds out of range", d: &durationpb.Duration{Seconds: math.MinInt64}, wantErr: "idle_timeout: not a valid duration"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := withTCPProxy(t, proxytest.OutboundListener("redis", 6379, "127.0.0.1:6379"), func(tp *tcpproxyv3.TcpProxy) {
+				tp.IdleTimeout = tt.d
+			})
+			ls, err := resource.ParseListeners(anyOf(t, l))
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, `listener "outbound|redis|6379": filter envoy.filters.network.tcp_proxy: `+tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, ls[0].IdleTimeout)
+		})
+	}
+}
+
+// TestTrustBundlePins: Envoy merges the trust_bundle secret's validation context into the TLS
+// contexts' (combined_validation_context), so certificate pins sent there restrict the peers.
+// The sidecar does not implement pinning: it refuses such a bundle rather than admit every peer
+// of its CAs.
+func TestTrustBundlePins(t *testing.T) {
+	ca, err := proxytest.NewCA("attestmesh.local")
+	require.NoError(t, err)
+	chain, err := proxytest.ForeignSVIDPEM(ca, server)
+	require.NoError(t, err)
+	bundle := proxytest.Secrets(chain, ca)[1].(*tlsv3.Secret)
+	tests := []struct {
+		name    string
+		mutate  func(v *tlsv3.CertificateValidationContext)
+		wantErr string
+	}{
+		{name: "trusted_ca only", mutate: func(*tlsv3.CertificateValidationContext) {}},
+		{name: "verify_certificate_spki", mutate: func(v *tlsv3.CertificateValidationContext) {
+			v.VerifyCertificateSpki = []string{strings.Repeat("A", 43) + "="}
+		}, wantErr: `secret "trust_bundle": validation_context: verify_certificate_hash and verify_certificate_spki (certificate pinning) are not supported`},
+		{name: "verify_certificate_hash", mutate: func(v *tlsv3.CertificateValidationContext) {
+			v.VerifyCertificateHash = []string{strings.Repeat("ab", 32)}
+		}, wantErr: `secret "trust_bundle": validation_context: verify_certificate_hash and verify_certificate_spki (certificate pinning) are not supported`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := proto.Clone(bundle).(*tlsv3.Secret)
+			tt.mutate(s.GetValidationContext())
+			ss, err := resource.ParseSecrets(anyOf(t, s))
+			if tt.wantErr != "" {
+				require.EqualError(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Len(t, ss[0].CAs, 1)
 		})
 	}
 }

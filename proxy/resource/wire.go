@@ -16,7 +16,10 @@ package resource
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"unicode/utf8"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -34,7 +37,10 @@ func field(name string, err error) error {
 }
 
 // str decodes a string field into *dst (last one wins).
-func str(f pbwire.Field, name string, dst *string) error {
+func str(d *budget, f pbwire.Field, name string, dst *string) error {
+	if err := chargeStr(d, f, name); err != nil {
+		return err
+	}
 	s, ok, err := f.String()
 	if err != nil {
 		return field(name, pbwire.ErrUTF8)
@@ -45,33 +51,104 @@ func str(f pbwire.Field, name string, dst *string) error {
 	return nil
 }
 
+// chargeStr charges d for the copy a string field's value is decoded to.
+func chargeStr(d *budget, f pbwire.Field, name string) error {
+	if !f.IsBytes() {
+		return nil
+	}
+	return field(name, d.charge(uintptr(len(f.B))))
+}
+
+// reserve counts the elements of repeated message field num in b, the
+// message about to be decoded, charges d for them and their slots, and
+// allocates *dst for them at once: counted first, a hostile count is refused
+// before anything is allocated, and a realistic one allocates exactly once.
+// appendMsg then fills the reserved slots without charging again (the count
+// is exact: b holds no other elements).
+func reserve[T any, P interface {
+	*T
+	merge(*budget, []byte) error
+}](d *budget, b []byte, num protowire.Number, name string, dst *[]P) error {
+	n := 0
+	// Walk checks only the framing here; the decode that follows reports errors.
+	_ = pbwire.Walk(b, func(f pbwire.Field) error {
+		if f.Num == num && f.IsBytes() {
+			n++
+		}
+		return nil
+	})
+	if n == 0 {
+		return nil
+	}
+	if err := d.charge(uintptr(n) * (unsafe.Sizeof(P(nil)) + allocSize(unsafe.Sizeof(*new(T))))); err != nil {
+		return field(name, fmt.Errorf("%d elements: %w", n, err))
+	}
+	*dst = slices.Grow(*dst, n)
+	return nil
+}
+
 // msg merges a message field into *dst, allocating it on first sight.
 func msg[T any, P interface {
 	*T
-	merge([]byte) error
-}](f pbwire.Field, name string, dst *P) error {
+	merge(*budget, []byte) error
+}](d *budget, f pbwire.Field, name string, dst *P) error {
 	if !f.IsBytes() {
 		return nil
 	}
 	if *dst == nil {
+		if err := d.charge(allocSize(unsafe.Sizeof(*new(T)))); err != nil {
+			return field(name, err)
+		}
 		*dst = new(T)
 	}
-	return field(name, (*dst).merge(f.B))
+	return field(name, (*dst).merge(d, f.B))
 }
 
-// appendMsg decodes an element of a repeated message field.
+// appendMsg decodes an element of a repeated message field. The elements of
+// the fields that reserve (below) are paid for; another element and the
+// slice's growth are charged to d first: an empty element is two bytes on the
+// wire and tens in memory.
 func appendMsg[T any, P interface {
 	*T
-	merge([]byte) error
-}](f pbwire.Field, name string, dst *[]P) error {
+	merge(*budget, []byte) error
+}](d *budget, f pbwire.Field, name string, dst *[]P) error {
 	if !f.IsBytes() {
 		return nil
 	}
+	if len(*dst) == cap(*dst) {
+		if err := chargeAppend(d, *dst, allocSize(unsafe.Sizeof(*new(T)))); err != nil {
+			return field(name, err)
+		}
+	}
 	m := P(new(T))
-	if err := m.merge(f.B); err != nil {
+	if err := m.merge(d, f.B); err != nil {
 		return field(name, err)
 	}
 	*dst = append(*dst, m)
+	return nil
+}
+
+// chargeAppend charges d for appending an element of elem bytes (0: the slot
+// holds the value) to s, and for the array append allocates when s is full.
+func chargeAppend[E any](d *budget, s []E, elem uintptr) error {
+	if len(s) == cap(s) {
+		// append grows by at most 2x (1.25x for large slices) and rounds up to a
+		// size class: 2*cap+8 slots is at least what it allocates.
+		elem += (2*uintptr(cap(s)) + 8) * unsafe.Sizeof(*new(E))
+	}
+	return d.charge(elem)
+}
+
+// appendStr decodes an element of a repeated string field, charged to d.
+func appendStr(d *budget, f pbwire.Field, name string, dst *[]string) error {
+	var s string
+	if err := str(d, f, name, &s); err != nil || !f.IsBytes() {
+		return err
+	}
+	if err := chargeAppend(d, *dst, 0); err != nil {
+		return field(name, err)
+	}
+	*dst = append(*dst, s)
 	return nil
 }
 
@@ -114,15 +191,25 @@ func (o *oneof) set(n protowire.Number) (reset bool) {
 // member was set.
 func oneofMsg[T any, P interface {
 	*T
-	merge([]byte) error
-}](f pbwire.Field, o *oneof, name string, dst *P) error {
+	merge(*budget, []byte) error
+}](d *budget, f pbwire.Field, o *oneof, name string, dst *P) error {
 	if !f.IsBytes() {
 		return nil
 	}
-	if o.set(f.Num) || *dst == nil {
+	reset := o.set(f.Num)
+	switch {
+	case *dst == nil:
+		if err := d.charge(allocSize(unsafe.Sizeof(*new(T)))); err != nil {
+			return field(name, err)
+		}
 		*dst = new(T)
+	case reset:
+		// Reset in place: members that alternate would otherwise allocate a value
+		// per alternation. Nothing else points to it (the decoded messages form a tree).
+		var zero T
+		**dst = zero
 	}
-	return field(name, (*dst).merge(f.B))
+	return field(name, (*dst).merge(d, f.B))
 }
 
 // oneofOpaque sets presence-only member n of o.
@@ -135,7 +222,10 @@ func oneofOpaque(f pbwire.Field, o *oneof, name string) error {
 }
 
 // oneofStr sets string member n of o.
-func oneofStr(f pbwire.Field, o *oneof, name string, dst *string) error {
+func oneofStr(d *budget, f pbwire.Field, o *oneof, name string, dst *string) error {
+	if err := chargeStr(d, f, name); err != nil {
+		return err
+	}
 	s, ok, err := f.String()
 	if err != nil {
 		return field(name, pbwire.ErrUTF8)
@@ -153,11 +243,11 @@ type anyMsg struct {
 	value   []byte
 }
 
-func (m *anyMsg) merge(b []byte) error {
+func (m *anyMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return str(f, "type_url", &m.typeURL)
+			return str(d, f, "type_url", &m.typeURL)
 		case 2:
 			if f.IsBytes() {
 				m.value = f.B
@@ -184,7 +274,7 @@ type durationMsg struct {
 	nanos   int32
 }
 
-func (m *durationMsg) merge(b []byte) error {
+func (m *durationMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		if !f.IsVarint() {
 			return nil
@@ -206,7 +296,7 @@ func (m *durationMsg) pb() *durationpb.Duration {
 // boolValue is google.protobuf.BoolValue.
 type boolValue struct{ value bool }
 
-func (m *boolValue) merge(b []byte) error {
+func (m *boolValue) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		if f.Num == 1 && f.IsVarint() {
 			m.value = f.Bool()
@@ -225,15 +315,18 @@ type listenerMsg struct {
 	additionalAddresses int
 }
 
-func (m *listenerMsg) merge(b []byte) error {
+func (m *listenerMsg) merge(d *budget, b []byte) error {
+	if err := reserve(d, b, 3, "filter_chains", &m.filterChains); err != nil {
+		return err
+	}
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return str(f, "name", &m.name)
+			return str(d, f, "name", &m.name)
 		case 2:
-			return msg(f, "address", &m.address)
+			return msg(d, f, "address", &m.address)
 		case 3:
-			return appendMsg(f, "filter_chains", &m.filterChains)
+			return appendMsg(d, f, "filter_chains", &m.filterChains)
 		case 9:
 			return countOpaque(f, "listener_filters", &m.listenerFilters)
 		case 25:
@@ -252,11 +345,11 @@ type addressMsg struct {
 	socketAddress *socketAddressMsg
 }
 
-func (m *addressMsg) merge(b []byte) error {
+func (m *addressMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return oneofMsg(f, &m.which, "socket_address", &m.socketAddress)
+			return oneofMsg(d, f, &m.which, "socket_address", &m.socketAddress)
 		case 2:
 			return oneofOpaque(f, &m.which, "pipe")
 		case 3:
@@ -269,16 +362,17 @@ func (m *addressMsg) merge(b []byte) error {
 // envoy.config.core.v3.SocketAddress: oneof port_specifier {port_value 3,
 // named_port 4}.
 type socketAddressMsg struct {
-	protocol     int32
+	// Strings first and the small fields together: 64 bytes, not 80 (one per endpoint).
 	address      string
-	port         oneof
-	portValue    uint32
 	namedPort    string
 	resolverName string
+	protocol     int32
+	port         oneof
+	portValue    uint32
 	ipv4Compat   bool
 }
 
-func (m *socketAddressMsg) merge(b []byte) error {
+func (m *socketAddressMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
@@ -286,16 +380,16 @@ func (m *socketAddressMsg) merge(b []byte) error {
 				m.protocol = f.Int32()
 			}
 		case 2:
-			return str(f, "address", &m.address)
+			return str(d, f, "address", &m.address)
 		case 3:
 			if f.IsVarint() {
 				m.port.set(3)
 				m.portValue = f.Uint32()
 			}
 		case 4:
-			return oneofStr(f, &m.port, "named_port", &m.namedPort)
+			return oneofStr(d, f, &m.port, "named_port", &m.namedPort)
 		case 5:
-			return str(f, "resolver_name", &m.resolverName)
+			return str(d, f, "resolver_name", &m.resolverName)
 		case 6:
 			if f.IsVarint() {
 				m.ipv4Compat = f.Bool()
@@ -312,15 +406,18 @@ type filterChainMsg struct {
 	transportSocket  *transportSocketMsg
 }
 
-func (m *filterChainMsg) merge(b []byte) error {
+func (m *filterChainMsg) merge(d *budget, b []byte) error {
+	if err := reserve(d, b, 3, "filters", &m.filters); err != nil {
+		return err
+	}
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
 			return opaque(f, "filter_chain_match", &m.filterChainMatch)
 		case 3:
-			return appendMsg(f, "filters", &m.filters)
+			return appendMsg(d, f, "filters", &m.filters)
 		case 6:
-			return msg(f, "transport_socket", &m.transportSocket)
+			return msg(d, f, "transport_socket", &m.transportSocket)
 		}
 		return nil
 	})
@@ -334,13 +431,13 @@ type filterMsg struct {
 	typedConfig *anyMsg
 }
 
-func (m *filterMsg) merge(b []byte) error {
+func (m *filterMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return str(f, "name", &m.name)
+			return str(d, f, "name", &m.name)
 		case 4:
-			return oneofMsg(f, &m.config, "typed_config", &m.typedConfig)
+			return oneofMsg(d, f, &m.config, "typed_config", &m.typedConfig)
 		case 5:
 			return oneofOpaque(f, &m.config, "config_discovery")
 		}
@@ -362,13 +459,13 @@ type transportSocketMsg struct {
 	typedConfig *anyMsg
 }
 
-func (m *transportSocketMsg) merge(b []byte) error {
+func (m *transportSocketMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return str(f, "name", &m.name)
+			return str(d, f, "name", &m.name)
 		case 3:
-			return msg(f, "typed_config", &m.typedConfig)
+			return msg(d, f, "typed_config", &m.typedConfig)
 		}
 		return nil
 	})
@@ -383,17 +480,17 @@ type tcpProxyMsg struct {
 	idleTimeout *durationMsg
 }
 
-func (m *tcpProxyMsg) merge(b []byte) error {
+func (m *tcpProxyMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return str(f, "stat_prefix", &m.statPrefix)
+			return str(d, f, "stat_prefix", &m.statPrefix)
 		case 2:
-			return oneofStr(f, &m.specifier, "cluster", &m.cluster)
+			return oneofStr(d, f, &m.specifier, "cluster", &m.cluster)
 		case 10:
 			return oneofOpaque(f, &m.specifier, "weighted_clusters")
 		case 8:
-			return msg(f, "idle_timeout", &m.idleTimeout)
+			return msg(d, f, "idle_timeout", &m.idleTimeout)
 		}
 		return nil
 	})
@@ -405,13 +502,13 @@ type downstreamTLSMsg struct {
 	requireClientCert *boolValue
 }
 
-func (m *downstreamTLSMsg) merge(b []byte) error {
+func (m *downstreamTLSMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return msg(f, "common_tls_context", &m.common)
+			return msg(d, f, "common_tls_context", &m.common)
 		case 2:
-			return msg(f, "require_client_certificate", &m.requireClientCert)
+			return msg(d, f, "require_client_certificate", &m.requireClientCert)
 		}
 		return nil
 	})
@@ -423,13 +520,13 @@ type upstreamTLSMsg struct {
 	sni    string
 }
 
-func (m *upstreamTLSMsg) merge(b []byte) error {
+func (m *upstreamTLSMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return msg(f, "common_tls_context", &m.common)
+			return msg(d, f, "common_tls_context", &m.common)
 		case 2:
-			return str(f, "sni", &m.sni)
+			return str(d, f, "sni", &m.sni)
 		}
 		return nil
 	})
@@ -448,17 +545,20 @@ type commonTLSMsg struct {
 	combined        *combinedValidationMsg
 }
 
-func (m *commonTLSMsg) merge(b []byte) error {
+func (m *commonTLSMsg) merge(d *budget, b []byte) error {
+	if err := reserve(d, b, 6, "tls_certificate_sds_secret_configs", &m.certSDS); err != nil {
+		return err
+	}
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return msg(f, "tls_params", &m.tlsParams)
+			return msg(d, f, "tls_params", &m.tlsParams)
 		case 2:
 			return countOpaque(f, "tls_certificates", &m.tlsCertificates)
 		case 6:
-			return appendMsg(f, "tls_certificate_sds_secret_configs", &m.certSDS)
+			return appendMsg(d, f, "tls_certificate_sds_secret_configs", &m.certSDS)
 		case 8:
-			return oneofMsg(f, &m.validation, "combined_validation_context", &m.combined)
+			return oneofMsg(d, f, &m.validation, "combined_validation_context", &m.combined)
 		case 3:
 			return oneofOpaque(f, &m.validation, "validation_context")
 		case 7:
@@ -487,7 +587,7 @@ type tlsParamsMsg struct {
 	signatureAlgorithms    int
 }
 
-func (m *tlsParamsMsg) merge(b []byte) error {
+func (m *tlsParamsMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		var s string
 		switch f.Num {
@@ -503,17 +603,17 @@ func (m *tlsParamsMsg) merge(b []byte) error {
 			if f.IsBytes() {
 				m.cipherSuites++
 			}
-			return str(f, "cipher_suites", &s)
+			return str(d, f, "cipher_suites", &s)
 		case 4:
 			if f.IsBytes() {
 				m.ecdhCurves++
 			}
-			return str(f, "ecdh_curves", &s)
+			return str(d, f, "ecdh_curves", &s)
 		case 5:
 			if f.IsBytes() {
 				m.signatureAlgorithms++
 			}
-			return str(f, "signature_algorithms", &s)
+			return str(d, f, "signature_algorithms", &s)
 		}
 		return nil
 	})
@@ -525,13 +625,13 @@ type sdsSecretConfigMsg struct {
 	sdsConfig *configSourceMsg
 }
 
-func (m *sdsSecretConfigMsg) merge(b []byte) error {
+func (m *sdsSecretConfigMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return str(f, "name", &m.name)
+			return str(d, f, "name", &m.name)
 		case 2:
-			return msg(f, "sds_config", &m.sdsConfig)
+			return msg(d, f, "sds_config", &m.sdsConfig)
 		}
 		return nil
 	})
@@ -545,11 +645,11 @@ type configSourceMsg struct {
 	resourceAPIVersion int32
 }
 
-func (m *configSourceMsg) merge(b []byte) error {
+func (m *configSourceMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return oneofStr(f, &m.specifier, "path", &m.path)
+			return oneofStr(d, f, &m.specifier, "path", &m.path)
 		case 2:
 			return oneofOpaque(f, &m.specifier, "api_config_source")
 		case 3:
@@ -573,13 +673,13 @@ type combinedValidationMsg struct {
 	sdsConfig         *sdsSecretConfigMsg
 }
 
-func (m *combinedValidationMsg) merge(b []byte) error {
+func (m *combinedValidationMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return msg(f, "default_validation_context", &m.defaultValidation)
+			return msg(d, f, "default_validation_context", &m.defaultValidation)
 		case 2:
-			return msg(f, "validation_context_sds_secret_config", &m.sdsConfig)
+			return msg(d, f, "validation_context_sds_secret_config", &m.sdsConfig)
 		}
 		return nil
 	})
@@ -595,30 +695,26 @@ type certValidationMsg struct {
 	customValidator        *typedExtensionMsg
 }
 
-func (m *certValidationMsg) merge(b []byte) error {
+func (m *certValidationMsg) merge(d *budget, b []byte) error {
+	if err := reserve(d, b, 15, "match_typed_subject_alt_names", &m.sans); err != nil {
+		return err
+	}
 	return pbwire.Walk(b, func(f pbwire.Field) error {
-		var s string
 		switch f.Num {
 		case 1:
-			return msg(f, "trusted_ca", &m.trustedCA)
+			return msg(d, f, "trusted_ca", &m.trustedCA)
 		case 2:
-			if err := str(f, "verify_certificate_hash", &s); err != nil || !f.IsBytes() {
-				return err
-			}
-			m.verifyCertificateHash = append(m.verifyCertificateHash, s)
+			return appendStr(d, f, "verify_certificate_hash", &m.verifyCertificateHash)
 		case 3:
-			if err := str(f, "verify_certificate_spki", &s); err != nil || !f.IsBytes() {
-				return err
-			}
-			m.verifyCertificateSPKI = append(m.verifyCertificateSPKI, s)
+			return appendStr(d, f, "verify_certificate_spki", &m.verifyCertificateSPKI)
 		case 15:
-			return appendMsg(f, "match_typed_subject_alt_names", &m.sans)
+			return appendMsg(d, f, "match_typed_subject_alt_names", &m.sans)
 		case 10:
 			if f.IsVarint() {
 				m.trustChainVerification = f.Int32()
 			}
 		case 12:
-			return msg(f, "custom_validator_config", &m.customValidator)
+			return msg(d, f, "custom_validator_config", &m.customValidator)
 		}
 		return nil
 	})
@@ -630,7 +726,7 @@ type sanMatcherMsg struct {
 	matcher *stringMatcherMsg
 }
 
-func (m *sanMatcherMsg) merge(b []byte) error {
+func (m *sanMatcherMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
@@ -638,7 +734,7 @@ func (m *sanMatcherMsg) merge(b []byte) error {
 				m.sanType = f.Int32()
 			}
 		case 2:
-			return msg(f, "matcher", &m.matcher)
+			return msg(d, f, "matcher", &m.matcher)
 		}
 		return nil
 	})
@@ -652,17 +748,17 @@ type stringMatcherMsg struct {
 	ignoreCase bool
 }
 
-func (m *stringMatcherMsg) merge(b []byte) error {
+func (m *stringMatcherMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return oneofStr(f, &m.pattern, "exact", &m.value)
+			return oneofStr(d, f, &m.pattern, "exact", &m.value)
 		case 2:
-			return oneofStr(f, &m.pattern, "prefix", &m.value)
+			return oneofStr(d, f, &m.pattern, "prefix", &m.value)
 		case 3:
-			return oneofStr(f, &m.pattern, "suffix", &m.value)
+			return oneofStr(d, f, &m.pattern, "suffix", &m.value)
 		case 7:
-			return oneofStr(f, &m.pattern, "contains", &m.value)
+			return oneofStr(d, f, &m.pattern, "contains", &m.value)
 		case 5:
 			return oneofOpaque(f, &m.pattern, "safe_regex")
 		case 8:
@@ -688,11 +784,11 @@ type clusterMsg struct {
 	transportSocket *transportSocketMsg
 }
 
-func (m *clusterMsg) merge(b []byte) error {
+func (m *clusterMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return str(f, "name", &m.name)
+			return str(d, f, "name", &m.name)
 		case 2:
 			if f.IsVarint() {
 				m.discovery.set(2)
@@ -701,15 +797,15 @@ func (m *clusterMsg) merge(b []byte) error {
 		case 38:
 			return oneofOpaque(f, &m.discovery, "cluster_type")
 		case 4:
-			return msg(f, "connect_timeout", &m.connectTimeout)
+			return msg(d, f, "connect_timeout", &m.connectTimeout)
 		case 6:
 			if f.IsVarint() {
 				m.lbPolicy = f.Int32()
 			}
 		case 33:
-			return msg(f, "load_assignment", &m.loadAssignment)
+			return msg(d, f, "load_assignment", &m.loadAssignment)
 		case 24:
-			return msg(f, "transport_socket", &m.transportSocket)
+			return msg(d, f, "transport_socket", &m.transportSocket)
 		}
 		return nil
 	})
@@ -721,13 +817,16 @@ type loadAssignmentMsg struct {
 	endpoints   []*localityEndpointsMsg
 }
 
-func (m *loadAssignmentMsg) merge(b []byte) error {
+func (m *loadAssignmentMsg) merge(d *budget, b []byte) error {
+	if err := reserve(d, b, 2, "endpoints", &m.endpoints); err != nil {
+		return err
+	}
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return str(f, "cluster_name", &m.clusterName)
+			return str(d, f, "cluster_name", &m.clusterName)
 		case 2:
-			return appendMsg(f, "endpoints", &m.endpoints)
+			return appendMsg(d, f, "endpoints", &m.endpoints)
 		}
 		return nil
 	})
@@ -739,11 +838,14 @@ type localityEndpointsMsg struct {
 	priority    uint32
 }
 
-func (m *localityEndpointsMsg) merge(b []byte) error {
+func (m *localityEndpointsMsg) merge(d *budget, b []byte) error {
+	if err := reserve(d, b, 2, "lb_endpoints", &m.lbEndpoints); err != nil {
+		return err
+	}
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 2:
-			return appendMsg(f, "lb_endpoints", &m.lbEndpoints)
+			return appendMsg(d, f, "lb_endpoints", &m.lbEndpoints)
 		case 5:
 			if f.IsVarint() {
 				m.priority = f.Uint32()
@@ -756,18 +858,25 @@ func (m *localityEndpointsMsg) merge(b []byte) error {
 // envoy.config.endpoint.v3.LbEndpoint: oneof host_identifier {endpoint 1,
 // endpoint_name 5}.
 type lbEndpointMsg struct {
-	host         oneof
-	endpoint     *endpointMsg
-	endpointName string
+	host     oneof
+	endpoint *endpointMsg
+	// endpoint_name is refused (want a socket_address): checked, not kept (a
+	// string per endpoint).
 }
 
-func (m *lbEndpointMsg) merge(b []byte) error {
+func (m *lbEndpointMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return oneofMsg(f, &m.host, "endpoint", &m.endpoint)
+			return oneofMsg(d, f, &m.host, "endpoint", &m.endpoint)
 		case 5:
-			return oneofStr(f, &m.host, "endpoint_name", &m.endpointName)
+			if !f.IsBytes() {
+				return nil
+			}
+			if !utf8.Valid(f.B) {
+				return field("endpoint_name", pbwire.ErrUTF8)
+			}
+			m.host.set(5)
 		}
 		return nil
 	})
@@ -776,10 +885,10 @@ func (m *lbEndpointMsg) merge(b []byte) error {
 // envoy.config.endpoint.v3.Endpoint.
 type endpointMsg struct{ address *addressMsg }
 
-func (m *endpointMsg) merge(b []byte) error {
+func (m *endpointMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		if f.Num == 1 {
-			return msg(f, "address", &m.address)
+			return msg(d, f, "address", &m.address)
 		}
 		return nil
 	})
@@ -795,17 +904,17 @@ type secretMsg struct {
 	validationContext *certValidationMsg
 }
 
-func (m *secretMsg) merge(b []byte) error {
+func (m *secretMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return str(f, "name", &m.name)
+			return str(d, f, "name", &m.name)
 		case 2:
-			return oneofMsg(f, &m.typ, "tls_certificate", &m.tlsCertificate)
+			return oneofMsg(d, f, &m.typ, "tls_certificate", &m.tlsCertificate)
 		case 3:
 			return oneofOpaque(f, &m.typ, "session_ticket_keys")
 		case 4:
-			return oneofMsg(f, &m.typ, "validation_context", &m.validationContext)
+			return oneofMsg(d, f, &m.typ, "validation_context", &m.validationContext)
 		case 5:
 			return oneofOpaque(f, &m.typ, "generic_secret")
 		}
@@ -820,15 +929,15 @@ type tlsCertificateMsg struct {
 	privateKeyProvider *privateKeyProviderMsg
 }
 
-func (m *tlsCertificateMsg) merge(b []byte) error {
+func (m *tlsCertificateMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return msg(f, "certificate_chain", &m.certificateChain)
+			return msg(d, f, "certificate_chain", &m.certificateChain)
 		case 2:
 			return opaque(f, "private_key", &m.privateKey)
 		case 6:
-			return msg(f, "private_key_provider", &m.privateKeyProvider)
+			return msg(d, f, "private_key_provider", &m.privateKeyProvider)
 		}
 		return nil
 	})
@@ -837,10 +946,10 @@ func (m *tlsCertificateMsg) merge(b []byte) error {
 // envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider.
 type privateKeyProviderMsg struct{ providerName string }
 
-func (m *privateKeyProviderMsg) merge(b []byte) error {
+func (m *privateKeyProviderMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		if f.Num == 1 {
-			return str(f, "provider_name", &m.providerName)
+			return str(d, f, "provider_name", &m.providerName)
 		}
 		return nil
 	})
@@ -854,20 +963,20 @@ type dataSourceMsg struct {
 	inlineBytes []byte
 }
 
-func (m *dataSourceMsg) merge(b []byte) error {
+func (m *dataSourceMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return oneofStr(f, &m.specifier, "filename", &m.value)
+			return oneofStr(d, f, &m.specifier, "filename", &m.value)
 		case 2:
 			if f.IsBytes() {
 				m.specifier.set(2)
 				m.inlineBytes = f.B
 			}
 		case 3:
-			return oneofStr(f, &m.specifier, "inline_string", &m.value)
+			return oneofStr(d, f, &m.specifier, "inline_string", &m.value)
 		case 4:
-			return oneofStr(f, &m.specifier, "environment_variable", &m.value)
+			return oneofStr(d, f, &m.specifier, "environment_variable", &m.value)
 		}
 		return nil
 	})
@@ -885,13 +994,13 @@ type typedExtensionMsg struct {
 	typedConfig *anyMsg
 }
 
-func (m *typedExtensionMsg) merge(b []byte) error {
+func (m *typedExtensionMsg) merge(d *budget, b []byte) error {
 	return pbwire.Walk(b, func(f pbwire.Field) error {
 		switch f.Num {
 		case 1:
-			return str(f, "name", &m.name)
+			return str(d, f, "name", &m.name)
 		case 2:
-			return msg(f, "typed_config", &m.typedConfig)
+			return msg(d, f, "typed_config", &m.typedConfig)
 		}
 		return nil
 	})

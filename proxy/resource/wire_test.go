@@ -10,6 +10,9 @@ package resource_test
 //     as unknown fields. Both accept with equal results, or both refuse.
 //  2. legacy(res) accepts => new(res) accepts with an equal result.
 //
+// Except a response the new parser refuses for its memory bound (resource.ErrDecodeBudget),
+// which the legacy parser never had: such a response is left out of the comparison.
+//
 // What 1 and 2 allow, and only that: the legacy parser decoded every field of the schema and
 // checked every protoc-gen-validate rule, so it refused a resource whose fields the sidecar
 // does not read were malformed (a bad nested message, a non-UTF-8 string, a rule such as
@@ -22,6 +25,7 @@ package resource_test
 // oneof member win, and skips a field of the wrong wire type: the new parser must agree.
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -227,6 +231,13 @@ func differential(t *testing.T, p pruner, kind string, res []*anypb.Any) {
 	t.Helper()
 	k := kinds[kind]
 	got, err := k.parse(res)
+	if errors.Is(err, resource.ErrDecodeBudget) {
+		// A response that would allocate more than DecodeBudget is refused by the new parser
+		// alone, by design: the legacy parser (generated types) has no such bound; it is the
+		// reference of what is decoded, not of how much memory a response may take. Such inputs
+		// (MiBs of elements) are out of the comparison; TestDecodeBudget covers them.
+		return
+	}
 	want, wantErr := k.legacy(p.pruneAll(res))
 	switch {
 	case (err == nil) != (wantErr == nil):

@@ -1,6 +1,8 @@
 package pbwire
 
 import (
+	"bytes"
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -39,6 +41,18 @@ func TestWalk(t *testing.T) {
 		{name: "truncated bytes", in: cat(tag(1, protowire.BytesType), []byte{3, 'a'}), wantErr: true},
 		{name: "truncated varint", in: cat(tag(1, protowire.VarintType), []byte{0x80}), wantErr: true},
 		{name: "reserved wire type", in: []byte{0x0e}, wantErr: true},
+		// Lengths and varints from the network: no length may reach past the input however it
+		// converts to int, and a varint longer than 64 bits is an error, not a wrap-around.
+		{name: "length 2^64-1", in: cat(tag(1, protowire.BytesType), protowire.AppendVarint(nil, math.MaxUint64), []byte("abc")), wantErr: true},
+		{name: "length 2^63 (negative as an int64)", in: cat(tag(1, protowire.BytesType), protowire.AppendVarint(nil, 1<<63), []byte("abc")), wantErr: true},
+		{name: "length one past the end", in: cat(tag(1, protowire.BytesType), []byte{4, 'a', 'b', 'c'}), wantErr: true},
+		{name: "varint of 11 bytes", in: cat(tag(1, protowire.VarintType), bytes.Repeat([]byte{0xff}, 10), []byte{0x01}), wantErr: true},
+		{name: "varint of 10 bytes above 2^64", in: cat(tag(1, protowire.VarintType), bytes.Repeat([]byte{0xff}, 9), []byte{0x02}), wantErr: true},
+		{name: "tag above 2^32", in: protowire.AppendVarint(nil, 1<<35|uint64(protowire.VarintType)), wantErr: true},
+		{name: "groups nested 100 deep skipped", in: cat(nestGroups(100), tag(1, protowire.VarintType), []byte{7}),
+			want: []Field{{Num: 1, Type: protowire.VarintType, U: 7}}},
+		// protowire's recursion limit (10000): a deeper group is an error, not a stack overflow.
+		{name: "groups nested 20000 deep", in: nestGroups(20000), wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,6 +66,18 @@ func TestWalk(t *testing.T) {
 			assert.Equal(t, tt.want, got)
 		})
 	}
+}
+
+// nestGroups returns n groups of field 5, each inside the previous.
+func nestGroups(n int) []byte {
+	var b []byte
+	for range n {
+		b = protowire.AppendTag(b, 5, protowire.StartGroupType)
+	}
+	for range n {
+		b = protowire.AppendTag(b, 5, protowire.EndGroupType)
+	}
+	return b
 }
 
 // TestAppend: the encoders' output decodes with protobuf (a Struct of one string value).
