@@ -320,7 +320,9 @@ func (mc *muxConn) writeFrame(typ frameType, id uint32, p []byte) error {
 	}
 	for len(mc.pending) > 0 && mc.werr == nil {
 		buf := mc.pending
-		mc.pending = mc.spare[:0]
+		// spare is pending's array from now on: it must not be handed out again (when buf is
+		// too large to keep, spare stays nil rather than aliasing pending).
+		mc.pending, mc.spare = mc.spare[:0], nil
 		now := time.Now()
 		if mc.wdeadline.Sub(now) < muxWriteTimeout/2 {
 			mc.wdeadline = now.Add(muxWriteTimeout)
