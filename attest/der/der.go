@@ -6,10 +6,13 @@
 // RSA-CRT signature, which leaks the key). On the attestation path that check was the
 // control plane's second-largest cost, an ECDSA verification per SVID. This package builds the
 // same bytes with cryptobyte and signs once. It signs only with the standard library's own
-// in-memory keys, ECDSA P-256 and P-384 and Ed25519, whose signatures the check exists least
-// for (neither is RSA-CRT, and ECDSA's nonces are hedged); anything else is ErrUnsupported
-// and the caller uses crypto/x509. Its tests compare every structure, byte for byte, with
-// crypto/x509's.
+// in-memory keys, ECDSA P-256 and P-384 and Ed25519; anything else is ErrUnsupported and the
+// caller uses crypto/x509. An ECDSA signature is not checked: its nonce is hedged (random and
+// derived from the key and message), so a fault in one signature does not combine with another
+// into the key. An Ed25519 signature is deterministic, and a workload signs the same CSR again
+// at every attestation: a faulty signature beside a correct one of the same message gives the
+// key away, so Ed25519 signatures are checked as crypto/x509 does (a verification costs less
+// than an ECDSA one). Its tests compare every structure, byte for byte, with crypto/x509's.
 package der
 
 import (
@@ -93,6 +96,9 @@ func signed(rand io.Reader, key crypto.Signer, alg algorithm, tbs []byte) ([]byt
 	sig, err := key.Sign(rand, msg, alg.hash)
 	if err != nil {
 		return nil, fmt.Errorf("der: sign: %w", err)
+	}
+	if k, ok := key.(ed25519.PrivateKey); ok && !ed25519.Verify(k.Public().(ed25519.PublicKey), msg, sig) {
+		return nil, errors.New("der: sign: the Ed25519 signature does not verify with the key's public half (a faulty key or signature)")
 	}
 	b := cryptobyte.NewBuilder(make([]byte, 0, len(tbs)+len(sig)+32))
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {

@@ -12,6 +12,7 @@ import (
 	"encoding/asn1"
 	"math/big"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
@@ -192,4 +193,21 @@ func TestCreateCertificateRefuses(t *testing.T) {
 	}
 	_, err = der.SVIDExtensions(nil, nil, "spiffe://example.org/caf\u00e9", false)
 	require.ErrorContains(t, err, `URI SAN "spiffe://example.org/café" is not ASCII`)
+}
+
+// An Ed25519 signature is checked (deterministic: a faulty one beside a correct one of the same
+// message gives the key away). A key whose public half does not match its seed signs what does
+// not verify, as a fault would: refused, nothing returned.
+func TestEd25519SignatureIsChecked(t *testing.T) {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	faulty := slices.Clone(key)
+	faulty[ed25519.PrivateKeySize-1] ^= 1
+	csr, err := der.CertificateRequest(rand.Reader, faulty)
+	require.ErrorContains(t, err, "der: sign: the Ed25519 signature does not verify with the key's public half")
+	require.Nil(t, csr)
+	_, err = der.CreateCertificate(rand.Reader, &der.Certificate{SerialNumber: big.NewInt(1)}, faulty)
+	require.ErrorContains(t, err, "does not verify")
+	_, err = der.CertificateRequest(rand.Reader, key)
+	require.NoError(t, err)
 }

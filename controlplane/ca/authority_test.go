@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/attestmesh/attestmesh/attest/attestapi"
+	"github.com/attestmesh/attestmesh/attest/der"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -365,6 +366,7 @@ func TestIssueSVIDIsX509s(t *testing.T) {
 	}
 	for _, tee := range []attestapi.TEE{attestapi.TEESGX, attestapi.TEESimulation} {
 		t.Run(string(tee), func(t *testing.T) {
+			require.True(t, der.Supported(a.key), "the SVID path under test is package der's")
 			key := mustKey(t, P256)
 			s := a.signer(key.Public(), time.Hour)
 			s.svid = true

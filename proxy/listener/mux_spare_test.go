@@ -23,11 +23,11 @@ func (c *gateConn) Write(p []byte) (int, error) {
 }
 func (c *gateConn) SetWriteDeadline(time.Time) error { return nil }
 
-// TestReviewMuxSpareAliasing: once one write's buffer exceeds 4*maxPending (control frames
+// TestMuxWriteBufferNeverAliased: once one write's buffer exceeds 4*maxPending (control frames
 // are never held back), spare is not replaced, pending and spare share an array, and the next
 // swap makes pending alias the buffer being written: a frame queued during that write
 // overwrites the bytes in flight.
-func TestReviewMuxSpareAliasing(t *testing.T) {
+func TestMuxWriteBufferNeverAliased(t *testing.T) {
 	gc := &gateConn{entered: make(chan struct{}), release: make(chan struct{})}
 	mc := &muxConn{m: &Manager{yield: func() {}}, conn: gc, streams: map[uint32]*stream{}, done: make(chan struct{})}
 	mc.wcond.L = &mc.wmu

@@ -12,12 +12,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/attestmesh/attestmesh/attest/attestapi"
+	"github.com/attestmesh/attestmesh/attest/der"
 )
 
-// TestReviewSVIDFastPathMatrix: IssueSVID's der path against crypto/x509 for every issuer
+// TestIssueSVIDIsX509sMatrix: IssueSVID's der path against crypto/x509 for every issuer
 // key der signs with, a sub-second now in a non-UTC zone, NotAfter clamped to the root, and
 // validity crossing into 2050 (GeneralizedTime).
-func TestReviewSVIDFastPathMatrix(t *testing.T) {
+func TestIssueSVIDIsX509sMatrix(t *testing.T) {
 	id := spiffeid.RequireFromPath(testTD, "/sess-1/svc_a.b-c")
 	app := pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 1, 2}, Value: []byte{0x04, 0x02, 1, 2}}
 	zone := time.FixedZone("X", -7*3600-1800)
@@ -34,6 +35,7 @@ func TestReviewSVIDFastPathMatrix(t *testing.T) {
 		} {
 			t.Run(string(alg)+"/"+c.name, func(t *testing.T) {
 				key := mustKey(t, alg)
+				require.True(t, der.Supported(key), "the SVID path under test is package der's")
 				root, err := IssueCA(CARequest{PublicKey: key.Public(), IssuerKey: key, CommonName: "r", ValidFor: c.rootValid, Now: c.now.Add(-time.Minute)})
 				require.NoError(t, err)
 				a := &Authority{td: testTD, cert: root, key: key, rand: constReader(0x91), now: func() time.Time { return c.now }}
