@@ -53,6 +53,11 @@ const (
 	maxStreams = 256
 	// maxPending bounds data queued for one connection's writer; control frames may pass it.
 	maxPending = 1 << 20
+	// maxControlPending bounds what control frames may queue: they never wait for maxPending
+	// (the read loop sends them), so a peer that sends without reading (every OPEN past
+	// maxStreams is answered with RESET) would otherwise queue replies without bound while a
+	// write blocks, for up to muxWriteTimeout. Real control traffic is a few frames per stream.
+	maxControlPending = maxPending + 1<<20
 	// muxWriteTimeout bounds one write to the peer: a peer that reads nothing for this long
 	// loses the connection and its streams.
 	muxWriteTimeout = 30 * time.Second
@@ -293,6 +298,13 @@ func (mc *muxConn) writeFrame(typ frameType, id uint32, p []byte) error {
 		for len(mc.pending) >= maxPending && mc.werr == nil {
 			mc.wcond.Wait()
 		}
+	} else if len(mc.pending) >= maxControlPending && mc.werr == nil {
+		mc.werr = fmt.Errorf("%w: the peer does not read: %d bytes of frames queued for it", errMuxProtocol, len(mc.pending))
+		mc.wcond.Broadcast()
+		err := mc.werr
+		mc.wmu.Unlock()
+		go mc.close(err) // closes the socket, which ends the blocked write
+		return err
 	}
 	if err := mc.werr; err != nil {
 		mc.wmu.Unlock()
