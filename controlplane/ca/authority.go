@@ -220,21 +220,9 @@ func (a *Authority) IssueSVID(csr *x509.CertificateRequest, id spiffeid.ID, ttl 
 	if ttl == 0 {
 		ttl = DefaultSVIDTTL
 	}
-	subject, ok := svidSubjects[tee]
-	if !ok {
-		return nil, fmt.Errorf("ca: issue SVID: unknown attestapi.TEE %q (want %q or %q)", tee, attestapi.TEESGX, attestapi.TEESimulation)
-	}
-	ext, err := attestapi.TEEExtension(tee)
+	tmpl, err := svidTemplate(id, tee, extra...)
 	if err != nil {
 		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		RawSubject:            subject,
-		URIs:                  []*url.URL{id.URL()},
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		ExtraExtensions:       append([]pkix.Extension{ext}, extra...),
 	}
 	s := a.signer(csr.PublicKey, ttl)
 	s.svid = true
@@ -273,6 +261,28 @@ func (a *Authority) IssueServerCert(pub crypto.PublicKey, dns []string, ips []ne
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	return a.signer(pub, ttl).sign("issue server certificate", tmpl)
+}
+
+// svidTemplate is an SVID's template before signer.sign completes it (serial, validity, key
+// identifiers): the subject for tee, id as the one URI SAN, the SVID's usages, tee's extension,
+// then extra.
+func svidTemplate(id spiffeid.ID, tee attestapi.TEE, extra ...pkix.Extension) (*x509.Certificate, error) {
+	subject, ok := svidSubjects[tee]
+	if !ok {
+		return nil, fmt.Errorf("ca: issue SVID: unknown attestapi.TEE %q (want %q or %q)", tee, attestapi.TEESGX, attestapi.TEESimulation)
+	}
+	ext, err := attestapi.TEEExtension(tee)
+	if err != nil {
+		return nil, err
+	}
+	return &x509.Certificate{
+		RawSubject:            subject,
+		URIs:                  []*url.URL{id.URL()},
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtraExtensions:       append([]pkix.Extension{ext}, extra...),
+	}, nil
 }
 
 // svidSubjects are the SVIDs' subject names, DER, by TEE: organization "attestmesh", and the

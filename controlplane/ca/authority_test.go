@@ -7,7 +7,6 @@ import (
 	"encoding/asn1"
 	"io"
 	"net"
-	"net/url"
 	"testing"
 	"time"
 
@@ -353,16 +352,7 @@ func TestIssueSVIDIsX509s(t *testing.T) {
 	extra := pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 7}, Value: []byte{0x04, 0x01, 0x2a}}
 	issue := func(t *testing.T, s signer, tee attestapi.TEE) *x509.Certificate {
 		t.Helper()
-		ext, err := attestapi.TEEExtension(tee)
-		require.NoError(t, err)
-		cert, err := s.sign("issue SVID", &x509.Certificate{
-			RawSubject: svidSubjects[tee], URIs: []*url.URL{id.URL()}, BasicConstraintsValid: true,
-			KeyUsage:        x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-			ExtraExtensions: []pkix.Extension{ext, extra},
-		})
-		require.NoError(t, err)
-		return cert
+		return signSVID(t, s, id, tee, extra)
 	}
 	for _, tee := range []attestapi.TEE{attestapi.TEESGX, attestapi.TEESimulation} {
 		t.Run(string(tee), func(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"net/url"
 	"testing"
 	"time"
 
@@ -41,19 +40,10 @@ func TestIssueSVIDIsX509sMatrix(t *testing.T) {
 				a := &Authority{td: testTD, cert: root, key: key, rand: constReader(0x91), now: func() time.Time { return c.now }}
 				sub := mustKey(t, P256)
 				for _, tee := range []attestapi.TEE{attestapi.TEESGX, attestapi.TEESimulation} {
-					ext, err := attestapi.TEEExtension(tee)
-					require.NoError(t, err)
 					mk := func(svid bool) *x509.Certificate {
 						s := a.signer(sub.Public(), c.ttl)
 						s.svid = svid
-						cert, err := s.sign("x", &x509.Certificate{
-							RawSubject: svidSubjects[tee], URIs: []*url.URL{id.URL()}, BasicConstraintsValid: true,
-							KeyUsage:        x509.KeyUsageDigitalSignature,
-							ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-							ExtraExtensions: []pkix.Extension{ext, app},
-						})
-						require.NoError(t, err)
-						return cert
+						return signSVID(t, s, id, tee, app)
 					}
 					got, want := mk(true), mk(false)
 					require.Equal(t, want.RawTBSCertificate, got.RawTBSCertificate)
@@ -67,4 +57,14 @@ func TestIssueSVIDIsX509sMatrix(t *testing.T) {
 			})
 		}
 	}
+}
+
+// signSVID signs IssueSVID's template for id, tee and extra with s.
+func signSVID(t *testing.T, s signer, id spiffeid.ID, tee attestapi.TEE, extra ...pkix.Extension) *x509.Certificate {
+	t.Helper()
+	tmpl, err := svidTemplate(id, tee, extra...)
+	require.NoError(t, err)
+	cert, err := s.sign("issue SVID", tmpl)
+	require.NoError(t, err)
+	return cert
 }

@@ -3,7 +3,6 @@ package ads
 import (
 	"bytes"
 	"fmt"
-	"runtime"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -150,17 +149,6 @@ func FuzzDecodeResponse(f *testing.F) {
 	})
 }
 
-// allocated returns the bytes f allocates (the process's: the tests measuring it do not run in
-// parallel).
-func allocated(f func()) uint64 {
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
-
 // response encodes a DiscoveryResponse of n resources of value size bytes each.
 func response(n, size int) []byte {
 	b := protowire.AppendString(protowire.AppendTag(nil, 4, protowire.BytesType), "t")
@@ -197,7 +185,7 @@ func TestDecodeResponseBounds(t *testing.T) {
 			require.LessOrEqual(t, len(tt.b), limit)
 			got := &DiscoveryResponse{}
 			var err error
-			n := allocated(func() { err = codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(tt.b)}, got) })
+			n := proxytest.Allocated(func() { err = codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(tt.b)}, got) })
 			t.Logf("%d bytes: allocated %.1f MiB", len(tt.b), float64(n)/(1<<20))
 			if tt.want < 0 {
 				require.ErrorContains(t, err, fmt.Sprintf("ads: decode DiscoveryResponse: %d resources, at most 16384 in one response", (len(tt.b)-3)/2))
@@ -228,7 +216,7 @@ func TestDecodeRealisticResponse(t *testing.T) {
 	require.NoError(t, err)
 	require.Less(t, len(b), MaxResponseSize)
 	var cs []*resource.Cluster
-	n := allocated(func() {
+	n := proxytest.Allocated(func() {
 		got := &DiscoveryResponse{}
 		if err = (codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, got); err == nil {
 			cs, err = resource.ParseClusters(got.Resources)

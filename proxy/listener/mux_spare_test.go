@@ -96,5 +96,5 @@ func TestMuxControlFramesBounded(t *testing.T) {
 		t.Fatal("the connection was not closed")
 	}
 	gc.release <- struct{}{}
-	require.Error(t, <-done, "the blocked writer sees the failure")
+	require.ErrorIs(t, <-done, errMuxProtocol, "the blocked writer sees the failure")
 }

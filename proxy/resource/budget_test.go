@@ -2,7 +2,6 @@ package resource_test
 
 import (
 	"fmt"
-	"runtime"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -13,17 +12,6 @@ import (
 	"github.com/attestmesh/attestmesh/proxy/proxytest"
 	"github.com/attestmesh/attestmesh/proxy/resource"
 )
-
-// allocated returns the bytes f allocates (the process's, so the tests measuring it do not run
-// in parallel).
-func allocated(f func()) uint64 {
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
 
 // maxValue is about the largest resource a response the gRPC limit admits (4 MiB) carries.
 const maxValue = 4<<20 - 64
@@ -91,7 +79,7 @@ func TestDecodeBudget(t *testing.T) {
 			require.LessOrEqual(t, len(tt.value), 4<<20)
 			res := []*anypb.Any{{TypeUrl: typeURLs[tt.kind], Value: tt.value}}
 			var err error
-			n := allocated(func() { err = parsers[tt.kind](res) })
+			n := proxytest.Allocated(func() { err = parsers[tt.kind](res) })
 			t.Logf("%d bytes allocated %.1f MiB: %v", len(tt.value), float64(n)/(1<<20), err)
 			require.ErrorIs(t, err, resource.ErrDecodeBudget)
 			require.ErrorContains(t, err, tt.wantErr)
@@ -113,7 +101,7 @@ func TestOneofResetInPlace(t *testing.T) {
 	x := field(2, []byte("x")) // a one-byte string, which Go does not allocate
 	res := []*anypb.Any{{TypeUrl: resource.ListenerType, Value: append(field(1, []byte("churn")), field(2, filled(maxValue-16, nil, field(1, x), field(2)))...)}}
 	var err error
-	n := allocated(func() { err = parsers["listeners"](res) })
+	n := proxytest.Allocated(func() { err = parsers["listeners"](res) })
 	require.ErrorContains(t, err, `listener "churn": address: want a socket_address`)
 	require.Less(t, n, uint64(1<<20))
 }
@@ -145,7 +133,7 @@ func TestDecodeBudgetRealistic(t *testing.T) {
 				size += len(a.GetValue())
 			}
 			var err error
-			n := allocated(func() { err = parsers[tt.kind](tt.res) })
+			n := proxytest.Allocated(func() { err = parsers[tt.kind](tt.res) })
 			t.Logf("%d resources, %d bytes: allocated %.1f MiB", len(tt.res), size, float64(n)/(1<<20))
 			require.NoError(t, err)
 			require.Less(t, n, uint64(resource.DecodeBudget)*3/4, "a realistic response needs room")

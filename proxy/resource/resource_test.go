@@ -116,7 +116,8 @@ func TestParseListeners(t *testing.T) {
 				require.NoError(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/team/prod/db/x"), nil))
 				require.ErrorContains(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/team/prod"), nil),
 					`unexpected ID "spiffe://attestmesh.local/team/prod"`)
-				require.Error(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/team/production/db"), nil))
+				require.ErrorContains(t, ls[0].Peers.Authorize(spiffeid.RequireFromString("spiffe://attestmesh.local/team/production/db"), nil),
+					`unexpected ID "spiffe://attestmesh.local/team/production/db"`)
 			},
 		},
 		{

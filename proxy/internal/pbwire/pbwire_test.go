@@ -25,7 +25,7 @@ func TestWalk(t *testing.T) {
 		name    string
 		in      []byte
 		want    []Field
-		wantErr bool
+		wantErr string // the error, all of it
 	}{
 		{name: "empty", in: nil},
 		{name: "varint, fixed, bytes", in: cat(tag(1, protowire.VarintType), []byte{0x96, 0x01}, tag(2, protowire.Fixed32Type), []byte{1, 0, 0, 0},
@@ -34,32 +34,32 @@ func TestWalk(t *testing.T) {
 				{Num: 3, Type: protowire.Fixed64Type, U: 2}, {Num: 4, Type: protowire.BytesType, B: []byte("hi")}}},
 		{name: "group skipped", in: cat(tag(5, protowire.StartGroupType), tag(1, protowire.VarintType), []byte{1}, tag(5, protowire.EndGroupType), tag(1, protowire.VarintType), []byte{7}),
 			want: []Field{{Num: 1, Type: protowire.VarintType, U: 7}}},
-		{name: "end group alone", in: tag(5, protowire.EndGroupType), wantErr: true},
-		{name: "unbalanced group", in: tag(5, protowire.StartGroupType), wantErr: true},
-		{name: "field 0", in: []byte{0x00, 0x01}, wantErr: true},
-		{name: "field above the maximum", in: protowire.AppendVarint(nil, uint64(protowire.MaxValidNumber+1)<<3), wantErr: true},
-		{name: "truncated bytes", in: cat(tag(1, protowire.BytesType), []byte{3, 'a'}), wantErr: true},
-		{name: "truncated varint", in: cat(tag(1, protowire.VarintType), []byte{0x80}), wantErr: true},
-		{name: "reserved wire type", in: []byte{0x0e}, wantErr: true},
+		{name: "end group alone", in: tag(5, protowire.EndGroupType), wantErr: "pbwire: field 5: proto: mismatching end group marker"},
+		{name: "unbalanced group", in: tag(5, protowire.StartGroupType), wantErr: "pbwire: field 5: unexpected EOF"},
+		{name: "field 0", in: []byte{0x00, 0x01}, wantErr: "pbwire: proto: invalid field number"},
+		{name: "field above the maximum", in: protowire.AppendVarint(nil, uint64(protowire.MaxValidNumber+1)<<3), wantErr: "pbwire: field number 536870912 out of range"},
+		{name: "truncated bytes", in: cat(tag(1, protowire.BytesType), []byte{3, 'a'}), wantErr: "pbwire: field 1: unexpected EOF"},
+		{name: "truncated varint", in: cat(tag(1, protowire.VarintType), []byte{0x80}), wantErr: "pbwire: field 1: unexpected EOF"},
+		{name: "reserved wire type", in: []byte{0x0e}, wantErr: "pbwire: field 1: proto: cannot parse reserved wire type"},
 		// Lengths and varints from the network: no length may reach past the input however it
 		// converts to int, and a varint longer than 64 bits is an error, not a wrap-around.
-		{name: "length 2^64-1", in: cat(tag(1, protowire.BytesType), protowire.AppendVarint(nil, math.MaxUint64), []byte("abc")), wantErr: true},
-		{name: "length 2^63 (negative as an int64)", in: cat(tag(1, protowire.BytesType), protowire.AppendVarint(nil, 1<<63), []byte("abc")), wantErr: true},
-		{name: "length one past the end", in: cat(tag(1, protowire.BytesType), []byte{4, 'a', 'b', 'c'}), wantErr: true},
-		{name: "varint of 11 bytes", in: cat(tag(1, protowire.VarintType), bytes.Repeat([]byte{0xff}, 10), []byte{0x01}), wantErr: true},
-		{name: "varint of 10 bytes above 2^64", in: cat(tag(1, protowire.VarintType), bytes.Repeat([]byte{0xff}, 9), []byte{0x02}), wantErr: true},
-		{name: "tag above 2^32", in: protowire.AppendVarint(nil, 1<<35|uint64(protowire.VarintType)), wantErr: true},
+		{name: "length 2^64-1", in: cat(tag(1, protowire.BytesType), protowire.AppendVarint(nil, math.MaxUint64), []byte("abc")), wantErr: "pbwire: field 1: unexpected EOF"},
+		{name: "length 2^63 (negative as an int64)", in: cat(tag(1, protowire.BytesType), protowire.AppendVarint(nil, 1<<63), []byte("abc")), wantErr: "pbwire: field 1: unexpected EOF"},
+		{name: "length one past the end", in: cat(tag(1, protowire.BytesType), []byte{4, 'a', 'b', 'c'}), wantErr: "pbwire: field 1: unexpected EOF"},
+		{name: "varint of 11 bytes", in: cat(tag(1, protowire.VarintType), bytes.Repeat([]byte{0xff}, 10), []byte{0x01}), wantErr: "pbwire: field 1: proto: variable length integer overflow"},
+		{name: "varint of 10 bytes above 2^64", in: cat(tag(1, protowire.VarintType), bytes.Repeat([]byte{0xff}, 9), []byte{0x02}), wantErr: "pbwire: field 1: proto: variable length integer overflow"},
+		{name: "tag above 2^32", in: protowire.AppendVarint(nil, 1<<35|uint64(protowire.VarintType)), wantErr: "pbwire: proto: invalid field number"},
 		{name: "groups nested 100 deep skipped", in: cat(nestGroups(100), tag(1, protowire.VarintType), []byte{7}),
 			want: []Field{{Num: 1, Type: protowire.VarintType, U: 7}}},
 		// protowire's recursion limit (10000): a deeper group is an error, not a stack overflow.
-		{name: "groups nested 20000 deep", in: nestGroups(20000), wantErr: true},
+		{name: "groups nested 20000 deep", in: nestGroups(20000), wantErr: "pbwire: field 5: proto: parse error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []Field
 			err := Walk(tt.in, func(f Field) error { got = append(got, f); return nil })
-			if tt.wantErr {
-				require.Error(t, err)
+			if tt.wantErr != "" {
+				require.EqualError(t, err, tt.wantErr)
 				return
 			}
 			require.NoError(t, err)
