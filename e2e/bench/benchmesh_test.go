@@ -169,6 +169,9 @@ func TestBenchMesh(t *testing.T) {
 	}
 	for _, p := range paths {
 		p.rssIdle, p.anonIdle = rssOf(p.pids), anonOf(p.pids)
+		if len(p.pids) > 0 {
+			t.Logf("  %-10s idle RSS %d KiB (%.2f MB), anonymous %d KiB", p.name, p.rssIdle, float64(p.rssIdle)*1024/1e6, p.anonIdle)
+		}
 	}
 	t.Logf("every path answers PING; warming up (%d requests each)", set.warmup)
 	for _, p := range paths {
