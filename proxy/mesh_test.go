@@ -7,13 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
@@ -27,7 +29,6 @@ const td = "attestmesh.local"
 type sidecar struct {
 	id       spiffeid.ID
 	attestor *proxytest.Attestor
-	reg      *prometheus.Registry
 	admin    string
 	logs     *proxytest.SyncBuffer
 	stop     func()
@@ -108,7 +109,6 @@ func (m *mesh) start(tb testing.TB, id spiffeid.ID, ttl time.Duration) *sidecar 
 	s := &sidecar{
 		id:       id,
 		attestor: &proxytest.Attestor{CA: m.ca, ID: id, TTL: ttl},
-		reg:      prometheus.NewRegistry(),
 		admin:    adminAddr,
 		logs:     &proxytest.SyncBuffer{},
 	}
@@ -120,7 +120,6 @@ func (m *mesh) start(tb testing.TB, id spiffeid.ID, ttl time.Duration) *sidecar 
 		Logger:            slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Attestor:          s.attestor,
 		DrainTimeout:      2 * time.Second,
-		Registry:          s.reg,
 		XDSInitialBackoff: 50 * time.Millisecond,
 		XDSMaxBackoff:     400 * time.Millisecond,
 	}
@@ -172,10 +171,13 @@ func (s *sidecar) waitReady(tb testing.TB) {
 	}, 10*time.Second, 20*time.Millisecond, "sidecar %s never became ready", s.id)
 }
 
-// metric returns the value of the series of name with labels.
+// metric returns the value of the series of name with labels, scraped from the admin endpoint.
 func (s *sidecar) metric(tb testing.TB, name string, labels map[string]string) float64 {
 	tb.Helper()
-	mfs, err := s.reg.Gather()
+	code, body := httpGet(tb, "http://"+s.admin+"/metrics")
+	require.Equal(tb, http.StatusOK, code, body)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := parser.TextToMetricFamilies(strings.NewReader(body))
 	require.NoError(tb, err)
 	for _, mf := range mfs {
 		if mf.GetName() != name {

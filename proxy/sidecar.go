@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -75,8 +74,8 @@ type Config struct {
 	Attestor    Attestor
 	// DrainTimeout bounds the graceful drain on shutdown (DefaultDrainTimeout).
 	DrainTimeout time.Duration
-	// Registry receives the metrics (a new registry if nil).
-	Registry *prometheus.Registry
+	// Metrics receives the sidecar's metrics (a new set if nil).
+	Metrics *metrics.Metrics
 	// XDSInitialBackoff and XDSMaxBackoff bound xDS reconnects and
 	// attestation retries (defaults 500ms and 30s).
 	XDSInitialBackoff time.Duration
@@ -134,7 +133,6 @@ type Sidecar struct {
 	cfg     Config
 	id      spiffeid.ID
 	log     *slog.Logger
-	reg     *prometheus.Registry
 	metrics *metrics.Metrics
 	creds   *identity.Source
 	mgr     *listener.Manager
@@ -168,13 +166,9 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.XDSMaxBackoff < cfg.XDSInitialBackoff {
 		cfg.XDSMaxBackoff = max(30*time.Second, cfg.XDSInitialBackoff)
 	}
-	reg := cfg.Registry
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	m, err := metrics.New(reg)
-	if err != nil {
-		return nil, fmt.Errorf("proxy: %w", err)
+	m := cfg.Metrics
+	if m == nil {
+		m = metrics.New()
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -197,7 +191,7 @@ func New(cfg Config) (*Sidecar, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
-	return &Sidecar{cfg: cfg, id: id, log: log, reg: reg, metrics: m, creds: creds, mgr: mgr}, nil
+	return &Sidecar{cfg: cfg, id: id, log: log, metrics: m, creds: creds, mgr: mgr}, nil
 }
 
 // Run creates a Sidecar from cfg and runs it until ctx is done.
@@ -214,7 +208,7 @@ func Run(ctx context.Context, cfg Config) error {
 // A canceled ctx is a clean stop (nil).
 func (s *Sidecar) Run(ctx context.Context) error {
 	adm, err := admin.New(admin.Config{
-		Addr: s.cfg.AdminAddr, Ready: s.ready, ConfigDump: s.ConfigDump, Gatherer: s.reg, Logger: s.log,
+		Addr: s.cfg.AdminAddr, Ready: s.ready, ConfigDump: s.ConfigDump, Metrics: s.metrics, Logger: s.log,
 		Pprof: s.cfg.Pprof,
 	})
 	if err != nil {

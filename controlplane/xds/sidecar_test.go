@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -52,8 +51,7 @@ func (h *rejectOneListener) count() int {
 // comes.
 func TestADSSidecarRetriesARejectedVersionWithBackoff(t *testing.T) {
 	e := startADS(t)
-	m, err := sidecarmetrics.New(prometheus.NewRegistry())
-	require.NoError(t, err)
+	m := sidecarmetrics.New()
 	h := &rejectOneListener{}
 	client, err := ads.New(ads.Config{
 		Addr: e.addr,

@@ -14,8 +14,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/attestmesh/attestmesh/proxy/metrics"
 )
 
 // DefaultAddr is the admin endpoint's default address.
@@ -30,8 +29,9 @@ type Config struct {
 	// ConfigDump returns the current configuration as a JSON-encodable
 	// value; it must not contain key material.
 	ConfigDump func() any
-	Gatherer   prometheus.Gatherer
-	Logger     *slog.Logger
+	// Metrics are served at /metrics.
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 	// Pprof serves Go's profiles under /debug/pprof/, only to clients in the sidecar's own
 	// network namespace (off by default: a profile shows what the sidecar is doing).
 	Pprof bool
@@ -45,8 +45,8 @@ type Server struct {
 
 // New validates cfg and returns a Server.
 func New(cfg Config) (*Server, error) {
-	if cfg.Ready == nil || cfg.ConfigDump == nil || cfg.Gatherer == nil || cfg.Logger == nil {
-		return nil, errors.New("admin: Ready, ConfigDump, Gatherer and Logger are required")
+	if cfg.Ready == nil || cfg.ConfigDump == nil || cfg.Metrics == nil || cfg.Logger == nil {
+		return nil, errors.New("admin: Ready, ConfigDump, Metrics and Logger are required")
 	}
 	if cfg.Addr == "" {
 		cfg.Addr = DefaultAddr
@@ -63,7 +63,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /ready", s.ready)
 	mux.HandleFunc("GET /config_dump", s.configDump)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", s.cfg.Metrics)
 	if s.cfg.Pprof {
 		s.pprofRoutes(mux)
 	}

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -22,15 +21,13 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestHandler(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m, err := metrics.New(reg)
-	require.NoError(t, err)
+	m := metrics.New()
 	m.AuthzDenials.WithLabelValues("inbound|8443").Inc()
 	ready, reason := false, `listener "inbound|8443" is warming: waiting for secret "svid"`
 	s, err := admin.New(admin.Config{
 		Ready:      func() (bool, string) { return ready, reason },
 		ConfigDump: func() any { return map[string]string{"node": "spiffe://attestmesh.local/app/server"} },
-		Gatherer:   reg,
+		Metrics:    m,
 		Logger:     slog.New(slog.DiscardHandler),
 	})
 	require.NoError(t, err)
@@ -76,7 +73,7 @@ func TestPprof(t *testing.T) {
 		s, err := admin.New(admin.Config{
 			Ready:      func() (bool, string) { return true, "" },
 			ConfigDump: func() any { return nil },
-			Gatherer:   prometheus.NewRegistry(),
+			Metrics:    metrics.New(),
 			Logger:     slog.New(slog.DiscardHandler),
 			Pprof:      pprof,
 		})

@@ -12,11 +12,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/attestmesh/attestmesh/proxy/metrics"
 	"github.com/attestmesh/attestmesh/proxy/resource"
 )
 
@@ -359,7 +359,7 @@ type cluster struct {
 	spec    *resource.Cluster
 	tlsConf *tls.Config
 	rr      atomic.Uint32
-	connect prometheus.Observer
+	connect *metrics.Histogram
 
 	mu      sync.Mutex
 	pools   map[string]*pool

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -31,8 +30,7 @@ func newManager(t *testing.T) *listener.Manager {
 	require.NoError(t, err)
 	creds, err := identity.NewSource(key)
 	require.NoError(t, err)
-	m, err := metrics.New(prometheus.NewRegistry())
-	require.NoError(t, err)
+	m := metrics.New()
 	mgr, err := listener.New(listener.Config{Creds: creds, Metrics: m, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	t.Cleanup(func() {

@@ -19,8 +19,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/attestmesh/attestmesh/proxy/identity"
 	"github.com/attestmesh/attestmesh/proxy/metrics"
 	"github.com/attestmesh/attestmesh/proxy/resource"
@@ -431,10 +429,10 @@ func (m *Manager) closeAll() int {
 // atomically on update.
 type lstate struct {
 	spec    *resource.Listener
-	conns   prometheus.Counter
-	active  prometheus.Gauge
-	bytes   prometheus.Counter
-	denials prometheus.Counter
+	conns   *metrics.Counter
+	active  *metrics.Gauge
+	bytes   *metrics.Counter
+	denials *metrics.Counter
 }
 
 func (m *Manager) newState(s *resource.Listener) *lstate {

@@ -15,8 +15,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+
+	"github.com/attestmesh/attestmesh/proxy/metrics"
 )
 
 // MuxProto is the ALPN protocol of a multiplexed tunnel between two attestmesh sidecars: the
@@ -160,7 +161,7 @@ func (mc *muxConn) usable(now time.Time) bool {
 }
 
 // openStream starts a stream for the local connection local (client side).
-func (mc *muxConn) openStream(local net.Conn, bytes prometheus.Counter, idle time.Duration) (*stream, error) {
+func (mc *muxConn) openStream(local net.Conn, bytes *metrics.Counter, idle time.Duration) (*stream, error) {
 	mc.mu.Lock()
 	if mc.draining || mc.closed || len(mc.streams) >= maxStreams || mc.nextID >= maxStreamID {
 		mc.mu.Unlock()
@@ -177,7 +178,7 @@ func (mc *muxConn) openStream(local net.Conn, bytes prometheus.Counter, idle tim
 	return s, nil
 }
 
-func (mc *muxConn) newStreamLocked(id uint32, bytes prometheus.Counter, idle time.Duration) *stream {
+func (mc *muxConn) newStreamLocked(id uint32, bytes *metrics.Counter, idle time.Duration) *stream {
 	s := &stream{mc: mc, id: id, bytes: bytes, idle: idle, credit: streamWindow, done: make(chan struct{})}
 	s.ccond.L = &s.cmu
 	s.last.Store(time.Now().UnixNano())
@@ -448,7 +449,7 @@ func (mc *muxConn) handle(typ frameType, id uint32, p []byte) error {
 type stream struct {
 	mc    *muxConn
 	id    uint32
-	bytes prometheus.Counter
+	bytes *metrics.Counter
 	idle  time.Duration
 	last  atomic.Int64 // unix nanos of the last byte in either direction
 

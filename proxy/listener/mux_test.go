@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/stretchr/testify/assert"
@@ -65,8 +63,7 @@ func newTunnel(t *testing.T, clientMux, serverMux bool) *tunnel {
 		require.NoError(t, err)
 		require.NoError(t, creds.SetAttested(&identity.Identity{SVID: []*x509.Certificate{cert}, Bundle: ca.Bundle()}))
 		require.NoError(t, creds.SetTrustBundle(ca.TD, ca.Bundle()))
-		m, err := metrics.New(prometheus.NewRegistry())
-		require.NoError(t, err)
+		m := metrics.New()
 		mgr, err := New(Config{Creds: creds, Metrics: m, Logger: log, Multiplex: mux})
 		require.NoError(t, err)
 		t.Cleanup(func() {
@@ -147,7 +144,7 @@ func TestMuxStreamsShareOneConnection(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, 1, muxCount(tn.client))
 	assert.Equal(t, 1, muxCount(tn.server))
-	assert.InDelta(t, conns, testutil.ToFloat64(tn.serverMetrics.Connections.WithLabelValues("inbound", "inbound")), 0)
+	assert.InDelta(t, conns, tn.serverMetrics.Connections.WithLabelValues("inbound", "inbound").Value(), 0)
 }
 
 // Either side without MuxProto: one mTLS connection per app connection, as before.
@@ -179,7 +176,7 @@ func TestMuxHalfClose(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "last words", string(got))
 	require.Eventually(t, func() bool {
-		return testutil.ToFloat64(tn.serverMetrics.ActiveConnections.WithLabelValues("inbound", "inbound")) == 0
+		return tn.serverMetrics.ActiveConnections.WithLabelValues("inbound", "inbound").Value() == 0
 	}, 5*time.Second, 10*time.Millisecond, "the stream ended on both sides")
 }
 
@@ -232,7 +229,7 @@ func TestMuxPolicyChange(t *testing.T) {
 	_, _ = after.Write([]byte("refused"))
 	_, err := after.Read(make([]byte, 16))
 	require.Error(t, err, "the refused stream's app connection is closed")
-	assert.InDelta(t, 1, testutil.ToFloat64(tn.serverMetrics.AuthzDenials.WithLabelValues("inbound")), 0)
+	assert.InDelta(t, 1, tn.serverMetrics.AuthzDenials.WithLabelValues("inbound").Value(), 0)
 	assert.Contains(t, tn.serverLogs.String(), "stream refused")
 	echoOnce(t, before, []byte("still open"))
 

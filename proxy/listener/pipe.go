@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/attestmesh/attestmesh/proxy/metrics"
 )
 
 // bufSize is the copy buffer: large enough for a full TLS record.
@@ -27,7 +27,7 @@ var errIdle = errors.New("listener: idle timeout")
 // more goroutine. EOF in one direction is propagated as a half-close
 // (CloseWrite); an error in either direction closes both connections. With
 // idle > 0, a connection with no bytes in either direction for idle is closed.
-func pipe(down, up net.Conn, bytes prometheus.Counter, idle time.Duration) {
+func pipe(down, up net.Conn, bytes *metrics.Counter, idle time.Duration) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	done := make(chan struct{})
@@ -49,7 +49,7 @@ func pipe(down, up net.Conn, bytes prometheus.Counter, idle time.Duration) {
 
 // copyHalf copies src to dst with a pooled buffer; it does not allocate per
 // read. It returns nil when src ended cleanly (and dst was half-closed).
-func copyHalf(dst, src net.Conn, bytes prometheus.Counter, idle time.Duration, last *atomic.Int64) error {
+func copyHalf(dst, src net.Conn, bytes *metrics.Counter, idle time.Duration, last *atomic.Int64) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
