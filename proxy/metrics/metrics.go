@@ -2,9 +2,10 @@
 // part of the product's interface). Every label value is bounded: listener and cluster names come
 // from configuration, reasons and results from fixed sets.
 //
-// The package keeps the series itself and writes them in Prometheus' text exposition format
-// (version 0.0.4), byte for byte as client_golang's registry and promhttp handler write the same
-// metrics (TestMatchesClientGolang). It does not use client_golang: its package initialisation
+// The package keeps the series itself and serves them as client_golang's registry and promhttp
+// handler (default options) serve the same metrics: the text exposition format (version 0.0.4)
+// byte for byte, or the delimited protobuf format, with the same content negotiation, gzip and
+// headers (TestMatchesClientGolang). It does not use client_golang: its package initialisation
 // registers Go and process collectors on the default registry (runtime/metrics, procfs) and its
 // encoders bring expfmt, protobuf's client model and more, about 0.7 MB of the sidecar's
 // resident memory, most of it executable pages that every sidecar maps (see docs/performance.md,
@@ -21,7 +22,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
+
+	"github.com/munnerz/goautoneg"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Directions of a listener.
@@ -46,8 +51,11 @@ const (
 	ResultNACK = "nack"
 )
 
-// ContentType is the exposition format served by ServeHTTP, as promhttp names it.
-const ContentType = "text/plain; version=0.0.4; charset=utf-8; escaping=underscores"
+// The exposition formats served, as promhttp names them (without the escaping parameter).
+const (
+	formatText       = "text/plain; version=0.0.4; charset=utf-8"
+	formatProtoDelim = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+)
 
 // Metrics are the sidecar's series.
 type Metrics struct {
@@ -93,13 +101,16 @@ func New() *Metrics {
 	return m
 }
 
-// ServeHTTP serves the metrics in the text exposition format, gzipped when the client accepts
-// it, with the headers promhttp sets.
+// ServeHTTP serves the metrics as promhttp does with its default options: the text exposition
+// format, or the delimited protobuf format when the Accept header prefers it, gzipped when the
+// client accepts it, with promhttp's headers. (promhttp also offers protobuf's text and
+// compact-text debugging formats; a client asking only for those gets the text format.)
 func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	format, proto := negotiate(r.Header.Get("Accept"))
 	h := w.Header()
 	h.Add("Vary", "Accept")
 	h.Add("Vary", "Accept-Encoding")
-	h.Set("Content-Type", ContentType)
+	h.Set("Content-Type", format)
 	out := io.Writer(w)
 	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
 		h.Set("Content-Encoding", "gzip")
@@ -107,29 +118,64 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer gz.Close()
 		out = gz
 	}
+	if proto {
+		_ = m.WriteProto(out)
+		return
+	}
 	_ = m.WriteText(out)
 }
 
-// acceptsGzip reports whether an Accept-Encoding header lists gzip with a non-zero quality.
-func acceptsGzip(values []string) bool {
-	for _, v := range values {
-		for part := range strings.SplitSeq(v, ",") {
-			coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-			if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
-				continue
-			}
-			q := 1.0
-			for p := range strings.SplitSeq(params, ";") {
-				if k, val, ok := strings.Cut(strings.TrimSpace(p), "="); ok && strings.EqualFold(k, "q") {
-					if f, err := strconv.ParseFloat(val, 64); err == nil {
-						q = f
-					}
-				}
-			}
-			return q > 0
+// negotiate picks the format as expfmt.NegotiateAccept does among the formats served: the
+// first accepted in the order of preference that matches, the text format otherwise, with the
+// escaping scheme the client named (valid metric names are the same in every scheme).
+func negotiate(accept string) (string, bool) {
+	escaping := "underscores"
+	for _, ac := range goautoneg.ParseAccept(accept) {
+		switch e := ac.Params["escaping"]; e {
+		case "allow-utf-8", "underscores", "dots", "values":
+			escaping = e
+		}
+		if (ac.Type == "*" || ac.Type == "application") && (ac.SubType == "*" || ac.SubType == "vnd.google.protobuf") &&
+			ac.Params["proto"] == "io.prometheus.client.MetricFamily" && ac.Params["encoding"] == "delimited" {
+			return formatProtoDelim + "; escaping=" + escaping, true
+		}
+		version := ac.Params["version"]
+		if version == "" && ac.Type == "text" && ac.SubType == "plain" {
+			version = "0.0.4"
+		}
+		if (ac.Type == "*" || ac.Type == "text") && (ac.SubType == "*" || ac.SubType == "plain") && version == "0.0.4" {
+			return formatText + "; escaping=" + escaping, false
 		}
 	}
-	return false
+	return formatText + "; escaping=" + escaping, false
+}
+
+// acceptsGzip chooses between identity and gzip as promhttp does (gddo's
+// NegotiateContentEncoding over the offers identity, gzip): the coding named with the highest
+// quality, identity on a tie or for "*", gzip only when it is strictly preferred.
+func acceptsGzip(values []string) bool {
+	best, bestQ := "identity", -1.0
+	for _, offer := range []string{"identity", "gzip"} {
+		for _, v := range values {
+			for part := range strings.SplitSeq(v, ",") {
+				coding, params, hasParams := strings.Cut(strings.TrimSpace(part), ";")
+				coding = strings.TrimSpace(coding)
+				q := 1.0
+				if hasParams {
+					val, ok := strings.CutPrefix(strings.TrimSpace(params), "q=")
+					f, err := strconv.ParseFloat(val, 64)
+					if !ok || err != nil || f < 0 || f > 1 {
+						continue
+					}
+					q = f
+				}
+				if q > bestQ && (coding == "*" || coding == offer) {
+					best, bestQ = offer, q
+				}
+			}
+		}
+	}
+	return best == "gzip" && bestQ > 0
 }
 
 // WriteText writes every family that has series, in the text exposition format: families by
@@ -141,6 +187,118 @@ func (m *Metrics) WriteText(w io.Writer) error {
 	}
 	_, err := w.Write(b)
 	return err
+}
+
+// WriteProto writes every family that has series in the delimited protobuf format
+// (io.prometheus.client.MetricFamily messages, each after its varint length), with the fields
+// client_golang sets: label pairs in name order, counters' and histograms' created timestamps,
+// a histogram's buckets without +Inf.
+func (m *Metrics) WriteProto(w io.Writer) error {
+	var b, msg []byte
+	for _, f := range m.families {
+		msg = f.appendProto(msg[:0])
+		if len(msg) == 0 {
+			continue
+		}
+		b = protowire.AppendVarint(b, uint64(len(msg)))
+		b = append(b, msg...)
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+// Field numbers and types of io.prometheus.client's metrics.proto (proto2).
+const (
+	typeCounter   = 0
+	typeGauge     = 1
+	typeHistogram = 4
+)
+
+func (v *vec) appendProto(b []byte) []byte {
+	all := v.sorted()
+	if len(all) == 0 {
+		return b
+	}
+	b = appendString(b, 1, v.name)
+	b = appendString(b, 2, v.help)
+	b = protowire.AppendTag(b, 3, protowire.VarintType)
+	switch v.typ {
+	case "counter":
+		b = protowire.AppendVarint(b, typeCounter)
+	case "gauge":
+		b = protowire.AppendVarint(b, typeGauge)
+	default:
+		b = protowire.AppendVarint(b, typeHistogram)
+	}
+	var metric, inner []byte
+	for _, s := range all {
+		metric = metric[:0]
+		for _, i := range v.order {
+			inner = appendString(inner[:0], 1, v.labels[i])
+			inner = appendString(inner, 2, s.values[i])
+			metric = appendBytes(metric, 1, inner)
+		}
+		switch v.typ {
+		case "gauge":
+			inner = appendDouble(inner[:0], 1, math.Float64frombits(s.valBits.Load()))
+			metric = appendBytes(metric, 2, inner)
+		case "counter":
+			inner = appendDouble(inner[:0], 1, s.value())
+			inner = appendTimestamp(inner, 3, s.created)
+			metric = appendBytes(metric, 3, inner)
+		default:
+			counts, sum := s.histogram()
+			var total uint64
+			for _, c := range counts {
+				total += c
+			}
+			inner = protowire.AppendTag(inner[:0], 1, protowire.VarintType)
+			inner = protowire.AppendVarint(inner, total)
+			inner = appendDouble(inner, 2, sum)
+			var cum uint64
+			var bucket []byte
+			for i, ub := range v.buckets {
+				cum += counts[i]
+				bucket = protowire.AppendTag(bucket[:0], 1, protowire.VarintType)
+				bucket = protowire.AppendVarint(bucket, cum)
+				bucket = appendDouble(bucket, 2, ub)
+				inner = appendBytes(inner, 3, bucket)
+			}
+			inner = appendTimestamp(inner, 15, s.created)
+			metric = appendBytes(metric, 7, inner)
+		}
+		b = appendBytes(b, 4, metric)
+	}
+	return b
+}
+
+func appendString(b []byte, num protowire.Number, s string) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendString(b, s)
+}
+
+func appendBytes(b []byte, num protowire.Number, v []byte) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendBytes(b, v)
+}
+
+func appendDouble(b []byte, num protowire.Number, f float64) []byte {
+	b = protowire.AppendTag(b, num, protowire.Fixed64Type)
+	return protowire.AppendFixed64(b, math.Float64bits(f))
+}
+
+// appendTimestamp appends a google.protobuf.Timestamp (proto3: zero fields left out).
+func appendTimestamp(b []byte, num protowire.Number, t time.Time) []byte {
+	var ts []byte
+	if sec := t.Unix(); sec != 0 {
+		ts = protowire.AppendTag(ts, 1, protowire.VarintType)
+		ts = protowire.AppendVarint(ts, uint64(sec)) //nolint:gosec // int64 fields are their two's complement
+	}
+	if nsec := t.Nanosecond(); nsec != 0 {
+		ts = protowire.AppendTag(ts, 2, protowire.VarintType)
+		ts = protowire.AppendVarint(ts, uint64(nsec)) //nolint:gosec // 0 to 999,999,999
+	}
+	return appendBytes(b, num, ts)
 }
 
 // vec is a family: its series by label values.
@@ -155,7 +313,8 @@ type vec struct {
 }
 
 type series struct {
-	values []string // as declared
+	values  []string  // as declared
+	created time.Time // for counters' and histograms' created timestamps
 	// counters and gauges: valInt holds integer additions of a counter, valBits a float64.
 	valInt  atomic.Uint64
 	valBits atomic.Uint64
@@ -195,7 +354,7 @@ func (v *vec) get(values []string) *series {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if s = v.series[key]; s == nil {
-		s = &series{values: slices.Clone(values)}
+		s = &series{values: slices.Clone(values), created: time.Now()}
 		if v.buckets != nil {
 			s.counts = make([]uint64, len(v.buckets)+1)
 		}
@@ -217,16 +376,14 @@ func (s *series) addFloat(f float64) {
 	}
 }
 
-func (v *vec) appendText(b []byte) []byte {
+// sorted returns the series by their label values in the order of the sorted label names.
+func (v *vec) sorted() []*series {
 	v.mu.RLock()
 	all := make([]*series, 0, len(v.series))
 	for _, s := range v.series {
 		all = append(all, s)
 	}
 	v.mu.RUnlock()
-	if len(all) == 0 {
-		return b
-	}
 	slices.SortFunc(all, func(x, y *series) int {
 		for _, i := range v.order {
 			if c := strings.Compare(x.values[i], y.values[i]); c != 0 {
@@ -235,6 +392,22 @@ func (v *vec) appendText(b []byte) []byte {
 		}
 		return 0
 	})
+	return all
+}
+
+// histogram returns a copy of the histogram's bucket counts (not cumulative, +Inf last) and
+// its sum.
+func (s *series) histogram() ([]uint64, float64) {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	return slices.Clone(s.counts), s.sum
+}
+
+func (v *vec) appendText(b []byte) []byte {
+	all := v.sorted()
+	if len(all) == 0 {
+		return b
+	}
 	b = append(b, "# HELP "...)
 	b = append(b, v.name...)
 	b = append(b, ' ')
@@ -249,9 +422,7 @@ func (v *vec) appendText(b []byte) []byte {
 			b = v.appendSample(b, "", s, "", 0, s.value())
 			continue
 		}
-		s.hmu.Lock()
-		counts, sum := slices.Clone(s.counts), s.sum
-		s.hmu.Unlock()
+		counts, sum := s.histogram()
 		var cum uint64
 		for i, ub := range v.buckets {
 			cum += counts[i]

@@ -7,8 +7,10 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -19,6 +21,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/attestmesh/attestmesh/proxy/metrics"
 )
@@ -120,12 +125,29 @@ func TestMatchesClientGolang(t *testing.T) {
 			{},
 			{"Accept-Encoding": "gzip"},
 			{"Accept-Encoding": "gzip;q=0, identity"},
+			{"Accept-Encoding": "gzip;q=0.5, identity"},
+			{"Accept-Encoding": "identity;q=0.5, gzip"},
+			{"Accept-Encoding": "*"},
+			{"Accept-Encoding": "br, gzip;q=0.1"},
+			// Prometheus 2's and 3's defaults, and with its protobuf format first.
 			{"Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", "Accept-Encoding": "gzip"},
+			{"Accept": "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1", "Accept-Encoding": "gzip"},
+			{"Accept": "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.2", "Accept-Encoding": "gzip"},
+			{"Accept": "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"},
+			{"Accept": "text/plain;version=0.0.4;escaping=dots;q=0.9,application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.8"},
+			{"Accept": "text/plain"},
+			{"Accept": "*/*"},
+			{"Accept": "application/json"},
+			{"Accept": "text/plain;version=9;escaping=bogus"},
 		} {
 			got, want := serve(t, m, hdr), serve(t, ref, hdr)
 			assert.Equal(t, want.Header().Values("Content-Type"), got.Header().Values("Content-Type"), "%s %v", step, hdr)
 			assert.Equal(t, want.Header().Values("Content-Encoding"), got.Header().Values("Content-Encoding"), "%s %v", step, hdr)
 			assert.Equal(t, want.Header().Values("Vary"), got.Header().Values("Vary"), "%s %v", step, hdr)
+			if strings.HasPrefix(want.Header().Get("Content-Type"), "application/vnd.google.protobuf") {
+				assert.Equal(t, decodeProto(t, body(t, want)), decodeProto(t, body(t, got)), "%s %v", step, hdr)
+				continue
+			}
 			assert.Equal(t, body(t, want), body(t, got), "%s %v", step, hdr)
 		}
 	}
@@ -222,4 +244,33 @@ func body(t *testing.T, w *httptest.ResponseRecorder) string {
 	b, err := io.ReadAll(zr)
 	require.NoError(t, err)
 	return string(b)
+}
+
+// decodeProto decodes delimited MetricFamily messages into their text form, with the created
+// timestamps (the time each series was made, in either registry) checked as recent and cleared.
+func decodeProto(t *testing.T, b string) []string {
+	t.Helper()
+	var out []string
+	r := strings.NewReader(b)
+	for r.Len() > 0 {
+		var mf dto.MetricFamily
+		err := protodelim.UnmarshalFrom(r, &mf)
+		require.NoError(t, err)
+		for _, m := range mf.GetMetric() {
+			var ct **timestamppb.Timestamp
+			switch {
+			case m.GetCounter() != nil:
+				ct = &m.GetCounter().CreatedTimestamp
+			case m.GetHistogram() != nil:
+				ct = &m.GetHistogram().CreatedTimestamp
+			default:
+				continue
+			}
+			require.NotNil(t, *ct, "created timestamp of %s", mf.GetName())
+			assert.WithinDuration(t, time.Now(), (*ct).AsTime(), time.Minute)
+			*ct = nil
+		}
+		out = append(out, prototext.Format(&mf))
+	}
+	return out
 }
