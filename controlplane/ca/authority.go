@@ -202,7 +202,7 @@ func (a *Authority) IssueSVID(csr *x509.CertificateRequest, id spiffeid.ID, ttl 
 	if csr == nil {
 		return nil, errors.New("ca: issue SVID: no CSR")
 	}
-	if !checkedCSRs.has(csr) {
+	if !acceptedCSRs.accepted(csr) {
 		if err := checkCSR(csr); err != nil {
 			return nil, fmt.Errorf("ca: issue SVID: %w", err)
 		}

@@ -1,11 +1,12 @@
 package ca
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync"
-	"weak"
 )
 
 // MaxCSRSize bounds the DER CSRs that ParseCSR reads. A P-256 or Ed25519 CSR is a few
@@ -15,6 +16,12 @@ const MaxCSRSize = 8 << 10
 // ParseCSR parses a DER certificate signing request from a workload (untrusted bytes): at most
 // MaxCSRSize bytes, no trailing data, an ECDSA P-256 or Ed25519 key, and a signature that
 // verifies under that key. Errors name what is wrong.
+//
+// A workload that attests again with the same key sends the same CSR (attestapi.Client keeps
+// it), so ParseCSR remembers the last CSRs it accepted, by the SHA-256 of their bytes, and
+// returns the same parse for the same bytes without checking the signature again: the result
+// is a function of the bytes alone. The CSR returned may therefore be shared between calls:
+// nobody may modify it.
 func ParseCSR(der []byte) (*x509.CertificateRequest, error) {
 	switch {
 	case len(der) == 0:
@@ -22,43 +29,51 @@ func ParseCSR(der []byte) (*x509.CertificateRequest, error) {
 	case len(der) > MaxCSRSize:
 		return nil, fmt.Errorf("ca: parse CSR: %d bytes, at most %d allowed", len(der), MaxCSRSize)
 	}
-	csr, err := x509.ParseCertificateRequest(der)
+	sum := sha256.Sum256(der)
+	if csr := acceptedCSRs.get(sum); csr != nil {
+		return csr, nil
+	}
+	// The parse keeps slices of its input: a copy of its own, since the cache outlives der.
+	csr, err := x509.ParseCertificateRequest(bytes.Clone(der))
 	if err != nil {
 		return nil, fmt.Errorf("ca: parse CSR: %w", err)
 	}
 	if err := checkCSR(csr); err != nil {
 		return nil, fmt.Errorf("ca: parse CSR: %w", err)
 	}
-	checkedCSRs.add(csr)
+	acceptedCSRs.put(sum, csr)
 	return csr, nil
 }
 
-// checkedCSRs are the last CSRs that ParseCSR checked, so that IssueSVID does not verify
-// their signatures again. Weak: it keeps none of them alive.
-var checkedCSRs = &csrRing{}
+// acceptedCSRs are the CSRs that ParseCSR accepted, by the SHA-256 of their DER. Failures are
+// never remembered. At most maxAcceptedCSRs (about 1 KB each); it starts over when full, so
+// that a flood of distinct CSRs costs what it would without it.
+var acceptedCSRs = &csrCache{}
 
-type csrRing struct {
-	mu   sync.Mutex
-	ring [256]weak.Pointer[x509.CertificateRequest]
-	next int
+const maxAcceptedCSRs = 4096
+
+type csrCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]*x509.CertificateRequest
 }
 
-func (r *csrRing) add(csr *x509.CertificateRequest) {
-	w := weak.Make(csr)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ring[r.next] = w
-	r.next = (r.next + 1) % len(r.ring)
+func (c *csrCache) get(k [sha256.Size]byte) *x509.CertificateRequest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[k]
 }
 
-func (r *csrRing) has(csr *x509.CertificateRequest) bool {
-	w := weak.Make(csr)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, have := range r.ring {
-		if have == w {
-			return true
-		}
+// accepted tells whether csr is a parse that ParseCSR returned and still remembers: one whose
+// key and signature it checked.
+func (c *csrCache) accepted(csr *x509.CertificateRequest) bool {
+	return c.get(sha256.Sum256(csr.Raw)) == csr
+}
+
+func (c *csrCache) put(k [sha256.Size]byte, csr *x509.CertificateRequest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxAcceptedCSRs {
+		c.m = make(map[[sha256.Size]byte]*x509.CertificateRequest)
 	}
-	return false
+	c.m[k] = csr
 }

@@ -2,6 +2,9 @@ package ca
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
 	"testing"
 	"time"
 
@@ -53,6 +56,69 @@ func TestParseCSR(t *testing.T) {
 	}
 }
 
+// TestParseCSRRemembersWhatItAccepted checks the cache of accepted CSRs: the same bytes give the
+// same parse, whatever the caller does to its copy afterwards; a refused CSR is refused every
+// time (failures are not remembered); other bytes are parsed and checked on their own; and
+// IssueSVID checks a CSR that ParseCSR did not return, however much it looks like one that it
+// did.
+func TestParseCSRRemembersWhatItAccepted(t *testing.T) {
+	key := mustKey(t, P256)
+	der := mustCSR(t, key)
+	callers := bytes.Clone(der)
+	first, err := ParseCSR(callers)
+	require.NoError(t, err)
+	require.True(t, acceptedCSRs.accepted(first))
+	clear(callers) // the caller reuses its buffer: the cached parse keeps bytes of its own
+	assert.Equal(t, der, first.Raw)
+
+	second, err := ParseCSR(der)
+	require.NoError(t, err)
+	assert.Same(t, first, second, "the same bytes: the parse that was checked")
+
+	other, err := ParseCSR(mustCSR(t, key)) // same key, another signature
+	require.NoError(t, err)
+	assert.NotSame(t, first, other)
+
+	badSig := bytes.Clone(der)
+	badSig[len(badSig)-1] ^= 0x01
+	for range 2 {
+		csr, err := ParseCSR(badSig)
+		require.ErrorContains(t, err, "ca: parse CSR: CSR signature does not verify")
+		require.Nil(t, csr)
+	}
+
+	// A parse made elsewhere, of the bad signature's bytes, with the checked parse's key:
+	// IssueSVID cannot take it for one that ParseCSR accepted.
+	forged, err := x509.ParseCertificateRequest(badSig)
+	require.NoError(t, err)
+	require.False(t, acceptedCSRs.accepted(forged))
+	_, err = mustAuthority(t).IssueSVID(forged, spiffeid.RequireFromPath(testTD, "/a/b"), time.Minute, attestapi.TEESimulation)
+	require.ErrorContains(t, err, "ca: issue SVID: CSR signature does not verify")
+}
+
+// TestParseCSRCacheIsBounded fills the cache of accepted CSRs past its bound: it starts over,
+// and what it forgot is parsed and checked again.
+func TestParseCSRCacheIsBounded(t *testing.T) {
+	first, err := ParseCSR(mustCSR(t, mustKey(t, Ed25519)))
+	require.NoError(t, err)
+	filler, err := ParseCSR(mustCSR(t, mustKey(t, Ed25519)))
+	require.NoError(t, err)
+	for i := range maxAcceptedCSRs {
+		var k [sha256.Size]byte
+		binary.BigEndian.PutUint64(k[:], uint64(i))
+		acceptedCSRs.put(k, filler)
+		acceptedCSRs.mu.Lock()
+		n := len(acceptedCSRs.m)
+		acceptedCSRs.mu.Unlock()
+		require.LessOrEqual(t, n, maxAcceptedCSRs)
+	}
+	require.False(t, acceptedCSRs.accepted(first), "forgotten once the cache started over")
+	again, err := ParseCSR(first.Raw)
+	require.NoError(t, err)
+	assert.NotSame(t, first, again)
+	assert.True(t, acceptedCSRs.accepted(again))
+}
+
 // FuzzParseCSR checks that ParseCSR never panics and that every CSR it accepts yields an SVID
 // that go-spiffe verifies. Seeds: testdata/fuzz/FuzzParseCSR (real P-256, Ed25519, P-384 and
 // RSA CSRs, a tampered signature) plus fresh CSRs.
@@ -93,12 +159,34 @@ func BenchmarkIssueSVID(b *testing.B) {
 	}
 }
 
+// BenchmarkParseCSR parses a P-256 CSR: new each time (a workload's first attestation), and
+// the same one again (attesting again with the same key).
 func BenchmarkParseCSR(b *testing.B) {
-	der := mustCSR(b, mustKey(b, P256))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := ParseCSR(der); err != nil {
-			b.Fatal(err)
+	key := mustKey(b, P256)
+	b.Run("new", func(b *testing.B) {
+		ders := make([][]byte, 64)
+		for i := range ders {
+			ders[i] = mustCSR(b, key)
 		}
-	}
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			acceptedCSRs.mu.Lock()
+			acceptedCSRs.m = nil // as if never seen
+			acceptedCSRs.mu.Unlock()
+			if _, err := ParseCSR(ders[i%len(ders)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("again", func(b *testing.B) {
+		der := mustCSR(b, key)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := ParseCSR(der); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
