@@ -55,9 +55,10 @@ type Client struct {
 	bundle   parsedCerts
 
 	// csrs holds the CSR made for each key, by its SPKI. A CSR names nothing but its key, so
-	// a workload that attests again with the same key (renewals, grants) sends the same bytes,
-	// which the control plane has checked before (see ca.ParseCSR) and which cost the workload
-	// no signature. At most maxCSRs; it starts over when full.
+	// a workload that attests again with the same key (renewals, grants) sends the same bytes:
+	// they cost it no signature, nor the control plane, which remembers the CSRs it issued
+	// SVIDs for (see ca.ParseCSR), another check. A CSR refused as invalid or as not the key
+	// the quote binds is forgotten. At most maxCSRs; it starts over when full.
 	csrMu sync.Mutex
 	csrs  map[string][]byte
 }
@@ -198,7 +199,11 @@ func (c *Client) attest(ctx context.Context, r Request) (*Result, error) {
 	}
 	resp, err := c.api.Attest(ctx, req)
 	if err != nil {
-		return nil, &RefusedError{Status: status.Convert(err)}
+		err := &RefusedError{Status: status.Convert(err)}
+		if r := RefusalReason(err); r == ReasonCSRInvalid || r == ReasonReportData {
+			c.forgetCSR(spki) // the next attempt makes a new one
+		}
+		return nil, err
 	}
 	return c.decodeResult(resp)
 }
@@ -298,6 +303,11 @@ func (c *Client) csr(key crypto.Signer, spki []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A signer whose public key changed between the two calls (a rotating KMS key) must not
+	// leave another key's CSR under this one.
+	if csr, err := x509.ParseCertificateRequest(der); err != nil || !bytes.Equal(csr.RawSubjectPublicKeyInfo, spki) {
+		return nil, errors.New("the CSR's key is not the signer's public key: did the signer's key change?")
+	}
 	c.csrMu.Lock()
 	defer c.csrMu.Unlock()
 	if c.csrs == nil || len(c.csrs) >= maxCSRs {
@@ -305,6 +315,12 @@ func (c *Client) csr(key crypto.Signer, spki []byte) ([]byte, error) {
 	}
 	c.csrs[string(spki)] = der
 	return der, nil
+}
+
+func (c *Client) forgetCSR(spki []byte) {
+	c.csrMu.Lock()
+	defer c.csrMu.Unlock()
+	delete(c.csrs, string(spki))
 }
 
 // newCSR returns the CSR for key: empty, as crypto/x509 makes it, by package der where it

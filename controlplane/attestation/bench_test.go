@@ -73,8 +73,8 @@ func BenchmarkAttestSplit(b *testing.B) {
 //
 // Without newKeys, 64 workloads attest again and again, as sidecars and launchers do (each
 // keeps its key: renewals, grants): their keys are made once, and each sends the same CSR
-// every time (attestapi.Client keeps it), which the control plane checked the first time (see
-// ca.ParseCSR). With newKeys every attestation is a workload's first: a key made for it (the
+// every time (attestapi.Client keeps it), which the control plane remembers from the first
+// time (see ca.ParseCSR). With newKeys every attestation is a workload's first: a key made for it (the
 // clients' CPU time), a CSR signed, and the control plane checks it. Every attestation has its
 // own nonce and quote either way.
 func runAttest(b *testing.B, client *attestapi.Client, clients int, srv *serverProcess, newKeys bool) {

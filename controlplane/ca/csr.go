@@ -2,6 +2,8 @@ package ca
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
@@ -13,16 +15,39 @@ import (
 // hundred bytes.
 const MaxCSRSize = 8 << 10
 
+// CSR is a workload's certificate signing request as ParseCSR checked it: what IssueSVID
+// uses of it, the public key, and nothing else. Only ParseCSR makes one, so an SVID is never
+// issued for a key whose CSR was not checked; it cannot be modified, so ParseCSR may hand the
+// same one to several callers. Safe for concurrent use.
+type CSR struct {
+	pub  crypto.PublicKey // *ecdsa.PublicKey (P-256) or ed25519.PublicKey, of its own bytes
+	spki []byte           // the DER SubjectPublicKeyInfo, of its own bytes
+	sum  [sha256.Size]byte
+}
+
+// RawSubjectPublicKeyInfo returns a copy of the DER SubjectPublicKeyInfo of the CSR's key: what
+// an attestation's report data binds.
+func (c *CSR) RawSubjectPublicKeyInfo() []byte { return bytes.Clone(c.spki) }
+
+// PublicKey returns the CSR's public key: a copy, *ecdsa.PublicKey or ed25519.PublicKey.
+func (c *CSR) PublicKey() crypto.PublicKey {
+	pub, err := x509.ParsePKIXPublicKey(c.spki)
+	if err != nil { // ParseCSR parsed these bytes
+		panic("ca: CSR: " + err.Error())
+	}
+	return pub
+}
+
 // ParseCSR parses a DER certificate signing request from a workload (untrusted bytes): at most
 // MaxCSRSize bytes, no trailing data, an ECDSA P-256 or Ed25519 key, and a signature that
 // verifies under that key. Errors name what is wrong.
 //
 // A workload that attests again with the same key sends the same CSR (attestapi.Client keeps
-// it), so ParseCSR remembers the last CSRs it accepted, by the SHA-256 of their bytes, and
-// returns the same parse for the same bytes without checking the signature again: the result
-// is a function of the bytes alone. The CSR returned may therefore be shared between calls:
-// nobody may modify it.
-func ParseCSR(der []byte) (*x509.CertificateRequest, error) {
+// it). IssueSVID remembers the CSRs it issued SVIDs for, by the SHA-256 of their bytes, and
+// ParseCSR returns the same CSR for the same bytes without checking its signature again: the
+// result is a function of the bytes alone. Only CSRs of workloads that passed attestation are
+// remembered, and only their keys.
+func ParseCSR(der []byte) (*CSR, error) {
 	switch {
 	case len(der) == 0:
 		return nil, errors.New("ca: parse CSR: empty")
@@ -30,50 +55,47 @@ func ParseCSR(der []byte) (*x509.CertificateRequest, error) {
 		return nil, fmt.Errorf("ca: parse CSR: %d bytes, at most %d allowed", len(der), MaxCSRSize)
 	}
 	sum := sha256.Sum256(der)
-	if csr := acceptedCSRs.get(sum); csr != nil {
+	if csr := issuedCSRs.get(sum); csr != nil {
 		return csr, nil
 	}
-	// The parse keeps slices of its input: a copy of its own, since the cache outlives der.
-	csr, err := x509.ParseCertificateRequest(bytes.Clone(der))
+	req, err := x509.ParseCertificateRequest(der)
 	if err != nil {
 		return nil, fmt.Errorf("ca: parse CSR: %w", err)
 	}
-	if err := checkCSR(csr); err != nil {
+	if err := checkCSR(req); err != nil {
 		return nil, fmt.Errorf("ca: parse CSR: %w", err)
 	}
-	acceptedCSRs.put(sum, csr)
-	return csr, nil
+	// The parse points into der: the key and its SPKI get bytes of their own.
+	pub := req.PublicKey
+	if k, ok := pub.(ed25519.PublicKey); ok {
+		pub = ed25519.PublicKey(bytes.Clone(k))
+	}
+	return &CSR{pub: pub, spki: bytes.Clone(req.RawSubjectPublicKeyInfo), sum: sum}, nil
 }
 
-// acceptedCSRs are the CSRs that ParseCSR accepted, by the SHA-256 of their DER. Failures are
-// never remembered. At most maxAcceptedCSRs (about 1 KB each); it starts over when full, so
-// that a flood of distinct CSRs costs what it would without it.
-var acceptedCSRs = &csrCache{}
+// issuedCSRs are the CSRs that IssueSVID issued SVIDs for, by the SHA-256 of their DER: at
+// most maxIssuedCSRs of a few hundred bytes each (a key and its SPKI); it starts over when
+// full. Filling it takes passing attestation.
+var issuedCSRs = &csrCache{}
 
-const maxAcceptedCSRs = 4096
+const maxIssuedCSRs = 4096
 
 type csrCache struct {
 	mu sync.Mutex
-	m  map[[sha256.Size]byte]*x509.CertificateRequest
+	m  map[[sha256.Size]byte]*CSR
 }
 
-func (c *csrCache) get(k [sha256.Size]byte) *x509.CertificateRequest {
+func (c *csrCache) get(k [sha256.Size]byte) *CSR {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.m[k]
 }
 
-// accepted tells whether csr is a parse that ParseCSR returned and still remembers: one whose
-// key and signature it checked.
-func (c *csrCache) accepted(csr *x509.CertificateRequest) bool {
-	return c.get(sha256.Sum256(csr.Raw)) == csr
-}
-
-func (c *csrCache) put(k [sha256.Size]byte, csr *x509.CertificateRequest) {
+func (c *csrCache) put(csr *CSR) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxAcceptedCSRs {
-		c.m = make(map[[sha256.Size]byte]*x509.CertificateRequest)
+	if c.m == nil || len(c.m) >= maxIssuedCSRs {
+		c.m = make(map[[sha256.Size]byte]*CSR)
 	}
-	c.m[k] = csr
+	c.m[csr.sum] = csr
 }
