@@ -53,7 +53,18 @@ type Client struct {
 	// response carries it.
 	bundleMu sync.Mutex
 	bundle   parsedCerts
+
+	// csrs holds the CSR made for each key, by its SPKI. A CSR names nothing but its key, so
+	// a workload that attests again with the same key (renewals, grants) sends the same bytes:
+	// they cost it no signature, nor the control plane, which remembers the CSRs it issued
+	// SVIDs for (see ca.ParseCSR), another check. A CSR refused as invalid or as not the key
+	// the quote binds is forgotten. At most maxCSRs; it starts over when full.
+	csrMu sync.Mutex
+	csrs  map[string][]byte
 }
+
+// maxCSRs bounds Client.csrs: a workload has one key, a launcher and its sidecar two.
+const maxCSRs = 64
 
 // parsedCerts are certificates and the DER they were parsed from.
 type parsedCerts struct {
@@ -163,13 +174,13 @@ func (c *Client) attest(ctx context.Context, r Request) (*Result, error) {
 	if len(nr.GetNonce()) != NonceSize {
 		return nil, fmt.Errorf("attestapi: control plane sent a %d-byte nonce, want %d", len(nr.GetNonce()), NonceSize)
 	}
-	csrDER, err := newCSR(key)
-	if err != nil {
-		return nil, fmt.Errorf("attestapi: create CSR: %w", err)
-	}
 	spki, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
 		return nil, fmt.Errorf("attestapi: public key: %w", err)
+	}
+	csrDER, err := c.csr(key, spki)
+	if err != nil {
+		return nil, fmt.Errorf("attestapi: create CSR: %w", err)
 	}
 	var nonce [NonceSize]byte
 	copy(nonce[:], nr.GetNonce())
@@ -188,7 +199,11 @@ func (c *Client) attest(ctx context.Context, r Request) (*Result, error) {
 	}
 	resp, err := c.api.Attest(ctx, req)
 	if err != nil {
-		return nil, &RefusedError{Status: status.Convert(err)}
+		err := &RefusedError{Status: status.Convert(err)}
+		if r := RefusalReason(err); r == ReasonCSRInvalid || r == ReasonReportData {
+			c.forgetCSR(spki) // the next attempt makes a new one
+		}
+		return nil, err
 	}
 	return c.decodeResult(resp)
 }
@@ -273,6 +288,39 @@ func (c *Client) decodeResult(resp *attestationpb.AttestResponse) (*Result, erro
 	}
 	return &Result{SVID: svid, Bundle: bundle, ID: id, TEE: resp.GetTee(), XDSAddr: resp.GetXdsAddress(), Config: resp.GetConfig(),
 		SidecarGrant: resp.GetSidecarGrant(), Response: resp}, nil
+}
+
+// csr returns the CSR for key, whose SPKI is spki: the one made before for the same SPKI, or a
+// new one. The bytes are shared: nobody may modify them.
+func (c *Client) csr(key crypto.Signer, spki []byte) ([]byte, error) {
+	c.csrMu.Lock()
+	der, ok := c.csrs[string(spki)]
+	c.csrMu.Unlock()
+	if ok {
+		return der, nil
+	}
+	der, err := newCSR(key)
+	if err != nil {
+		return nil, err
+	}
+	// A signer whose public key changed between the two calls (a rotating KMS key) must not
+	// leave another key's CSR under this one.
+	if csr, err := x509.ParseCertificateRequest(der); err != nil || !bytes.Equal(csr.RawSubjectPublicKeyInfo, spki) {
+		return nil, errors.New("the CSR's key is not the signer's public key: did the signer's key change?")
+	}
+	c.csrMu.Lock()
+	defer c.csrMu.Unlock()
+	if c.csrs == nil || len(c.csrs) >= maxCSRs {
+		c.csrs = make(map[string][]byte)
+	}
+	c.csrs[string(spki)] = der
+	return der, nil
+}
+
+func (c *Client) forgetCSR(spki []byte) {
+	c.csrMu.Lock()
+	defer c.csrMu.Unlock()
+	delete(c.csrs, string(spki))
 }
 
 // newCSR returns the CSR for key: empty, as crypto/x509 makes it, by package der where it

@@ -2,14 +2,17 @@ package attestapi_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"math/big"
 	"net"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -165,4 +168,85 @@ func TestAttestResultsFollowTheBundle(t *testing.T) {
 	}
 	_, err = c.Attest(t.Context(), attestapi.Request{ConfigID: "a/b", Key: wkey})
 	require.ErrorContains(t, err, "attestapi: response has no trust_bundle")
+}
+
+// csrs records the CSR of every Attest call and refuses it with the next of its reasons.
+type csrs struct {
+	attestationpb.UnimplementedAttestationServer
+	mu      sync.Mutex
+	got     [][]byte
+	reasons []attestapi.Reason
+}
+
+func (c *csrs) GetNonce(context.Context, *attestationpb.GetNonceRequest) (*attestationpb.GetNonceResponse, error) {
+	return &attestationpb.GetNonceResponse{Nonce: make([]byte, attestapi.NonceSize)}, nil
+}
+
+func (c *csrs) Attest(_ context.Context, req *attestationpb.AttestRequest) (*attestationpb.AttestResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.got = append(c.got, req.GetCsr())
+	reason := c.reasons[0]
+	c.reasons = c.reasons[1:]
+	return nil, status.Error(codes.PermissionDenied, "attestation refused ("+string(reason)+")")
+}
+
+// A client sends the same CSR for the same key, and a new one after the control plane refused
+// the CSR itself (csr_invalid) or its binding to the quote (reportdata_mismatch).
+func TestAttestSendsTheSameCSRUntilItIsRefused(t *testing.T) {
+	srv := &csrs{reasons: []attestapi.Reason{attestapi.ReasonQuoteInvalid, attestapi.ReasonMREnclave,
+		attestapi.ReasonCSRInvalid, attestapi.ReasonMREnclave, attestapi.ReasonReportData, attestapi.ReasonMREnclave}}
+	c := serve(t, newTestCA(t, 1), srv)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	for range len(srv.reasons) {
+		_, err := c.Attest(t.Context(), attestapi.Request{ConfigID: "a/b", Key: key})
+		require.Error(t, err)
+	}
+	g := srv.got
+	require.Len(t, g, 6)
+	assert.Equal(t, g[0], g[1], "refused for the quote, then the measurement: the same CSR")
+	assert.Equal(t, g[1], g[2])
+	assert.NotEqual(t, g[2], g[3], "after csr_invalid: a new CSR")
+	assert.Equal(t, g[3], g[4])
+	assert.NotEqual(t, g[4], g[5], "after reportdata_mismatch: a new CSR")
+	for i, der := range g {
+		csr, err := x509.ParseCertificateRequest(der)
+		require.NoError(t, err, "CSR %d", i)
+		require.NoError(t, csr.CheckSignature(), "CSR %d", i)
+		assert.True(t, key.PublicKey.Equal(csr.PublicKey), "CSR %d", i)
+	}
+}
+
+// rotated is a signer whose key changes after the first call of Public (a KMS key that
+// rotated): from then on it is b, which also signs.
+type rotated struct {
+	a, b  *ecdsa.PrivateKey
+	calls atomic.Int32
+}
+
+func (r *rotated) Public() crypto.PublicKey {
+	if r.calls.Add(1) == 1 {
+		return r.a.Public()
+	}
+	return r.b.Public()
+}
+
+func (r *rotated) Sign(rd io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
+	return r.b.Sign(rd, d, o)
+}
+
+// A CSR is never sent, nor kept, for another key than the one the report data binds.
+func TestAttestRefusesACSRForAnotherKey(t *testing.T) {
+	srv := &csrs{reasons: []attestapi.Reason{attestapi.ReasonQuoteInvalid}}
+	c := serve(t, newTestCA(t, 1), srv)
+	var r rotated
+	for _, k := range []**ecdsa.PrivateKey{&r.a, &r.b} {
+		var err error
+		*k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+	}
+	_, err := c.Attest(t.Context(), attestapi.Request{ConfigID: "a/b", Key: &r})
+	require.EqualError(t, err, "attestapi: create CSR: the CSR's key is not the signer's public key: did the signer's key change?")
+	assert.Empty(t, srv.got)
 }

@@ -38,3 +38,36 @@ func TestNewCSR(t *testing.T) {
 		})
 	}
 }
+
+// TestClientKeepsItsCSRs checks that a client sends the same CSR for the same key (whoever holds
+// it: the CSR names the key only), another for another key, and keeps at most maxCSRs.
+func TestClientKeepsItsCSRs(t *testing.T) {
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		return k
+	}
+	csrOf := func(c *Client, key crypto.Signer) []byte {
+		spki, err := x509.MarshalPKIXPublicKey(key.Public())
+		require.NoError(t, err)
+		der, err := c.csr(key, spki)
+		require.NoError(t, err)
+		csr, err := x509.ParseCertificateRequest(der)
+		require.NoError(t, err)
+		require.NoError(t, csr.CheckSignature())
+		require.True(t, key.Public().(*ecdsa.PublicKey).Equal(csr.PublicKey))
+		return der
+	}
+	var c Client
+	a, b := newKey(), newKey()
+	first := csrOf(&c, a)
+	require.Equal(t, first, csrOf(&c, a), "the same key: the same CSR")
+	require.Equal(t, first, csrOf(&c, struct{ crypto.Signer }{a}), "the same key behind another signer")
+	require.NotEqual(t, first, csrOf(&c, b))
+
+	for range maxCSRs {
+		csrOf(&c, newKey())
+		require.LessOrEqual(t, len(c.csrs), maxCSRs)
+	}
+	require.NotEqual(t, first, csrOf(&c, a), "forgotten once full: a new CSR (ECDSA signatures differ)")
+}

@@ -290,7 +290,7 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 	}
 	var nonce [attestapi.NonceSize]byte
 	copy(nonce[:], req.GetNonce())
-	if err := attestapi.CheckReportData(id.ReportData, csr.RawSubjectPublicKeyInfo, nonce); err != nil {
+	if err := attestapi.CheckReportData(id.ReportData, csr.RawSubjectPublicKeyInfo(), nonce); err != nil {
 		return nil, tee, fmt.Errorf("%w: %w", refuse(attestapi.ReasonReportData), err)
 	}
 	if err := CheckPlatform(id, sess.Security.Attestation); err != nil {
@@ -411,7 +411,7 @@ func (s *Server) checkSidecar(mre []byte, sess *session.Session, svc *session.Se
 // returns that app: a grant that the app's launcher handed over (its first SVID), or the sidecar
 // SVID it holds, for the same identity and the same key (a renewal), whose app the service must
 // still accept.
-func (s *Server) checkSidecarProof(req *attestationpb.AttestRequest, csr *x509.CertificateRequest, want spiffeid.ID, svc *session.Service) (app, error) {
+func (s *Server) checkSidecarProof(req *attestationpb.AttestRequest, csr *ca.CSR, want spiffeid.ID, svc *session.Service) (app, error) {
 	if grant := req.GetSidecarGrant(); len(grant) > 0 {
 		return s.grants.Redeem(req.GetConfigId(), grant)
 	}
@@ -436,7 +436,7 @@ func (s *Server) checkSidecarProof(req *attestationpb.AttestRequest, csr *x509.C
 	if got != want {
 		return app{}, fmt.Errorf("%w: current_svid is for %s, not %s", refuse(attestapi.ReasonSidecarGrant), got, want)
 	}
-	if !bytes.Equal(certs[0].RawSubjectPublicKeyInfo, csr.RawSubjectPublicKeyInfo) {
+	if !bytes.Equal(certs[0].RawSubjectPublicKeyInfo, csr.RawSubjectPublicKeyInfo()) {
 		return app{}, fmt.Errorf("%w: current_svid holds another key than the CSR: a renewal keeps the key", refuse(attestapi.ReasonSidecarGrant))
 	}
 	a, ok := appOfSVID(certs[0])

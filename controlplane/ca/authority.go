@@ -191,21 +191,15 @@ func (a *Authority) Bundle() []*x509.Certificate { return []*x509.Certificate{a.
 // BundlePEM returns the trust bundle as PEM.
 func (a *Authority) BundlePEM() []byte { return MarshalCertsPEM(a.cert) }
 
-// IssueSVID issues an X.509-SVID for id to the public key of csr, which must be ECDSA P-256
-// or Ed25519 with a valid signature (ParseCSR checks both; IssueSVID checks again). Nothing
-// else of the CSR is used. The SVID has exactly one URI SAN (id), is not a CA, has KeyUsage
+// IssueSVID issues an X.509-SVID for id to the public key of csr, which ParseCSR checked
+// (ECDSA P-256 or Ed25519, with a valid signature). Nothing else of the CSR is used. The SVID has exactly one URI SAN (id), is not a CA, has KeyUsage
 // digitalSignature and ExtKeyUsage serverAuth and clientAuth, lives ttl (DefaultSVIDTTL when
 // zero) but never past the root, and records tee (see attestapi.OIDTEE) and the extra
 // (non-critical) extensions the caller adds. The chain returned is the
 // SVID alone: the root is in the bundle.
-func (a *Authority) IssueSVID(csr *x509.CertificateRequest, id spiffeid.ID, ttl time.Duration, tee attestapi.TEE, extra ...pkix.Extension) ([]*x509.Certificate, error) {
-	if csr == nil {
-		return nil, errors.New("ca: issue SVID: no CSR")
-	}
-	if !checkedCSRs.has(csr) {
-		if err := checkCSR(csr); err != nil {
-			return nil, fmt.Errorf("ca: issue SVID: %w", err)
-		}
+func (a *Authority) IssueSVID(csr *CSR, id spiffeid.ID, ttl time.Duration, tee attestapi.TEE, extra ...pkix.Extension) ([]*x509.Certificate, error) {
+	if csr == nil || csr.pub == nil {
+		return nil, errors.New("ca: issue SVID: no CSR (ParseCSR makes one)")
 	}
 	switch {
 	case id.IsZero():
@@ -224,12 +218,13 @@ func (a *Authority) IssueSVID(csr *x509.CertificateRequest, id spiffeid.ID, ttl 
 	if err != nil {
 		return nil, err
 	}
-	s := a.signer(csr.PublicKey, ttl)
+	s := a.signer(csr.pub, ttl)
 	s.svid = true
 	cert, err := s.sign("issue SVID", tmpl)
 	if err != nil {
 		return nil, err
 	}
+	issuedCSRs.put(csr)
 	return []*x509.Certificate{cert}, nil
 }
 

@@ -141,30 +141,21 @@ func TestIssueSVIDDefaultsAndClamp(t *testing.T) {
 func TestIssueSVIDRefusals(t *testing.T) {
 	a := mustAuthority(t)
 	id := spiffeid.RequireFromPath(testTD, "/s/svc")
-	csrOf := func(alg Algorithm) *x509.CertificateRequest {
-		der := mustCSR(t, mustKey(t, alg))
-		csr, err := x509.ParseCertificateRequest(der)
-		require.NoError(t, err)
-		return csr
-	}
-	good := csrOf(P256)
-	tampered := *csrOf(P256)
-	tampered.PublicKey = mustKey(t, P256).Public()
+	good, err := ParseCSR(mustCSR(t, mustKey(t, P256)))
+	require.NoError(t, err)
 
+	// Key types and signatures are ParseCSR's to refuse (TestParseCSR); a CSR that it did not
+	// make has no key to issue to.
 	tests := []struct {
 		name    string
-		csr     *x509.CertificateRequest
+		csr     *CSR
 		id      spiffeid.ID
 		ttl     time.Duration
 		tee     attestapi.TEE
 		wantErr string
 	}{
-		{name: "nil CSR", id: id, tee: attestapi.TEESGX, wantErr: "ca: issue SVID: no CSR"},
-		{name: "P-384", csr: csrOf(P384), id: id, tee: attestapi.TEESGX,
-			wantErr: "ca: issue SVID: CSR key is ECDSA P-384, only ECDSA P-256 and Ed25519 are accepted for SVIDs"},
-		{name: "RSA", csr: csrOf(RSA2048), id: id, tee: attestapi.TEESGX,
-			wantErr: "ca: issue SVID: CSR key is RSA-2048, only ECDSA P-256 and Ed25519 are accepted for SVIDs"},
-		{name: "signature", csr: &tampered, id: id, tee: attestapi.TEESGX, wantErr: "ca: issue SVID: CSR signature does not verify"},
+		{name: "nil CSR", id: id, tee: attestapi.TEESGX, wantErr: "ca: issue SVID: no CSR (ParseCSR makes one)"},
+		{name: "CSR not from ParseCSR", csr: &CSR{}, id: id, tee: attestapi.TEESGX, wantErr: "ca: issue SVID: no CSR (ParseCSR makes one)"},
 		{name: "empty ID", csr: good, tee: attestapi.TEESGX, wantErr: "ca: issue SVID: empty SPIFFE ID"},
 		{name: "other trust domain", csr: good, id: spiffeid.RequireFromString("spiffe://evil.example/s/svc"), tee: attestapi.TEESGX,
 			wantErr: `ca: issue SVID: spiffe://evil.example/s/svc is not in trust domain "attestmesh.local"`},

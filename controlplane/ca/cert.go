@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -247,11 +248,11 @@ func (s signer) sign(op string, tmpl *x509.Certificate) (*x509.Certificate, erro
 		return nil, fmt.Errorf("ca: %s: %w", op, err)
 	}
 	tmpl.SerialNumber = serial
-	ski, err := subjectKeyID(s.pub)
+	spki, err := x509.MarshalPKIXPublicKey(s.pub)
 	if err != nil {
-		return nil, fmt.Errorf("ca: %s: %w", op, err)
+		return nil, fmt.Errorf("ca: %s: subject key identifier: %w", op, err)
 	}
-	tmpl.SubjectKeyId = ski
+	tmpl.SubjectKeyId = subjectKeyID(spki)
 	if s.issuer != nil {
 		tmpl.AuthorityKeyId = s.issuer.SubjectKeyId
 	}
@@ -262,7 +263,7 @@ func (s signer) sign(op string, tmpl *x509.Certificate) (*x509.Certificate, erro
 	}
 	var raw []byte
 	if s.svid && s.issuer != nil && der.Supported(s.issuerKey) {
-		raw, err = s.createSVID(r, tmpl)
+		raw, err = s.createSVID(r, tmpl, spki)
 	} else {
 		raw, err = x509.CreateCertificate(r, tmpl, parent, s.pub, s.issuerKey)
 	}
@@ -280,13 +281,10 @@ func (s signer) sign(op string, tmpl *x509.Certificate) (*x509.Certificate, erro
 // createSVID is x509.CreateCertificate for IssueSVID's template (a RawSubject, one URI, the
 // SVID's key usages and basic constraints, key identifiers and extra extensions), by package
 // der: the same bytes, signed once.
-func (s signer) createSVID(r io.Reader, tmpl *x509.Certificate) ([]byte, error) {
+// spki is the DER SubjectPublicKeyInfo of s.pub.
+func (s signer) createSVID(r io.Reader, tmpl *x509.Certificate, spki []byte) ([]byte, error) {
 	if len(tmpl.URIs) != 1 || len(tmpl.RawSubject) == 0 {
 		return nil, fmt.Errorf("an SVID template has one URI and a raw subject, not %d and %d bytes", len(tmpl.URIs), len(tmpl.RawSubject))
-	}
-	spki, err := x509.MarshalPKIXPublicKey(s.pub)
-	if err != nil {
-		return nil, err
 	}
 	exts, err := der.SVIDExtensions(tmpl.SubjectKeyId, tmpl.AuthorityKeyId, tmpl.URIs[0].String(), len(tmpl.RawSubject) == 2, tmpl.ExtraExtensions...)
 	if err != nil {
@@ -336,12 +334,9 @@ func randomSerial(r io.Reader) (*big.Int, error) {
 
 // subjectKeyID is RFC 7093 section 2 method 4: the leftmost 160 bits of SHA-256 over the
 // DER SubjectPublicKeyInfo.
-func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
-	h, err := spkiHash(pub)
-	if err != nil {
-		return nil, fmt.Errorf("subject key identifier: %w", err)
-	}
-	return h[:20], nil
+func subjectKeyID(spki []byte) []byte {
+	h := sha256.Sum256(spki)
+	return h[:20]
 }
 
 // MarshalCertsPEM encodes certificates as consecutive "CERTIFICATE" PEM blocks, in order

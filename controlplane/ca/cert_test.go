@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"math/big"
 	"net"
@@ -115,7 +116,8 @@ func TestCertificateFields(t *testing.T) {
 			assert.Equal(t, tt.wantAfter, leaf.NotAfter)
 			assert.LessOrEqual(t, leaf.SerialNumber.BitLen(), 128)
 			assert.Equal(t, 1, leaf.SerialNumber.Sign())
-			assert.Len(t, leaf.SubjectKeyId, 20)
+			ski := sha256.Sum256(leaf.RawSubjectPublicKeyInfo) // RFC 7093 section 2 method 4
+			assert.Equal(t, ski[:20], leaf.SubjectKeyId)
 			assert.Equal(t, ca.SubjectKeyId, leaf.AuthorityKeyId)
 			require.NoError(t, leaf.CheckSignatureFrom(ca))
 		})
