@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -338,8 +339,8 @@ func (c *Client) handle(resp *DiscoveryResponse) (req *DiscoveryRequest, repeate
 		// state) per type would let a control plane grow the sidecar's memory without bound.
 		// A NACK of an unsubscribed type has no state, so it is not held back either.
 		c.cfg.Metrics.XDSUpdates.WithLabelValues(unsubscribedLabel, metrics.ResultNACK).Inc()
-		c.log.Warn("xDS response of an unsubscribed type rejected (NACK)", "type_url", typ, "version", resp.VersionInfo)
-		req.ErrorDetail = &ErrorDetail{Code: int32(codes.InvalidArgument), Message: err.Error()}
+		c.log.Warn("xDS response of an unsubscribed type rejected (NACK)", "type_url", clip(typ), "version", clip(resp.VersionInfo))
+		req.ErrorDetail = &ErrorDetail{Code: int32(codes.InvalidArgument), Message: clip(err.Error())}
 		return req, false
 	}
 	c.mu.Lock()
@@ -349,15 +350,32 @@ func (c *Client) handle(resp *DiscoveryResponse) (req *DiscoveryRequest, repeate
 		c.nacked[typ] = resp.VersionInfo
 		c.cfg.Metrics.XDSUpdates.WithLabelValues(typ, metrics.ResultNACK).Inc()
 		c.log.Warn("xDS update rejected (NACK): keeping the last good configuration",
-			"type_url", typ, "version", resp.VersionInfo, "kept_version", c.versions[typ], "reason", err)
+			"type_url", typ, "version", clip(resp.VersionInfo), "kept_version", clip(c.versions[typ]), "reason", clip(err.Error()))
 		req.VersionInfo = c.versions[typ]
-		req.ErrorDetail = &ErrorDetail{Code: int32(codes.InvalidArgument), Message: err.Error()}
+		req.ErrorDetail = &ErrorDetail{Code: int32(codes.InvalidArgument), Message: clip(err.Error())}
 		return req, repeated
 	}
 	delete(c.nacked, typ)
 	c.versions[typ] = resp.VersionInfo
 	c.cfg.Metrics.XDSUpdates.WithLabelValues(typ, metrics.ResultACK).Inc()
-	c.log.Info("xDS update applied (ACK)", "type_url", typ, "version", resp.VersionInfo, "resources", len(resp.Resources))
+	c.log.Info("xDS update applied (ACK)", "type_url", typ, "version", clip(resp.VersionInfo), "resources", len(resp.Resources))
 	req.VersionInfo = resp.VersionInfo
 	return req, false
+}
+
+// maxDetail bounds the text of a NACK's error_detail and of the log lines about a response:
+// they quote the control plane's text (names, versions, type URLs), which may be as large as
+// the response.
+const maxDetail = 1 << 10
+
+// clip returns s cut to maxDetail bytes at a rune boundary, saying how much was cut.
+func clip(s string) string {
+	if len(s) <= maxDetail {
+		return s
+	}
+	cut := maxDetail
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d more bytes)", s[:cut], len(s)-cut)
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -72,4 +73,45 @@ func TestHandleUnsubscribedTypes(t *testing.T) {
 	assert.Equal(t, map[string]string{"type.googleapis.com/a": "2"}, c.versions)
 	assert.Equal(t, 2, m.XDSUpdates.Len(), "one series for the subscribed type, one for all others")
 	assert.InDelta(t, 200, m.XDSUpdates.WithLabelValues(unsubscribedLabel, metrics.ResultNACK).Value(), 0)
+}
+
+type refuseWith struct{ err error }
+
+func (r refuseWith) Apply(string, []*anypb.Any) error { return r.err }
+
+// TestNACKDetailIsBounded: a NACK's error_detail quotes what the control plane sent (a name, a
+// type URL), which may be megabytes: it is cut to maxDetail bytes at a rune boundary, saying
+// how much was cut, as is what the log records.
+func TestNACKDetailIsBounded(t *testing.T) {
+	m := metrics.New()
+	var logged strings.Builder
+	name := strings.Repeat("é", 100<<10) // 200 KiB, two bytes a rune
+	c, err := New(Config{
+		Addr: "xds:1", Node: &Node{ID: "n"}, TLS: &tls.Config{},
+		Handler: refuseWith{fmt.Errorf("listener %q: duplicate name", name)},
+		Logger:  slog.New(slog.NewTextHandler(&logged, nil)), Metrics: m,
+		Subscriptions: []Subscription{{TypeURL: "type.googleapis.com/a"}},
+	})
+	require.NoError(t, err)
+	version := strings.Repeat("v", 1<<20)
+	for _, typ := range []string{"type.googleapis.com/a", "type.googleapis.com/" + name} {
+		req, _ := c.handle(&DiscoveryResponse{TypeURL: typ, VersionInfo: version, Nonce: "n"})
+		require.NotNil(t, req.ErrorDetail)
+		msg := req.ErrorDetail.Message
+		assert.LessOrEqual(t, len(msg), maxDetail+len("... (1234567 more bytes)"))
+		assert.True(t, utf8.ValidString(msg), "cut at a rune boundary")
+		assert.Regexp(t, `\.\.\. \(\d+ more bytes\)$`, msg)
+	}
+	assert.Less(t, logged.Len(), 16<<10, "the log lines are bounded too")
+	assert.Contains(t, logged.String(), "more bytes")
+}
+
+func TestClip(t *testing.T) {
+	assert.Equal(t, "short", clip("short"))
+	exact := strings.Repeat("a", maxDetail)
+	assert.Equal(t, exact, clip(exact))
+	assert.Equal(t, exact+"... (1 more bytes)", clip(exact+"b"))
+	// A two-byte rune across the bound is left out whole.
+	s := strings.Repeat("a", maxDetail-1) + "é"
+	assert.Equal(t, strings.Repeat("a", maxDetail-1)+"... (2 more bytes)", clip(s))
 }

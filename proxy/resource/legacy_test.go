@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -89,6 +90,9 @@ func legacyParseSecrets(res []*anypb.Any) ([]*resource.Secret, error) {
 		p, err := legacyParseSecret(s)
 		if err != nil {
 			return nil, fmt.Errorf("secret %q: %w", s.GetName(), err)
+		}
+		if slices.ContainsFunc(out, func(o *resource.Secret) bool { return o.Name == p.Name }) {
+			return nil, fmt.Errorf("secret %q: duplicate name", p.Name)
 		}
 		out = append(out, p)
 	}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -165,6 +166,10 @@ func ParseSecrets(res []*anypb.Any) ([]*Secret, error) {
 		p, err := parseSecret(d, s)
 		if err != nil {
 			return nil, fmt.Errorf("secret %q: %w", s.name, err)
+		}
+		// Two secrets of one name: which one applies would depend on their order.
+		if slices.ContainsFunc(out, func(o *Secret) bool { return o.Name == p.Name }) {
+			return nil, fmt.Errorf("secret %q: duplicate name", p.Name)
 		}
 		out = append(out, p)
 	}

@@ -1,6 +1,7 @@
 package resource_test
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -283,6 +284,8 @@ func TestParseSecrets(t *testing.T) {
 	require.Len(t, ss, 2)
 	assert.Len(t, ss[0].Chain, 1)
 	assert.Len(t, ss[1].CAs, 1)
+	_, err = resource.ParseSecrets(anyOf(t, good[0].(proto.Message), good[1].(proto.Message), good[0].(proto.Message)))
+	require.EqualError(t, err, fmt.Sprintf("secret %q: duplicate name", ss[0].Name))
 
 	tests := []struct {
 		name    string
