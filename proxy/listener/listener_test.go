@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,4 +198,69 @@ func TestEndpointsFollowReplicas(t *testing.T) {
 	require.NoError(t, mgr.UpdateClusters([]*resource.Cluster{{Name: "echo", Endpoints: []string{other.Addr}, ConnectTimeout: time.Second}}))
 	roundTrip(t, dial(t, addr), "a replica is back")
 	roundTrip(t, open, "and the first connection still has its upstream")
+}
+
+// TestRemovedListenersAndClustersLeaveTheirMetrics: names come from the control plane, so the
+// series of a listener or cluster that a new configuration no longer has are deleted, not kept
+// and served forever; those of the ones kept stay, and a name that comes back starts anew.
+func TestRemovedListenersAndClustersLeaveTheirMetrics(t *testing.T) {
+	echo, err := proxytest.StartEcho()
+	require.NoError(t, err)
+	t.Cleanup(echo.Close)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	creds, err := identity.NewSource(key)
+	require.NoError(t, err)
+	m := metrics.New()
+	mgr, err := listener.New(listener.Config{Creds: creds, Metrics: m, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = mgr.Shutdown(ctx)
+	})
+	exposed := func() string {
+		var b strings.Builder
+		require.NoError(t, m.WriteText(&b))
+		return b.String()
+	}
+	cluster := func(name string) *resource.Cluster {
+		return &resource.Cluster{Name: name, Endpoints: []string{echo.Addr}, ConnectTimeout: time.Second}
+	}
+	relayTo := func(name, addr, cluster string) *resource.Listener {
+		l := relay(name, addr, 0)
+		l.Cluster = cluster
+		return l
+	}
+	a, err := proxytest.FreeAddr()
+	require.NoError(t, err)
+	b, err := proxytest.FreeAddr()
+	require.NoError(t, err)
+	require.NoError(t, mgr.UpdateClusters([]*resource.Cluster{cluster("c1"), cluster("c2")}))
+	require.NoError(t, mgr.UpdateListeners([]*resource.Listener{relayTo("keep", a, "c1"), relayTo("gone", b, "c2")}))
+	roundTrip(t, dial(t, a), "to c1")
+	roundTrip(t, dial(t, b), "to c2")
+	require.Eventually(t, func() bool {
+		text := exposed()
+		return strings.Contains(text, `upstream_connect_seconds_count{cluster="c1"} 1`) &&
+			strings.Contains(text, `upstream_connect_seconds_count{cluster="c2"} 1`)
+	}, 5*time.Second, 10*time.Millisecond)
+	text := exposed()
+	assert.Contains(t, text, `attestmesh_sidecar_connections_total{direction="outbound",listener="gone"} 1`)
+	assert.Contains(t, text, `attestmesh_sidecar_connections_total{direction="outbound",listener="keep"} 1`)
+
+	require.NoError(t, mgr.UpdateListeners([]*resource.Listener{relayTo("keep", a, "c1")}))
+	require.NoError(t, mgr.UpdateClusters([]*resource.Cluster{cluster("c1")}))
+	text = exposed()
+	assert.NotContains(t, text, `listener="gone"`)
+	assert.NotContains(t, text, `cluster="c2"`)
+	assert.Contains(t, text, `attestmesh_sidecar_connections_total{direction="outbound",listener="keep"} 1`)
+	assert.Contains(t, text, `attestmesh_sidecar_bytes_total{direction="outbound",listener="keep"}`)
+	assert.Contains(t, text, `upstream_connect_seconds_count{cluster="c1"} 1`)
+
+	// The same address under a new name: the old name's series go, the new name's start at 0.
+	require.NoError(t, mgr.UpdateListeners([]*resource.Listener{relayTo("renamed", a, "c1")}))
+	text = exposed()
+	assert.NotContains(t, text, `listener="keep"`)
+	assert.Contains(t, text, `attestmesh_sidecar_connections_total{direction="outbound",listener="renamed"} 0`)
 }

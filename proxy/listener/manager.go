@@ -165,7 +165,25 @@ func (m *Manager) UpdateListeners(specs []*resource.Listener) error {
 	}
 	m.gotListeners = true
 	m.reconcileLocked()
+	m.forgetListenersLocked(specs)
 	return nil
+}
+
+// forgetListenersLocked deletes the metric series of listeners that specs no longer has: names
+// come from the control plane, and each would otherwise be served, and kept, forever. A
+// removed listener's draining connections are no longer counted.
+func (m *Manager) forgetListenersLocked(specs []*resource.Listener) {
+	names := make(map[string]bool, len(specs))
+	for _, s := range specs {
+		names[s.Name] = true
+	}
+	keep := func(name string) bool { return names[name] }
+	mt := m.cfg.Metrics
+	mt.Connections.Retain("listener", keep)
+	mt.ActiveConnections.Retain("listener", keep)
+	mt.Bytes.Retain("listener", keep)
+	mt.AuthzDenials.Retain("listener", keep)
+	mt.HandshakeFailures.Retain("listener", keep)
 }
 
 func sameSpec(a, b *resource.Listener) bool {
@@ -193,6 +211,8 @@ func (m *Manager) UpdateClusters(specs []*resource.Cluster) error {
 	for _, c := range *old {
 		c.retire()
 	}
+	// A removed cluster's connect-latency series is deleted, as a removed listener's are.
+	m.cfg.Metrics.UpstreamConnect.Retain("cluster", func(name string) bool { return next[name] != nil })
 	m.log.Info("clusters updated", "clusters", slices.Sorted(maps.Keys(next)))
 	m.reconcileLocked()
 	return nil

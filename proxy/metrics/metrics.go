@@ -1,6 +1,7 @@
 // Package metrics defines the sidecar's Prometheus metrics (their names are
 // part of the product's interface). Every label value is bounded: listener and cluster names come
-// from configuration, reasons and results from fixed sets.
+// from configuration, and the series of a listener or cluster that the configuration no longer
+// has are deleted (Retain); reasons and results come from fixed sets.
 //
 // The package keeps the series itself and serves them as client_golang's registry and promhttp
 // handler (default options) serve the same metrics: the text exposition format (version 0.0.4)
@@ -104,7 +105,8 @@ func New() *Metrics {
 // ServeHTTP serves the metrics as promhttp does with its default options: the text exposition
 // format, or the delimited protobuf format when the Accept header prefers it, gzipped when the
 // client accepts it, with promhttp's headers. (promhttp also offers protobuf's text and
-// compact-text debugging formats; a client asking only for those gets the text format.)
+// compact-text debugging formats, and filters families by name[] query parameters; here a
+// client asking only for those formats gets the text format, and every family is served.)
 func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	format, proto := negotiate(r.Header.Get("Accept"))
 	h := w.Header()
@@ -114,8 +116,12 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out := io.Writer(w)
 	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
 		h.Set("Content-Encoding", "gzip")
-		gz := gzip.NewWriter(w)
-		defer gz.Close()
+		gz := gzipWriters.Get().(*gzip.Writer)
+		gz.Reset(w)
+		defer func() {
+			_ = gz.Close()
+			gzipWriters.Put(gz)
+		}()
 		out = gz
 	}
 	if proto {
@@ -124,6 +130,11 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = m.WriteText(out)
 }
+
+// gzipWriters keep the compressors of past scrapes: a new gzip.Writer allocates about 800 KB,
+// which a Prometheus scraping every few seconds (it always accepts gzip) would make the
+// sidecar's garbage at every scrape, as promhttp's pool avoids too.
+var gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
 
 // negotiate picks the format as expfmt.NegotiateAccept does among the formats served: the
 // first accepted in the order of preference that matches, the text format otherwise, with the
@@ -150,9 +161,12 @@ func negotiate(accept string) (string, bool) {
 	return formatText + "; escaping=" + escaping, false
 }
 
-// acceptsGzip chooses between identity and gzip as promhttp does (gddo's
-// NegotiateContentEncoding over the offers identity, gzip): the coding named with the highest
-// quality, identity on a tie or for "*", gzip only when it is strictly preferred.
+// acceptsGzip chooses between identity and gzip as promhttp does for well-formed headers
+// (gddo's NegotiateContentEncoding over the offers identity, gzip): the coding named with the
+// highest quality, identity on a tie or for "*", gzip only when it is strictly preferred. A
+// quality that is not a number from 0 to 1 drops its coding, where gddo reads what digits it
+// can ("q=1.5" as 1, "q=.5" as 0): such headers may get identity here and gzip there, or the
+// reverse, both of which every client must accept.
 func acceptsGzip(values []string) bool {
 	best, bestQ := "identity", -1.0
 	for _, offer := range []string{"identity", "gzip"} {
@@ -505,6 +519,38 @@ func appendFloat(b []byte, f float64) []byte {
 		return append(b, "-Inf"...)
 	}
 	return strconv.AppendFloat(b, f, 'g', -1, 64)
+}
+
+// retain deletes the series whose value of label keep refuses, and returns how many it
+// deleted. Holders of a deleted series may still update it; it is no longer served.
+func (v *vec) retain(label string, keep func(string) bool) int {
+	i := slices.Index(v.labels, label)
+	if i < 0 {
+		panic("metrics: " + v.name + " has no label " + strconv.Quote(label))
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	n := 0
+	for k, s := range v.series {
+		if !keep(s.values[i]) {
+			delete(v.series, k)
+			n++
+		}
+	}
+	return n
+}
+
+// Retain deletes every series whose value of label keep refuses (a removed listener's, a
+// removed cluster's), and returns how many. A holder of a deleted series may still update it;
+// it is no longer served, and asking for its label values again starts a new series.
+func (c *CounterVec) Retain(label string, keep func(string) bool) int { return c.v.retain(label, keep) }
+
+// Retain is CounterVec.Retain for gauges.
+func (g *GaugeVec) Retain(label string, keep func(string) bool) int { return g.v.retain(label, keep) }
+
+// Retain is CounterVec.Retain for histograms.
+func (h *HistogramVec) Retain(label string, keep func(string) bool) int {
+	return h.v.retain(label, keep)
 }
 
 // CounterVec is a counter family.
