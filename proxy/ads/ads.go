@@ -373,8 +373,10 @@ func clip(s string) string {
 	if len(s) <= maxDetail {
 		return s
 	}
+	// Back to the start of the rune across the bound; at most UTFMax-1 bytes, so that bytes
+	// that are not UTF-8 (no rune start at all) do not take the whole text away.
 	cut := maxDetail
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
+	for i := 0; i < utf8.UTFMax-1 && !utf8.RuneStart(s[cut]); i++ {
 		cut--
 	}
 	return fmt.Sprintf("%s... (%d more bytes)", s[:cut], len(s)-cut)

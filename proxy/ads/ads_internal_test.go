@@ -114,4 +114,7 @@ func TestClip(t *testing.T) {
 	// A two-byte rune across the bound is left out whole.
 	s := strings.Repeat("a", maxDetail-1) + "é"
 	assert.Equal(t, strings.Repeat("a", maxDetail-1)+"... (2 more bytes)", clip(s))
+	// Bytes that are not UTF-8 have no rune start to go back to: at most three are left out.
+	junk := "x" + strings.Repeat("\x80", 2000)
+	assert.Equal(t, junk[:maxDetail-3]+"... (980 more bytes)", clip(junk))
 }

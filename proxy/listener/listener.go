@@ -246,7 +246,7 @@ func (l *listener) refused(st *lstate, log *slog.Logger, err error) {
 		log.Warn("peer not authorized: handshake refused", "error", err)
 		return
 	}
-	l.m.cfg.Metrics.HandshakeFailures.WithLabelValues(st.spec.Name, reason).Inc()
+	st.failure(reason).Inc()
 	if benign(err) {
 		log.Debug("TLS handshake failed", "reason", reason, "error", err)
 		return

@@ -258,6 +258,34 @@ func TestRemovedListenersAndClustersLeaveTheirMetrics(t *testing.T) {
 	assert.Contains(t, text, `attestmesh_sidecar_bytes_total{direction="outbound",listener="keep"}`)
 	assert.Contains(t, text, `upstream_connect_seconds_count{cluster="c1"} 1`)
 
+	// A handshake under way on an inbound listener when it is removed fails afterwards
+	// (plaintext): it counts into the deleted series, and does not bring them back. The
+	// connection must have been accepted before the removal (one still in the socket's
+	// backlog is reset with it): tried again with a longer wait if it was not.
+	for wait := 10 * time.Millisecond; ; wait *= 4 {
+		require.Less(t, wait, 5*time.Second, "no connection accepted before its listener was removed")
+		c, err := proxytest.FreeAddr()
+		require.NoError(t, err)
+		in := &resource.Listener{Name: "in-gone", Address: c, Direction: resource.Inbound, Cluster: "c1",
+			Peers: &resource.PeerPolicy{CertSecret: resource.SecretSVID, BundleSecret: resource.SecretTrustBundle}}
+		require.NoError(t, mgr.UpdateListeners([]*resource.Listener{relayTo("keep", a, "c1"), in}))
+		assert.Contains(t, exposed(), `attestmesh_sidecar_tls_handshake_failures_total{listener="in-gone",reason="plaintext"} 0`,
+			"every reason's series from the start")
+		mgr.SecretsReady(resource.SecretSVID, resource.SecretTrustBundle) // it accepts once warm
+		pending := dial(t, c)
+		time.Sleep(wait)
+		require.NoError(t, mgr.UpdateListeners([]*resource.Listener{relayTo("keep", a, "c1")}))
+		require.NotContains(t, exposed(), `listener="in-gone"`)
+		if _, err := pending.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+			continue // reset with the listener: not accepted yet
+		}
+		if _, err := io.ReadAll(pending); err != nil {
+			continue
+		}
+		break // the listener closed it once the handshake failed
+	}
+	assert.NotContains(t, exposed(), `listener="in-gone"`)
+
 	// The same address under a new name: the old name's series go, the new name's start at 0.
 	require.NoError(t, mgr.UpdateListeners([]*resource.Listener{relayTo("renamed", a, "c1")}))
 	text = exposed()

@@ -201,12 +201,14 @@ func matchers(l *resource.Listener) []string {
 // UpdateClusters replaces the set of clusters. Established connections keep
 // their upstream; new connections use the new clusters.
 func (m *Manager) UpdateClusters(specs []*resource.Cluster) error {
+	// Under the lock: the metric handles taken here must not be deleted by the Retain of an
+	// update that runs at the same time.
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	next := make(map[string]*cluster, len(specs))
 	for _, s := range specs {
 		next[s.Name] = m.newCluster(s)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	old := m.clusters.Swap(&next)
 	for _, c := range *old {
 		c.retire()
@@ -453,15 +455,39 @@ type lstate struct {
 	active  *metrics.Gauge
 	bytes   *metrics.Counter
 	denials *metrics.Counter
+	// failures holds a handle per handshake failure reason, taken with the others: a handshake
+	// that fails on a listener already removed counts into its deleted series rather than
+	// making them again.
+	failures map[string]*metrics.Counter
+}
+
+// handshakeReasons are the values of the handshake failures' reason label.
+var handshakeReasons = []string{
+	metrics.ReasonNoClientCert, metrics.ReasonBadCertificate, metrics.ReasonExpired,
+	metrics.ReasonUnknownCA, metrics.ReasonPlaintext, metrics.ReasonOther,
 }
 
 func (m *Manager) newState(s *resource.Listener) *lstate {
 	dir := string(s.Direction)
-	return &lstate{
-		spec:    s,
-		conns:   m.cfg.Metrics.Connections.WithLabelValues(s.Name, dir),
-		active:  m.cfg.Metrics.ActiveConnections.WithLabelValues(s.Name, dir),
-		bytes:   m.cfg.Metrics.Bytes.WithLabelValues(s.Name, dir),
-		denials: m.cfg.Metrics.AuthzDenials.WithLabelValues(s.Name),
+	st := &lstate{
+		spec:     s,
+		conns:    m.cfg.Metrics.Connections.WithLabelValues(s.Name, dir),
+		active:   m.cfg.Metrics.ActiveConnections.WithLabelValues(s.Name, dir),
+		bytes:    m.cfg.Metrics.Bytes.WithLabelValues(s.Name, dir),
+		denials:  m.cfg.Metrics.AuthzDenials.WithLabelValues(s.Name),
+		failures: make(map[string]*metrics.Counter, len(handshakeReasons)),
 	}
+	for _, r := range handshakeReasons {
+		st.failures[r] = m.cfg.Metrics.HandshakeFailures.WithLabelValues(s.Name, r)
+	}
+	return st
+}
+
+// failure returns the counter of handshake failures for reason ("other" for a reason that is
+// not a label value).
+func (st *lstate) failure(reason string) *metrics.Counter {
+	if c, ok := st.failures[reason]; ok {
+		return c
+	}
+	return st.failures[metrics.ReasonOther]
 }

@@ -120,6 +120,7 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		gz.Reset(w)
 		defer func() {
 			_ = gz.Close()
+			gz.Reset(io.Discard) // holds no response while pooled
 			gzipWriters.Put(gz)
 		}()
 		out = gz
