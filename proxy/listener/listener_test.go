@@ -27,6 +27,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func newManager(t *testing.T) *listener.Manager {
 	t.Helper()
+	mgr, _ := newManagerWithMetrics(t)
+	return mgr
+}
+
+// newManagerWithMetrics is newManager with the metrics it counts into.
+func newManagerWithMetrics(t *testing.T) (*listener.Manager, *metrics.Metrics) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	creds, err := identity.NewSource(key)
@@ -39,7 +46,7 @@ func newManager(t *testing.T) *listener.Manager {
 		defer cancel()
 		_ = mgr.Shutdown(ctx)
 	})
-	return mgr
+	return mgr, m
 }
 
 // relay is a plaintext loopback listener in front of the echo server, which
@@ -207,18 +214,7 @@ func TestRemovedListenersAndClustersLeaveTheirMetrics(t *testing.T) {
 	echo, err := proxytest.StartEcho()
 	require.NoError(t, err)
 	t.Cleanup(echo.Close)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	creds, err := identity.NewSource(key)
-	require.NoError(t, err)
-	m := metrics.New()
-	mgr, err := listener.New(listener.Config{Creds: creds, Metrics: m, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = mgr.Shutdown(ctx)
-	})
+	mgr, m := newManagerWithMetrics(t)
 	exposed := func() string {
 		var b strings.Builder
 		require.NoError(t, m.WriteText(&b))
