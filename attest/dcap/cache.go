@@ -5,7 +5,8 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
-	"sync"
+
+	"github.com/attestmesh/attestmesh/attest/capped"
 )
 
 // verified remembers the signature checks that succeeded, so that the collateral and PCK
@@ -14,31 +15,10 @@ import (
 // the same key verifies forever; what depends on time (validity periods, freshness, CRL
 // nextUpdate) and revocation is checked on every call. Failures are never remembered. Safe for
 // concurrent use.
-var verified = &sigCache{}
+var verified = capped.New[[32]byte, struct{}](maxVerified)
 
-// maxVerified bounds the cache; it starts over when full.
+// maxVerified bounds the caches; each starts over when full.
 const maxVerified = 4096
-
-type sigCache struct {
-	mu sync.Mutex
-	m  map[[32]byte]struct{}
-}
-
-func (c *sigCache) has(k [32]byte) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.m[k]
-	return ok
-}
-
-func (c *sigCache) add(k [32]byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxVerified {
-		c.m = make(map[[32]byte]struct{})
-	}
-	c.m[k] = struct{}{}
-}
 
 // cacheKey hashes a kind and the length-prefixed parts that a check depends on.
 func cacheKey(kind string, parts ...[]byte) [32]byte {
@@ -62,26 +42,26 @@ func verifyRawCached(pub *ecdsa.PublicKey, msg, sig []byte) bool {
 		return false
 	}
 	k := cacheKey("raw", point, msg, sig)
-	if verified.has(k) {
+	if has(verified, k) {
 		return true
 	}
 	if !verifyRaw(pub, msg, sig) {
 		return false
 	}
-	verified.add(k)
+	verified.Put(k, struct{}{})
 	return true
 }
 
 // checkCRLSignatureCached checks that crl is signed by issuer, once per CRL and issuer.
 func checkCRLSignatureCached(crl *x509.RevocationList, issuer *x509.Certificate) error {
 	k := cacheKey("crl", crl.Raw, issuer.Raw)
-	if verified.has(k) {
+	if has(verified, k) {
 		return nil
 	}
 	if err := crl.CheckSignatureFrom(issuer); err != nil {
 		return err
 	}
-	verified.add(k)
+	verified.Put(k, struct{}{})
 	return nil
 }
 
@@ -97,28 +77,7 @@ func chainKey(certs []*x509.Certificate, root *x509.Certificate) [32]byte {
 // parsed keeps parses of collateral documents and certificate chains, by their bytes (and,
 // for a signed document, the key that verified it): the same few recur in every quote of a
 // platform. The values are shared: nobody may modify them.
-var parsed = &parseCache{}
-
-type parseCache struct {
-	mu sync.Mutex
-	m  map[[32]byte]any
-}
-
-func (c *parseCache) get(k [32]byte) (any, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v, ok := c.m[k]
-	return v, ok
-}
-
-func (c *parseCache) put(k [32]byte, v any) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxVerified {
-		c.m = make(map[[32]byte]any)
-	}
-	c.m[k] = v
-}
+var parsed = capped.New[[32]byte, any](maxVerified)
 
 // parsePEMChainCached is parsePEMChain for chains that recur. The chain is remembered only
 // when the caller calls keep, after it verified the chain: a chain that came with a quote is
@@ -126,13 +85,13 @@ func (c *parseCache) put(k [32]byte, v any) {
 // real platforms' chains).
 func parsePEMChainCached(b []byte) (certs []*x509.Certificate, keep func(), err error) {
 	k := cacheKey("pem-chain", b)
-	if v, ok := parsed.get(k); ok {
+	if v, ok := parsed.Get(k); ok {
 		return v.([]*x509.Certificate), func() {}, nil
 	}
 	if certs, err = parsePEMChain(b); err != nil {
 		return nil, nil, err
 	}
-	return certs, func() { parsed.put(k, certs) }, nil
+	return certs, func() { parsed.Put(k, certs) }, nil
 }
 
 // openCached returns the document that open verified and parsed from doc with key before,
@@ -143,14 +102,14 @@ func openCached[T any](kind string, doc []byte, key *ecdsa.PublicKey, open func(
 		return open(doc, key)
 	}
 	k := cacheKey(kind, point, doc)
-	if v, ok := parsed.get(k); ok {
+	if v, ok := parsed.Get(k); ok {
 		return v.(*T), nil
 	}
 	t, err := open(doc, key)
 	if err != nil {
 		return nil, err
 	}
-	parsed.put(k, t)
+	parsed.Put(k, t)
 	return t, nil
 }
 
@@ -159,14 +118,14 @@ func openCached[T any](kind string, doc []byte, key *ecdsa.PublicKey, open func(
 // signature, through the signature cache, and its dates; revokedAt: the serials).
 func parseCRLCached(what string, b []byte) (*x509.RevocationList, error) {
 	k := cacheKey("crl-parse", b)
-	if v, ok := parsed.get(k); ok {
+	if v, ok := parsed.Get(k); ok {
 		return v.(*x509.RevocationList), nil
 	}
 	crl, err := parseCRL(what, b)
 	if err != nil {
 		return nil, err
 	}
-	parsed.put(k, crl)
+	parsed.Put(k, crl)
 	return crl, nil
 }
 
@@ -174,13 +133,19 @@ func parseCRLCached(what string, b []byte) (*x509.RevocationList, error) {
 // platform carries: the parse of the same certificate is kept.
 func pckExtensionsCached(pck *x509.Certificate) (*PCKExtensions, error) {
 	k := cacheKey("pck-extensions", pck.Raw)
-	if v, ok := parsed.get(k); ok {
+	if v, ok := parsed.Get(k); ok {
 		return v.(*PCKExtensions), nil
 	}
 	ext, err := ParsePCKExtensions(pck)
 	if err != nil {
 		return nil, err
 	}
-	parsed.put(k, ext)
+	parsed.Put(k, ext)
 	return ext, nil
+}
+
+// has tells whether the set holds k.
+func has(set *capped.Map[[32]byte, struct{}], k [32]byte) bool {
+	_, ok := set.Get(k)
+	return ok
 }

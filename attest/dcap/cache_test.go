@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attestmesh/attestmesh/attest/capped"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -44,7 +46,7 @@ func TestVerifyCacheKeepsOnlySignatures(t *testing.T) {
 func TestUnverifiedChainsAreNotCached(t *testing.T) {
 	v := loadVectors(t)
 	saved := parsed
-	parsed = &parseCache{}
+	parsed = capped.New[[32]byte, any](maxVerified)
 	t.Cleanup(func() { parsed = saved })
 	q, err := ParseQuote(v.quote)
 	require.NoError(t, err)
@@ -54,11 +56,11 @@ func TestUnverifiedChainsAreNotCached(t *testing.T) {
 	_, err = Verify(v.quote, v.collateral(), Options{Root: otherRoot, Now: time.Unix(validAt, 0), SkipRevocation: true})
 	require.Error(t, err)
 	assert.Equal(t, ReasonPCKChain, ReasonOf(err), "error: %v", err)
-	_, cached := parsed.get(chainKey)
+	_, cached := parsed.Get(chainKey)
 	assert.False(t, cached, "a chain that did not verify is not kept")
 
 	_, err = Verify(v.quote, v.collateral(), Options{Root: IntelRoot(), Now: time.Unix(validAt, 0), SkipRevocation: true})
 	require.NoError(t, err)
-	_, cached = parsed.get(chainKey)
+	_, cached = parsed.Get(chainKey)
 	assert.True(t, cached, "a verified chain is kept")
 }

@@ -224,7 +224,7 @@ func (a *Authority) IssueSVID(csr *CSR, id spiffeid.ID, ttl time.Duration, tee a
 	if err != nil {
 		return nil, err
 	}
-	issuedCSRs.put(csr)
+	issuedCSRs.Put(csr.sum, csr)
 	return []*x509.Certificate{cert}, nil
 }
 

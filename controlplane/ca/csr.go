@@ -8,7 +8,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"sync"
+
+	"github.com/attestmesh/attestmesh/attest/capped"
 )
 
 // MaxCSRSize bounds the DER CSRs that ParseCSR reads. A P-256 or Ed25519 CSR is a few
@@ -55,7 +56,7 @@ func ParseCSR(der []byte) (*CSR, error) {
 		return nil, fmt.Errorf("ca: parse CSR: %d bytes, at most %d allowed", len(der), MaxCSRSize)
 	}
 	sum := sha256.Sum256(der)
-	if csr := issuedCSRs.get(sum); csr != nil {
+	if csr, ok := issuedCSRs.Get(sum); ok {
 		return csr, nil
 	}
 	req, err := x509.ParseCertificateRequest(der)
@@ -76,26 +77,6 @@ func ParseCSR(der []byte) (*CSR, error) {
 // issuedCSRs are the CSRs that IssueSVID issued SVIDs for, by the SHA-256 of their DER: at
 // most maxIssuedCSRs of a few hundred bytes each (a key and its SPKI); it starts over when
 // full. Filling it takes passing attestation.
-var issuedCSRs = &csrCache{}
+var issuedCSRs = capped.New[[sha256.Size]byte, *CSR](maxIssuedCSRs)
 
 const maxIssuedCSRs = 4096
-
-type csrCache struct {
-	mu sync.Mutex
-	m  map[[sha256.Size]byte]*CSR
-}
-
-func (c *csrCache) get(k [sha256.Size]byte) *CSR {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[k]
-}
-
-func (c *csrCache) put(csr *CSR) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxIssuedCSRs {
-		c.m = make(map[[sha256.Size]byte]*CSR)
-	}
-	c.m[csr.sum] = csr
-}

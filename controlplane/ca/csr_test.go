@@ -142,17 +142,16 @@ func TestParseCSRCacheIsBounded(t *testing.T) {
 	require.NoError(t, err)
 	_, err = a.IssueSVID(first, id, time.Minute, attestapi.TEESimulation)
 	require.NoError(t, err)
-	require.Same(t, first, issuedCSRs.get(first.sum))
+	got, _ := issuedCSRs.Get(first.sum)
+	require.Same(t, first, got)
 	for i := range maxIssuedCSRs {
 		filler := *first
 		binary.BigEndian.PutUint64(filler.sum[:], uint64(i))
-		issuedCSRs.put(&filler)
-		issuedCSRs.mu.Lock()
-		n := len(issuedCSRs.m)
-		issuedCSRs.mu.Unlock()
-		require.LessOrEqual(t, n, maxIssuedCSRs)
+		issuedCSRs.Put(filler.sum, &filler)
+		require.LessOrEqual(t, issuedCSRs.Len(), maxIssuedCSRs)
 	}
-	require.Nil(t, issuedCSRs.get(first.sum), "forgotten once the cache started over")
+	_, ok := issuedCSRs.Get(first.sum)
+	require.False(t, ok, "forgotten once the cache started over")
 	again, err := ParseCSR(der)
 	require.NoError(t, err)
 	assert.NotSame(t, first, again, "parsed and checked again")
