@@ -2,6 +2,7 @@ package attestapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -9,9 +10,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -19,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/attestmesh/attestmesh/attest/attestapi/attestationpb"
@@ -41,13 +45,35 @@ type ClientConfig struct {
 	Bundle []*x509.Certificate
 	// Quotes produces the quotes.
 	Quotes QuoteProvider
+	// AttemptTimeout bounds each attempt of Client.Attest: GetNonce, the quote and the Attest
+	// call, over one connection to one replica (DefaultAttemptTimeout when zero). An attempt
+	// that runs out of it is made again, on another replica when there are several: a replica
+	// that stopped answering holds a caller for AttemptTimeout, not until its own deadline.
+	AttemptTimeout time.Duration
+	// Attempts bounds the attempts of one Client.Attest (DefaultAttempts when zero, or one
+	// per replica when a comma-separated Addr names more).
+	Attempts int
+	// Logger gets a warning for each attempt that failed and is made again; none when nil.
+	Logger *slog.Logger
 }
+
+const (
+	// DefaultAttemptTimeout is ClientConfig.AttemptTimeout's default: an attestation takes
+	// milliseconds, tens of them on a loaded control plane, and a second or two while its
+	// etcd elects a leader.
+	DefaultAttemptTimeout = 5 * time.Second
+	// DefaultAttempts is ClientConfig.Attempts' default.
+	DefaultAttempts = 3
+)
 
 // Client attests a workload to the control plane. Safe for concurrent use.
 type Client struct {
-	conn   *grpc.ClientConn
-	api    attestationpb.AttestationClient
-	quotes QuoteProvider
+	conns          *conns
+	addr           string
+	quotes         QuoteProvider
+	attempts       int
+	attemptTimeout time.Duration
+	log            *slog.Logger
 
 	// bundle is the trust bundle of the last response, parsed: it rarely changes, and every
 	// response carries it.
@@ -117,6 +143,9 @@ func Dial(cfg ClientConfig) (*Client, error) {
 	if cfg.Quotes == nil {
 		return nil, errors.New("attestapi: client: no quote provider")
 	}
+	if cfg.AttemptTimeout < 0 || cfg.Attempts < 0 {
+		return nil, fmt.Errorf("attestapi: client: AttemptTimeout %s and Attempts %d: want zero (the defaults) or more", cfg.AttemptTimeout, cfg.Attempts)
+	}
 	td, err := bundleTrustDomain(cfg.Bundle)
 	if err != nil {
 		return nil, err
@@ -124,15 +153,32 @@ func Dial(cfg ClientConfig) (*Client, error) {
 	serverID := ControlPlaneID(td)
 	tlsCfg := tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(td, cfg.Bundle), tlsconfig.AuthorizeID(serverID))
 	tlsCfg.MinVersion = tls.VersionTLS13
-	target, opts, err := Target(cfg.Addr)
+	creds := grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg))
+	list, err := replicaList(cfg.Addr)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))...)
+	conns, err := newConns(list, func(order []string) (*grpc.ClientConn, error) {
+		if order == nil {
+			target, opts, err := Target(cfg.Addr)
+			if err != nil {
+				return nil, err
+			}
+			return grpc.NewClient(target, append(opts, creds)...)
+		}
+		target, resolver := listTarget(order)
+		return grpc.NewClient(target, grpc.WithDefaultServiceConfig(pickFirstInOrder), resolver, creds)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("attestapi: client: dial %s: %w", cfg.Addr, err)
 	}
-	return &Client{conn: conn, api: attestationpb.NewAttestationClient(conn), quotes: cfg.Quotes}, nil
+	c := &Client{
+		conns: conns, addr: cfg.Addr, quotes: cfg.Quotes,
+		attempts:       cmp.Or(cfg.Attempts, max(DefaultAttempts, len(list))),
+		attemptTimeout: cmp.Or(cfg.AttemptTimeout, DefaultAttemptTimeout),
+		log:            cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)).With("subsystem", "attestapi"),
+	}
+	return c, nil
 }
 
 // bundleTrustDomain reads the trust domain from the CA certificate's URI SAN.
@@ -147,40 +193,112 @@ func bundleTrustDomain(bundle []*x509.Certificate) (spiffeid.TrustDomain, error)
 	return spiffeid.TrustDomain{}, errors.New("attestapi: client: the CA bundle names no SPIFFE trust domain (URI SAN)")
 }
 
-// Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close closes the connection; attempts in flight end.
+func (c *Client) Close() error { return c.conns.close() }
 
 // Attest runs the whole exchange for r.Key: nonce, CSR, quote over SHA-256(SPKI) || nonce, and
 // the Attest call. The returned error carries the control plane's reason verbatim (see
 // RefusalReason).
+//
+// Each attempt has its own deadline (ClientConfig.AttemptTimeout). An attempt that runs out of
+// it, or whose replica is unavailable or went away during the call, or that met a nonce of
+// another replica, is made again from a fresh nonce, up to ClientConfig.Attempts: after a
+// timeout on a new connection that tries the other replicas first (see conns). A refusal is
+// final, and so is the end of ctx, whose error the returned one wraps.
 func (c *Client) Attest(ctx context.Context, r Request) (*Result, error) {
-	res, err := c.attest(ctx, r)
-	var re *RefusedError
-	if errors.As(err, &re) && (strings.Contains(re.Status.Message(), OtherReplicaNonce) || re.Status.Code() == codes.Unavailable) {
-		// The connection moved to another replica between the nonce and the evidence, or the
-		// replica went away during the call: once more from a fresh nonce, on whichever
-		// replica the connection reaches now (a nonce the lost call left is never used).
-		res, err = c.attest(ctx, r)
+	for n := 1; ; n++ {
+		res, f := c.attempt(ctx, r)
+		if f == nil {
+			return res, nil
+		}
+		where := cmp.Or(f.replica, c.addr)
+		if f.callerDone != nil {
+			return nil, fmt.Errorf("attestapi: attempt %d of %d to %s: %w", n, c.attempts, where, f.callerDone)
+		}
+		err := f.err
+		switch {
+		case f.timedOut:
+			if f.replica == "" {
+				where += " (no connection to a replica completed)"
+			}
+			err = fmt.Errorf("attestapi: attempt %d of %d to %s timed out after %s in %s: %w", n, c.attempts, where, c.attemptTimeout, f.step, context.DeadlineExceeded)
+		case f.retry:
+			err = fmt.Errorf("attestapi: attempt %d of %d to %s: %w", n, c.attempts, where, err)
+		default:
+			return nil, err
+		}
+		if n >= c.attempts {
+			return nil, err
+		}
+		c.log.Warn("attestation attempt failed; retrying", "error", err.Error())
 	}
-	return res, err
 }
 
-func (c *Client) attest(ctx context.Context, r Request) (*Result, error) {
-	configID, key, ev := r.ConfigID, r.Key, r.Evidence
-	nr, err := c.api.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: configID})
+// failure is an attempt that did not succeed.
+type failure struct {
+	err        error
+	step       string     // GetNonce, quote, Attest; "" for what takes no context
+	code       codes.Code // of a failed call
+	replica    string     // the address the attempt reached, "" when none
+	callerDone error      // the caller's context ended it: the caller's error
+	timedOut   bool       // the attempt's own deadline ended it
+	retry      bool       // another attempt may succeed
+}
+
+func (c *Client) attempt(ctx context.Context, r Request) (*Result, *failure) {
+	cn, err := c.conns.get()
 	if err != nil {
-		return nil, fmt.Errorf("attestapi: get nonce: %s", describe(err))
+		return nil, &failure{err: err}
+	}
+	defer c.conns.put(cn)
+	actx, cancel := context.WithTimeout(ctx, c.attemptTimeout)
+	defer cancel()
+	var p peer.Peer
+	res, f := c.exchange(actx, cn.api, r, grpc.Peer(&p))
+	var replica string
+	if p.Addr != nil {
+		replica = p.Addr.String()
+	}
+	if f == nil {
+		c.conns.answered(ctx, replica)
+		return res, nil
+	}
+	f.replica = replica
+	// The server runs out of the deadline it was sent a moment before the client does: a
+	// call's DeadlineExceeded is the end of whichever deadline binds, the attempt's or the
+	// caller's.
+	deadline := f.step != "" && (actx.Err() != nil || f.code == codes.DeadlineExceeded)
+	callerDeadline, ok := ctx.Deadline()
+	attemptDeadline, _ := actx.Deadline()
+	switch {
+	case ctx.Err() != nil:
+		f.callerDone = ctx.Err()
+	case deadline && ok && !callerDeadline.After(attemptDeadline):
+		f.callerDone = context.DeadlineExceeded
+	case deadline:
+		f.timedOut, f.retry = true, true
+		c.conns.timedOut(ctx, cn, replica)
+	}
+	return nil, f
+}
+
+func (c *Client) exchange(ctx context.Context, api attestationpb.AttestationClient, r Request, peer grpc.CallOption) (*Result, *failure) {
+	configID, key, ev := r.ConfigID, r.Key, r.Evidence
+	nr, err := api.GetNonce(ctx, &attestationpb.GetNonceRequest{ConfigId: configID}, peer)
+	if err != nil {
+		code := status.Code(err)
+		return nil, &failure{err: fmt.Errorf("attestapi: get nonce: %s", describe(err)), step: "GetNonce", code: code, retry: code == codes.Unavailable}
 	}
 	if len(nr.GetNonce()) != NonceSize {
-		return nil, fmt.Errorf("attestapi: control plane sent a %d-byte nonce, want %d", len(nr.GetNonce()), NonceSize)
+		return nil, &failure{err: fmt.Errorf("attestapi: control plane sent a %d-byte nonce, want %d", len(nr.GetNonce()), NonceSize)}
 	}
 	spki, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
-		return nil, fmt.Errorf("attestapi: public key: %w", err)
+		return nil, &failure{err: fmt.Errorf("attestapi: public key: %w", err)}
 	}
 	csrDER, err := c.csr(key, spki)
 	if err != nil {
-		return nil, fmt.Errorf("attestapi: create CSR: %w", err)
+		return nil, &failure{err: fmt.Errorf("attestapi: create CSR: %w", err)}
 	}
 	var nonce [NonceSize]byte
 	copy(nonce[:], nr.GetNonce())
@@ -189,7 +307,7 @@ func (c *Client) attest(ctx context.Context, r Request) (*Result, error) {
 		Debug: ev.Debug, ReportData: BindReportData(spki, nonce),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("attestapi: get quote: %w", err)
+		return nil, &failure{err: fmt.Errorf("attestapi: get quote: %w", err), step: "quote"}
 	}
 	req := &attestationpb.AttestRequest{
 		ConfigId: configID, Role: r.Role, Nonce: nr.GetNonce(), Quote: quote, Csr: csrDER, SidecarGrant: r.SidecarGrant,
@@ -197,15 +315,23 @@ func (c *Client) attest(ctx context.Context, r Request) (*Result, error) {
 	for _, cert := range r.CurrentSVID {
 		req.CurrentSvid = append(req.CurrentSvid, cert.Raw)
 	}
-	resp, err := c.api.Attest(ctx, req)
+	resp, err := api.Attest(ctx, req, peer)
 	if err != nil {
-		err := &RefusedError{Status: status.Convert(err)}
-		if r := RefusalReason(err); r == ReasonCSRInvalid || r == ReasonReportData {
+		re := &RefusedError{Status: status.Convert(err)}
+		if r := RefusalReason(re); r == ReasonCSRInvalid || r == ReasonReportData {
 			c.forgetCSR(spki) // the next attempt makes a new one
 		}
-		return nil, err
+		// The replica went away during the call, or the connection moved to another replica
+		// between the nonce and the evidence: once more from a fresh nonce (a nonce the lost
+		// call left is never used).
+		retry := re.Status.Code() == codes.Unavailable || strings.Contains(re.Status.Message(), OtherReplicaNonce)
+		return nil, &failure{err: re, step: "Attest", code: re.Status.Code(), retry: retry}
 	}
-	return c.decodeResult(resp)
+	res, err := c.decodeResult(resp)
+	if err != nil {
+		return nil, &failure{err: err}
+	}
+	return res, nil
 }
 
 // RefusedError is the control plane's answer to an Attest call that did not succeed.

@@ -88,8 +88,8 @@ func (ca testCA) issue(t *testing.T, id spiffeid.ID, key *ecdsa.PrivateKey) []by
 	return der
 }
 
-// serve runs impl as a control plane with a certificate from ca and returns a client of it.
-func serve(t *testing.T, ca testCA, impl attestationpb.AttestationServer) *attestapi.Client {
+// listen runs impl as a control plane with a certificate from ca and returns its address.
+func listen(t *testing.T, ca testCA, impl attestationpb.AttestationServer) string {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -100,12 +100,29 @@ func serve(t *testing.T, ca testCA, impl attestationpb.AttestationServer) *attes
 	attestationpb.RegisterAttestationServer(srv, impl)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	c, err := attestapi.Dial(attestapi.ClientConfig{Addr: lis.Addr().String(), Bundle: []*x509.Certificate{ca.cert}, Quotes: noQuote{}})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = srv.Serve(lis) })
+	t.Cleanup(func() {
+		srv.Stop()
+		wg.Wait()
+	})
+	return lis.Addr().String()
+}
+
+// dial returns a client of the control plane at cfg.Addr that trusts ca.
+func dial(t *testing.T, ca testCA, cfg attestapi.ClientConfig) *attestapi.Client {
+	t.Helper()
+	cfg.Bundle, cfg.Quotes = []*x509.Certificate{ca.cert}, noQuote{}
+	c, err := attestapi.Dial(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// serve runs impl as a control plane with a certificate from ca and returns a client of it.
+func serve(t *testing.T, ca testCA, impl attestationpb.AttestationServer) *attestapi.Client {
+	t.Helper()
+	return dial(t, ca, attestapi.ClientConfig{Addr: listen(t, ca, impl)})
 }
 
 // An Attest call that fails with Unavailable (its replica died during the call) is made once

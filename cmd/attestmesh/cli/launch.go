@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -31,8 +32,9 @@ func (w *workloadFlags) register(cmd *cobra.Command) {
 	_ = cmd.MarkFlagRequired("config-id")
 }
 
-// dial connects to the attestation API with quotes from the LAS.
-func (w *workloadFlags) dial() (*attestapi.Client, error) {
+// dial connects to the attestation API with quotes from the LAS; log gets the attempts that
+// failed and are made again.
+func (w *workloadFlags) dial(log *slog.Logger) (*attestapi.Client, error) {
 	if w.caFile == "" {
 		return nil, fmt.Errorf("--ca-file is required: the control plane's CA bundle")
 	}
@@ -45,7 +47,7 @@ func (w *workloadFlags) dial() (*attestapi.Client, error) {
 		return nil, fmt.Errorf("--ca-file %s: %w", w.caFile, err)
 	}
 	return attestapi.Dial(attestapi.ClientConfig{
-		Addr: w.attestAddr, Bundle: bundle, Quotes: sim.Client{Addr: sim.ResolveLASAddr(w.lasAddr)},
+		Addr: w.attestAddr, Bundle: bundle, Quotes: sim.Client{Addr: sim.ResolveLASAddr(w.lasAddr)}, Logger: log,
 	})
 }
 
@@ -70,7 +72,7 @@ Exit status: the app's; 128+N if signal N killed it; 1 when launch refused to st
 		Args:    cobra.ExactArgs(1),
 		RunE: withContext(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			log := newLogger(wf.logLevel).With("config_id", wf.configID)
-			client, err := wf.dial()
+			client, err := wf.dial(log)
 			if err != nil {
 				return err
 			}

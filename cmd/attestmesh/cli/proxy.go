@@ -59,7 +59,7 @@ answered only to clients in the sidecar's own network namespace.
 			cfg.Logger = newLogger(wf.logLevel).With("config_id", wf.configID)
 			n, why := proxy.SetConcurrency(concurrency)
 			cfg.Logger.Info("sidecar starting", "concurrency", n, "concurrency_from", why)
-			client, err := wf.dial()
+			client, err := wf.dial(cfg.Logger)
 			if err != nil {
 				return err
 			}
