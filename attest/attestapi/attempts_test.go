@@ -352,3 +352,62 @@ func TestDialRefusesNegativeAttempts(t *testing.T) {
 		require.ErrorContains(t, err, "want zero (the defaults) or more")
 	}
 }
+
+// Concurrent attestations on one client (a launcher serving grants while its sidecar renews,
+// say) that meet a stopped replica all move to the other one; closing the client while
+// attempts are in flight ends them and leaves no connection behind (goleak, TestMain).
+func TestAttestConcurrentlyWhileAReplicaStops(t *testing.T) {
+	attestapi.InOrder(t)
+	ca := newTestCA(t, 1)
+	a, b := newReplica(t, ca, "a"), newReplica(t, ca, "b")
+	c := dial(t, ca, attestapi.ClientConfig{Addr: a.addr + "," + b.addr, AttemptTimeout: time.Second})
+	res, _, err := timedAttest(t, c)
+	require.NoError(t, err)
+	require.Equal(t, "a", res.XDSAddr)
+
+	a.stopped.Store(true)
+	const n = 8
+	var wg sync.WaitGroup
+	names, errs := make([]string, n), make([]error, n)
+	keys := make([]*ecdsa.PrivateKey, n+1)
+	for i := range keys {
+		keys[i] = workloadKey(t)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), callerTimeout)
+	defer cancel()
+	start := time.Now()
+	for i := range n {
+		wg.Go(func() {
+			res, err := c.Attest(ctx, attestapi.Request{ConfigID: "a/b", Key: keys[i]})
+			errs[i] = err
+			if err == nil {
+				names[i] = res.XDSAddr
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	t.Logf("%d attestations in %s; the stopped replica saw %d calls", n, took.Round(time.Millisecond), a.nonces.Load()-1)
+	for i := range n {
+		require.NoError(t, errs[i], "attestation %d", i)
+		assert.Equal(t, "b", names[i], "attestation %d", i)
+	}
+	assert.Less(t, took, callerTimeout/2)
+
+	// Closing the client in the middle of attempts at a stopped replica.
+	b.stopped.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Attest(ctx, attestapi.Request{ConfigID: "a/b", Key: keys[n]})
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return b.nonces.Load() > int32(n) }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, c.Close())
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		t.Logf("after Close: %v", err)
+	case <-time.After(callerTimeout / 2):
+		t.Fatal("Close did not end the attempt in flight")
+	}
+}

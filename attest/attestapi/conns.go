@@ -34,6 +34,7 @@ type conns struct {
 
 	mu       sync.Mutex
 	cur      *conn
+	retired  map[*conn]struct{}   // retired connections that attempts still use
 	suspects map[string]time.Time // replicas of list on which an attempt timed out, and when
 	closed   bool
 }
@@ -56,7 +57,7 @@ var shuffle = func(s []string) {
 }
 
 func newConns(list []string, dialf func(order []string) (*grpc.ClientConn, error)) (*conns, error) {
-	c := &conns{list: list, dialf: dialf, suspects: map[string]time.Time{}}
+	c := &conns{list: list, dialf: dialf, retired: map[*conn]struct{}{}, suspects: map[string]time.Time{}}
 	cn, err := c.dial()
 	if err != nil {
 		return nil, err
@@ -114,6 +115,7 @@ func (c *conns) put(cn *conn) {
 	closeIt := cn.retired && cn.users == 0 && !cn.done
 	if closeIt {
 		cn.done = true
+		delete(c.retired, cn)
 	}
 	c.mu.Unlock()
 	if closeIt {
@@ -135,6 +137,7 @@ func (c *conns) timedOut(ctx context.Context, cn *conn, replica string) {
 		return // another attempt retired it already
 	}
 	cn.retired = true
+	c.retired[cn] = struct{}{} // closed by the last put
 	c.cur = nil
 	if next, err := c.dial(); err == nil {
 		c.cur = next
@@ -198,18 +201,30 @@ func (c *conns) match(ctx context.Context, peer string) string {
 	return ""
 }
 
-// close closes the current connection now (attempts on it end with Canceled) and the retired
-// ones as their last attempts return.
+// close closes every connection now: attempts in flight end with Canceled.
 func (c *conns) close() error {
 	c.mu.Lock()
 	c.closed = true
-	cn := c.cur
-	c.cur = nil
-	if cn == nil || cn.done {
-		c.mu.Unlock()
-		return nil
+	all := make([]*conn, 0, 1+len(c.retired))
+	if c.cur != nil {
+		all = append(all, c.cur)
+		c.cur = nil
 	}
-	cn.retired, cn.done = true, true
+	for cn := range c.retired {
+		all = append(all, cn)
+	}
+	clear(c.retired)
+	var ccs []*grpc.ClientConn
+	for _, cn := range all {
+		if !cn.done {
+			cn.retired, cn.done = true, true
+			ccs = append(ccs, cn.cc)
+		}
+	}
 	c.mu.Unlock()
-	return cn.cc.Close()
+	var errs []error
+	for _, cc := range ccs {
+		errs = append(errs, cc.Close())
+	}
+	return errors.Join(errs...)
 }
