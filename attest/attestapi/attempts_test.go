@@ -411,3 +411,18 @@ func TestAttestConcurrentlyWhileAReplicaStops(t *testing.T) {
 		t.Fatal("Close did not end the attempt in flight")
 	}
 }
+
+// With no replica listening, every attempt fails at once with Unavailable, and the error names
+// the last.
+func TestAttestWithNoReplica(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := lis.Addr().String()
+	require.NoError(t, lis.Close())
+	ca := newTestCA(t, 1)
+	c := dial(t, ca, attestapi.ClientConfig{Addr: addr})
+	_, took, err := timedAttest(t, c)
+	require.Error(t, err)
+	t.Logf("after %s: %v", took.Round(time.Millisecond), err)
+	assert.Regexp(t, `^attestapi: attempt 3 of 3 to `+addr+`: get nonce: Unavailable: .*connection refused`, err.Error())
+}

@@ -223,7 +223,7 @@ func (c *Client) Attest(ctx context.Context, r Request) (*Result, error) {
 			}
 			err = fmt.Errorf("attestapi: attempt %d of %d to %s timed out after %s in %s: %w", n, c.attempts, where, c.attemptTimeout, f.step, context.DeadlineExceeded)
 		case f.retry:
-			err = fmt.Errorf("attestapi: attempt %d of %d to %s: %w", n, c.attempts, where, err)
+			err = &attemptError{prefix: fmt.Sprintf("attestapi: attempt %d of %d to %s: ", n, c.attempts, where), err: err}
 		default:
 			return nil, err
 		}
@@ -233,6 +233,17 @@ func (c *Client) Attest(ctx context.Context, r Request) (*Result, error) {
 		c.log.Warn("attestation attempt failed; retrying", "error", err.Error())
 	}
 }
+
+// attemptError is the error of an attempt that was to be made again, with its number.
+type attemptError struct {
+	prefix string
+	err    error
+}
+
+func (e *attemptError) Error() string {
+	return e.prefix + strings.TrimPrefix(e.err.Error(), "attestapi: ")
+}
+func (e *attemptError) Unwrap() error { return e.err }
 
 // failure is an attempt that did not succeed.
 type failure struct {
