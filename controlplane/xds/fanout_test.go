@@ -105,6 +105,14 @@ func BenchmarkADSFanout1000(b *testing.B) {
 		b.Fatalf("the sidecars' process ended before %q: %v", want, lines.Err())
 	}
 	expect("ready")
+	// A sidecar is ready once it has sent its ACKs, which the control plane may still be
+	// reading: measure once it has handled every sidecar's three requests and three ACKs (a
+	// goroutine still running is not measured at its resting size).
+	deadline := time.Now().Add(time.Minute)
+	for srv.requests.Load() < 6*fanoutNodes && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	require.GreaterOrEqual(b, srv.requests.Load(), int64(6*fanoutNodes), "the control plane did not handle every ACK")
 	heap, stacks, live := memInUse()
 
 	i := 0

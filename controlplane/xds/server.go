@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/attestmesh/attestmesh/controlplane/xds/h2"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -28,10 +29,8 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
@@ -94,6 +93,7 @@ type Server struct {
 
 	snaps       atomic.Pointer[map[spiffeid.ID]*serviceState] // what Update published last, for the streams
 	sotwStreams atomic.Int64                                  // numbers the state-of-the-world streams
+	requests    atomic.Int64                                  // requests handled (tests wait for them)
 
 	// requestRate and requestBurst limit the requests of a state-of-the-world stream (tests
 	// lower them).
@@ -181,6 +181,9 @@ func enforceMTLS(c *tls.Config) *tls.Config {
 	return out
 }
 
+// maxRequestSize bounds an ADS request: 8 streams of a connection may hold 8 MiB.
+const maxRequestSize = 1 << 20
+
 // Run listens on the configured address and serves until ctx is done; a cancelled context is a
 // clean stop.
 func (s *Server) Run(ctx context.Context) error {
@@ -200,34 +203,45 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		Server: server.NewServer(xctx, s.cache, s.callbacks(), sotw.WithLogger(slogAdapter{s.log})),
 		s:      s,
 	}
-	gs := grpc.NewServer(
-		// Stop waits for the handlers: a state-of-the-world stream's handler is its receive loop.
-		grpc.WaitForHandlers(true),
-		grpc.Creds(credentials.NewTLS(s.tls)),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}), // sidecars ping every 10 s
-		// A sidecar's stream is idle between pushes: its connection holds no read buffer of
-		// gRPC's own (TLS buffers the record it decrypted); the write buffer is shared already.
-		grpc.ReadBufferSize(0),
+	// The sidecars' connections are served by package h2: one goroutine per connection and one
+	// per stream, where gRPC's server transport runs four (see docs/performance.md).
+	hs, err := h2.NewServer(h2.Config{
+		TLS: s.tls,
 		// A sidecar opens one ADS stream; a few more allow a reconnect to overlap.
-		grpc.MaxConcurrentStreams(maxStreamsPerConn),
-	)
-	discovery.RegisterAggregatedDiscoveryServiceServer(gs, xds)
+		MaxConcurrentStreams: maxStreamsPerConn,
+		// A request is a few hundred bytes (a NACK's detail, Envoy's node metadata: some KiB);
+		// the bound is what a connection's streams may make the control plane hold.
+		MaxRecvMsgSize:   maxRequestSize,
+		KeepaliveTime:    30 * time.Second,
+		KeepaliveTimeout: 10 * time.Second,
+		MinPingInterval:  5 * time.Second, // sidecars ping every 10 s
+		Logger:           s.log,
+	})
+	if err != nil {
+		_ = lis.Close()
+		return fmt.Errorf("xds: %w", err)
+	}
+	discovery.RegisterAggregatedDiscoveryServiceServer(hs, xds)
+	// State-of-the-world streams are served on their connection's goroutine (see sotw.go).
+	hs.RegisterEvents(discovery.AggregatedDiscoveryService_StreamAggregatedResources_FullMethodName,
+		func(st h2.Stream) (h2.Events, error) { return s.newSotW(st.Context(), st) }) //nolint:contextcheck // a stream's context is its own; it ends with its connection, which Stop closes
 
 	s.log.Info("serving ADS", "addr", lis.Addr().String())
 	errc := make(chan error, 1)
-	go func() { errc <- gs.Serve(lis) }()
+	go func() { errc <- hs.Serve(lis) }() //nolint:contextcheck // the streams' contexts end with their connections, which Stop closes
 	select {
 	case err := <-errc:
+		hs.Stop()
 		return fmt.Errorf("xds: serve: %w", err)
 	case <-ctx.Done():
 	}
 	// A state-of-the-world stream waits in its receive call, which only the sidecar or the end
 	// of the connection ends: the connections are closed rather than drained. A sidecar sees its
-	// stream fail (Unavailable) rather than end, and reconnects alike.
+	// stream fail (Unavailable) rather than end, and reconnects alike. Stop returns once every
+	// stream's handler has.
 	cancel()
-	gs.Stop()
-	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+	hs.Stop()
+	if err := <-errc; err != nil && !errors.Is(err, h2.ErrServerStopped) {
 		return fmt.Errorf("xds: serve: %w", err)
 	}
 	s.log.Info("stopped")
@@ -315,6 +329,7 @@ func (s *Server) onStreamClosed(key streamKey) {
 func (s *Server) onRequest(key streamKey, node *core.Node, typeURL string, nack *rpcstatus.Status,
 	version, nonce string,
 ) (*core.Node, error) {
+	s.requests.Add(1)
 	s.streamsMu.Lock()
 	defer s.streamsMu.Unlock()
 	st, ok := s.streams[key]

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // The state-of-the-world ADS streams are served here rather than by go-control-plane's sotw
@@ -57,8 +59,28 @@ type adsServer struct {
 	s *Server
 }
 
+// StreamAggregatedResources serves a state-of-the-world stream on the handler's goroutine, for a
+// gRPC server; Serve's transport serves the same streams as events (newSotW), without one.
 func (a *adsServer) StreamAggregatedResources(gs discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	return a.s.serveSotW(gs.Context(), gs)
+	st, err := a.s.newSotW(gs.Context(), gs)
+	if err != nil {
+		return err
+	}
+	for {
+		req, err := gs.Recv()
+		if err == nil {
+			err = st.request(req)
+		}
+		if err != nil {
+			return st.End(err)
+		}
+	}
+}
+
+// sender is what a stream's responses are sent on: an h2 stream, or a gRPC server stream. A
+// push goroutine is its only sender.
+type sender interface {
+	SendMsg(m any) error
 }
 
 // sotwStream is one state-of-the-world ADS stream.
@@ -67,15 +89,18 @@ type sotwStream struct {
 	key  streamKey
 	node spiffeid.ID
 	ctx  context.Context // ends with the stream (Serve's end closes every connection)
-	gs   discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer
+	out  sender
 	// limit bounds the requests the handler handles; only the handler uses it.
 	limit *rate.Limiter
 
 	// pushes is 0 when no push goroutine runs, 1 while one runs, 2 when it must run again.
 	pushes atomic.Int32
-	// closed is set when the handler returns: gRPC forbids sending any more. It is not guarded
-	// by mu: the handler must never wait for a sender.
+	// closed is set when the stream ends (End): nothing more may be sent. It is not guarded by
+	// mu: a request must never wait for a sender.
 	closed atomic.Bool
+	// refusal is the error that handling a request returned, the stream's status; only the
+	// stream's receiving side uses it.
+	refusal error
 
 	mu    sync.Mutex // guards the fields below; never held across a Send
 	nonce int64
@@ -95,32 +120,60 @@ type sotwSub struct {
 	request bool
 }
 
-// serveSotW runs one state-of-the-world ADS stream until the sidecar ends it or a request is
-// refused; ctx is the stream's.
-func (s *Server) serveSotW(ctx context.Context, gs discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	key := streamKey{id: s.sotwStreams.Add(1)}
-	defer s.onStreamClosed(key)
+// newSotW opens a state-of-the-world ADS stream, whose requests are then given to its Message
+// (or request), and its end to End; ctx is the stream's.
+func (s *Server) newSotW(ctx context.Context, out sender) (*sotwStream, error) {
 	st := &sotwStream{
-		s: s, key: key, gs: gs, ctx: ctx, subs: make([]sotwSub, 0, len(wireTypes)),
+		s: s, key: streamKey{id: s.sotwStreams.Add(1)}, out: out, ctx: ctx, subs: make([]sotwSub, 0, len(wireTypes)),
 		limit: rate.NewLimiter(s.requestRate, s.requestBurst),
 	}
 	if err := s.openSotW(ctx, st); err != nil {
+		s.onStreamClosed(st.key)
+		return nil, err
+	}
+	return st, nil
+}
+
+// Message handles one request: the stream's h2 event.
+func (st *sotwStream) Message(data []byte) error {
+	req := &discovery.DiscoveryRequest{}
+	if err := proto.Unmarshal(data, req); err != nil {
+		st.refusal = status.Errorf(codes.InvalidArgument, "a request that is not a DiscoveryRequest: %v", err)
+		return st.refusal
+	}
+	return st.request(req)
+}
+
+// request waits for the stream's request rate, then handles req; an error ends the stream.
+func (st *sotwStream) request(req *discovery.DiscoveryRequest) error {
+	if !st.wait() {
+		return errStreamEnded
+	}
+	if err := st.handle(req); err != nil {
+		st.refusal = err
 		return err
 	}
+	return nil
+}
+
+// errStreamEnded: the stream ended while a request waited for its turn.
+var errStreamEnded = errors.New("xds: the stream ended")
+
+// End ends the stream. Its status is the refusal of a request if one was refused, or what
+// was wrong with what the sidecar sent (a message above the size limit, compressed, or cut
+// short); else OK: a sidecar that ended the stream, or whose stream broke, is told nothing.
+func (st *sotwStream) End(err error) error {
 	// Without the stream's lock, which a push may hold: a push checks it before each Send.
-	defer st.closed.Store(true)
-	for {
-		req, err := gs.Recv()
-		if err != nil {
-			return nil //nolint:nilerr // the sidecar ended the stream, or it broke: nothing to report to it
-		}
-		if !st.wait() {
-			return nil // the stream ended
-		}
-		if err := st.handle(req); err != nil {
-			return err
-		}
+	st.closed.Store(true)
+	st.s.onStreamClosed(st.key)
+	if st.refusal != nil {
+		return st.refusal
 	}
+	switch status.Code(err) {
+	case codes.ResourceExhausted, codes.Unimplemented, codes.Internal:
+		return err
+	}
+	return nil
 }
 
 // openSotW authenticates the stream and registers it for pushes.
@@ -316,14 +369,13 @@ func (st *sotwStream) pushOnce() {
 	}
 	st.mu.Unlock()
 	for _, resp := range resps {
-		// No Send once the handler returned (gRPC's stream contract) or the stream ended. A
-		// handler that returns between this check and the Send is harmless: gRPC marked the
-		// stream done when it wrote the handler's status, and a Send on a done stream fails
-		// without writing (grpc-go's http2Server.write); the sidecar is gone anyway.
+		// No Send once the stream ended. A stream that ends between this check and the Send is
+		// harmless: the h2 stream (as gRPC's) is done once its status went out, and a Send on a
+		// done stream fails without writing; a message already begun is completed first.
 		if st.closed.Load() || st.ctx.Err() != nil {
 			return
 		}
-		if err := st.gs.Send(resp); err != nil {
+		if err := st.out.SendMsg(resp); err != nil {
 			st.s.log.Debug("push failed", "node", st.node.String(), "type_url", resp.GetTypeUrl(), "error", err.Error())
 			return // the stream is broken: its handler's receive fails too
 		}
