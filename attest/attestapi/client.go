@@ -19,6 +19,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -442,7 +444,7 @@ func (c *Client) csr(key crypto.Signer, spki []byte) ([]byte, error) {
 	}
 	// A signer whose public key changed between the two calls (a rotating KMS key) must not
 	// leave another key's CSR under this one.
-	if csr, err := x509.ParseCertificateRequest(der); err != nil || !bytes.Equal(csr.RawSubjectPublicKeyInfo, spki) {
+	if got, ok := csrSPKI(der); !ok || !bytes.Equal(got, spki) {
 		return nil, errors.New("the CSR's key is not the signer's public key: did the signer's key change?")
 	}
 	c.csrMu.Lock()
@@ -452,6 +454,22 @@ func (c *Client) csr(key crypto.Signer, spki []byte) ([]byte, error) {
 	}
 	c.csrs[string(spki)] = der
 	return der, nil
+}
+
+// csrSPKI returns the DER SubjectPublicKeyInfo that the DER CSR der names: as
+// x509.ParseCertificateRequest's RawSubjectPublicKeyInfo, without parsing the rest (the CSR is
+// this client's own; the control plane checks all of it).
+func csrSPKI(der []byte) ([]byte, bool) {
+	in := cryptobyte.String(der)
+	var csr, info, spki cryptobyte.String
+	if !in.ReadASN1(&csr, cbasn1.SEQUENCE) || !in.Empty() ||
+		!csr.ReadASN1(&info, cbasn1.SEQUENCE) ||
+		!info.SkipASN1(cbasn1.INTEGER) || // version
+		!info.SkipASN1(cbasn1.SEQUENCE) || // subject
+		!info.ReadASN1Element(&spki, cbasn1.SEQUENCE) {
+		return nil, false
+	}
+	return spki, true
 }
 
 func (c *Client) forgetCSR(spki []byte) {

@@ -35,6 +35,13 @@ func TestNewCSR(t *testing.T) {
 			require.True(t, key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(csr.PublicKey))
 			require.Empty(t, csr.Subject.Names)
 			require.Empty(t, csr.Extensions)
+			spki, ok := csrSPKI(raw)
+			require.True(t, ok)
+			require.Equal(t, csr.RawSubjectPublicKeyInfo, spki)
+			for _, bad := range [][]byte{nil, raw[:len(raw)-1], append(append([]byte{}, raw...), 0), raw[4:]} {
+				_, ok := csrSPKI(bad)
+				require.False(t, ok, "%x", bad)
+			}
 		})
 	}
 }

@@ -90,7 +90,7 @@ func verifyChain(certs []*x509.Certificate, root *x509.Certificate, now time.Tim
 	}
 	// The rest depends on the bytes only (the validity periods were checked above).
 	key := chainKey(certs, root)
-	if has(verified, key) {
+	if _, ok := verified.get(key); ok {
 		return certs[0], nil
 	}
 	roots := x509.NewCertPool()
@@ -116,7 +116,7 @@ func verifyChain(certs []*x509.Certificate, root *x509.Certificate, now time.Tim
 				spec.name, spec.role(i-1), certs[i-1].Subject, certs[i].Subject, err)}
 		}
 	}
-	verified.Put(key, struct{}{})
+	verified.put(key, struct{}{})
 	return leaf, nil
 }
 

@@ -81,8 +81,12 @@ type Quote struct {
 }
 
 // Marshal encodes the header in its 48-byte wire form.
-func (h *Header) Marshal() []byte {
-	b := make([]byte, HeaderSize)
+func (h *Header) Marshal() []byte { return h.appendTo(nil) }
+
+// appendTo appends the header's wire form to out.
+func (h *Header) appendTo(out []byte) []byte {
+	out = append(out, make([]byte, HeaderSize)...)
+	b := out[len(out)-HeaderSize:]
 	binary.LittleEndian.PutUint16(b[0:], h.Version)
 	binary.LittleEndian.PutUint16(b[2:], h.AttestationKeyType)
 	binary.LittleEndian.PutUint32(b[4:], h.TEEType)
@@ -90,12 +94,16 @@ func (h *Header) Marshal() []byte {
 	binary.LittleEndian.PutUint16(b[10:], h.PCESVN)
 	copy(b[12:28], h.QEVendorID[:])
 	copy(b[28:48], h.UserData[:])
-	return b
+	return out
 }
 
 // Marshal encodes the report body in its 384-byte wire form (reserved fields zero).
-func (r *ReportBody) Marshal() []byte {
-	b := make([]byte, ReportBodySize)
+func (r *ReportBody) Marshal() []byte { return r.appendTo(nil) }
+
+// appendTo appends the report body's wire form to out.
+func (r *ReportBody) appendTo(out []byte) []byte {
+	out = append(out, make([]byte, ReportBodySize)...)
+	b := out[len(out)-ReportBodySize:]
 	copy(b[offCPUSVN:], r.CPUSVN[:])
 	binary.LittleEndian.PutUint32(b[offMiscSelect:], r.MiscSelect)
 	copy(b[offAttributes:], r.Attributes[:])
@@ -104,7 +112,7 @@ func (r *ReportBody) Marshal() []byte {
 	binary.LittleEndian.PutUint16(b[offISVProdID:], r.ISVProdID)
 	binary.LittleEndian.PutUint16(b[offISVSVN:], r.ISVSVN)
 	copy(b[offReportData:], r.ReportData[:])
-	return b
+	return out
 }
 
 // Marshal encodes the whole quote. Signatures are taken as they are in q; a signer fills
@@ -113,22 +121,20 @@ func (r *ReportBody) Marshal() []byte {
 // keep QE authentication data under 65536 bytes.
 func (q *Quote) Marshal() []byte {
 	s := &q.Signature
-	sig := make([]byte, 0, ECDSASigSize+ECDSAKeySize+ReportBodySize+ECDSASigSize+2+len(s.QEAuthData)+6+len(s.Certification.Data))
-	sig = append(sig, s.ISVSignature[:]...)
-	sig = append(sig, s.AttestationKey[:]...)
-	sig = append(sig, s.QEReport.Marshal()...)
-	sig = append(sig, s.QEReportSignature[:]...)
-	sig = binary.LittleEndian.AppendUint16(sig, fieldLen16(len(s.QEAuthData)))
-	sig = append(sig, s.QEAuthData...)
-	sig = binary.LittleEndian.AppendUint16(sig, s.Certification.Type)
-	sig = binary.LittleEndian.AppendUint32(sig, fieldLen32(len(s.Certification.Data)))
-	sig = append(sig, s.Certification.Data...)
-
-	out := make([]byte, 0, HeaderSize+ReportBodySize+4+len(sig))
-	out = append(out, q.Header.Marshal()...)
-	out = append(out, q.Body.Marshal()...)
-	out = binary.LittleEndian.AppendUint32(out, fieldLen32(len(sig)))
-	return append(out, sig...)
+	sigLen := ECDSASigSize + ECDSAKeySize + ReportBodySize + ECDSASigSize + 2 + len(s.QEAuthData) + 6 + len(s.Certification.Data)
+	out := make([]byte, 0, HeaderSize+ReportBodySize+4+sigLen)
+	out = q.Header.appendTo(out)
+	out = q.Body.appendTo(out)
+	out = binary.LittleEndian.AppendUint32(out, fieldLen32(sigLen))
+	out = append(out, s.ISVSignature[:]...)
+	out = append(out, s.AttestationKey[:]...)
+	out = s.QEReport.appendTo(out)
+	out = append(out, s.QEReportSignature[:]...)
+	out = binary.LittleEndian.AppendUint16(out, fieldLen16(len(s.QEAuthData)))
+	out = append(out, s.QEAuthData...)
+	out = binary.LittleEndian.AppendUint16(out, s.Certification.Type)
+	out = binary.LittleEndian.AppendUint32(out, fieldLen32(len(s.Certification.Data)))
+	return append(out, s.Certification.Data...)
 }
 
 // fieldLen16 and fieldLen32 encode a length, saturating at the field's maximum.

@@ -10,9 +10,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"fmt"
 	"math/big"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -210,4 +212,66 @@ func TestEd25519SignatureIsChecked(t *testing.T) {
 	require.ErrorContains(t, err, "does not verify")
 	_, err = der.CertificateRequest(rand.Reader, key)
 	require.NoError(t, err)
+}
+
+// Every length form of DER (one byte, 0x81, 0x82, 0x83) in the URI SAN, an extension and the
+// TBSCertificate around them, byte for byte as crypto/x509 writes it.
+func TestCreateCertificateLengthForms(t *testing.T) {
+	issuerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	subjectKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	spki, err := x509.MarshalPKIXPublicKey(subjectKey.Public())
+	require.NoError(t, err)
+	issuer := &x509.Certificate{Subject: pkix.Name{CommonName: "CA"}, PublicKey: issuerKey.Public(), SubjectKeyId: []byte{1, 2, 3}}
+	issuer.RawSubject, err = asn1.Marshal(issuer.Subject.ToRDNSequence())
+	require.NoError(t, err)
+	subject, err := asn1.Marshal(pkix.Name{Organization: []string{"attestmesh"}}.ToRDNSequence())
+	require.NoError(t, err)
+	for _, tt := range []struct{ uriLen, valueLen int }{
+		{20, 1}, {100, 100}, {130, 200}, {300, 300}, {1000, 70_000},
+	} {
+		t.Run(fmt.Sprintf("uri=%d,value=%d", tt.uriLen, tt.valueLen), func(t *testing.T) {
+			uri, err := url.Parse("spiffe://example.org/" + strings.Repeat("a", tt.uriLen))
+			require.NoError(t, err)
+			value := append([]byte{0x04, 0x83, byte(tt.valueLen >> 16), byte(tt.valueLen >> 8), byte(tt.valueLen)}, make([]byte, tt.valueLen)...)
+			extra := []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 999, 1 << 30, 0}, Value: value}}
+			ski := []byte{20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1}
+			serial := big.NewInt(42)
+			notBefore, notAfter := time.Date(2026, 11, 28, 1, 2, 3, 0, time.UTC), time.Date(2026, 11, 28, 2, 2, 3, 0, time.UTC)
+			want, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+				SerialNumber: serial, RawSubject: subject, NotBefore: notBefore, NotAfter: notAfter,
+				URIs: []*url.URL{uri}, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature,
+				ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+				SubjectKeyId: ski, AuthorityKeyId: issuer.SubjectKeyId, ExtraExtensions: extra,
+			}, issuer, subjectKey.Public(), issuerKey)
+			require.NoError(t, err)
+			exts, err := der.SVIDExtensions(ski, issuer.SubjectKeyId, uri.String(), false, extra...)
+			require.NoError(t, err)
+			got, err := der.CreateCertificate(rand.Reader, &der.Certificate{
+				SerialNumber: serial, Issuer: issuer.RawSubject, Subject: subject,
+				NotBefore: notBefore, NotAfter: notAfter, PublicKey: spki, Extensions: exts,
+			}, issuerKey)
+			require.NoError(t, err)
+			wantCert, err := x509.ParseCertificate(want)
+			require.NoError(t, err)
+			gotCert, err := x509.ParseCertificate(got)
+			require.NoError(t, err)
+			require.Equal(t, wantCert.RawTBSCertificate, gotCert.RawTBSCertificate)
+			require.NoError(t, gotCert.CheckSignatureFrom(&x509.Certificate{PublicKey: issuerKey.Public(), PublicKeyAlgorithm: x509.ECDSA, BasicConstraintsValid: true, IsCA: true, Version: 3}))
+		})
+	}
+}
+
+// An extension's object identifier is refused where cryptobyte refused it (as encoding/asn1
+// does, and also negative arcs).
+func TestCreateCertificateRefusesBadOIDs(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	for _, oid := range []asn1.ObjectIdentifier{nil, {1}, {3, 1}, {1, 40}, {0, 40, 1}, {1, 2, -1}, {-1, 2}, {1, -2}} {
+		_, err := der.CreateCertificate(rand.Reader, &der.Certificate{
+			SerialNumber: big.NewInt(1), Extensions: []pkix.Extension{{Id: oid, Value: []byte{0x05, 0x00}}},
+		}, key)
+		require.ErrorContains(t, err, "invalid object identifier", "%v", oid)
+	}
 }

@@ -2,7 +2,6 @@ package attestation
 
 import (
 	"bytes"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -38,11 +37,11 @@ const (
 
 // Grants issues and redeems sidecar grants. Safe for concurrent use.
 type Grants struct {
-	key  []byte
 	ttl  time.Duration
 	now  func() time.Time
 	rand io.Reader
 	used *replayCache
+	macs *macs
 }
 
 // NewGrants returns a grant issuer whose grants, MAC'd under key, expire after ttl.
@@ -50,14 +49,15 @@ func NewGrants(key []byte, ttl time.Duration, capacity int, now func() time.Time
 	if now == nil {
 		now = time.Now
 	}
-	return &Grants{key: key, ttl: ttl, now: now, rand: rand.Reader, used: newReplayCache(capacity)}
+	return &Grants{ttl: ttl, now: now, rand: rand.Reader, used: newReplayCache(capacity), macs: newMACs(key)}
 }
 
 func (g *Grants) mac(body []byte) []byte {
-	m := hmac.New(sha256.New, g.key)
+	m := g.macs.get()
+	defer g.macs.put(m)
 	m.Write([]byte(grantMACLabel))
 	m.Write(body)
-	return m.Sum(nil)
+	return m.Sum(make([]byte, 0, sha256.Size))
 }
 
 // Issue returns a grant for the sidecar of configID, speaking for the attested app a.

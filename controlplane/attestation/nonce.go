@@ -8,6 +8,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
+	"hash"
 	"io"
 	"sync"
 	"time"
@@ -40,13 +41,33 @@ const (
 // Nonces issues and checks single-use, expiring nonces bound to a config ID and to this
 // replica. Safe for concurrent use.
 type Nonces struct {
-	key     []byte
 	ttl     time.Duration
 	now     func() time.Time
 	rand    io.Reader
 	replica [nonceReplicaSize]byte
 	used    *replayCache
+	macs    *macs
 }
+
+// macs are HMAC-SHA-256s under one key, kept for reuse: hmac.New hashes the key's pads and
+// allocates, and the nonces and grants take four MACs per attestation; Reset keeps the keyed
+// state. Safe for concurrent use.
+type macs struct{ pool sync.Pool }
+
+func newMACs(key []byte) *macs {
+	m := &macs{}
+	m.pool.New = func() any { return hmac.New(sha256.New, key) }
+	return m
+}
+
+// get returns a reset HMAC; put it back when done.
+func (m *macs) get() hash.Hash {
+	h := m.pool.Get().(hash.Hash)
+	h.Reset()
+	return h
+}
+
+func (m *macs) put(h hash.Hash) { m.pool.Put(h) }
 
 // NewNonces returns a nonce issuer whose nonces, MAC'd under key, expire after ttl; at most
 // capacity consumed nonces are remembered at once (DefaultReplayCapacity when zero).
@@ -54,17 +75,18 @@ func NewNonces(key []byte, ttl time.Duration, capacity int, now func() time.Time
 	if now == nil {
 		now = time.Now
 	}
-	n := &Nonces{key: key, ttl: ttl, now: now, rand: rand.Reader, used: newReplayCache(capacity)}
+	n := &Nonces{ttl: ttl, now: now, rand: rand.Reader, used: newReplayCache(capacity), macs: newMACs(key)}
 	_, _ = rand.Read(n.replica[:]) // crypto/rand does not fail
 	return n
 }
 
 func (n *Nonces) mac(id []byte, configID string) []byte {
-	m := hmac.New(sha256.New, n.key)
+	m := n.macs.get()
+	defer n.macs.put(m)
 	m.Write([]byte(nonceMACLabel))
 	m.Write(id)
 	m.Write([]byte(configID))
-	return m.Sum(nil)[:attestapi.NonceSize-nonceIDSize]
+	return m.Sum(make([]byte, 0, sha256.Size))[:attestapi.NonceSize-nonceIDSize]
 }
 
 // Issue returns a fresh nonce for configID and its expiry.

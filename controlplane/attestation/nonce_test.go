@@ -2,6 +2,9 @@ package attestation
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -243,4 +246,32 @@ type zeros struct{}
 func (zeros) Read(b []byte) (int, error) {
 	clear(b)
 	return len(b), nil
+}
+
+// The MACs are pooled: concurrent issues and checks for different config IDs each get the MAC
+// of their own input, as a fresh HMAC computes it.
+func TestNonceMACsPooled(t *testing.T) {
+	key := []byte("nonce key of at least 32 bytes..")
+	n := NewNonces(key, time.Minute, 0, nil)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				id := fmt.Sprintf("s/svc-%d-%d", g, i%3)
+				nonce, _, err := n.Issue(id)
+				if !assert.NoError(t, err) {
+					return
+				}
+				assert.NoError(t, n.Check(id, nonce[:]))
+				refused := n.Check(id+"x", nonce[:]) != nil
+				assert.True(t, refused, "a nonce is good for its config ID only")
+				m := hmac.New(sha256.New, key)
+				m.Write([]byte(nonceMACLabel))
+				m.Write(nonce[:nonceIDSize])
+				m.Write([]byte(id))
+				assert.Equal(t, m.Sum(nil)[:attestapi.NonceSize-nonceIDSize], nonce[nonceIDSize:])
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -326,7 +326,7 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 		}
 	}
 
-	chain, err := s.cfg.Authority.IssueSVID(csr, spiffeID, s.cfg.SVIDTTL, tee, extra...)
+	chain, err := s.cfg.Authority.IssueSVIDDER(csr, spiffeID, s.cfg.SVIDTTL, tee, extra...)
 	if err != nil {
 		return nil, tee, fmt.Errorf("%w: %w", refuse(attestapi.ReasonCSRInvalid), err)
 	}
@@ -337,16 +337,20 @@ func (s *Server) attest(ctx context.Context, req *attestationpb.AttestRequest) (
 		SpiffeId:   spiffeID.String(),
 		Tee:        string(tee),
 		XdsAddress: s.cfg.XDSAddress,
-	}
-	for _, c := range chain {
-		resp.SvidChain = append(resp.SvidChain, c.Raw)
+		SvidChain:  chain,
 	}
 	for _, c := range s.cfg.Authority.Bundle() {
 		resp.TrustBundle = append(resp.TrustBundle, c.Raw)
 	}
 	if sidecar {
 		if s.cfg.OnSVID != nil {
-			s.cfg.OnSVID(spiffeID, chain)
+			certs := make([]*x509.Certificate, len(chain))
+			for i, der := range chain {
+				if certs[i], err = x509.ParseCertificate(der); err != nil {
+					return nil, tee, fmt.Errorf("attestation: parse the SVID issued to %s: %w", spiffeID, err)
+				}
+			}
+			s.cfg.OnSVID(spiffeID, certs)
 		}
 		return resp, tee, nil
 	}

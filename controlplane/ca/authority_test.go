@@ -368,3 +368,33 @@ func TestIssueSVIDIsX509s(t *testing.T) {
 		require.NoError(t, cert.CheckSignatureFrom(root))
 	})
 }
+
+// IssueSVIDDER issues what IssueSVID does, unparsed: the same certificate from the same
+// randomness and time (ECDSA's signature aside, which takes entropy of its own), and an SVID
+// that verifies for the CSR's key.
+func TestIssueSVIDDER(t *testing.T) {
+	now := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	a, err := NewAuthority(AuthorityConfig{TrustDomain: testTD, Rand: constReader(0x5a), Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	id := spiffeid.RequireFromPath(testTD, "/demo/flask")
+	for _, alg := range []Algorithm{P256, Ed25519} {
+		t.Run(string(alg), func(t *testing.T) {
+			csr, err := ParseCSR(mustCSR(t, mustKey(t, alg)))
+			require.NoError(t, err)
+			ders, err := a.IssueSVIDDER(csr, id, time.Hour, attestapi.TEESimulation)
+			require.NoError(t, err)
+			require.Len(t, ders, 1)
+			chain, err := a.IssueSVID(csr, id, time.Hour, attestapi.TEESimulation)
+			require.NoError(t, err)
+			leaf, err := x509.ParseCertificate(ders[0])
+			require.NoError(t, err)
+			assert.Equal(t, chain[0].RawTBSCertificate, leaf.RawTBSCertificate)
+			assert.Equal(t, csr.RawSubjectPublicKeyInfo(), leaf.RawSubjectPublicKeyInfo)
+			gotID, _, err := x509svid.Verify([]*x509.Certificate{leaf}, x509bundle.FromX509Authorities(testTD, a.Bundle()), x509svid.WithTime(now))
+			require.NoError(t, err)
+			assert.Equal(t, id, gotID)
+		})
+	}
+	_, err = a.IssueSVIDDER(nil, id, time.Hour, attestapi.TEESGX)
+	require.Error(t, err)
+}

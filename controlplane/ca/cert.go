@@ -205,10 +205,26 @@ type signer struct {
 	// svid: the template is IssueSVID's, which package der encodes as crypto/x509 does,
 	// signing once (see package der) when the issuer's key is one der signs with.
 	svid bool
+	// spki is the DER SubjectPublicKeyInfo of pub, when the caller has it (a CSR's).
+	spki []byte
 }
 
-// sign completes tmpl (serial, validity, key identifiers) and signs it.
+// sign completes tmpl (serial, validity, key identifiers), signs it and parses the result.
 func (s signer) sign(op string, tmpl *x509.Certificate) (*x509.Certificate, error) {
+	raw, err := s.signDER(op, tmpl)
+	if err != nil {
+		return nil, err
+	}
+	// Parsed back, which also checks what package der encoded.
+	cert, err := x509.ParseCertificate(raw)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %s: parse the new certificate: %w", op, err)
+	}
+	return cert, nil
+}
+
+// signDER is sign without the parse: the certificate's DER.
+func (s signer) signDER(op string, tmpl *x509.Certificate) ([]byte, error) {
 	if _, err := keyAlgorithm(s.pub); err != nil {
 		return nil, fmt.Errorf("ca: %s: subject key: %w", op, err)
 	}
@@ -248,9 +264,11 @@ func (s signer) sign(op string, tmpl *x509.Certificate) (*x509.Certificate, erro
 		return nil, fmt.Errorf("ca: %s: %w", op, err)
 	}
 	tmpl.SerialNumber = serial
-	spki, err := x509.MarshalPKIXPublicKey(s.pub)
-	if err != nil {
-		return nil, fmt.Errorf("ca: %s: subject key identifier: %w", op, err)
+	spki := s.spki
+	if spki == nil {
+		if spki, err = x509.MarshalPKIXPublicKey(s.pub); err != nil {
+			return nil, fmt.Errorf("ca: %s: subject key identifier: %w", op, err)
+		}
 	}
 	tmpl.SubjectKeyId = subjectKeyID(spki)
 	if s.issuer != nil {
@@ -270,12 +288,7 @@ func (s signer) sign(op string, tmpl *x509.Certificate) (*x509.Certificate, erro
 	if err != nil {
 		return nil, fmt.Errorf("ca: %s: %w", op, err)
 	}
-	// Parsed back, which also checks what package der encoded.
-	cert, err := x509.ParseCertificate(raw)
-	if err != nil {
-		return nil, fmt.Errorf("ca: %s: parse the new certificate: %w", op, err)
-	}
-	return cert, nil
+	return raw, nil
 }
 
 // createSVID is x509.CreateCertificate for IssueSVID's template (a RawSubject, one URI, the

@@ -80,7 +80,11 @@ func renderBytes(text string, vals Values) ([]byte, error) {
 	if len(bad) > 0 {
 		return nil, errors.New(bad[0])
 	}
+	if len(phs) == 0 {
+		return []byte(text), nil
+	}
 	var out bytes.Buffer
+	out.Grow(len(text)) // most values are shorter than their placeholders' names
 	last := 0
 	for _, ph := range phs {
 		out.WriteString(text[last:ph.start])
