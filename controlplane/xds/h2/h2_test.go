@@ -733,3 +733,24 @@ func FuzzConn(f *testing.F) {
 		_, _ = io.Copy(io.Discard, c.tc)
 	})
 }
+
+// TestMaxHandshakes: connections that never finish their TLS handshake hold at most
+// MaxHandshakes slots; the next client waits until one times out, then connects.
+func TestMaxHandshakes(t *testing.T) {
+	const timeout = time.Second
+	_, addr, p := serve(t, Config{MaxHandshakes: 2, HandshakeTimeout: timeout}, registerEvents(make(chan error, 4), nil))
+	first := time.Now() // the silent connections' handshakes time out a second after this, not before
+	for range 2 {
+		silent, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = silent.Close() })
+	}
+	time.Sleep(100 * time.Millisecond) // both accepted and in their handshake
+	start := time.Now()
+	c := dialFrames(t, addr, p) // a full mTLS handshake and the preface
+	took := time.Since(start)
+	require.NoError(t, c.fr.WritePing(false, [8]byte{1}))
+	c.next(func(f http2.Frame) bool { ping, ok := f.(*http2.PingFrame); return ok && ping.IsAck() })
+	t.Logf("connected after %s", took.Round(time.Millisecond))
+	assert.GreaterOrEqual(t, time.Since(first), timeout, "the client was served before a slot was free")
+}

@@ -50,6 +50,11 @@ type Config struct {
 	// HandshakeTimeout bounds the TLS handshake and the client's connection preface. Default
 	// 20 s.
 	HandshakeTimeout time.Duration
+	// MaxHandshakes bounds the connections in their TLS handshake, which no client certificate
+	// has authenticated yet: beyond it the server accepts no connection until one ends, so a
+	// flood of connections that never finish their handshake waits in the kernel's backlog
+	// instead of holding a goroutine and a TLS state each. Default 1,024.
+	MaxHandshakes int
 	// WriteTimeout bounds every write to a connection; a peer that does not read for that long
 	// loses its connection. Default 30 s.
 	WriteTimeout time.Duration
@@ -69,6 +74,7 @@ const (
 	defaultMaxStreams       = 100
 	defaultMaxRecvMsgSize   = 4 << 20
 	defaultHandshakeTimeout = 20 * time.Second
+	defaultMaxHandshakes    = 1024
 	defaultWriteTimeout     = 30 * time.Second
 	defaultKeepaliveTime    = 2 * time.Hour
 	defaultKeepaliveTimeout = 20 * time.Second
@@ -93,6 +99,9 @@ type Server struct {
 	stopped   bool
 
 	wg sync.WaitGroup // connections' goroutines and stream handlers
+
+	handshakes chan struct{} // a slot per connection in its TLS handshake
+	done       chan struct{} // closed by Stop
 }
 
 type method struct {
@@ -147,6 +156,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = defaultHandshakeTimeout
 	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = defaultMaxHandshakes
+	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = defaultWriteTimeout
 	}
@@ -171,6 +183,9 @@ func NewServer(cfg Config) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 		shaking:   make(map[net.Conn]struct{}),
+
+		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		done:       make(chan struct{}),
 	}, nil
 }
 
@@ -234,8 +249,14 @@ func (s *Server) Serve(lis net.Listener) error {
 	}()
 	var delay time.Duration
 	for {
+		select {
+		case s.handshakes <- struct{}{}:
+		case <-s.done:
+			return ErrServerStopped
+		}
 		nc, err := lis.Accept()
 		if err != nil {
+			<-s.handshakes
 			s.mu.Lock()
 			stopped := s.stopped
 			s.mu.Unlock()
@@ -260,6 +281,7 @@ func (s *Server) Serve(lis net.Listener) error {
 // the handshake's deep stack ends with this goroutine.
 func (s *Server) handshake(nc net.Conn) {
 	defer s.wg.Done()
+	defer func() { <-s.handshakes }()
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
@@ -319,6 +341,9 @@ func (s *Server) untrack(c *conn) {
 // RecvMsg and SendMsg fail), and returns once the handlers have returned.
 func (s *Server) Stop() {
 	s.mu.Lock()
+	if !s.stopped {
+		close(s.done)
+	}
 	s.stopped = true
 	for lis := range s.listeners {
 		_ = lis.Close()
