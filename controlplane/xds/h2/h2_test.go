@@ -3,16 +3,10 @@ package h2
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -39,61 +33,11 @@ const (
 	host      = "h2.test"
 )
 
-// pki is a CA, a server certificate for host and a client certificate, all P-256.
-type pki struct {
-	server, client tls.Certificate
-	roots          *x509.CertPool
-}
-
-func newPKI(tb testing.TB) pki {
-	tb.Helper()
-	t := tb
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: now.Add(-time.Hour),
-		NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	ca, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-	leaf := func(serial int64, dns string) tls.Certificate {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		require.NoError(t, err)
-		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: dns}, DNSNames: []string{dns},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		}, ca, &key.PublicKey, caKey)
-		require.NoError(t, err)
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca)
-	return pki{server: leaf(2, host), client: leaf(3, "client.test"), roots: roots}
-}
-
-func (p pki) serverTLS() *tls.Config {
-	return &tls.Config{
-		Certificates: []tls.Certificate{p.server}, ClientCAs: p.roots,
-		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13,
-	}
-}
-
-func (p pki) clientTLS() *tls.Config {
-	return &tls.Config{
-		Certificates: []tls.Certificate{p.client}, RootCAs: p.roots, ServerName: host,
-		MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"},
-	}
-}
-
 // serve starts a Server for cfg on loopback; register registers its methods. It is stopped
 // when the test ends, and the test fails if Stop leaves a handler running past 10 s.
-func serve(t *testing.T, cfg Config, register func(*Server)) (*Server, string, pki) {
+func serve(t *testing.T, cfg Config, register func(*Server)) (*Server, string, *testPKI) {
 	t.Helper()
-	p := newPKI(t)
+	p := newTestPKI(t)
 	cfg.TLS = p.serverTLS()
 	s, err := NewServer(cfg)
 	require.NoError(t, err)
@@ -174,7 +118,7 @@ func reply(req *discovery.DiscoveryRequest) *discovery.DiscoveryResponse {
 	}
 }
 
-func dialADS(t *testing.T, addr string, p pki, opts ...grpc.DialOption) discovery.AggregatedDiscoveryServiceClient {
+func dialADS(t *testing.T, addr string, p *testPKI, opts ...grpc.DialOption) discovery.AggregatedDiscoveryServiceClient {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(p.clientTLS()))}, opts...)...)
 	require.NoError(t, err)
@@ -222,7 +166,7 @@ func TestGRPCClient(t *testing.T) {
 	info, ok := e.peer.AuthInfo.(credentials.TLSInfo)
 	require.True(t, ok)
 	require.Len(t, info.State.VerifiedChains, 1)
-	assert.Equal(t, "client.test", info.State.VerifiedChains[0][0].Subject.CommonName)
+	assert.Equal(t, p.client.Certificate[0], info.State.VerifiedChains[0][0].Raw, "the peer is the client's certificate")
 	e.mu.Unlock()
 
 	stream, err = client.StreamAggregatedResources(ctx)
@@ -409,7 +353,7 @@ type frameClient struct {
 	fr *http2.Framer
 }
 
-func dialFrames(t *testing.T, addr string, p pki) *frameClient {
+func dialFrames(t *testing.T, addr string, p *testPKI) *frameClient {
 	t.Helper()
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	tc, err := tls.DialWithDialer(d, "tcp", addr, p.clientTLS())
