@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"sync"
 	"testing"
@@ -404,4 +405,28 @@ func TestADSRequestRateIsLimited(t *testing.T) {
 	assert.LessOrEqual(t, answered, burst+int(limit*elapsed.Seconds())+1,
 		"answered %d requests in %v: the limit did not engage", answered, elapsed)
 	assert.Contains(t, e.logs.String(), "request rate exceeded, waiting")
+}
+
+// TestSotWOnAGRPCServer: adsServer serves state-of-the-world streams on a gRPC-Go server too,
+// on the handler's goroutine (Serve serves them as h2 events), with the same responses and
+// refusals.
+func TestSotWOnAGRPCServer(t *testing.T) {
+	e := startADS(t)
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(e.srv.tls)))
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &adsServer{s: e.srv})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	e.addr = lis.Addr().String()
+
+	stream := e.dial(t, "flask")
+	resp, err := fetch(t, stream, request(flaskID.String(), resource.ClusterType))
+	require.NoError(t, err)
+	assert.Equal(t, resource.ClusterType, resp.GetTypeUrl())
+	assert.Equal(t, e.srv.current(flaskID).wireOf(resource.ClusterType).version, resp.GetVersionInfo())
+	assert.NotEmpty(t, resp.GetResources())
+	_, err = fetch(t, stream, request(redisID.String(), resource.ListenerType))
+	assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	assert.Contains(t, status.Convert(err).Message(), "does not match the SPIFFE ID")
 }
