@@ -176,6 +176,14 @@ func (r *report) markdown() string {
 		}
 		fmt.Fprintf(&b, "- %s: %s\n", p.name, strings.Join(rs, "; "))
 	}
+	b.WriteString("\nEvery round at one connection (p50 / p99 ms):\n\n")
+	for _, p := range r.paths {
+		var rs []string
+		for _, x := range p.rounds {
+			rs = append(rs, fmt.Sprintf("%s / %s", ms(x.oneP50), ms(x.oneP99)))
+		}
+		fmt.Fprintf(&b, "- %s: %s\n", p.name, strings.Join(rs, "; "))
+	}
 	fmt.Fprintf(&b, "\nMachine: %s\n", strings.Join(r.machine, "\n"))
 	fmt.Fprintf(&b, "Load average (1, 5, 15 min): before %s; at each round %s; after %s\n",
 		r.loadBefore, strings.Join(r.loadRounds, " | "), r.loadAfter)

@@ -83,7 +83,7 @@ func (l *listener) acceptLoop() {
 			continue
 		}
 		delay = 0
-		pc := &conn{down: c}
+		pc := &conn{down: rawIO(c)}
 		if !l.m.track(pc) {
 			_ = c.Close()
 			continue
@@ -280,6 +280,7 @@ func (l *listener) dialAddr(ctx context.Context, st *lstate, cl *cluster, addr s
 		log.Warn("upstream connect failed", "cluster", cl.spec.Name, "upstream", addr, "error", err)
 		return nil, err
 	}
+	raw = rawIO(raw)
 	if cl.tlsConf == nil {
 		return raw, nil
 	}

@@ -569,7 +569,7 @@ func (s *stream) tryWrite(p []byte) (int, error) {
 
 func (s *stream) writeOnce(fd uintptr) bool {
 	for {
-		n, err := syscall.Write(int(fd), s.wp[s.wn:])
+		n, err := writeFD(fd, s.wp[s.wn:])
 		if n > 0 {
 			s.wn += n
 		}

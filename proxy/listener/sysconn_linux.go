@@ -1,0 +1,158 @@
+package listener
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+)
+
+// sysConn is a TCP connection whose reads and writes are raw system calls on its non-blocking
+// socket, made inside syscall.RawConn's Read and Write (which keep the netpoller's waiting,
+// deadlines and Close as net.TCPConn has them).
+//
+// Why: every system call made through syscall.Syscall tells the Go runtime that the goroutine
+// enters a system call, and the first one after the process has been idle wakes the runtime's
+// monitor thread (sysmon) from its deep sleep, a futex wake-up on the path of the message. A
+// sidecar at one connection goes from idle to busy twice per request, so each request woke sysmon
+// twice per sidecar, and sysmon then polled every 20 µs on the other CPU while the sidecar
+// worked. A read or write of a non-blocking socket never blocks, so it need not release its P:
+// a raw system call leaves the runtime's state alone. sysmon still wakes for its timers, and
+// whenever the process makes any other system call.
+//
+// Reads are serialized with each other, and writes with each other, as net.Conn's are.
+type sysConn struct {
+	*net.TCPConn
+	rc syscall.RawConn
+
+	rmu  sync.Mutex
+	rbuf []byte
+	rn   int
+	rerr error
+	rfn  func(uintptr) bool
+
+	wmu  sync.Mutex
+	wbuf []byte
+	wn   int
+	werr error
+	wfn  func(uintptr) bool
+}
+
+// rawIO returns c with raw-system-call reads and writes when it is a TCP connection, otherwise
+// c as it is.
+func rawIO(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	sc := &sysConn{TCPConn: tc, rc: rc}
+	sc.rfn, sc.wfn = sc.readOnce, sc.writeAll
+	return sc
+}
+
+func (c *sysConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rbuf, c.rn, c.rerr = p, 0, nil
+	err := c.rc.Read(c.rfn)
+	c.rbuf = nil
+	if err != nil {
+		return 0, c.opError("read", err)
+	}
+	if c.rerr != nil && !errors.Is(c.rerr, io.EOF) {
+		return c.rn, c.opError("read", os.NewSyscallError("read", c.rerr))
+	}
+	return c.rn, c.rerr
+}
+
+// readOnce reads once into rbuf: false (wait for the socket) on EAGAIN.
+func (c *sysConn) readOnce(fd uintptr) bool {
+	for {
+		n, err := rawRead(fd, c.rbuf)
+		switch err {
+		case 0:
+			c.rn = n
+			if n == 0 {
+				c.rerr = io.EOF
+			}
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.rerr = err
+			return true
+		}
+	}
+}
+
+func (c *sysConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf, c.wn, c.werr = p, 0, nil
+	var err error
+	if len(p) > 0 {
+		err = c.rc.Write(c.wfn)
+	}
+	c.wbuf = nil
+	if err != nil {
+		return c.wn, c.opError("write", err)
+	}
+	if c.werr != nil {
+		return c.wn, c.opError("write", os.NewSyscallError("write", c.werr))
+	}
+	return c.wn, nil
+}
+
+// writeAll writes wbuf until all of it is written (true) or the socket is full (false: wait).
+func (c *sysConn) writeAll(fd uintptr) bool {
+	for c.wn < len(c.wbuf) {
+		n, err := rawWrite(fd, c.wbuf[c.wn:])
+		switch err {
+		case 0:
+			if n == 0 {
+				c.werr = io.ErrShortWrite
+				return true
+			}
+			c.wn += n
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werr = err
+			return true
+		}
+	}
+	return true
+}
+
+// opError is the error net.TCPConn would return: RawConn's own errors (closed, deadline) are
+// already *net.OpError, as "raw-read" and "raw-write".
+func (c *sysConn) opError(op string, err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		oe.Op = op
+		return oe
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// writeFD writes p to the non-blocking socket fd once, as syscall.Write does but without
+// telling the runtime (see sysConn).
+func writeFD(fd uintptr, p []byte) (int, error) {
+	n, err := rawWrite(fd, p)
+	if err != 0 {
+		return -1, err
+	}
+	return n, nil
+}
