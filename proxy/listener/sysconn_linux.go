@@ -7,7 +7,12 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
+
+// wakeAfter is how long a connection's reads may go on without waiting for data, all raw, before
+// one of them is a system call the runtime sees (see sysConn).
+const wakeAfter = time.Millisecond
 
 // sysConn is a TCP connection whose reads and writes are raw system calls on its non-blocking
 // socket, made inside syscall.RawConn's Read and Write (which keep the netpoller's waiting,
@@ -22,6 +27,14 @@ import (
 // a raw system call leaves the runtime's state alone. sysmon still wakes for its timers, and
 // whenever the process makes any other system call.
 //
+// But sysmon is also what preempts a goroutine that runs for 10 ms and polls the network while
+// every P is busy. A goroutine whose socket always has data waiting (a bulk transfer) never waits
+// and never makes another system call, so with sysmon asleep it kept its P for as long as the
+// transfer lasted (seconds; up to sysmon's 60 s sleep), and every other connection with it. So
+// once a connection's reads have gone on for wakeAfter without waiting, the next one is made with
+// syscall.Read, which wakes sysmon if it sleeps. A request and its response each wait for data,
+// so they are all raw still.
+//
 // Reads are serialized with each other, and writes with each other, as net.Conn's are.
 type sysConn struct {
 	*net.TCPConn
@@ -32,6 +45,10 @@ type sysConn struct {
 	rn   int
 	rerr error
 	rfn  func(uintptr) bool
+	// rbusy: when this connection's reads began to find data without waiting (zero: the last
+	// read waited). rwaited: this read waited; rwake: this read is made with syscall.Read.
+	rbusy          time.Time
+	rwaited, rwake bool
 
 	wmu  sync.Mutex
 	wbuf []byte
@@ -63,8 +80,18 @@ func (c *sysConn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	c.rbuf, c.rn, c.rerr = p, 0, nil
+	c.rwaited, c.rwake = false, false
+	if !c.rbusy.IsZero() && time.Since(c.rbusy) >= wakeAfter {
+		c.rwake = true
+	}
 	err := c.rc.Read(c.rfn)
 	c.rbuf = nil
+	switch {
+	case c.rwaited:
+		c.rbusy = time.Time{}
+	case c.rwake || c.rbusy.IsZero():
+		c.rbusy = time.Now()
+	}
 	if err != nil {
 		return 0, c.opError("read", err)
 	}
@@ -77,7 +104,13 @@ func (c *sysConn) Read(p []byte) (int, error) {
 // readOnce reads once into rbuf: false (wait for the socket) on EAGAIN.
 func (c *sysConn) readOnce(fd uintptr) bool {
 	for {
-		n, err := rawRead(fd, c.rbuf)
+		var n int
+		var err syscall.Errno
+		if c.rwake {
+			n, err = errno(syscall.Read(int(fd), c.rbuf))
+		} else {
+			n, err = rawRead(fd, c.rbuf)
+		}
 		switch err {
 		case 0:
 			c.rn = n
@@ -88,6 +121,7 @@ func (c *sysConn) readOnce(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			c.rwaited = true
 			return false
 		default:
 			c.rerr = err
@@ -145,6 +179,18 @@ func (c *sysConn) opError(op string, err error) error {
 		return oe
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// errno is syscall.Read's or syscall.Write's result as rawRead's and rawWrite's.
+func errno(n int, err error) (int, syscall.Errno) {
+	if err == nil {
+		return n, 0
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return n, e
+	}
+	return n, syscall.EIO
 }
 
 // writeFD writes p to the non-blocking socket fd once, as syscall.Write does but without

@@ -2,10 +2,7 @@
 
 package listener
 
-import (
-	"errors"
-	"syscall"
-)
+import "syscall"
 
 // Under the race detector, rawRead and rawWrite are syscall.Read and syscall.Write: those tell
 // the detector that bytes written to a socket happen before their read, which is how the tests'
@@ -23,15 +20,4 @@ func rawWrite(fd uintptr, p []byte) (int, syscall.Errno) {
 		return 0, 0
 	}
 	return errno(syscall.Write(int(fd), p))
-}
-
-func errno(n int, err error) (int, syscall.Errno) {
-	if err == nil {
-		return n, 0
-	}
-	var e syscall.Errno
-	if errors.As(err, &e) {
-		return n, e
-	}
-	return n, syscall.EIO
 }
