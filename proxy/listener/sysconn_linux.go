@@ -75,7 +75,7 @@ func rawIO(c net.Conn) net.Conn {
 
 func (c *sysConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
-		return 0, nil
+		return 0, c.checkOpen("read")
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
@@ -134,10 +134,10 @@ func (c *sysConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wbuf, c.wn, c.werr = p, 0, nil
-	var err error
-	if len(p) > 0 {
-		err = c.rc.Write(c.wfn)
+	if len(p) == 0 {
+		return 0, c.checkOpen("write")
 	}
+	err := c.rc.Write(c.wfn)
 	c.wbuf = nil
 	if err != nil {
 		return c.wn, c.opError("write", err)
@@ -168,6 +168,15 @@ func (c *sysConn) writeAll(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// checkOpen is the error of a read or write of nothing: net.ErrClosed once the connection is
+// closed, as net.TCPConn's.
+func (c *sysConn) checkOpen(op string) error {
+	if err := c.rc.Control(func(uintptr) {}); err != nil {
+		return c.opError(op, err)
+	}
+	return nil
 }
 
 // opError is the error net.TCPConn would return: RawConn's own errors (closed, deadline) are

@@ -143,6 +143,16 @@ func TestSysConnErrors(t *testing.T) {
 			t.Fatal("Close did not end the blocked read")
 		}
 	})
+	t.Run("closed, nothing to read or write", func(t *testing.T) {
+		sc, _ := tcpPair(t)
+		require.NoError(t, sc.Close())
+		_, err := sc.Read(nil)
+		require.ErrorIs(t, err, net.ErrClosed)
+		assert.Equal(t, "read", opOf(t, err))
+		_, err = sc.Write(nil)
+		require.ErrorIs(t, err, net.ErrClosed)
+		assert.Equal(t, "write", opOf(t, err))
+	})
 	t.Run("reset", func(t *testing.T) {
 		sc, peer := tcpPair(t)
 		require.NoError(t, peer.SetLinger(0))
