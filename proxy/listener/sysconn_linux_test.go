@@ -108,7 +108,7 @@ func TestSysConnHalfClose(t *testing.T) {
 // net.ErrClosed, a reset is the errno; all as *net.OpError of op "read" or "write".
 func TestSysConnErrors(t *testing.T) {
 	t.Run("deadline", func(t *testing.T) {
-		sc, _ := tcpPair(t)
+		sc, peer := tcpPair(t)
 		require.NoError(t, sc.SetReadDeadline(time.Now().Add(20*time.Millisecond)))
 		_, err := sc.Read(make([]byte, 10))
 		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
@@ -125,6 +125,12 @@ func TestSysConnErrors(t *testing.T) {
 		// short of TCP memory, as net.TCPConn's write would find too).
 		assert.Less(t, n, 64<<20)
 		assert.Equal(t, "write", opOf(t, err))
+		// n is exactly what the peer receives.
+		require.NoError(t, sc.Close())
+		require.NoError(t, peer.SetReadDeadline(time.Now().Add(5*time.Second)))
+		got, err := io.Copy(io.Discard, peer)
+		require.NoError(t, err)
+		assert.Equal(t, int64(n), got, "the count of a write cut by its deadline")
 	})
 	t.Run("closed while reading", func(t *testing.T) {
 		sc, _ := tcpPair(t)
