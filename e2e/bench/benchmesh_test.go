@@ -288,7 +288,12 @@ func measure(ctx context.Context, ns string, p *path, set settings, prof *profil
 			s.getRPS, s.getCPU = res.rps, perReq
 		}
 	}
+	stop := func() {}
+	if prof != nil {
+		stop = prof.count(ctx, p, "oneconn")
+	}
 	res, err := redisBenchmark(ctx, ns, p.addr, 1, set.latency, "get")
+	stop()
 	if err != nil {
 		return s, err
 	}

@@ -47,26 +47,10 @@ type profiler struct {
 // start begins recording p and returns the function that ends it.
 func (pr *profiler) start(ctx context.Context, p *path) (stop func()) {
 	var wg sync.WaitGroup
-	var perfs []*exec.Cmd
-	if _, err := exec.LookPath("perf"); err == nil && len(p.pids) > 0 {
-		var pids []string
-		for _, pid := range p.pids {
-			pids = append(pids, strconv.Itoa(pid))
-		}
-		pidList := strings.Join(pids, ",")
-		base := filepath.Join(pr.dir, p.name+"-get")
-		for _, args := range [][]string{
-			{"record", "-q", "-g", "-F", "499", "-p", pidList, "-o", base + ".perf.data"},
-			{"stat", "-e", perfCounters, "-p", pidList, "-o", base + ".perf-stat.txt"},
-		} {
-			cmd := exec.CommandContext(ctx, "perf", args...)
-			if err := cmd.Start(); err != nil {
-				pr.logf("perf %s: %v", args[0], err)
-				continue
-			}
-			perfs = append(perfs, cmd)
-		}
-	}
+	base := filepath.Join(pr.dir, p.name+"-get")
+	perfs := pr.perf(ctx, p,
+		[]string{"record", "-q", "-g", "-F", "499", "-o", base + ".perf.data"},
+		[]string{"stat", "-e", perfCounters, "-o", base + ".perf-stat.txt"})
 	for _, a := range p.admins {
 		wg.Go(func() {
 			time.Sleep(500 * time.Millisecond)
@@ -78,11 +62,44 @@ func (pr *profiler) start(ctx context.Context, p *path) (stop func()) {
 		for _, a := range p.admins {
 			pr.fetch(ctx, a, "/debug/pprof/heap", fmt.Sprintf("%s-%s.heap.pprof", p.name, a.name))
 		}
-		for _, cmd := range perfs {
-			_ = cmd.Process.Signal(syscall.SIGINT)
-			if err := cmd.Wait(); err != nil {
-				pr.logf("%s: %v", strings.Join(cmd.Args[:2], " "), err)
-			}
+		pr.stopPerf(perfs)
+	}
+}
+
+// count runs perf stat on p's processes (system calls, context switches) until the function it
+// returns is called, into PATH-RUN.perf-stat.txt: the one-connection run's wake-ups.
+func (pr *profiler) count(ctx context.Context, p *path, run string) (stop func()) {
+	perfs := pr.perf(ctx, p, []string{"stat", "-e", perfCounters, "-o", filepath.Join(pr.dir, p.name+"-"+run+".perf-stat.txt")})
+	return func() { pr.stopPerf(perfs) }
+}
+
+// perf starts perf once per argument list, with -p for p's processes; none without perf.
+func (pr *profiler) perf(ctx context.Context, p *path, argLists ...[]string) []*exec.Cmd {
+	if _, err := exec.LookPath("perf"); err != nil || len(p.pids) == 0 {
+		return nil
+	}
+	var pids []string
+	for _, pid := range p.pids {
+		pids = append(pids, strconv.Itoa(pid))
+	}
+	var perfs []*exec.Cmd
+	for _, args := range argLists {
+		args = append([]string{args[0], "-p", strings.Join(pids, ",")}, args[1:]...)
+		cmd := exec.CommandContext(ctx, "perf", args...)
+		if err := cmd.Start(); err != nil {
+			pr.logf("perf %s: %v", args[0], err)
+			continue
+		}
+		perfs = append(perfs, cmd)
+	}
+	return perfs
+}
+
+func (pr *profiler) stopPerf(perfs []*exec.Cmd) {
+	for _, cmd := range perfs {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		if err := cmd.Wait(); err != nil {
+			pr.logf("%s: %v", strings.Join(cmd.Args[:2], " "), err)
 		}
 	}
 }
