@@ -227,6 +227,10 @@ func TestRotation(t *testing.T) {
 		issued := len(client.attestor.Issued())
 		require.Eventually(t, func() bool { return len(client.attestor.Issued()) > issued }, 5*time.Second, 20*time.Millisecond, "no renewal in round %d", round)
 		newest := client.attestor.Issued()[len(client.attestor.Issued())-1]
+		// The attestor records an SVID when it issues it; the sidecar installs it just after.
+		installed := "msg=\"attested: SVID installed\" spiffe_id=" + m.clientID.String() + " serial=" + newest.SerialNumber.Text(16) + " "
+		require.Eventually(t, func() bool { return strings.Contains(client.logs.String(), installed) }, 5*time.Second, 10*time.Millisecond,
+			"SVID %s not installed in round %d", newest.SerialNumber.Text(16), round)
 		roundTrip(t, open, "open across rotation")
 		c := dial(t, m.clientOutbound)
 		roundTrip(t, c, "new connection")
