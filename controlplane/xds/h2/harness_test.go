@@ -392,3 +392,13 @@ func (c *rawClient) sendFlow(id uint32, p []byte, endStream bool) {
 		p = p[k:]
 	}
 }
+
+// rawSetup starts a server (configure may be nil) with a test service, and dials it with a raw
+// client that reads the server's frames.
+func rawSetup(t *testing.T, configure func(*Config)) (*Server, *testService, *rawClient) {
+	t.Helper()
+	p := newTestPKI(t)
+	svc := newTestService()
+	s, addr := startServer(t, p, svc, configure, nil)
+	return s, svc, dialRaw(t, p, addr, true)
+}

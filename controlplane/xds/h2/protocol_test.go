@@ -18,10 +18,7 @@ import (
 // their slot until their handler returns, so no more than MaxConcurrentStreams handlers run;
 // the others are refused, and the connection still serves afterwards.
 func TestRapidResetGoroutineStreams(t *testing.T) {
-	p := newTestPKI(t)
-	svc := newTestService()
-	s, addr := startServer(t, p, svc, func(c *Config) { c.MaxConcurrentStreams = 10 }, nil)
-	c := dialRaw(t, p, addr, true)
+	s, svc, c := rawSetup(t, func(c *Config) { c.MaxConcurrentStreams = 10 })
 	// The runtime starts its GC workers (one per P) at the first collection: counted in the
 	// base, not in the peak.
 	runtime.GC()
@@ -75,10 +72,7 @@ func TestRapidResetGoroutineStreams(t *testing.T) {
 
 // TestMaxConcurrentStreams: a stream beyond the limit is refused; a slot freed is reused.
 func TestMaxConcurrentStreams(t *testing.T) {
-	p := newTestPKI(t)
-	svc := newTestService()
-	_, addr := startServer(t, p, svc, func(c *Config) { c.MaxConcurrentStreams = 3 }, nil)
-	c := dialRaw(t, p, addr, true)
+	_, svc, c := rawSetup(t, func(c *Config) { c.MaxConcurrentStreams = 3 })
 	for _, id := range []uint32{1, 3, 5, 7} {
 		c.headers(id, pathHold, false)
 	}
@@ -102,10 +96,7 @@ func TestMaxConcurrentStreams(t *testing.T) {
 // TestTruncatedMessageNotDelivered: a message that the client's end of stream cuts is an
 // error, never a message.
 func TestTruncatedMessageNotDelivered(t *testing.T) {
-	p := newTestPKI(t)
-	svc := newTestService()
-	_, addr := startServer(t, p, svc, nil, nil)
-	c := dialRaw(t, p, addr, true)
+	_, svc, c := rawSetup(t, nil)
 	whole := grpcMsg(make([]byte, 100))
 	c.headers(1, pathDrain, false)
 	c.data(1, grpcMsg([]byte("first")), false)
@@ -138,10 +129,7 @@ func TestTruncatedMessageNotDelivered(t *testing.T) {
 // TestDataAfterEndStream: DATA after the client's END_STREAM resets the stream
 // (STREAM_CLOSED) and is never delivered.
 func TestDataAfterEndStream(t *testing.T) {
-	p := newTestPKI(t)
-	svc := newTestService()
-	_, addr := startServer(t, p, svc, nil, nil)
-	c := dialRaw(t, p, addr, true)
+	_, svc, c := rawSetup(t, nil)
 	c.headers(1, pathHold, false)
 	<-svc.started
 	c.data(1, grpcMsg([]byte("a")), true)
@@ -158,10 +146,7 @@ func TestDataAfterEndStream(t *testing.T) {
 // TestStreamWindowEnforced: DATA beyond a stream's window resets the stream; beyond the
 // connection's ends the connection.
 func TestStreamWindowEnforced(t *testing.T) {
-	p := newTestPKI(t)
-	svc := newTestService()
-	_, addr := startServer(t, p, svc, nil, nil)
-	c := dialRaw(t, p, addr, true)
+	_, svc, c := rawSetup(t, nil)
 	c.headers(1, pathHold, false)
 	<-svc.started
 	// Hold never reads: a message of 70000 bytes is assembled (the stream is credited while no
@@ -180,10 +165,7 @@ func TestStreamWindowEnforced(t *testing.T) {
 // messages (5 bytes on the wire, a 24-byte slice each in the queue) beyond that reset the
 // stream, so one window of DATA cannot make the server hold several windows of queue.
 func TestRecvQueueBounded(t *testing.T) {
-	p := newTestPKI(t)
-	svc := newTestService()
-	s, addr := startServer(t, p, svc, nil, nil)
-	c := dialRaw(t, p, addr, true)
+	s, svc, c := rawSetup(t, nil)
 	c.headers(1, pathHold, false)
 	<-svc.started
 	c.data(1, make([]byte, 16380), false) // 3,276 empty messages
@@ -204,10 +186,7 @@ func TestRecvQueueBounded(t *testing.T) {
 // handleSettings adds the delta unchecked. Harmless here (windows are int64 and reserve takes
 // at most maxWrite), but the server then sends more than a conforming client may accept.
 func TestInitialWindowOverflowRefused(t *testing.T) {
-	p := newTestPKI(t)
-	svc := newTestService()
-	_, addr := startServer(t, p, svc, nil, nil)
-	c := dialRaw(t, p, addr, true)
+	_, svc, c := rawSetup(t, nil)
 	c.headers(1, pathHold, false)
 	<-svc.started
 	require.NoError(t, c.do(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(1, 1<<31-1-initialWindow) }))
@@ -222,10 +201,7 @@ func TestInitialWindowOverflowRefused(t *testing.T) {
 // DATA (the window goes negative, nothing is sent); growing it again completes the message
 // intact.
 func TestWindowShrinkAndGrow(t *testing.T) {
-	p := newTestPKI(t)
-	svc := newTestService()
-	_, addr := startServer(t, p, svc, nil, nil)
-	c := dialRaw(t, p, addr, true)
+	_, _, c := rawSetup(t, nil)
 	require.NoError(t, c.do(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(0, 16<<20) }))
 	payload := make([]byte, 200<<10)
 	for i := range payload {
@@ -254,10 +230,7 @@ func TestWindowShrinkAndGrow(t *testing.T) {
 // TestHeaderFloods: a header list beyond 16 KiB is answered 431 and the connection goes on;
 // CONTINUATION frames that keep coming beyond it end the connection (x/net's limit).
 func TestHeaderFloods(t *testing.T) {
-	p := newTestPKI(t)
-	svc := newTestService()
-	_, addr := startServer(t, p, svc, nil, nil)
-	c := dialRaw(t, p, addr, true)
+	_, _, c := rawSetup(t, nil)
 	big := make([]byte, 8000)
 	for i := range big {
 		big[i] = 'a'
@@ -289,10 +262,7 @@ func TestHeaderFloods(t *testing.T) {
 // END_STREAM it resets the stream (malformed trailers); on a closed one, or a lower unused ID,
 // it is ignored.
 func TestStreamIDReuse(t *testing.T) {
-	p := newTestPKI(t)
-	svc := newTestService()
-	s, addr := startServer(t, p, svc, nil, nil)
-	c := dialRaw(t, p, addr, true)
+	s, svc, c := rawSetup(t, nil)
 	c.headers(5, pathHold, false)
 	<-svc.started
 	c.headers(5, pathHold, false)
@@ -310,10 +280,7 @@ func TestStreamIDReuse(t *testing.T) {
 
 // TestClientGoAway: after the client's GOAWAY the connection closes with its last stream.
 func TestClientGoAway(t *testing.T) {
-	p := newTestPKI(t)
-	svc := newTestService()
-	s, addr := startServer(t, p, svc, nil, nil)
-	c := dialRaw(t, p, addr, true)
+	s, svc, c := rawSetup(t, nil)
 	c.headers(1, pathHold, false)
 	<-svc.started
 	require.NoError(t, c.do(func(fr *http2.Framer) error { return fr.WriteGoAway(1, http2.ErrCodeNo, nil) }))

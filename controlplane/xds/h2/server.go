@@ -142,35 +142,26 @@ func (s *Server) RegisterEvents(fullMethod string, open func(Stream) (Events, er
 	s.methods[fullMethod] = &method{open: open}
 }
 
+// orDefault sets *v to d when it is zero or negative (unset).
+func orDefault[T int | uint32 | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
 // NewServer returns a Server for cfg.
 func NewServer(cfg Config) (*Server, error) {
 	if cfg.TLS == nil {
 		return nil, errors.New("h2: config: TLS is required")
 	}
-	if cfg.MaxConcurrentStreams == 0 {
-		cfg.MaxConcurrentStreams = defaultMaxStreams
-	}
-	if cfg.MaxRecvMsgSize <= 0 {
-		cfg.MaxRecvMsgSize = defaultMaxRecvMsgSize
-	}
-	if cfg.HandshakeTimeout <= 0 {
-		cfg.HandshakeTimeout = defaultHandshakeTimeout
-	}
-	if cfg.MaxHandshakes <= 0 {
-		cfg.MaxHandshakes = defaultMaxHandshakes
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = defaultWriteTimeout
-	}
-	if cfg.KeepaliveTime <= 0 {
-		cfg.KeepaliveTime = defaultKeepaliveTime
-	}
-	if cfg.KeepaliveTimeout <= 0 {
-		cfg.KeepaliveTimeout = defaultKeepaliveTimeout
-	}
-	if cfg.MinPingInterval <= 0 {
-		cfg.MinPingInterval = defaultMinPingInterval
-	}
+	orDefault(&cfg.MaxConcurrentStreams, defaultMaxStreams)
+	orDefault(&cfg.MaxRecvMsgSize, defaultMaxRecvMsgSize)
+	orDefault(&cfg.HandshakeTimeout, defaultHandshakeTimeout)
+	orDefault(&cfg.MaxHandshakes, defaultMaxHandshakes)
+	orDefault(&cfg.WriteTimeout, defaultWriteTimeout)
+	orDefault(&cfg.KeepaliveTime, defaultKeepaliveTime)
+	orDefault(&cfg.KeepaliveTimeout, defaultKeepaliveTimeout)
+	orDefault(&cfg.MinPingInterval, defaultMinPingInterval)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
