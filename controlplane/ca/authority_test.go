@@ -396,5 +396,5 @@ func TestIssueSVIDDER(t *testing.T) {
 		})
 	}
 	_, err = a.IssueSVIDDER(nil, id, time.Hour, attestapi.TEESGX)
-	require.Error(t, err)
+	require.EqualError(t, err, "ca: issue SVID: no CSR (ParseCSR makes one)")
 }

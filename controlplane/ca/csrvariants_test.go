@@ -281,6 +281,7 @@ func TestIssueSVIDDERRefusesADuplicateExtension(t *testing.T) {
 			_, parsedErr := a.IssueSVID(csr, id, time.Hour, attestapi.TEESGX, extra)
 			require.Error(t, parsedErr, "IssueSVID (parse-back) refuses it")
 			require.Error(t, issueErr, "IssueSVIDDER issued a certificate crypto/x509 cannot parse: %v", parseErr)
+			assert.ErrorContains(t, issueErr, "der: SVID: extension "+extra.Id.String()+" is there twice")
 		})
 	}
 }

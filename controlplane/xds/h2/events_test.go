@@ -288,5 +288,6 @@ func TestEventStreamCancelledByStop(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("Stop did not return")
 	}
-	require.Error(t, <-rec.ends)
+	err := <-rec.ends
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 }

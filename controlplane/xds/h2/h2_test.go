@@ -341,7 +341,8 @@ func TestStop(t *testing.T) {
 	_, err = stream.Recv()
 	require.NoError(t, err)
 	s.Stop()
-	require.Error(t, <-e.ended, "the handler's receive fails")
+	err = <-e.ended
+	require.Equal(t, codes.Unavailable, status.Code(err), "the handler's receive fails: %v", err)
 	_, err = stream.Recv()
 	assert.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 }
